@@ -1,0 +1,139 @@
+//! Severity levels and the per-type severity map.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog_entry;
+
+/// The original design's levels plus `critical` for events that need a person now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Debug,
+        Severity::Info,
+        Severity::Warn,
+        Severity::Error,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Debug => "debug",
+            Severity::Info => "info",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Debug and info: telemetry, the class a full buffer gives up first.
+    pub fn is_telemetry(self) -> bool {
+        self <= Severity::Info
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown severity `{0}`; expected one of debug, info, warn, error, critical")]
+pub struct UnknownSeverity(pub String);
+
+impl FromStr for Severity {
+    type Err = UnknownSeverity;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::ALL
+            .into_iter()
+            .find(|level| level.as_str() == s)
+            .ok_or_else(|| UnknownSeverity(s.to_owned()))
+    }
+}
+
+/// The original design's default map for event types that come from people and services
+/// rather than stations (the station catalogue lives in [`super::CATALOG`]).
+const DESIGN_DEFAULTS: &[(&str, Severity)] = &[
+    ("user.login", Severity::Info),
+    ("user.logout", Severity::Info),
+    ("access.denied", Severity::Warn),
+    ("api.access", Severity::Debug),
+    ("system.error", Severity::Error),
+];
+
+/// Default severity per event type, with overrides from configuration applied on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeverityMap {
+    overrides: BTreeMap<String, Severity>,
+}
+
+impl SeverityMap {
+    pub fn with_overrides(overrides: BTreeMap<String, Severity>) -> Self {
+        Self { overrides }
+    }
+
+    /// Override, else catalogue default, else the design's map, else `info`.
+    pub fn severity_of(&self, event_type: &str) -> Severity {
+        if let Some(level) = self.overrides.get(event_type) {
+            return *level;
+        }
+        if let Some(entry) = catalog_entry(event_type) {
+            return entry.severity;
+        }
+        DESIGN_DEFAULTS
+            .iter()
+            .find(|(name, _)| *name == event_type)
+            .map_or(Severity::Info, |(_, level)| *level)
+    }
+
+    /// The severity an event of this type gets when its rule does not decide otherwise.
+    pub fn has_override(&self, event_type: &str) -> bool {
+        self.overrides.contains_key(event_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_design_defaults_hold_without_overrides() {
+        let map = SeverityMap::default();
+        assert_eq!(map.severity_of("user.login"), Severity::Info);
+        assert_eq!(map.severity_of("access.denied"), Severity::Warn);
+        assert_eq!(map.severity_of("security.violation"), Severity::Error);
+        assert_eq!(map.severity_of("identity.changed"), Severity::Critical);
+        assert_eq!(map.severity_of("never.heard.of"), Severity::Info);
+    }
+
+    #[test]
+    fn an_override_wins_over_the_default() {
+        let map = SeverityMap::with_overrides(BTreeMap::from([(
+            "setpoint.changed".to_owned(),
+            Severity::Critical,
+        )]));
+        assert_eq!(map.severity_of("setpoint.changed"), Severity::Critical);
+        assert_eq!(map.severity_of("mode.changed"), Severity::Warn);
+    }
+
+    #[test]
+    fn severities_order_and_parse() {
+        assert!(Severity::Debug < Severity::Critical);
+        assert!(Severity::Info.is_telemetry() && !Severity::Warn.is_telemetry());
+        assert_eq!("error".parse::<Severity>().unwrap(), Severity::Error);
+        assert!("fatal".parse::<Severity>().unwrap_err().to_string().contains("fatal"));
+    }
+}

@@ -1,0 +1,11 @@
+//! linesentry: an edge agent that turns factory-floor station readings into security events.
+//!
+//! The folders follow the data flow: a reading enters in [`source`], becomes an event in
+//! [`rules`], is made durable in [`buffer`] and leaves in [`forward`]. [`agent`] wires them
+//! together. [`event`] is the model every stage (and the central collector) shares;
+//! [`config`] turns TOML files into validated settings.
+
+pub mod buffer;
+pub mod config;
+pub mod event;
+pub mod source;

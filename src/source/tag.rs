@@ -1,0 +1,110 @@
+//! The vocabulary of station profiles: what a tag is, how its bits decode, what it means.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How a tag's value is encoded on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    /// Fixed-length text, two ASCII bytes per register; the length is given with the tag.
+    String,
+}
+
+impl DataType {
+    /// 16-bit registers one value occupies (strings: per the tag's length).
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String => 0,
+        }
+    }
+
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, DataType::Bool | DataType::String)
+    }
+}
+
+/// Byte and word order of 32- and 64-bit values, named by where bytes A (most significant)
+/// to D land: `ABCD` big-endian, `CDAB` word-swapped, `BADC` byte-swapped, `DCBA` little-endian.
+/// For 64-bit values the same swap applies across all four words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ByteOrder {
+    #[default]
+    ABCD,
+    CDAB,
+    BADC,
+    DCBA,
+}
+
+/// Modbus data model tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterArea {
+    /// FC 1, read/write bits.
+    Coil,
+    /// FC 2, read-only bits.
+    DiscreteInput,
+    /// FC 3, read/write registers.
+    HoldingRegister,
+    /// FC 4, read-only registers.
+    InputRegister,
+}
+
+impl RegisterArea {
+    pub fn is_bit(self) -> bool {
+        matches!(self, RegisterArea::Coil | RegisterArea::DiscreteInput)
+    }
+}
+
+/// What a tag means to the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagRole {
+    /// Machine state (run / idle / setup / fault), mapped through the tag's `states`.
+    Status,
+    /// Operating mode (RUN / PROGRAM / REMOTE / LOCAL).
+    Mode,
+    /// A watched setpoint: changes outside a change window are `setpoint.changed`.
+    Setpoint,
+    /// An alarm threshold.
+    AlarmLimit,
+    /// An alarm-enable bit.
+    AlarmEnable,
+    /// A quality verdict (pass / fail) or a measurement checked against spec limits.
+    QualityResult,
+    /// Part or panel id that quality results refer to.
+    PartId,
+    /// Program checksum or version.
+    ProgramChecksum,
+    /// Firmware revision readable as a tag.
+    Firmware,
+    /// Production or diagnostic counter.
+    Counter,
+    /// A process value (temperature, pressure, ...), reported by exception.
+    Measurement,
+    /// A maintenance key switch: while set, setpoint and mode changes are authorised.
+    ChangeWindow,
+}
+
+impl fmt::Display for TagRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
