@@ -108,3 +108,13 @@ impl fmt::Display for TagRole {
         f.write_str(&text)
     }
 }
+
+/// Where a Modbus tag lives, already normalised to the zero-based protocol address
+/// (profiles may be written one-based; the profile loader converts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModbusAddress {
+    pub area: RegisterArea,
+    pub index: u16,
+    /// For `bool` tags held in a register: the bit (0 = least significant).
+    pub bit: Option<u8>,
+}
