@@ -1,0 +1,266 @@
+//! The redb layout and the operations on one write transaction. No threads, no channels:
+//! the writer thread calls these, the inspector reads the same tables.
+//!
+//! Tables:
+//! - `events`: seq -> record. A record is `[RECORD_V1, severity, postcard(event with seq 0)]`;
+//!   the seq lives only in the key, so callers can encode before the writer numbers them, and
+//!   the severity byte lets ack and eviction know the class without decoding.
+//! - `telemetry`: seq -> record length, for debug/info events only: the eviction order.
+//! - `meta`: counters that must survive restarts (next seq, stored bytes, drop counts).
+
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use crate::event::{SecurityEvent, Severity};
+
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(super) const TELEMETRY: TableDefinition<u64, u32> = TableDefinition::new("telemetry");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// First byte of every record; a different value means a record this build cannot read.
+pub(super) const RECORD_V1: u8 = 1;
+/// Bytes a record costs beyond its payload in the quota (key, index entry, B-tree share).
+pub(super) const RECORD_OVERHEAD: u64 = 32;
+/// Layout version written to `meta` on creation.
+pub(super) const LAYOUT_VERSION: u64 = 1;
+
+/// Why a stored record could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    #[error("record of seq {seq} is empty or has unknown format byte")]
+    Format { seq: u64 },
+    #[error("record of seq {seq} does not decode: {source}")]
+    Decode { seq: u64, source: postcard::Error },
+}
+
+/// An event encoded by the caller, ready for the writer to number and insert.
+#[derive(Debug, Clone)]
+pub(super) struct Encoded {
+    pub(super) severity: Severity,
+    pub(super) record: Vec<u8>,
+}
+
+impl Encoded {
+    pub(super) fn new(event: &SecurityEvent) -> Result<Self, postcard::Error> {
+        let mut record = Vec::with_capacity(320);
+        record.push(RECORD_V1);
+        record.push(severity_byte(event.severity));
+        // The seq is the table key; the record always holds 0 so its size does not depend on it.
+        let numbered_later = SecurityEvent {
+            seq: 0,
+            ..event.clone()
+        };
+        let record = postcard::to_extend(&numbered_later, record)?;
+        Ok(Self {
+            severity: event.severity,
+            record,
+        })
+    }
+
+    pub(super) fn cost(&self) -> u64 {
+        self.record.len() as u64 + RECORD_OVERHEAD
+    }
+}
+
+fn severity_byte(s: Severity) -> u8 {
+    s as u8
+}
+
+fn severity_from_byte(b: u8) -> Option<Severity> {
+    Severity::ALL.get(usize::from(b)).copied()
+}
+
+/// Decodes a stored record, restoring its seq from the key.
+pub(super) fn decode(seq: u64, record: &[u8]) -> Result<SecurityEvent, RecordError> {
+    if record.len() < 2 || record[0] != RECORD_V1 || severity_from_byte(record[1]).is_none() {
+        return Err(RecordError::Format { seq });
+    }
+    let mut event: SecurityEvent =
+        postcard::from_bytes(&record[2..]).map_err(|source| RecordError::Decode { seq, source })?;
+    event.seq = seq;
+    Ok(event)
+}
+
+fn record_is_telemetry(record: &[u8]) -> bool {
+    record
+        .get(1)
+        .and_then(|b| severity_from_byte(*b))
+        .is_some_and(Severity::is_telemetry)
+}
+
+/// Counters kept in `meta`, mirrored in memory by the writer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Meta {
+    pub(super) next_seq: u64,
+    pub(super) bytes: u64,
+    pub(super) count: u64,
+    /// Evictions since the agent's first start, per severity.
+    pub(super) dropped_total: [u64; 5],
+    /// Evictions not yet reported by an `agent.buffer_dropped` event.
+    pub(super) pending_drop: [u64; 5],
+    pub(super) pending_first_seq: u64,
+    pub(super) pending_last_seq: u64,
+    /// 1 while the buffer is above its high watermark (re-armed below watermark - 10 %).
+    pub(super) high_active: u64,
+}
+
+const SEVERITY_KEYS: [&str; 5] = ["debug", "info", "warn", "error", "critical"];
+
+impl Meta {
+    pub(super) fn load(txn_table: &impl ReadableTable<&'static str, u64>) -> Result<Self, redb::Error> {
+        let get = |k: &str| -> Result<u64, redb::Error> { Ok(txn_table.get(k)?.map_or(0, |v| v.value())) };
+        let mut meta = Meta {
+            next_seq: get("next_seq")?,
+            bytes: get("bytes")?,
+            count: get("count")?,
+            pending_first_seq: get("pending_drop.first_seq")?,
+            pending_last_seq: get("pending_drop.last_seq")?,
+            high_active: get("high_active")?,
+            ..Meta::default()
+        };
+        for (i, key) in SEVERITY_KEYS.iter().enumerate() {
+            meta.dropped_total[i] = get(&format!("dropped_total.{key}"))?;
+            meta.pending_drop[i] = get(&format!("pending_drop.{key}"))?;
+        }
+        Ok(meta)
+    }
+
+    pub(super) fn store(&self, table: &mut Table<&'static str, u64>) -> Result<(), redb::Error> {
+        table.insert("next_seq", self.next_seq)?;
+        table.insert("bytes", self.bytes)?;
+        table.insert("count", self.count)?;
+        table.insert("pending_drop.first_seq", self.pending_first_seq)?;
+        table.insert("pending_drop.last_seq", self.pending_last_seq)?;
+        table.insert("high_active", self.high_active)?;
+        for (i, key) in SEVERITY_KEYS.iter().enumerate() {
+            table.insert(format!("dropped_total.{key}").as_str(), self.dropped_total[i])?;
+            table.insert(format!("pending_drop.{key}").as_str(), self.pending_drop[i])?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn pending_drops(&self) -> u64 {
+        self.pending_drop.iter().sum()
+    }
+
+    fn note_drop(&mut self, seq: u64, severity: usize) {
+        self.dropped_total[severity] += 1;
+        if self.pending_drops() == 0 {
+            self.pending_first_seq = seq;
+        }
+        self.pending_drop[severity] += 1;
+        self.pending_last_seq = self.pending_last_seq.max(seq);
+    }
+
+    /// A JSON summary of the pending drops, for `agent.buffer_dropped`.
+    pub(super) fn pending_summary(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut by_severity = serde_json::Map::new();
+        for (i, key) in SEVERITY_KEYS.iter().enumerate() {
+            if self.pending_drop[i] > 0 {
+                by_severity.insert((*key).to_owned(), self.pending_drop[i].into());
+            }
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("dropped".into(), self.pending_drops().into());
+        m.insert("by_severity".into(), by_severity.into());
+        m.insert("first_seq".into(), self.pending_first_seq.into());
+        m.insert("last_seq".into(), self.pending_last_seq.into());
+        m.insert(
+            "dropped_since_install".into(),
+            self.dropped_total.iter().sum::<u64>().into(),
+        );
+        m
+    }
+
+    pub(super) fn clear_pending(&mut self) {
+        self.pending_drop = [0; 5];
+        self.pending_first_seq = 0;
+        self.pending_last_seq = 0;
+    }
+}
+
+/// The tables of one write transaction, opened once per commit.
+pub(super) struct Tables<'txn> {
+    events: Table<'txn, u64, &'static [u8]>,
+    telemetry: Table<'txn, u64, u32>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            events: txn.open_table(EVENTS)?,
+            telemetry: txn.open_table(TELEMETRY)?,
+        })
+    }
+
+    /// Numbers and inserts one event, evicting first if the quota needs room.
+    pub(super) fn insert(&mut self, meta: &mut Meta, quota: u64, e: &Encoded) -> Result<u64, redb::Error> {
+        self.make_room(meta, quota, e.cost())?;
+        let seq = meta.next_seq;
+        self.events.insert(seq, e.record.as_slice())?;
+        if e.severity.is_telemetry() {
+            self.telemetry.insert(seq, e.record.len() as u32)?;
+        }
+        meta.next_seq += 1;
+        meta.bytes += e.cost();
+        meta.count += 1;
+        Ok(seq)
+    }
+
+    /// Evicts until `need` more bytes fit: telemetry oldest first, then the oldest of the rest.
+    pub(super) fn make_room(&mut self, meta: &mut Meta, quota: u64, need: u64) -> Result<(), redb::Error> {
+        while meta.bytes + need > quota && meta.count > 0 {
+            let victim = match self.telemetry.pop_first()? {
+                Some((seq, _)) => seq.value(),
+                None => match self.events.first()? {
+                    Some((seq, _)) => seq.value(),
+                    None => break,
+                },
+            };
+            let severity = match self.events.remove(victim)? {
+                Some(record) => {
+                    let record = record.value();
+                    meta.bytes = meta
+                        .bytes
+                        .saturating_sub(record.len() as u64 + RECORD_OVERHEAD);
+                    record.get(1).copied().unwrap_or(0)
+                }
+                None => continue,
+            };
+            meta.count = meta.count.saturating_sub(1);
+            meta.note_drop(victim, usize::from(severity).min(4));
+        }
+        Ok(())
+    }
+
+    /// Deletes one acknowledged event; returns whether it was there.
+    pub(super) fn remove(&mut self, meta: &mut Meta, seq: u64) -> Result<bool, redb::Error> {
+        let Some(record) = self.events.remove(seq)? else {
+            return Ok(false);
+        };
+        let record = record.value();
+        if record_is_telemetry(record) {
+            self.telemetry.remove(seq)?;
+        }
+        meta.bytes = meta
+            .bytes
+            .saturating_sub(record.len() as u64 + RECORD_OVERHEAD);
+        meta.count = meta.count.saturating_sub(1);
+        Ok(true)
+    }
+
+    /// Deletes every event with seq <= `up_to`; returns how many.
+    pub(super) fn remove_up_to(&mut self, meta: &mut Meta, up_to: u64) -> Result<u64, redb::Error> {
+        let mut removed = 0;
+        loop {
+            let seq = match self.events.first()? {
+                Some((seq, _)) if seq.value() <= up_to => seq.value(),
+                _ => break,
+            };
+            self.remove(meta, seq)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+}

@@ -1,0 +1,354 @@
+use std::time::Duration;
+
+use super::*;
+use crate::event::Severity;
+
+fn event(kind: &str, severity: Severity, n: u64) -> SecurityEvent {
+    SecurityEvent::new("gw-test", kind)
+        .severity(severity)
+        .station("press-01")
+        .data("n", n)
+        .data("tag", "die_temp")
+}
+
+fn options(dir: &Path) -> QueueOptions {
+    QueueOptions::new(dir, "gw-test")
+}
+
+/// A queue small enough to fill: about 80 sample events.
+fn small(dir: &Path) -> QueueOptions {
+    QueueOptions {
+        quota_bytes: 16 * 1024,
+        max_event_bytes: 1024,
+        drop_report_interval: Duration::ZERO,
+        ..options(dir)
+    }
+}
+
+fn all(q: &Queue) -> Vec<SecurityEvent> {
+    q.peek(None, usize::MAX).unwrap()
+}
+
+#[tokio::test]
+async fn appended_events_come_back_in_seq_order_with_their_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, report) = Queue::open(options(dir.path())).unwrap();
+    assert!(report.reset.is_none());
+    let a = q.append(&[event("equipment.status", Severity::Info, 1)]).await.unwrap();
+    let b = q
+        .append(&[
+            event("setpoint.changed", Severity::Warn, 2),
+            event("equipment.status", Severity::Info, 3),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(a, vec![1]);
+    assert_eq!(b, vec![2, 3]);
+    let got = all(&q);
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(got[1].event_type, "setpoint.changed");
+    assert_eq!(got[2].event_data["n"], 3);
+    assert_eq!(q.peek(Some(1), 1).unwrap()[0].seq, 2);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn ack_deletes_only_what_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let batch: Vec<_> = (0..10).map(|n| event("quality.check", Severity::Info, n)).collect();
+    q.append(&batch).await.unwrap();
+    assert_eq!(q.ack(Ack::UpTo(3)).await.unwrap().removed, 3);
+    assert_eq!(q.ack(Ack::Seqs(vec![5, 7, 99])).await.unwrap().removed, 2);
+    let left: Vec<u64> = all(&q).iter().map(|e| e.seq).collect();
+    assert_eq!(left, vec![4, 6, 8, 9, 10]);
+    assert_eq!(q.stats().depth, 5);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn seq_keeps_increasing_across_reopen_even_when_everything_was_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[event("a.b", Severity::Info, 0), event("a.b", Severity::Info, 1)])
+        .await
+        .unwrap();
+    q.ack(Ack::UpTo(2)).await.unwrap();
+    q.close().await;
+    let (q, report) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(report.next_seq, 3);
+    assert_eq!(q.append(&[event("a.b", Severity::Info, 2)]).await.unwrap(), vec![3]);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_evicts_telemetry_oldest_first_and_keeps_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        drop_report_interval: Duration::from_secs(3600),
+        ..small(dir.path())
+    })
+    .unwrap();
+    let warns: Vec<_> = (0..20).map(|n| event("setpoint.changed", Severity::Warn, n)).collect();
+    q.append(&warns).await.unwrap();
+    for n in 0..200 {
+        q.append(&[event("equipment.status", Severity::Info, 100 + n)])
+            .await
+            .unwrap();
+    }
+    let kept = all(&q);
+    let kept_warns = kept
+        .iter()
+        .filter(|e| e.event_type == "setpoint.changed")
+        .count();
+    assert_eq!(kept_warns, 20, "every warn event survives while telemetry is left");
+    let infos: Vec<u64> = kept
+        .iter()
+        .filter(|e| e.event_type == "equipment.status")
+        .map(|e| e.event_data["n"].as_u64().unwrap())
+        .collect();
+    assert!(!infos.is_empty());
+    assert_eq!(*infos.last().unwrap(), 299, "the newest telemetry is kept");
+    assert!(infos.windows(2).all(|w| w[0] < w[1]), "oldest went first");
+
+    let reports: Vec<_> = kept
+        .iter()
+        .filter(|e| e.event_type == "agent.buffer_dropped")
+        .collect();
+    assert_eq!(reports.len(), 1, "the first eviction is reported at once, then by interval");
+    assert_eq!(reports[0].severity, Severity::Error);
+    // It also counts what was evicted to make room for the report itself.
+    assert!(reports[0].event_data["by_severity"]["info"].as_u64().unwrap() >= 1);
+    let stats = q.stats();
+    assert_eq!(stats.dropped_total, 200 - infos.len() as u64, "every eviction is counted");
+    assert!(stats.bytes <= stats.quota_bytes);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn every_eviction_ends_up_in_a_drop_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        drop_report_interval: Duration::from_millis(50),
+        ..small(dir.path())
+    })
+    .unwrap();
+    for n in 0..300 {
+        q.append(&[event("equipment.status", Severity::Info, n)]).await.unwrap();
+    }
+    // The writer's idle tick writes the last report once the interval has passed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reported: u64 = all(&q)
+        .iter()
+        .filter(|e| e.event_type == "agent.buffer_dropped")
+        .map(|e| e.event_data["dropped"].as_u64().unwrap())
+        .sum();
+    let kept_info = all(&q)
+        .iter()
+        .filter(|e| e.event_type == "equipment.status")
+        .count() as u64;
+    assert_eq!(reported, 300 - kept_info);
+    assert_eq!(q.stats().dropped_total, reported);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn with_no_telemetry_left_the_oldest_warning_goes_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        drop_report_interval: Duration::from_secs(3600),
+        ..small(dir.path())
+    })
+    .unwrap();
+    for n in 0..200 {
+        q.append(&[event("mode.changed", Severity::Error, n)]).await.unwrap();
+    }
+    let kept = all(&q);
+    let first_kept = kept
+        .iter()
+        .find(|e| e.event_type == "mode.changed")
+        .map(|e| e.event_data["n"].as_u64().unwrap())
+        .unwrap();
+    assert!(first_kept > 0);
+    let stats = q.stats();
+    // The first eviction is reported at once (no earlier report); later ones wait for the
+    // report interval but stay counted, persistently.
+    let report = kept
+        .iter()
+        .find(|e| e.event_type == "agent.buffer_dropped")
+        .expect("first drop reported immediately");
+    assert!(report.event_data["by_severity"]["error"].as_u64().unwrap() >= 1);
+    assert_eq!(stats.dropped_total, 200 + 2 - kept.len() as u64);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(small(dir.path())).unwrap();
+    let mut n = 0;
+    while q.stats().bytes * 100 / q.stats().quota_bytes < 90 {
+        q.append(&[event("setpoint.changed", Severity::Warn, n)]).await.unwrap();
+        n += 1;
+    }
+    let highs: Vec<_> = all(&q)
+        .into_iter()
+        .filter(|e| e.event_type == "agent.buffer_high")
+        .collect();
+    assert_eq!(highs.len(), 1);
+    assert_eq!(highs[0].severity, Severity::Warn);
+    assert!(highs[0].event_data["used_percent"].as_u64().unwrap() >= 80);
+    // Draining below 70 % re-arms; filling again raises a second one.
+    let last = all(&q).last().unwrap().seq;
+    q.ack(Ack::UpTo(last)).await.unwrap();
+    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    while q.stats().bytes * 100 / q.stats().quota_bytes < 85 {
+        q.append(&[event("setpoint.changed", Severity::Warn, n)]).await.unwrap();
+        n += 1;
+    }
+    let highs = all(&q)
+        .into_iter()
+        .filter(|e| e.event_type == "agent.buffer_high")
+        .count();
+    assert_eq!(highs, 1, "the first one was acked with the rest; exactly one new");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_store_is_moved_aside_and_a_reset_event_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let seqs = q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.close().await;
+    let path = dir.path().join(STORE_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (q, report) = Queue::open(options(dir.path())).unwrap();
+    let reset = report.reset.expect("reset reported");
+    assert!(reset.moved_to.exists());
+    assert!(reset
+        .moved_to
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("queue.redb.corrupt-"));
+    let got = all(&q);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event_type, "agent.buffer_reset");
+    assert_eq!(got[0].severity, Severity::Error);
+    assert!(got[0].seq > seqs[0], "sequence numbers are never reused");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_store_is_moved_aside_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(STORE_FILE), b"this is not a database").unwrap();
+    let (q, report) = Queue::open(options(dir.path())).unwrap();
+    assert!(report.reset.is_some());
+    assert_eq!(all(&q)[0].event_type, "agent.buffer_reset");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_store_is_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let err = Queue::open(options(dir.path())).unwrap_err();
+    assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    q.close().await;
+}
+
+#[test]
+fn an_unusable_data_dir_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Queue::open(options(&file.join("data"))).unwrap_err();
+    assert!(matches!(err, OpenError::Dir { .. }), "{err}");
+    assert!(err.to_string().contains("plain-file"), "{err}");
+}
+
+#[tokio::test]
+async fn an_oversized_event_is_refused_and_nothing_of_its_call_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(small(dir.path())).unwrap();
+    let big = event("a.b", Severity::Info, 0).data("blob", "x".repeat(4096));
+    let err = q
+        .append(&[event("a.b", Severity::Info, 1), big])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::TooLarge { .. }), "{err}");
+    assert!(all(&q).is_empty());
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_closed_queue_refuses_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.close().await;
+    q.close().await;
+    assert!(matches!(
+        q.append(&[event("a.b", Severity::Info, 0)]).await,
+        Err(QueueError::Closed)
+    ));
+    assert!(matches!(q.ack(Ack::UpTo(1)).await, Err(QueueError::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_get_distinct_contiguous_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 0..50 {
+                seqs.extend(q.append(&[event("a.b", Severity::Info, t * 100 + n)]).await.unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
+    assert!(q.stats().commits < 400, "appends were grouped into fewer commits");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn steady_append_and_ack_does_not_grow_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        commit_linger: Duration::ZERO,
+        ..options(dir.path())
+    })
+    .unwrap();
+    let batch: Vec<_> = (0..500).map(|n| event("quality.check", Severity::Info, n)).collect();
+    let mut sizes = Vec::new();
+    for round in 0..120 {
+        let seqs = q.append(&batch).await.unwrap();
+        q.ack(Ack::UpTo(seqs[0] - 1)).await.unwrap();
+        if round % 20 == 19 {
+            sizes.push(q.stats().file_bytes);
+        }
+    }
+    // 60,000 events passed through with a backlog of at most 1,000.
+    let first = sizes[0];
+    let last = *sizes.last().unwrap();
+    assert!(
+        last <= first.max(1 << 20) * 2,
+        "file grew from {first} to {last} bytes: {sizes:?}"
+    );
+    q.close().await;
+}

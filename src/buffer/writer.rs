@@ -1,0 +1,351 @@
+//! The group-commit writer: one thread owns every write transaction.
+//!
+//! Appends and acks arrive as commands. The thread takes one command, then everything
+//! already queued behind it (up to `commit_max_events`), waits up to `commit_linger` for
+//! more, and applies the lot in one durable transaction. While one fsync runs, the next
+//! batch gathers, so throughput grows with load and a lone append waits for one commit.
+//! Every command is answered only after its transaction committed; if the commit fails,
+//! every command in it gets the error and the in-memory counters roll back.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use super::seqfloor::SeqFloor;
+use super::store::{Encoded, Meta, Tables, META};
+use super::{Ack, AckReport, QueueError, QueueOptions, StatsCell};
+use crate::event::{SecurityEvent, Timestamp};
+
+pub(super) enum Command {
+    Append {
+        events: Vec<Encoded>,
+        reply: oneshot::Sender<Result<Vec<u64>, QueueError>>,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    Ack {
+        ack: Ack,
+        reply: oneshot::Sender<Result<AckReport, QueueError>>,
+    },
+    /// Finish what is queued before this, then stop.
+    Close { reply: oneshot::Sender<()> },
+}
+
+impl Command {
+    fn weight(&self) -> usize {
+        match self {
+            Command::Append { events, .. } => events.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// Commands gathered for one transaction.
+#[derive(Default)]
+struct Batch {
+    commands: Vec<Command>,
+    weight: usize,
+}
+
+impl Batch {
+    /// Adds a command; a `Close` ends gathering instead (returns false).
+    fn push(&mut self, cmd: Command, closing: &mut Option<oneshot::Sender<()>>) -> bool {
+        if let Command::Close { reply } = cmd {
+            *closing = Some(reply);
+            return false;
+        }
+        self.weight += cmd.weight();
+        self.commands.push(cmd);
+        true
+    }
+}
+
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) opts: QueueOptions,
+    pub(super) meta: Meta,
+    pub(super) floor: SeqFloor,
+    pub(super) stats: Arc<Mutex<StatsCell>>,
+    pub(super) last_drop_report: Option<Instant>,
+}
+
+/// What a command asks of the transaction, apart from where its answer goes.
+enum Work {
+    Append(Vec<Encoded>),
+    Ack(Ack),
+}
+
+/// Where an answer goes, kept apart so a failed commit can still answer everyone.
+enum ReplyTo {
+    Append(oneshot::Sender<Result<Vec<u64>, QueueError>>),
+    Ack(oneshot::Sender<Result<AckReport, QueueError>>),
+}
+
+enum Done {
+    Appended(Vec<u64>),
+    Acked(AckReport),
+}
+
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+impl Writer {
+    pub(super) fn run(mut self, rx: &Receiver<Command>) {
+        let mut closing: Option<oneshot::Sender<()>> = None;
+        while closing.is_none() {
+            let first = match rx.recv_timeout(IDLE_TICK) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.drop_report_due() {
+                        self.commit(Vec::new());
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Batch::default();
+            let max = self.opts.commit_max_events;
+            if batch.push(first, &mut closing) {
+                while batch.weight < max {
+                    match rx.try_recv() {
+                        Ok(cmd) => {
+                            if !batch.push(cmd, &mut closing) {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let deadline = Instant::now() + self.opts.commit_linger;
+                while batch.weight < max && closing.is_none() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(cmd) => {
+                            if !batch.push(cmd, &mut closing) {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let batch = batch.commands;
+            if !batch.is_empty() || self.drop_report_due() {
+                self.commit(batch);
+            }
+        }
+        if let Some(reply) = closing {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Commits one event on the caller's thread, before the writer thread starts.
+    pub(super) fn append_now(&mut self, event: &SecurityEvent) {
+        match Encoded::new(event) {
+            Ok(encoded) => {
+                let (reply, _) = oneshot::channel();
+                self.commit(vec![Command::Append {
+                    events: vec![encoded],
+                    reply,
+                    _permit: None,
+                }]);
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode {}", event.event_type),
+        }
+    }
+
+    fn drop_report_due(&self) -> bool {
+        self.meta.pending_drops() > 0
+            && self
+                .last_drop_report
+                .is_none_or(|t| t.elapsed() >= self.opts.drop_report_interval)
+    }
+
+    /// Applies a batch in one durable transaction and answers every command in it.
+    fn commit(&mut self, batch: Vec<Command>) {
+        let mut work = Vec::with_capacity(batch.len());
+        let mut reply_to = Vec::with_capacity(batch.len());
+        let mut permits = Vec::new();
+        for cmd in batch {
+            match cmd {
+                Command::Append {
+                    events,
+                    reply,
+                    _permit,
+                } => {
+                    work.push(Work::Append(events));
+                    reply_to.push(ReplyTo::Append(reply));
+                    permits.extend(_permit);
+                }
+                Command::Ack { ack, reply } => {
+                    work.push(Work::Ack(ack));
+                    reply_to.push(ReplyTo::Ack(reply));
+                }
+                Command::Close { .. } => {}
+            }
+        }
+        let before = self.meta.clone();
+        let outcome = self.apply(work);
+        match &outcome {
+            Ok((_, true)) => self.last_drop_report = Some(Instant::now()),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, commands = reply_to.len(), "buffer commit failed; nothing in it was confirmed");
+                self.meta = before;
+            }
+        }
+        self.publish_stats(outcome.is_err());
+        match outcome {
+            Ok((done, _)) => {
+                for (to, done) in reply_to.into_iter().zip(done) {
+                    match (to, done) {
+                        (ReplyTo::Append(tx), Done::Appended(seqs)) => {
+                            let _ = tx.send(Ok(seqs));
+                        }
+                        (ReplyTo::Ack(tx), Done::Acked(report)) => {
+                            let _ = tx.send(Ok(report));
+                        }
+                        // `apply` answers each work item with its own kind, in order.
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                for to in reply_to {
+                    match to {
+                        ReplyTo::Append(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        ReplyTo::Ack(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        drop(permits);
+    }
+
+    /// Returns one `Done` per work item, in order, and whether a drop report was written.
+    fn apply(&mut self, work: Vec<Work>) -> Result<(Vec<Done>, bool), QueueError> {
+        let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(QueueError::storage)?;
+        let quota = self.opts.quota_bytes;
+        let mut done = Vec::with_capacity(work.len());
+        let mut reported_drop = false;
+        {
+            let mut tables = Tables::open(&txn).map_err(QueueError::storage)?;
+            for item in work {
+                match item {
+                    Work::Append(events) => {
+                        let mut seqs = Vec::with_capacity(events.len());
+                        for e in &events {
+                            seqs.push(
+                                tables
+                                    .insert(&mut self.meta, quota, e)
+                                    .map_err(QueueError::storage)?,
+                            );
+                        }
+                        done.push(Done::Appended(seqs));
+                    }
+                    Work::Ack(Ack::UpTo(seq)) => {
+                        let removed = tables
+                            .remove_up_to(&mut self.meta, seq)
+                            .map_err(QueueError::storage)?;
+                        done.push(Done::Acked(AckReport { removed }));
+                    }
+                    Work::Ack(Ack::Seqs(seqs)) => {
+                        let mut removed = 0;
+                        for seq in seqs {
+                            if tables
+                                .remove(&mut self.meta, seq)
+                                .map_err(QueueError::storage)?
+                            {
+                                removed += 1;
+                            }
+                        }
+                        done.push(Done::Acked(AckReport { removed }));
+                    }
+                }
+            }
+            // The buffer reports on itself in the same transaction that changed it.
+            if self.drop_report_due() {
+                // Make room for the report before summarising, so an eviction it causes is
+                // in this report and does not start the next one.
+                let mut event = self.agent_event("agent.buffer_dropped");
+                event.event_data = self.meta.pending_summary();
+                event.event_data.insert("quota_bytes".into(), quota.into());
+                let draft = Encoded::new(&event).map_err(QueueError::encode)?;
+                tables
+                    .make_room(&mut self.meta, quota, draft.cost() + 64)
+                    .map_err(QueueError::storage)?;
+                event.event_data = self.meta.pending_summary();
+                event.event_data.insert("quota_bytes".into(), quota.into());
+                self.meta.clear_pending();
+                let encoded = Encoded::new(&event).map_err(QueueError::encode)?;
+                tables
+                    .insert(&mut self.meta, quota, &encoded)
+                    .map_err(QueueError::storage)?;
+                reported_drop = true;
+            }
+            self.check_watermark(&mut tables)?;
+        }
+        {
+            let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
+            self.meta.store(&mut meta).map_err(QueueError::storage)?;
+        }
+        self.floor
+            .cover(self.meta.next_seq)
+            .map_err(|e| QueueError::Io(Arc::new(e)))?;
+        txn.commit().map_err(QueueError::storage)?;
+        Ok((done, reported_drop))
+    }
+
+    /// `agent.buffer_high` when crossing the watermark upwards; re-armed 10 points below.
+    fn check_watermark(&mut self, tables: &mut Tables<'_>) -> Result<(), QueueError> {
+        let quota = self.opts.quota_bytes;
+        let percent = self.meta.bytes.saturating_mul(100) / quota.max(1);
+        let high = u64::from(self.opts.high_watermark_percent);
+        if self.meta.high_active == 0 && percent >= high {
+            self.meta.high_active = 1;
+            let event = self
+                .agent_event("agent.buffer_high")
+                .data("used_bytes", self.meta.bytes)
+                .data("quota_bytes", quota)
+                .data("used_percent", percent)
+                .data("limit_percent", high)
+                .data("depth", self.meta.count);
+            let encoded = Encoded::new(&event).map_err(QueueError::encode)?;
+            tables
+                .insert(&mut self.meta, quota, &encoded)
+                .map_err(QueueError::storage)?;
+        } else if self.meta.high_active == 1 && percent + 10 < high {
+            self.meta.high_active = 0;
+        }
+        Ok(())
+    }
+
+    fn agent_event(&self, event_type: &str) -> SecurityEvent {
+        SecurityEvent::new(self.opts.gateway_id.clone(), event_type)
+            .at(Timestamp::now())
+            .context("source", "buffer")
+    }
+
+    fn publish_stats(&self, failed: bool) {
+        if let Ok(mut s) = self.stats.lock() {
+            if failed {
+                s.failed_commits += 1;
+            }
+            s.depth = self.meta.count;
+            s.bytes = self.meta.bytes;
+            s.next_seq = self.meta.next_seq;
+            s.dropped_total = self.meta.dropped_total;
+            s.commits += 1;
+        }
+    }
+}
