@@ -8,4 +8,5 @@
 pub mod buffer;
 pub mod config;
 pub mod event;
+pub mod rules;
 pub mod source;
