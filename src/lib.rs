@@ -8,5 +8,6 @@
 pub mod buffer;
 pub mod config;
 pub mod event;
+pub mod forward;
 pub mod rules;
 pub mod source;

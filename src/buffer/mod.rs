@@ -19,6 +19,7 @@
 //! readers use MVCC snapshots from any thread. Appends in flight are bounded by a semaphore
 //! (`inflight_events`): a caller waits when it is exhausted (back-pressure, never a drop).
 
+pub mod bench;
 mod inspect;
 mod seqfloor;
 mod store;
@@ -33,11 +34,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::event::{SecurityEvent, Timestamp};
 
-pub use inspect::{Inspector, InspectError};
+pub use inspect::{InspectError, Inspector};
 pub use store::RecordError;
 
 use seqfloor::{Found, SeqFloor};
@@ -201,6 +202,8 @@ struct Inner {
     stats: Arc<Mutex<StatsCell>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    /// Woken after every commit that added events.
+    appended: Arc<Notify>,
 }
 
 /// Handle to the durable queue; cheap to clone, shared by producers and forwarders.
@@ -211,7 +214,9 @@ pub struct Queue {
 
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Queue").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -274,7 +279,9 @@ impl Queue {
             ..StatsCell::default()
         }));
         let (tx, rx) = mpsc::channel();
+        let appended = Arc::new(Notify::new());
         let mut writer = Writer {
+            appended: appended.clone(),
             db: db.clone(),
             opts: opts.clone(),
             meta,
@@ -302,13 +309,18 @@ impl Queue {
                 stats,
                 thread: Mutex::new(Some(thread)),
                 path,
+                appended,
             }),
         };
         Ok((queue, report))
     }
 
     fn send(&self, cmd: Command) -> bool {
-        let guard = self.inner.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
     }
 
@@ -330,7 +342,8 @@ impl Queue {
             }
             encoded.push(enc);
         }
-        let want = u32::try_from(encoded.len().min(self.inner.opts.inflight_events)).unwrap_or(u32::MAX);
+        let want =
+            u32::try_from(encoded.len().min(self.inner.opts.inflight_events)).unwrap_or(u32::MAX);
         let permit = self
             .inner
             .permits
@@ -412,6 +425,12 @@ impl Queue {
         let oldest = self.peek(None, 1).ok()?.into_iter().next()?;
         let micros = Timestamp::now().as_micros() - oldest.timestamp.as_micros();
         Some(Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+    }
+
+    /// Woken after each commit that added events; register (`notified()`, `enable()`) before
+    /// peeking so no wake-up is lost between an empty peek and the wait.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.inner.appended.clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -525,7 +544,9 @@ fn open_db(path: &Path) -> Result<Database, Unusable> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "panic while opening".to_owned());
-            Err(Unusable::Corrupt(format!("redb failed on the file: {what}")))
+            Err(Unusable::Corrupt(format!(
+                "redb failed on the file: {what}"
+            )))
         }
     }
 }
@@ -548,7 +569,10 @@ impl From<redb::Error> for DbOpenError {
 fn check_layout(db: &Database) -> Result<(), DbOpenError> {
     let txn = db.begin_read().map_err(redb::Error::from)?;
     let layout = match txn.open_table(META) {
-        Ok(t) => t.get("layout").map_err(redb::Error::from)?.map(|v| v.value()),
+        Ok(t) => t
+            .get("layout")
+            .map_err(redb::Error::from)?
+            .map(|v| v.value()),
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(redb::Error::from(e).into()),
     };
@@ -563,7 +587,9 @@ fn check_layout(db: &Database) -> Result<(), DbOpenError> {
         Some(v) => Err(DbOpenError::Layout(format!(
             "store layout version {v}; this build reads version {LAYOUT_VERSION}"
         ))),
-        None => Err(DbOpenError::Layout("events without a layout version".into())),
+        None => Err(DbOpenError::Layout(
+            "events without a layout version".into(),
+        )),
     }
 }
 

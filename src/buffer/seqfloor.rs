@@ -83,7 +83,11 @@ mod tests {
         let reserved = floor.reserved();
         assert!(reserved >= 10);
         floor.cover(reserved).unwrap();
-        assert_eq!(floor.reserved(), reserved, "no write while inside the block");
+        assert_eq!(
+            floor.reserved(),
+            reserved,
+            "no write while inside the block"
+        );
         let (again, found) = SeqFloor::read(dir.path());
         assert_eq!(found, Found::Value(reserved));
         assert_eq!(again.reserved(), reserved);

@@ -107,8 +107,12 @@ pub(super) struct Meta {
 const SEVERITY_KEYS: [&str; 5] = ["debug", "info", "warn", "error", "critical"];
 
 impl Meta {
-    pub(super) fn load(txn_table: &impl ReadableTable<&'static str, u64>) -> Result<Self, redb::Error> {
-        let get = |k: &str| -> Result<u64, redb::Error> { Ok(txn_table.get(k)?.map_or(0, |v| v.value())) };
+    pub(super) fn load(
+        txn_table: &impl ReadableTable<&'static str, u64>,
+    ) -> Result<Self, redb::Error> {
+        let get = |k: &str| -> Result<u64, redb::Error> {
+            Ok(txn_table.get(k)?.map_or(0, |v| v.value()))
+        };
         let mut meta = Meta {
             next_seq: get("next_seq")?,
             bytes: get("bytes")?,
@@ -133,7 +137,10 @@ impl Meta {
         table.insert("pending_drop.last_seq", self.pending_last_seq)?;
         table.insert("high_active", self.high_active)?;
         for (i, key) in SEVERITY_KEYS.iter().enumerate() {
-            table.insert(format!("dropped_total.{key}").as_str(), self.dropped_total[i])?;
+            table.insert(
+                format!("dropped_total.{key}").as_str(),
+                self.dropped_total[i],
+            )?;
             table.insert(format!("pending_drop.{key}").as_str(), self.pending_drop[i])?;
         }
         Ok(())
@@ -194,7 +201,12 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Numbers and inserts one event, evicting first if the quota needs room.
-    pub(super) fn insert(&mut self, meta: &mut Meta, quota: u64, e: &Encoded) -> Result<u64, redb::Error> {
+    pub(super) fn insert(
+        &mut self,
+        meta: &mut Meta,
+        quota: u64,
+        e: &Encoded,
+    ) -> Result<u64, redb::Error> {
         self.make_room(meta, quota, e.cost())?;
         let seq = meta.next_seq;
         self.events.insert(seq, e.record.as_slice())?;
@@ -208,7 +220,12 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Evicts until `need` more bytes fit: telemetry oldest first, then the oldest of the rest.
-    pub(super) fn make_room(&mut self, meta: &mut Meta, quota: u64, need: u64) -> Result<(), redb::Error> {
+    pub(super) fn make_room(
+        &mut self,
+        meta: &mut Meta,
+        quota: u64,
+        need: u64,
+    ) -> Result<(), redb::Error> {
         while meta.bytes + need > quota && meta.count > 0 {
             let victim = match self.telemetry.pop_first()? {
                 Some((seq, _)) => seq.value(),
@@ -262,5 +279,4 @@ impl<'txn> Tables<'txn> {
         }
         Ok(removed)
     }
-
 }

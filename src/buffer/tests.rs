@@ -34,7 +34,10 @@ async fn appended_events_come_back_in_seq_order_with_their_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let (q, report) = Queue::open(options(dir.path())).unwrap();
     assert!(report.reset.is_none());
-    let a = q.append(&[event("equipment.status", Severity::Info, 1)]).await.unwrap();
+    let a = q
+        .append(&[event("equipment.status", Severity::Info, 1)])
+        .await
+        .unwrap();
     let b = q
         .append(&[
             event("setpoint.changed", Severity::Warn, 2),
@@ -56,7 +59,9 @@ async fn appended_events_come_back_in_seq_order_with_their_numbers() {
 async fn ack_deletes_only_what_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
-    let batch: Vec<_> = (0..10).map(|n| event("quality.check", Severity::Info, n)).collect();
+    let batch: Vec<_> = (0..10)
+        .map(|n| event("quality.check", Severity::Info, n))
+        .collect();
     q.append(&batch).await.unwrap();
     assert_eq!(q.ack(Ack::UpTo(3)).await.unwrap().removed, 3);
     assert_eq!(q.ack(Ack::Seqs(vec![5, 7, 99])).await.unwrap().removed, 2);
@@ -70,14 +75,20 @@ async fn ack_deletes_only_what_it_names() {
 async fn seq_keeps_increasing_across_reopen_even_when_everything_was_acked() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
-    q.append(&[event("a.b", Severity::Info, 0), event("a.b", Severity::Info, 1)])
-        .await
-        .unwrap();
+    q.append(&[
+        event("a.b", Severity::Info, 0),
+        event("a.b", Severity::Info, 1),
+    ])
+    .await
+    .unwrap();
     q.ack(Ack::UpTo(2)).await.unwrap();
     q.close().await;
     let (q, report) = Queue::open(options(dir.path())).unwrap();
     assert_eq!(report.next_seq, 3);
-    assert_eq!(q.append(&[event("a.b", Severity::Info, 2)]).await.unwrap(), vec![3]);
+    assert_eq!(
+        q.append(&[event("a.b", Severity::Info, 2)]).await.unwrap(),
+        vec![3]
+    );
     q.close().await;
 }
 
@@ -89,7 +100,9 @@ async fn a_full_buffer_evicts_telemetry_oldest_first_and_keeps_warnings() {
         ..small(dir.path())
     })
     .unwrap();
-    let warns: Vec<_> = (0..20).map(|n| event("setpoint.changed", Severity::Warn, n)).collect();
+    let warns: Vec<_> = (0..20)
+        .map(|n| event("setpoint.changed", Severity::Warn, n))
+        .collect();
     q.append(&warns).await.unwrap();
     for n in 0..200 {
         q.append(&[event("equipment.status", Severity::Info, 100 + n)])
@@ -101,7 +114,10 @@ async fn a_full_buffer_evicts_telemetry_oldest_first_and_keeps_warnings() {
         .iter()
         .filter(|e| e.event_type == "setpoint.changed")
         .count();
-    assert_eq!(kept_warns, 20, "every warn event survives while telemetry is left");
+    assert_eq!(
+        kept_warns, 20,
+        "every warn event survives while telemetry is left"
+    );
     let infos: Vec<u64> = kept
         .iter()
         .filter(|e| e.event_type == "equipment.status")
@@ -115,12 +131,25 @@ async fn a_full_buffer_evicts_telemetry_oldest_first_and_keeps_warnings() {
         .iter()
         .filter(|e| e.event_type == "agent.buffer_dropped")
         .collect();
-    assert_eq!(reports.len(), 1, "the first eviction is reported at once, then by interval");
+    assert_eq!(
+        reports.len(),
+        1,
+        "the first eviction is reported at once, then by interval"
+    );
     assert_eq!(reports[0].severity, Severity::Error);
     // It also counts what was evicted to make room for the report itself.
-    assert!(reports[0].event_data["by_severity"]["info"].as_u64().unwrap() >= 1);
+    assert!(
+        reports[0].event_data["by_severity"]["info"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let stats = q.stats();
-    assert_eq!(stats.dropped_total, 200 - infos.len() as u64, "every eviction is counted");
+    assert_eq!(
+        stats.dropped_total,
+        200 - infos.len() as u64,
+        "every eviction is counted"
+    );
     assert!(stats.bytes <= stats.quota_bytes);
     q.close().await;
 }
@@ -134,7 +163,9 @@ async fn every_eviction_ends_up_in_a_drop_report() {
     })
     .unwrap();
     for n in 0..300 {
-        q.append(&[event("equipment.status", Severity::Info, n)]).await.unwrap();
+        q.append(&[event("equipment.status", Severity::Info, n)])
+            .await
+            .unwrap();
     }
     // The writer's idle tick writes the last report once the interval has passed.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -161,7 +192,9 @@ async fn with_no_telemetry_left_the_oldest_warning_goes_and_is_counted() {
     })
     .unwrap();
     for n in 0..200 {
-        q.append(&[event("mode.changed", Severity::Error, n)]).await.unwrap();
+        q.append(&[event("mode.changed", Severity::Error, n)])
+            .await
+            .unwrap();
     }
     let kept = all(&q);
     let first_kept = kept
@@ -188,7 +221,9 @@ async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
     let (q, _) = Queue::open(small(dir.path())).unwrap();
     let mut n = 0;
     while q.stats().bytes * 100 / q.stats().quota_bytes < 90 {
-        q.append(&[event("setpoint.changed", Severity::Warn, n)]).await.unwrap();
+        q.append(&[event("setpoint.changed", Severity::Warn, n)])
+            .await
+            .unwrap();
         n += 1;
     }
     let highs: Vec<_> = all(&q)
@@ -203,14 +238,19 @@ async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
     q.ack(Ack::UpTo(last)).await.unwrap();
     q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
     while q.stats().bytes * 100 / q.stats().quota_bytes < 85 {
-        q.append(&[event("setpoint.changed", Severity::Warn, n)]).await.unwrap();
+        q.append(&[event("setpoint.changed", Severity::Warn, n)])
+            .await
+            .unwrap();
         n += 1;
     }
     let highs = all(&q)
         .into_iter()
         .filter(|e| e.event_type == "agent.buffer_high")
         .count();
-    assert_eq!(highs, 1, "the first one was acked with the rest; exactly one new");
+    assert_eq!(
+        highs, 1,
+        "the first one was acked with the rest; exactly one new"
+    );
     q.close().await;
 }
 
@@ -311,7 +351,11 @@ async fn concurrent_appenders_get_distinct_contiguous_seqs() {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for n in 0..50 {
-                seqs.extend(q.append(&[event("a.b", Severity::Info, t * 100 + n)]).await.unwrap());
+                seqs.extend(
+                    q.append(&[event("a.b", Severity::Info, t * 100 + n)])
+                        .await
+                        .unwrap(),
+                );
             }
             seqs
         }));
@@ -322,7 +366,10 @@ async fn concurrent_appenders_get_distinct_contiguous_seqs() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
-    assert!(q.stats().commits < 400, "appends were grouped into fewer commits");
+    assert!(
+        q.stats().commits < 400,
+        "appends were grouped into fewer commits"
+    );
     q.close().await;
 }
 
@@ -334,7 +381,9 @@ async fn steady_append_and_ack_does_not_grow_the_file() {
         ..options(dir.path())
     })
     .unwrap();
-    let batch: Vec<_> = (0..500).map(|n| event("quality.check", Severity::Info, n)).collect();
+    let batch: Vec<_> = (0..500)
+        .map(|n| event("quality.check", Severity::Info, n))
+        .collect();
     let mut sizes = Vec::new();
     for round in 0..120 {
         let seqs = q.append(&batch).await.unwrap();

@@ -63,6 +63,7 @@ impl Batch {
 }
 
 pub(super) struct Writer {
+    pub(super) appended: Arc<tokio::sync::Notify>,
     pub(super) db: Arc<Database>,
     pub(super) opts: QueueOptions,
     pub(super) meta: Meta,
@@ -189,6 +190,7 @@ impl Writer {
             }
         }
         let before = self.meta.clone();
+        let seq_before = before.next_seq;
         let outcome = self.apply(work);
         match &outcome {
             Ok((_, true)) => self.last_drop_report = Some(Instant::now()),
@@ -199,6 +201,9 @@ impl Writer {
             }
         }
         self.publish_stats(outcome.is_err());
+        if outcome.is_ok() && self.meta.next_seq != seq_before {
+            self.appended.notify_waiters();
+        }
         match outcome {
             Ok((done, _)) => {
                 for (to, done) in reply_to.into_iter().zip(done) {
