@@ -23,7 +23,11 @@ async fn main() {
                 let batch: Vec<_> = (0..=(i % 7))
                     .map(|k| {
                         SecurityEvent::new("gw-crash", "crash.test")
-                            .severity(if k % 3 == 0 { Severity::Warn } else { Severity::Info })
+                            .severity(if k % 3 == 0 {
+                                Severity::Warn
+                            } else {
+                                Severity::Info
+                            })
                             .data("run", run)
                             .data("n", n)
                             .data("k", k)

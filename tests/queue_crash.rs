@@ -26,7 +26,10 @@ fn appender() -> PathBuf {
             .args(["build", "--example", "queue_appender"])
             .status()
             .unwrap();
-        assert!(status.success(), "building the queue_appender example failed");
+        assert!(
+            status.success(),
+            "building the queue_appender example failed"
+        );
     }
     assert!(path.exists(), "{} missing", path.display());
     path
@@ -39,7 +42,9 @@ fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates()
     let mut confirmed: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     let kills = 24;
     let mut rng = fastrand::Rng::with_seed(0x5eed);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     for run in 0..kills {
         let mut child = Command::new(&exe)
             .arg(dir.path())
@@ -85,12 +90,19 @@ fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates()
         // Reopen: no reset, everything confirmed present and identical, contiguous seqs.
         rt.block_on(async {
             let (q, report) = Queue::open(QueueOptions::new(dir.path(), "gw-crash")).unwrap();
-            assert!(report.reset.is_none(), "store was reset after kill {run}: {report:?}");
+            assert!(
+                report.reset.is_none(),
+                "store was reset after kill {run}: {report:?}"
+            );
             let stored = q.peek(None, usize::MAX).unwrap();
             let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
             if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
                 assert_eq!(*first, 1);
-                assert_eq!(seqs.len() as u64, last - first + 1, "gap in seq after kill {run}");
+                assert_eq!(
+                    seqs.len() as u64,
+                    last - first + 1,
+                    "gap in seq after kill {run}"
+                );
             }
             let mut ids = HashSet::new();
             let mut contents = HashSet::new();
@@ -120,5 +132,8 @@ fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates()
         "the child confirmed only {} appends in {kills} runs",
         confirmed.len()
     );
-    println!("{kills} SIGKILLs, {} confirmed events, all present", confirmed.len());
+    println!(
+        "{kills} SIGKILLs, {} confirmed events, all present",
+        confirmed.len()
+    );
 }

@@ -48,7 +48,9 @@ fn seen(e: &SecurityEvent) -> Seen {
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let opts = QueueOptions::new(dir.path(), "gw-model");
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (mut q, _) = Queue::open(opts.clone()).unwrap();
         let mut model: VecDeque<Seen> = VecDeque::new();
@@ -79,8 +81,11 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     model.extend(expected);
                 }
                 Op::Peek(after, max) => {
-                    let after_seq = after.and_then(|i| model.get(i % model.len().max(1))).map(|s| s.seq);
-                    let got: Vec<Seen> = q.peek(after_seq, *max).unwrap().iter().map(seen).collect();
+                    let after_seq = after
+                        .and_then(|i| model.get(i % model.len().max(1)))
+                        .map(|s| s.seq);
+                    let got: Vec<Seen> =
+                        q.peek(after_seq, *max).unwrap().iter().map(seen).collect();
                     let want: Vec<Seen> = model
                         .iter()
                         .filter(|s| after_seq.is_none_or(|a| s.seq > a))

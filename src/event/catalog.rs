@@ -50,7 +50,12 @@ pub const CATALOG: &[CatalogEntry] = &[
     entry("firmware.changed", Error, &["T0857"], &[]),
     entry("identity.changed", Critical, &["T0830"], &["SR 3.1"]),
     entry("cert.invalid", Error, &[], &["SR 1.8"]),
-    entry("security_policy.downgraded", Warn, &[], &["SR 3.1", "SR 4.3"]),
+    entry(
+        "security_policy.downgraded",
+        Warn,
+        &[],
+        &["SR 3.1", "SR 4.3"],
+    ),
     entry("auth.failed", Warn, &[], &["SR 1.11", "SR 2.8"]),
     entry("security.violation", Error, &["T0859", "T0846"], &[]),
     entry("session.anomaly", Warn, &["T0886"], &[]),
@@ -79,7 +84,9 @@ mod tests {
     fn every_catalogue_name_is_unique_and_valid() {
         for (i, e) in CATALOG.iter().enumerate() {
             assert!(
-                CATALOG[i + 1..].iter().all(|o| o.event_type != e.event_type),
+                CATALOG[i + 1..]
+                    .iter()
+                    .all(|o| o.event_type != e.event_type),
                 "{} twice",
                 e.event_type
             );

@@ -231,7 +231,10 @@ mod json_map {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::{Map, Value};
 
-    pub(super) fn serialize<S: Serializer>(map: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        map: &Map<String, Value>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             map.serialize(s)
         } else {
@@ -240,7 +243,9 @@ mod json_map {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Map<String, Value>, D::Error> {
         if d.is_human_readable() {
             Map::deserialize(d)
         } else {
@@ -292,7 +297,10 @@ mod tests {
         let e = SecurityEvent::new("gw", "identity.changed");
         assert_eq!(e.severity, Severity::Critical);
         assert_eq!(e.id.get_version_num(), 7);
-        assert_eq!(SecurityEvent::new("gw", "custom.thing").severity, Severity::Info);
+        assert_eq!(
+            SecurityEvent::new("gw", "custom.thing").severity,
+            Severity::Info
+        );
     }
 
     #[test]

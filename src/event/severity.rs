@@ -134,6 +134,10 @@ mod tests {
         assert!(Severity::Debug < Severity::Critical);
         assert!(Severity::Info.is_telemetry() && !Severity::Warn.is_telemetry());
         assert_eq!("error".parse::<Severity>().unwrap(), Severity::Error);
-        assert!("fatal".parse::<Severity>().unwrap_err().to_string().contains("fatal"));
+        assert!("fatal"
+            .parse::<Severity>()
+            .unwrap_err()
+            .to_string()
+            .contains("fatal"));
     }
 }
