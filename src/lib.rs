@@ -5,6 +5,7 @@
 //! together. [`event`] is the model every stage (and the central collector) shares;
 //! [`config`] turns TOML files into validated settings.
 
+pub mod agent;
 pub mod buffer;
 pub mod config;
 pub mod event;

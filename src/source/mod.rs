@@ -2,6 +2,7 @@
 //! built-in generator all yield [`Reading`]s for the rules stage.
 
 pub mod modbus;
+pub mod generator;
 pub mod tag;
 
 use std::fmt;

@@ -1,0 +1,253 @@
+//! `linesentry bench queue`: the durable queue measured against raw redb in the same run.
+//!
+//! 1. raw redb: fixed-size records, `--group` per durable transaction, one thread;
+//! 2. queue append, confirmed: many tasks appending single events, and a few appending
+//!    batches, as the station tasks do;
+//! 3. queue ack: acknowledging the backlog in chunks, as forwarders do;
+//! 4. append confirmation latency at a paced `--rate` (events/s), p50 / p99 / max.
+//!
+//! Every figure is printed with its ratio to the raw baseline, which is what to compare
+//! across machines: this one is shared and noisy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use linesentry::buffer::{bench::raw_redb_append, Ack, Queue, QueueOptions};
+use linesentry::event::{SecurityEvent, Severity};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Queue append/ack throughput and latency vs raw redb.
+    Queue {
+        /// Events per throughput measurement.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Records per durable transaction for the raw baseline.
+        #[arg(long, default_value_t = 1000)]
+        group: u64,
+        /// Paced rate for the latency measurement, events/s.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of paced appends.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Directory for the bench files (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn run(command: BenchCommand) -> ExitCode {
+    let BenchCommand::Queue {
+        events,
+        group,
+        rate,
+        seconds,
+        dir,
+    } = command;
+    let tmp = match dir {
+        Some(d) => {
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                eprintln!("bench: cannot create {}: {e}", d.display());
+                return ExitCode::FAILURE;
+            }
+            tempfile::TempDir::new_in(d)
+        }
+        None => tempfile::TempDir::new(),
+    };
+    let tmp = match tmp {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bench: no temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(queue_bench(
+        tmp.path().to_path_buf(),
+        events,
+        group,
+        rate,
+        seconds,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An event whose stored record is about 300 bytes, like a typical rules event.
+fn sample_event(n: u64) -> SecurityEvent {
+    SecurityEvent::new("gw-bench-01", "setpoint.changed")
+        .severity(if n % 10 == 0 {
+            Severity::Warn
+        } else {
+            Severity::Info
+        })
+        .station("reflow-oven-01")
+        .data("tag", "zone3_setpoint")
+        .data("value", 245.5)
+        .data("previous", 235.0)
+        .data("unit", "degC")
+        .data("attack", vec!["T0836"])
+        .data("n", n)
+        .data("pad", "x".repeat(96))
+        .context("source", "rules")
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn fresh_queue(dir: &std::path::Path, name: &str) -> Result<Queue, String> {
+    let opts = QueueOptions {
+        quota_bytes: 4 << 30,
+        ..QueueOptions::new(dir.join(name), "gw-bench-01")
+    };
+    Queue::open(opts).map(|(q, _)| q).map_err(|e| e.to_string())
+}
+
+async fn append_concurrently(
+    q: &Queue,
+    total: u64,
+    tasks: u64,
+    per_call: u64,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let calls_per_task = total / tasks / per_call;
+    for t in 0..tasks {
+        let q = q.clone();
+        set.spawn(async move {
+            for c in 0..calls_per_task {
+                let base = (t * calls_per_task + c) * per_call;
+                let batch: Vec<_> = (0..per_call).map(|k| sample_event(base + k)).collect();
+                q.append(&batch).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn queue_bench(
+    dir: PathBuf,
+    events: u64,
+    group: u64,
+    rate: u64,
+    seconds: u64,
+) -> Result<(), String> {
+    let record = linesentry::event::SecurityEvent::to_json(&sample_event(0)).len();
+    println!("linesentry bench queue: {events} events, ~300-byte records (JSON form {record} bytes), 2 worker threads");
+
+    let d = dir.clone();
+    let raw = tokio::task::spawn_blocking(move || raw_redb_append(&d, events, 300, group))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let raw_rate = per_sec(events, raw);
+    println!("raw redb, {group} records per durable commit: {raw_rate:>10.0} events/s");
+
+    let q = fresh_queue(&dir, "single").await?;
+    let t = append_concurrently(&q, events, 256, 1).await?;
+    let single = per_sec(events, t);
+    let commits = q.stats().commits;
+    println!(
+        "queue append, 256 tasks x 1 event/call:  {single:>10.0} events/s  ({:.0} % of raw, {:.0} events/commit)",
+        single / raw_rate * 100.0,
+        events as f64 / commits.max(1) as f64
+    );
+
+    let started = Instant::now();
+    let depth = q.stats().depth;
+    let mut acked = 0;
+    while acked < depth {
+        let up_to = (acked + 1000).min(depth);
+        q.ack(Ack::UpTo(up_to)).await.map_err(|e| e.to_string())?;
+        acked = up_to;
+    }
+    let ack_rate = per_sec(depth, started.elapsed());
+    println!(
+        "queue ack, 1,000 per call:               {ack_rate:>10.0} events/s  ({:.0} % of raw)",
+        ack_rate / raw_rate * 100.0
+    );
+    q.close().await;
+
+    let q = fresh_queue(&dir, "batched").await?;
+    let t = append_concurrently(&q, events, 8, 100).await?;
+    let batched = per_sec(events, t);
+    println!(
+        "queue append, 8 tasks x 100 events/call: {batched:>10.0} events/s  ({:.0} % of raw)",
+        batched / raw_rate * 100.0
+    );
+    q.close().await;
+
+    // Paced latency: one append per event, issued on schedule whatever the previous one does.
+    let q = fresh_queue(&dir, "latency").await?;
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let mut set = tokio::task::JoinSet::new();
+    let start = tokio::time::Instant::now();
+    for n in 0..total {
+        // Issue in ticks of 1 ms to stay on schedule without a timer per event.
+        let due = start + interval.mul_f64(n as f64);
+        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+            tokio::time::sleep_until(due).await;
+        }
+        let q = q.clone();
+        let latencies = latencies.clone();
+        set.spawn(async move {
+            let t0 = Instant::now();
+            let r = q.append(&[sample_event(n)]).await;
+            if r.is_ok() {
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(t0.elapsed());
+                }
+            }
+            r.map(|_| ()).map_err(|e| e.to_string())
+        });
+        while set.try_join_next().is_some() {}
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    let achieved = per_sec(total, start.elapsed());
+    let mut l = latencies.lock().map_err(|e| e.to_string())?.clone();
+    l.sort_unstable();
+    println!(
+        "append latency at {rate} events/s (achieved {achieved:.0}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} commits",
+        percentile(&l, 0.50).as_secs_f64() * 1e3,
+        percentile(&l, 0.99).as_secs_f64() * 1e3,
+        l.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        q.stats().commits
+    );
+    q.close().await;
+    Ok(())
+}

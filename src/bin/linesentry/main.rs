@@ -1,0 +1,227 @@
+//! `linesentry`: the edge agent's command line.
+
+mod bench;
+mod buffer_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use linesentry::agent::{self, RunOptions};
+use linesentry::config;
+use linesentry::forward::ConsoleFormat;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "linesentry",
+    version,
+    about = "Security events from factory-floor stations, stored and forwarded"
+)]
+struct Cli {
+    /// Log line format (logs go to stderr).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `linesentry=debug` (overrides the config's log.level).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration and its station profiles; exit 1 on any error.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Inspect a stopped agent's buffer.
+    Buffer {
+        #[command(subcommand)]
+        command: buffer_cmd::BufferCommand,
+    },
+    /// Run the agent against built-in simulated stations and print the events it forwards.
+    Demo {
+        #[arg(long, short, default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Stop after this many seconds (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 40)]
+        seconds: u64,
+    },
+    /// Measure the durable queue against raw redb on this machine.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Run { config } => run_agent(
+            &config,
+            cli.log_format,
+            cli.log_level,
+            RunOptions::default(),
+            None,
+        ),
+        Command::Demo { config, seconds } => {
+            let options = RunOptions {
+                console: Some(ConsoleFormat::Text),
+            };
+            let stop = (seconds > 0).then(|| Duration::from_secs(seconds));
+            run_agent(&config, cli.log_format, cli.log_level, options, stop)
+        }
+        Command::Buffer { command } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            );
+            buffer_cmd::run(command)
+        }
+        Command::Bench { command } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            );
+            bench::run(command)
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok (gateway {}, {} stations, digest {})",
+                path.display(),
+                c.agent.gateway_id,
+                c.stations.len(),
+                &c.digest[..12.min(c.digest.len())]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(
+    path: &std::path::Path,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    options: RunOptions,
+    stop_after: Option<Duration>,
+) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); not starting",
+                path.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = log_format.unwrap_or(match config.log.format {
+        config::LogFormat::Json => LogFormat::Json,
+        config::LogFormat::Text => LogFormat::Text,
+    });
+    init_logs(format, log_level.as_deref().unwrap_or(&config.log.level));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone(), stop_after));
+        match agent::run(config, options, shutdown).await {
+            Ok(summary) => {
+                if stop_after.is_some() {
+                    eprintln!(
+                        "demo: {} stations, {} readings -> {} events, {} forwarded, {} still buffered",
+                        summary.stations,
+                        summary.readings,
+                        summary.events,
+                        summary.forwarded.events,
+                        summary.buffered
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "agent failed");
+                eprintln!("linesentry: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM / SIGINT (and the demo's timer) cancel the token; a second signal exits at once.
+async fn watch_signals(shutdown: CancellationToken, stop_after: Option<Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let timer = async {
+        match stop_after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+        () = timer => {}
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(130);
+}

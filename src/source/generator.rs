@@ -1,0 +1,301 @@
+//! The built-in generator: plausible readings for any station profile, with no device.
+//! It backs `source = "simulated"` stations and the demo. Pure: `sample` takes the time
+//! and returns readings; the caller owns the clock and the schedule.
+//!
+//! Normal production: status mostly `run` with short setup/idle spells, measurements on a
+//! bounded random walk around their setpoint, counters and part ids advancing, quality
+//! mostly passing. On top, a fixed scenario plays once per `SCENARIO_TICKS` samples so the
+//! demo shows what the agent is for: a setpoint tamper, a fault and its recovery, a switch
+//! to PROGRAM mode and back, a program change and a burst of failed quality checks.
+
+use std::sync::Arc;
+
+use crate::config::{Profile, TagSpec};
+use crate::event::Timestamp;
+use crate::source::{DataType, Quality, Reading, TagRole, Value};
+
+/// Length of one pass of the scenario, in samples.
+pub const SCENARIO_TICKS: u64 = 120;
+
+#[derive(Debug)]
+struct GenTag {
+    spec: TagSpec,
+    /// Current engineering value for numeric tags.
+    level: f64,
+    /// The value normal operation returns to.
+    nominal: f64,
+}
+
+#[derive(Debug)]
+pub struct Generator {
+    station_id: Arc<str>,
+    tags: Vec<GenTag>,
+    rng: fastrand::Rng,
+    tick: u64,
+    /// Offset into the scenario so stations do not all act at once.
+    phase: u64,
+}
+
+impl Generator {
+    pub fn new(station_id: &str, profile: &Profile, seed: u64) -> Self {
+        let tags = profile
+            .tags
+            .iter()
+            .map(|spec| {
+                let nominal = nominal(spec);
+                GenTag {
+                    spec: spec.clone(),
+                    level: nominal,
+                    nominal,
+                }
+            })
+            .collect();
+        Self {
+            station_id: Arc::from(station_id),
+            tags,
+            rng: fastrand::Rng::with_seed(seed),
+            tick: 0,
+            phase: seed % 17 * 3,
+        }
+    }
+
+    /// One poll's readings.
+    pub fn sample(&mut self, now: Timestamp) -> Vec<Reading> {
+        let step = (self.tick + SCENARIO_TICKS - self.phase % SCENARIO_TICKS) % SCENARIO_TICKS;
+        let pass = self.tick / SCENARIO_TICKS;
+        let mut out = Vec::with_capacity(self.tags.len());
+        for i in 0..self.tags.len() {
+            let value = self.value_of(i, step, pass);
+            out.push(Reading {
+                station_id: self.station_id.clone(),
+                tag: Arc::from(self.tags[i].spec.name.as_str()),
+                value,
+                quality: Quality::Good,
+                source_time: Some(now),
+                received: now,
+            });
+        }
+        self.tick += 1;
+        out
+    }
+
+    fn value_of(&mut self, i: usize, step: u64, pass: u64) -> Value {
+        let rng_draw = self.rng.f64();
+        let tick = self.tick;
+        let first_of_role = is_first_of_role(&self.tags, i);
+        let t = &mut self.tags[i];
+        let spec = &t.spec;
+        match spec.role {
+            TagRole::Status => {
+                let name = match step {
+                    45..=49 => "fault",
+                    20..=22 => "setup",
+                    _ => "run",
+                };
+                state_value(spec, name)
+            }
+            TagRole::Mode => state_value(
+                spec,
+                if (60..=64).contains(&step) {
+                    "program"
+                } else {
+                    "run"
+                },
+            ),
+            TagRole::Setpoint => {
+                // A tamper: one setpoint moves 8 % for a while, then is put back.
+                let tampered = (30..=70).contains(&step) && first_of_role;
+                let v = if tampered {
+                    t.nominal * 1.08
+                } else {
+                    t.nominal
+                };
+                typed(spec, v)
+            }
+            TagRole::AlarmLimit => typed(spec, t.nominal),
+            TagRole::AlarmEnable | TagRole::ChangeWindow => {
+                Value::Bool(spec.role == TagRole::AlarmEnable)
+            }
+            TagRole::Measurement => {
+                let (lo, hi) = spec.limits.map_or((t.nominal * 0.9, t.nominal * 1.1), |l| {
+                    let margin = (l.max - l.min) * 0.1;
+                    (l.min + margin, l.max - margin)
+                });
+                let span = (hi - lo).max(f64::EPSILON);
+                t.level += (rng_draw - 0.5) * span * 0.02 + (t.nominal - t.level) * 0.05;
+                t.level = t.level.clamp(lo, hi);
+                typed(spec, t.level)
+            }
+            TagRole::Counter | TagRole::PartId => {
+                if spec.role == TagRole::PartId || spec.data_type == DataType::String {
+                    Value::Text(format!("P{:08}", tick + 1))
+                } else {
+                    typed(spec, (tick + 1) as f64)
+                }
+            }
+            TagRole::QualityResult => {
+                let fail = (85..=91).contains(&step) || rng_draw < 0.02;
+                match (spec.data_type, spec.limits) {
+                    (DataType::Bool, _) => Value::Bool(!fail),
+                    (_, Some(l)) => {
+                        let mid = f64::midpoint(l.min, l.max);
+                        let half = (l.max - l.min) / 2.0;
+                        let v = if fail {
+                            l.max + half * 0.2
+                        } else {
+                            mid + half * (rng_draw - 0.5)
+                        };
+                        typed(spec, v)
+                    }
+                    _ if !spec.states.is_empty() => {
+                        state_value(spec, if fail { "fail" } else { "pass" })
+                    }
+                    _ => typed(spec, if fail { 0.0 } else { 1.0 }),
+                }
+            }
+            TagRole::ProgramChecksum => {
+                let changed = step >= 100 || pass > 0;
+                typed(
+                    spec,
+                    if changed {
+                        0x5A17_C0DE as f64
+                    } else {
+                        0x1A2B_3C4D as f64
+                    },
+                )
+            }
+            TagRole::Firmware => match spec.data_type {
+                DataType::String => Value::Text("2.4.1".into()),
+                _ => typed(spec, 241.0),
+            },
+        }
+    }
+}
+
+fn is_first_of_role(tags: &[GenTag], i: usize) -> bool {
+    tags.iter().position(|t| t.spec.role == tags[i].spec.role) == Some(i)
+}
+
+/// Where a numeric tag sits in normal operation: mid-limits, else a type-plausible value.
+fn nominal(spec: &TagSpec) -> f64 {
+    match spec.limits {
+        Some(l) => (f64::midpoint(l.min, l.max) * 10.0).round() / 10.0,
+        None => match spec.role {
+            TagRole::AlarmLimit => 900.0,
+            _ => 100.0,
+        },
+    }
+}
+
+/// The raw value whose state name is `name` (or a close match), else the first state.
+fn state_value(spec: &TagSpec, name: &str) -> Value {
+    let raw = spec
+        .states
+        .iter()
+        .find(|(_, s)| s.eq_ignore_ascii_case(name))
+        .or_else(|| {
+            spec.states.iter().find(|(_, s)| {
+                s.to_ascii_lowercase()
+                    .starts_with(&name[..3.min(name.len())])
+            })
+        })
+        .or_else(|| spec.states.iter().next())
+        .map_or(0, |(k, _)| *k);
+    match spec.data_type {
+        DataType::Bool => Value::Bool(raw != 0),
+        DataType::I16 | DataType::I32 | DataType::I64 => Value::Int(raw),
+        DataType::String => Value::Text(name.to_owned()),
+        _ => Value::UInt(u64::try_from(raw).unwrap_or(0)),
+    }
+}
+
+/// An engineering value in the shape the tag's type decodes to.
+fn typed(spec: &TagSpec, v: f64) -> Value {
+    let scaled = spec.scale != 1.0 || spec.offset != 0.0;
+    match spec.data_type {
+        DataType::F32 | DataType::F64 => Value::Float(v),
+        _ if scaled => Value::Float(v),
+        DataType::Bool => Value::Bool(v != 0.0),
+        DataType::I16 | DataType::I32 | DataType::I64 => Value::Int(v.round() as i64),
+        DataType::String => Value::Text(format!("{v}")),
+        DataType::U16 | DataType::U32 | DataType::U64 => Value::UInt(v.round().max(0.0) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::{Limits, Protocol};
+    use crate::source::ByteOrder;
+
+    fn spec(name: &str, role: TagRole, data_type: DataType) -> TagSpec {
+        TagSpec {
+            name: name.into(),
+            role,
+            data_type,
+            order: ByteOrder::ABCD,
+            length: 0,
+            modbus: None,
+            node_id: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            states: BTreeMap::new(),
+            limits: None,
+        }
+    }
+
+    fn profile() -> Profile {
+        let states: BTreeMap<i64, String> = [(0, "idle"), (1, "run"), (2, "setup"), (3, "fault")]
+            .map(|(k, v)| (k, v.to_owned()))
+            .into();
+        Profile {
+            name: "p".into(),
+            file: PathBuf::from("p.toml"),
+            description: String::new(),
+            protocol: Protocol::Modbus,
+            tags: vec![
+                TagSpec {
+                    states,
+                    ..spec("state", TagRole::Status, DataType::U16)
+                },
+                TagSpec {
+                    limits: Some(Limits {
+                        min: 150.0,
+                        max: 260.0,
+                    }),
+                    ..spec("temp", TagRole::Measurement, DataType::F32)
+                },
+                spec("verdict", TagRole::QualityResult, DataType::Bool),
+            ],
+        }
+    }
+
+    #[test]
+    fn samples_stay_within_limits_and_types() {
+        let mut g = Generator::new("s1", &profile(), 7);
+        for _ in 0..500 {
+            let r = g.sample(Timestamp::from_micros(0));
+            assert_eq!(r.len(), 3);
+            let Value::Float(t) = r[1].value else {
+                panic!("{:?}", r[1].value)
+            };
+            assert!((150.0..=260.0).contains(&t), "{t}");
+            assert!(matches!(r[0].value, Value::UInt(0..=3)));
+            assert!(matches!(r[2].value, Value::Bool(_)));
+        }
+    }
+
+    #[test]
+    fn the_scenario_includes_a_fault_and_a_recovery() {
+        let mut g = Generator::new("s1", &profile(), 0);
+        let states: Vec<Value> = (0..SCENARIO_TICKS)
+            .map(|_| g.sample(Timestamp::from_micros(0))[0].value.clone())
+            .collect();
+        let fault = states.iter().position(|v| *v == Value::UInt(3)).unwrap();
+        assert!(states[fault..].contains(&Value::UInt(1)));
+    }
+}
