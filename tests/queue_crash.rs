@@ -3,42 +3,71 @@
 //! append was confirmed, in seq order, with no gap in seq and no duplicate.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linesentry::buffer::{Queue, QueueOptions};
+use linesentry::event::{SecurityEvent, Severity};
 
-/// `cargo test` builds the examples next to the test binaries; a filtered run
-/// (`cargo test --test queue_crash`) does not, so build it then.
-fn appender() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples")
-        .join("queue_appender");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "queue_appender"])
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "building the queue_appender example failed"
-        );
-    }
-    assert!(path.exists(), "{} missing", path.display());
-    path
+const CHILD_ENV: &str = "LINESENTRY_CRASH_CHILD";
+const TEST_NAME: &str =
+    "every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates";
+
+/// The child: appends from several tasks as fast as it can and prints one line per
+/// confirmed event (`OK run seq n k`), until killed. It is this same test binary, started
+/// with `CHILD_ENV` set, so it is always built from the code under test.
+fn child(dir: &str, run: u64) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (queue, _) = Queue::open(QueueOptions::new(dir, "gw-crash")).expect("open queue");
+        let mut tasks = Vec::new();
+        for task in 0..4u64 {
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let n = i * 4 + task;
+                    let batch: Vec<_> = (0..=(i % 7))
+                        .map(|k| {
+                            SecurityEvent::new("gw-crash", "crash.test")
+                                .severity(if k % 3 == 0 {
+                                    Severity::Warn
+                                } else {
+                                    Severity::Info
+                                })
+                                .data("run", run)
+                                .data("n", n)
+                                .data("k", k)
+                        })
+                        .collect();
+                    let seqs = queue.append(&batch).await.expect("append");
+                    let mut out = std::io::stdout().lock();
+                    for (k, seq) in seqs.iter().enumerate() {
+                        writeln!(out, "OK {run} {seq} {n} {k}").unwrap();
+                    }
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    std::process::exit(0)
 }
 
 #[test]
 fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        let (dir, run) = spec.rsplit_once('|').unwrap();
+        child(dir, run.parse().unwrap());
+    }
     let dir = tempfile::tempdir().unwrap();
-    let exe = appender();
+    let exe = std::env::current_exe().unwrap();
     let mut confirmed: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     let kills = 24;
     let mut rng = fastrand::Rng::with_seed(0x5eed);
@@ -47,8 +76,8 @@ fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates()
         .unwrap();
     for run in 0..kills {
         let mut child = Command::new(&exe)
-            .arg(dir.path())
-            .arg(run.to_string())
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, format!("{}|{run}", dir.path().display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -74,10 +103,13 @@ fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates()
         child.wait().unwrap();
         let lines = reader.join().unwrap();
         for line in lines {
+            if !line.starts_with("OK ") {
+                continue;
+            }
             let f: Vec<u64> = line
                 .split_whitespace()
                 .skip(1)
-                .map(|x| x.parse().unwrap())
+                .map_while(|x| x.parse().ok())
                 .collect();
             if let [r, seq, n, k] = f[..] {
                 assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 
-use super::store::{self, Meta, EVENTS, META};
+use super::store::{self, Lane, Meta, ALERTS, META, TELEMETRY};
 use super::STORE_FILE;
 use crate::event::SecurityEvent;
 
@@ -80,21 +80,34 @@ impl Inspector {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let meta_table = txn.open_table(META).map_err(|e| self.err(e))?;
         let meta = Meta::load(&meta_table).map_err(|e| self.err(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
-        let first = events.first().map_err(|e| self.err(e))?;
-        let last = events.last().map_err(|e| self.err(e))?;
-        let oldest = match &first {
-            Some((k, v)) => store::decode(k.value(), v.value()).ok(),
-            None => None,
-        };
+        let telemetry = txn.open_table(TELEMETRY).map_err(|e| self.err(e))?;
+        let alerts = txn.open_table(ALERTS).map_err(|e| self.err(e))?;
+        let mut oldest = None;
+        store::read_range(&telemetry, &alerts, Lane::All, 0, 1, |k, v| {
+            oldest = Some((k, store::decode(k, v).ok()));
+        })
+        .map_err(|e| self.err(e))?;
+        let newest = [
+            telemetry
+                .last()
+                .map_err(|e| self.err(e))?
+                .map(|(k, _)| k.value()),
+            alerts
+                .last()
+                .map_err(|e| self.err(e))?
+                .map(|(k, _)| k.value()),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         Ok(OfflineStats {
             path: self.path.display().to_string(),
             depth: meta.count,
             bytes: meta.bytes,
             next_seq: meta.next_seq,
-            oldest_seq: first.as_ref().map(|(k, _)| k.value()),
-            newest_seq: last.as_ref().map(|(k, _)| k.value()),
-            oldest_timestamp: oldest.map(|e| e.timestamp.to_string()),
+            oldest_seq: oldest.as_ref().map(|(k, _)| *k),
+            newest_seq: newest,
+            oldest_timestamp: oldest.and_then(|(_, e)| e).map(|e| e.timestamp.to_string()),
             dropped_total: meta.dropped_total.iter().sum(),
             dropped_unreported: meta.pending_drops(),
             file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
@@ -110,17 +123,19 @@ impl Inspector {
         mut f: impl FnMut(Result<SecurityEvent, store::RecordError>),
     ) -> Result<u64, InspectError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
+        let telemetry = txn.open_table(TELEMETRY).map_err(|e| self.err(e))?;
+        let alerts = txn.open_table(ALERTS).map_err(|e| self.err(e))?;
         let start = after.map_or(0, |s| s.saturating_add(1));
-        let mut n = 0;
-        for item in events.range(start..).map_err(|e| self.err(e))? {
-            if limit.is_some_and(|l| n >= l) {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            f(store::decode(k.value(), v.value()));
-            n += 1;
-        }
-        Ok(n)
+        store::read_range(
+            &telemetry,
+            &alerts,
+            Lane::All,
+            start,
+            limit.unwrap_or(u64::MAX),
+            |k, v| {
+                f(store::decode(k, v));
+            },
+        )
+        .map_err(|e| self.err(e))
     }
 }

@@ -42,7 +42,8 @@ pub use inspect::{InspectError, Inspector};
 pub use store::RecordError;
 
 use seqfloor::{Found, SeqFloor};
-use store::{Encoded, Meta, EVENTS, LAYOUT_VERSION, META, TELEMETRY};
+pub use store::Lane;
+use store::{Encoded, Meta, ALERTS, LAYOUT_VERSION, META, TELEMETRY};
 use writer::{Command, Writer};
 
 /// Name of the store file inside the data directory.
@@ -374,6 +375,16 @@ impl Queue {
     /// Up to `max` events with seq > `after` (all from the start when `None`), in seq order.
     /// Reads a snapshot; cheap enough to call from async code for batches of thousands.
     pub fn peek(&self, after: Option<u64>, max: usize) -> Result<Vec<SecurityEvent>, QueueError> {
+        self.peek_lane(Lane::All, after, max)
+    }
+
+    /// Like [`Queue::peek`], restricted to a lane: `Alerts` skips the telemetry backlog.
+    pub fn peek_lane(
+        &self,
+        lane: Lane,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<SecurityEvent>, QueueError> {
         let db = self
             .inner
             .db
@@ -382,19 +393,29 @@ impl Queue {
             .and_then(|db| db.clone())
             .ok_or(QueueError::Closed)?;
         let txn = db.begin_read().map_err(QueueError::storage)?;
-        let table = txn.open_table(EVENTS).map_err(QueueError::storage)?;
+        let telemetry = txn.open_table(TELEMETRY).map_err(QueueError::storage)?;
+        let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
         let start = after.map_or(0, |s| s.saturating_add(1));
         let mut out = Vec::with_capacity(max.min(4096));
-        for item in table.range(start..).map_err(QueueError::storage)? {
-            if out.len() >= max {
-                break;
-            }
-            let (seq, record) = item.map_err(QueueError::storage)?;
-            let event = store::decode(seq.value(), record.value())
-                .map_err(|e| QueueError::Record(Arc::new(e)))?;
-            out.push(event);
+        let mut bad = None;
+        store::read_range(
+            &telemetry,
+            &alerts,
+            lane,
+            start,
+            max as u64,
+            |seq, record| match store::decode(seq, record) {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    bad.get_or_insert(e);
+                }
+            },
+        )
+        .map_err(QueueError::storage)?;
+        match bad {
+            Some(e) => Err(QueueError::Record(Arc::new(e))),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     /// Current counters plus the oldest buffered event.
@@ -576,7 +597,7 @@ fn check_layout(db: &Database) -> Result<(), DbOpenError> {
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(redb::Error::from(e).into()),
     };
-    let has_events = match txn.open_table(EVENTS) {
+    let has_events = match txn.open_table(ALERTS) {
         Ok(t) => t.first().map_err(redb::Error::from)?.is_some(),
         Err(redb::TableError::TableDoesNotExist(_)) => false,
         Err(e) => return Err(redb::Error::from(e).into()),
@@ -608,7 +629,7 @@ fn read_or_init_meta(db: &Database, floor: &SeqFloor) -> Result<Meta, redb::Erro
     let txn = db.begin_write()?;
     let meta = {
         let mut table = txn.open_table(META)?;
-        txn.open_table(EVENTS)?;
+        txn.open_table(ALERTS)?;
         txn.open_table(TELEMETRY)?;
         let mut meta = Meta::load(&table)?;
         if table.get("layout")?.is_none() {

@@ -2,18 +2,21 @@
 //! the writer thread calls these, the inspector reads the same tables.
 //!
 //! Tables:
-//! - `events`: seq -> record. A record is `[RECORD_V1, severity, postcard(event with seq 0)]`;
-//!   the seq lives only in the key, so callers can encode before the writer numbers them, and
-//!   the severity byte lets ack and eviction know the class without decoding.
-//! - `telemetry`: seq -> record length, for debug/info events only: the eviction order.
+//! - `events.telemetry` (debug/info) and `events.alerts` (warn and above): seq -> record.
+//!   Two tables keyed by the same seq space: eviction pops the head of the telemetry table,
+//!   a forwarder can read alerts ahead of a telemetry backlog, and a full read merges both
+//!   in seq order. Each event is one insert.
+//! - A record is `[RECORD_V1, severity, postcard(event)]`; the seq lives in the key (the one
+//!   in the record is whatever the caller had, normally 0, and is ignored on decode), so
+//!   callers encode before the writer numbers them.
 //! - `meta`: counters that must survive restarts (next seq, stored bytes, drop counts).
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Range, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::event::{SecurityEvent, Severity};
 
-pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-pub(super) const TELEMETRY: TableDefinition<u64, u32> = TableDefinition::new("telemetry");
+pub(super) const TELEMETRY: TableDefinition<u64, &[u8]> = TableDefinition::new("events.telemetry");
+pub(super) const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events.alerts");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// First byte of every record; a different value means a record this build cannot read.
@@ -21,7 +24,7 @@ pub(super) const RECORD_V1: u8 = 1;
 /// Bytes a record costs beyond its payload in the quota (key, index entry, B-tree share).
 pub(super) const RECORD_OVERHEAD: u64 = 32;
 /// Layout version written to `meta` on creation.
-pub(super) const LAYOUT_VERSION: u64 = 1;
+pub(super) const LAYOUT_VERSION: u64 = 2;
 
 /// Why a stored record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +45,10 @@ pub(super) struct Encoded {
 
 impl Encoded {
     pub(super) fn new(event: &SecurityEvent) -> Result<Self, postcard::Error> {
-        let mut record = Vec::with_capacity(320);
+        let mut record = Vec::with_capacity(384);
         record.push(RECORD_V1);
         record.push(severity_byte(event.severity));
-        // The seq is the table key; the record always holds 0 so its size does not depend on it.
-        let numbered_later = SecurityEvent {
-            seq: 0,
-            ..event.clone()
-        };
-        let record = postcard::to_extend(&numbered_later, record)?;
+        let record = postcard::to_extend(event, record)?;
         Ok(Self {
             severity: event.severity,
             record,
@@ -79,13 +77,6 @@ pub(super) fn decode(seq: u64, record: &[u8]) -> Result<SecurityEvent, RecordErr
         postcard::from_bytes(&record[2..]).map_err(|source| RecordError::Decode { seq, source })?;
     event.seq = seq;
     Ok(event)
-}
-
-fn record_is_telemetry(record: &[u8]) -> bool {
-    record
-        .get(1)
-        .and_then(|b| severity_from_byte(*b))
-        .is_some_and(Severity::is_telemetry)
 }
 
 /// Counters kept in `meta`, mirrored in memory by the writer.
@@ -188,15 +179,15 @@ impl Meta {
 
 /// The tables of one write transaction, opened once per commit.
 pub(super) struct Tables<'txn> {
-    events: Table<'txn, u64, &'static [u8]>,
-    telemetry: Table<'txn, u64, u32>,
+    telemetry: Table<'txn, u64, &'static [u8]>,
+    alerts: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
         Ok(Self {
-            events: txn.open_table(EVENTS)?,
             telemetry: txn.open_table(TELEMETRY)?,
+            alerts: txn.open_table(ALERTS)?,
         })
     }
 
@@ -209,17 +200,19 @@ impl<'txn> Tables<'txn> {
     ) -> Result<u64, redb::Error> {
         self.make_room(meta, quota, e.cost())?;
         let seq = meta.next_seq;
-        self.events.insert(seq, e.record.as_slice())?;
-        if e.severity.is_telemetry() {
-            self.telemetry.insert(seq, e.record.len() as u32)?;
-        }
+        let table = if e.severity.is_telemetry() {
+            &mut self.telemetry
+        } else {
+            &mut self.alerts
+        };
+        table.insert(seq, e.record.as_slice())?;
         meta.next_seq += 1;
         meta.bytes += e.cost();
         meta.count += 1;
         Ok(seq)
     }
 
-    /// Evicts until `need` more bytes fit: telemetry oldest first, then the oldest of the rest.
+    /// Evicts until `need` more bytes fit: telemetry oldest first, then the oldest alerts.
     pub(super) fn make_room(
         &mut self,
         meta: &mut Meta,
@@ -227,41 +220,40 @@ impl<'txn> Tables<'txn> {
         need: u64,
     ) -> Result<(), redb::Error> {
         while meta.bytes + need > quota && meta.count > 0 {
-            let victim = match self.telemetry.pop_first()? {
-                Some((seq, _)) => seq.value(),
-                None => match self.events.first()? {
-                    Some((seq, _)) => seq.value(),
-                    None => break,
-                },
+            let popped = match self.telemetry.pop_first()? {
+                Some((seq, record)) => Some((
+                    seq.value(),
+                    record.value().len(),
+                    record.value().get(1).copied(),
+                )),
+                None => self.alerts.pop_first()?.map(|(seq, record)| {
+                    (
+                        seq.value(),
+                        record.value().len(),
+                        record.value().get(1).copied(),
+                    )
+                }),
             };
-            let severity = match self.events.remove(victim)? {
-                Some(record) => {
-                    let record = record.value();
-                    meta.bytes = meta
-                        .bytes
-                        .saturating_sub(record.len() as u64 + RECORD_OVERHEAD);
-                    record.get(1).copied().unwrap_or(0)
-                }
-                None => continue,
+            let Some((seq, len, severity)) = popped else {
+                break;
             };
+            meta.bytes = meta.bytes.saturating_sub(len as u64 + RECORD_OVERHEAD);
             meta.count = meta.count.saturating_sub(1);
-            meta.note_drop(victim, usize::from(severity).min(4));
+            meta.note_drop(seq, usize::from(severity.unwrap_or(0)).min(4));
         }
         Ok(())
     }
 
     /// Deletes one acknowledged event; returns whether it was there.
     pub(super) fn remove(&mut self, meta: &mut Meta, seq: u64) -> Result<bool, redb::Error> {
-        let Some(record) = self.events.remove(seq)? else {
-            return Ok(false);
+        let len = match self.alerts.remove(seq)? {
+            Some(record) => record.value().len(),
+            None => match self.telemetry.remove(seq)? {
+                Some(record) => record.value().len(),
+                None => return Ok(false),
+            },
         };
-        let record = record.value();
-        if record_is_telemetry(record) {
-            self.telemetry.remove(seq)?;
-        }
-        meta.bytes = meta
-            .bytes
-            .saturating_sub(record.len() as u64 + RECORD_OVERHEAD);
+        meta.bytes = meta.bytes.saturating_sub(len as u64 + RECORD_OVERHEAD);
         meta.count = meta.count.saturating_sub(1);
         Ok(true)
     }
@@ -269,14 +261,74 @@ impl<'txn> Tables<'txn> {
     /// Deletes every event with seq <= `up_to`; returns how many.
     pub(super) fn remove_up_to(&mut self, meta: &mut Meta, up_to: u64) -> Result<u64, redb::Error> {
         let mut removed = 0;
-        loop {
-            let seq = match self.events.first()? {
-                Some((seq, _)) if seq.value() <= up_to => seq.value(),
-                _ => break,
-            };
-            self.remove(meta, seq)?;
-            removed += 1;
+        for table in [&mut self.telemetry, &mut self.alerts] {
+            loop {
+                let len = match table.first()? {
+                    Some((seq, record)) if seq.value() <= up_to => record.value().len(),
+                    _ => break,
+                };
+                table.pop_first()?;
+                meta.bytes = meta.bytes.saturating_sub(len as u64 + RECORD_OVERHEAD);
+                meta.count = meta.count.saturating_sub(1);
+                removed += 1;
+            }
         }
         Ok(removed)
     }
+}
+
+/// Which events a read wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Everything, in seq order.
+    All,
+    /// Warn and above only, in seq order.
+    Alerts,
+}
+
+/// Reads up to `max` events with seq >= `start` in seq order, merging both tables.
+pub(super) fn read_range(
+    telemetry: &impl ReadableTable<u64, &'static [u8]>,
+    alerts: &impl ReadableTable<u64, &'static [u8]>,
+    lane: Lane,
+    start: u64,
+    max: u64,
+    mut f: impl FnMut(u64, &[u8]),
+) -> Result<u64, redb::Error> {
+    type Head = Option<(u64, Vec<u8>)>;
+    fn advance(it: Option<&mut Range<'_, u64, &'static [u8]>>) -> Result<Head, redb::Error> {
+        match it.and_then(Iterator::next) {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((k.value(), v.value().to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+    let mut a = alerts.range(start..)?;
+    let mut t = match lane {
+        Lane::All => Some(telemetry.range(start..)?),
+        Lane::Alerts => None,
+    };
+    let mut a_head = advance(Some(&mut a))?;
+    let mut t_head = advance(t.as_mut())?;
+    let mut n = 0;
+    while n < max {
+        let take_alert = match (&a_head, &t_head) {
+            (Some((x, _)), Some((y, _))) => x < y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let head = if take_alert {
+            std::mem::replace(&mut a_head, advance(Some(&mut a))?)
+        } else {
+            std::mem::replace(&mut t_head, advance(t.as_mut())?)
+        };
+        if let Some((k, v)) = head {
+            f(k, &v);
+            n += 1;
+        }
+    }
+    Ok(n)
 }

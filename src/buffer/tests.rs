@@ -401,3 +401,30 @@ async fn steady_append_and_ack_does_not_grow_the_file() {
     );
     q.close().await;
 }
+
+#[tokio::test]
+async fn the_alerts_lane_skips_telemetry_and_keeps_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let events: Vec<_> = (0..10)
+        .map(|n| {
+            let sev = if n % 3 == 0 {
+                Severity::Error
+            } else {
+                Severity::Info
+            };
+            event("a.b", sev, n)
+        })
+        .collect();
+    q.append(&events).await.unwrap();
+    let alerts: Vec<u64> = q
+        .peek_lane(Lane::Alerts, None, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(alerts, vec![1, 4, 7, 10]);
+    let merged: Vec<u64> = q.peek(Some(3), 4).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(merged, vec![4, 5, 6, 7]);
+    q.close().await;
+}
