@@ -1,0 +1,71 @@
+//! Every default and every accepted range, in one place. `config/example.toml` documents the
+//! same numbers; change both together.
+
+/// An integer setting: its default, its accepted range and the unit shown in messages.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Int {
+    pub(super) default: i64,
+    pub(super) min: i64,
+    pub(super) max: i64,
+    pub(super) unit: &'static str,
+}
+
+const fn int(default: i64, min: i64, max: i64, unit: &'static str) -> Int {
+    Int {
+        default,
+        min,
+        max,
+        unit,
+    }
+}
+
+// [agent]
+pub(super) const SHUTDOWN_GRACE_MS: Int = int(5000, 100, 60_000, "ms");
+pub(super) const PROFILES_DIR: &str = "../devices";
+/// gateway_id, site and station ids.
+pub(super) const MAX_ID_LEN: usize = 64;
+
+// [buffer]
+pub(super) const QUOTA_MIB: Int = int(256, 1, 65_536, "MiB");
+pub(super) const COMMIT_MAX_EVENTS: Int = int(4096, 1, 65_536, "events");
+pub(super) const COMMIT_LINGER_MS: Int = int(2, 0, 50, "ms");
+pub(super) const HIGH_WATERMARK_PERCENT: Int = int(80, 50, 99, "%");
+pub(super) const DROP_REPORT_INTERVAL_S: Int = int(10, 1, 3600, "s");
+pub(super) const MAX_EVENT_KIB: Int = int(64, 1, 1024, "KiB");
+
+// [log]
+pub(super) const LOG_FORMAT: &str = "text";
+pub(super) const LOG_LEVEL: &str = "info";
+
+// [[stations]]
+pub(super) const UNIT_ID: Int = int(1, 0, 247, "");
+pub(super) const BAUD: Int = int(19_200, 300, 921_600, "baud");
+pub(super) const PARITY: &str = "even";
+pub(super) const DATA_BITS: Int = int(8, 7, 8, "bits");
+pub(super) const STOP_BITS: Int = int(1, 1, 2, "bits");
+pub(super) const SECURITY_MODE: &str = "None";
+pub(super) const SECURITY_POLICY: &str = "None";
+pub(super) const POLL_INTERVAL_MS: Int = int(1000, 10, 3_600_000, "ms");
+pub(super) const TIMEOUT_MS: Int = int(1000, 10, 60_000, "ms");
+pub(super) const ENABLED: bool = true;
+
+// [forward]
+pub(super) const CONSOLE: bool = false;
+pub(super) const MQTT_PORT_TLS: i64 = 8883;
+pub(super) const MQTT_PORT_PLAIN: i64 = 1883;
+pub(super) const PORT: Int = int(MQTT_PORT_PLAIN, 1, 65_535, "");
+pub(super) const TOPIC_PREFIX: &str = "linesentry/v1";
+pub(super) const EVENTS_PER_MESSAGE: Int = int(100, 1, 10_000, "events");
+pub(super) const MAX_PACKET_KIB: Int = int(256, 1, 16_384, "KiB");
+pub(super) const HTTPS_BATCH_EVENTS: Int = int(500, 1, 10_000, "events");
+pub(super) const HTTPS_TIMEOUT_MS: Int = int(10_000, 100, 300_000, "ms");
+
+// Station profiles (`devices/*.toml`)
+pub(super) const ADDRESSING: &str = "zero_based";
+pub(super) const SCALE: f64 = 1.0;
+pub(super) const OFFSET: f64 = 0.0;
+/// Registers of a string tag (125 is the most one Modbus read returns).
+pub(super) const STRING_REGISTERS: Int = int(0, 1, 125, "registers");
+pub(super) const BIT: Int = int(0, 0, 15, "");
+/// Highest zero-based Modbus address.
+pub(super) const MAX_MODBUS_INDEX: i64 = 65_535;

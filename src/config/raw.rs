@@ -1,0 +1,142 @@
+//! The TOML shapes as written, before validation. Every table denies unknown keys. Integers
+//! are read as `i64` and optional values as `Option` so that validation can tell "not given"
+//! from "given" and report ranges in the user's units; defaults live in [`super::defaults`].
+//! Secrets stay `toml::Value` so that no serde message can ever quote one.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Agent {
+    pub(super) gateway_id: String,
+    pub(super) site: String,
+    pub(super) data_dir: String,
+    pub(super) shutdown_grace_ms: Option<i64>,
+    pub(super) profiles_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Buffer {
+    pub(super) quota_mib: Option<i64>,
+    pub(super) commit_max_events: Option<i64>,
+    pub(super) commit_linger_ms: Option<i64>,
+    pub(super) high_watermark_percent: Option<i64>,
+    pub(super) drop_report_interval_s: Option<i64>,
+    pub(super) max_event_kib: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Log {
+    pub(super) format: Option<String>,
+    pub(super) level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Station {
+    pub(super) id: String,
+    pub(super) profile: String,
+    pub(super) source: String,
+    // modbus_tcp
+    pub(super) address: Option<String>,
+    // modbus_tcp, modbus_rtu
+    pub(super) unit_id: Option<i64>,
+    // modbus_rtu
+    pub(super) device: Option<String>,
+    pub(super) baud: Option<i64>,
+    pub(super) parity: Option<String>,
+    pub(super) data_bits: Option<i64>,
+    pub(super) stop_bits: Option<i64>,
+    // opcua
+    pub(super) endpoint_url: Option<String>,
+    pub(super) security_mode: Option<String>,
+    pub(super) security_policy: Option<String>,
+    pub(super) identity: Option<Identity>,
+    // every kind
+    pub(super) poll_interval_ms: Option<i64>,
+    pub(super) timeout_ms: Option<i64>,
+    pub(super) enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Identity {
+    pub(super) kind: String,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<toml::Value>,
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Mqtt {
+    pub(super) host: String,
+    pub(super) port: Option<i64>,
+    pub(super) client_id: Option<String>,
+    pub(super) tls: Option<Tls>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<toml::Value>,
+    pub(super) topic_prefix: Option<String>,
+    pub(super) events_per_message: Option<i64>,
+    pub(super) max_packet_kib: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Https {
+    pub(super) url: String,
+    pub(super) tls: Option<Tls>,
+    pub(super) bearer_token: Option<toml::Value>,
+    pub(super) batch_events: Option<i64>,
+    pub(super) timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tls {
+    pub(super) ca_file: Option<String>,
+    pub(super) client_cert: Option<String>,
+    pub(super) client_key: Option<String>,
+}
+
+/// `[profile]` of a station profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProfileHeader {
+    pub(super) name: String,
+    pub(super) description: Option<String>,
+    pub(super) protocol: String,
+    pub(super) addressing: Option<String>,
+}
+
+/// One `[[tags]]` element of a station profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tag {
+    pub(super) name: String,
+    pub(super) role: String,
+    #[serde(rename = "type")]
+    pub(super) data_type: String,
+    pub(super) order: Option<String>,
+    pub(super) area: Option<String>,
+    pub(super) address: Option<i64>,
+    pub(super) bit: Option<i64>,
+    pub(super) length: Option<i64>,
+    pub(super) node_id: Option<String>,
+    pub(super) scale: Option<f64>,
+    pub(super) offset: Option<f64>,
+    pub(super) unit: Option<String>,
+    /// Raw value -> name; TOML keys are strings, parsed as integers by validation.
+    pub(super) states: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) limits: Option<Limits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Limits {
+    pub(super) min: f64,
+    pub(super) max: f64,
+}

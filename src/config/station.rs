@@ -1,0 +1,593 @@
+//! `[[stations]]`: which station, which profile, how to reach it, how often to poll it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::defaults;
+use super::profile::{is_profile_name, Library, Profile, Protocol};
+use super::raw;
+use super::report::{type_name, Report};
+use super::secret::{self, Secret};
+use super::spans::{child, item};
+
+/// One polled station.
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    /// Unique within the configuration.
+    pub id: String,
+    pub profile: Arc<Profile>,
+    pub source: SourceConfig,
+    pub poll_interval: Duration,
+    /// Deadline of one device request.
+    pub timeout: Duration,
+    pub enabled: bool,
+}
+
+/// How readings are obtained. The profile's protocol matches (any profile for `Simulated`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// The built-in generator of plausible readings.
+    Simulated,
+    ModbusTcp {
+        /// `host:port`, not resolved at load time.
+        address: String,
+        unit_id: u8,
+    },
+    ModbusRtu {
+        device: PathBuf,
+        baud: u32,
+        parity: Parity,
+        data_bits: u8,
+        stop_bits: u8,
+        unit_id: u8,
+    },
+    OpcUa {
+        endpoint_url: String,
+        security_mode: OpcUaSecurityMode,
+        security_policy: OpcUaSecurityPolicy,
+        identity: OpcUaIdentity,
+    },
+}
+
+impl SourceConfig {
+    /// The `source` name as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Simulated => "simulated",
+            SourceConfig::ModbusTcp { .. } => "modbus_tcp",
+            SourceConfig::ModbusRtu { .. } => "modbus_rtu",
+            SourceConfig::OpcUa { .. } => "opcua",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// OPC UA MessageSecurityMode, spelt as in the specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OpcUaSecurityMode {
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+/// OPC UA security policy, spelt as the last part of its URI (with or without underscores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OpcUaSecurityPolicy {
+    None,
+    Basic256Sha256,
+    #[serde(alias = "Aes128_Sha256_RsaOaep")]
+    Aes128Sha256RsaOaep,
+    #[serde(alias = "Aes256_Sha256_RsaPss")]
+    Aes256Sha256RsaPss,
+}
+
+/// The user identity an OPC UA session activates with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpcUaIdentity {
+    Anonymous,
+    UserName { user: String, password: Secret },
+    Certificate { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Simulated,
+    ModbusTcp,
+    ModbusRtu,
+    #[serde(rename = "opcua")]
+    OpcUa,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Simulated => "simulated",
+            Kind::ModbusTcp => "modbus_tcp",
+            Kind::ModbusRtu => "modbus_rtu",
+            Kind::OpcUa => "opcua",
+        }
+    }
+
+    fn protocol(self) -> Option<Protocol> {
+        match self {
+            Kind::Simulated => None,
+            Kind::ModbusTcp | Kind::ModbusRtu => Some(Protocol::Modbus),
+            Kind::OpcUa => Some(Protocol::OpcUa),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IdentityKind {
+    Anonymous,
+    Username,
+    Certificate,
+}
+
+/// The `[[stations]]` array; `None` when any station had an error.
+pub(super) fn stations(
+    report: &mut Report<'_>,
+    value: Option<toml::Value>,
+    base_dir: &Path,
+    library: &mut Library,
+) -> Option<Vec<StationConfig>> {
+    let items = match value {
+        None => return Some(Vec::new()),
+        Some(toml::Value::Array(items)) => items,
+        Some(other) => {
+            report.error(
+                "stations",
+                format!(
+                    "expected an array of tables `[[stations]]`, found {}",
+                    type_name(&other)
+                ),
+            );
+            return None;
+        }
+    };
+    let before = report.error_count();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, value) in items.into_iter().enumerate() {
+        let at = item("stations", i);
+        let Some(raw) = report.deserialize::<raw::Station>(&at, value) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&raw.id) {
+            report.error(
+                &child(&at, "id"),
+                format!("duplicate station id `{}`; first used by stations[{first}], expected unique ids", raw.id),
+            );
+        } else {
+            seen.insert(raw.id.clone(), i);
+        }
+        if let Some(station) = station(report, &at, &raw, base_dir, library) {
+            out.push(station);
+        }
+    }
+    (report.error_count() == before).then_some(out)
+}
+
+fn station(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Station,
+    base_dir: &Path,
+    library: &mut Library,
+) -> Option<StationConfig> {
+    let before = report.error_count();
+    let id = report.ident(&child(at, "id"), &raw.id);
+    let profile = profile(report, &child(at, "profile"), &raw.profile, library);
+    let kind = report.choice::<Kind>(&child(at, "source"), &raw.source);
+    let source = kind.and_then(|kind| source(report, at, raw, kind, base_dir));
+    if let (Some(kind), Some(profile)) = (kind, &profile) {
+        if let Some(protocol) = kind.protocol().filter(|p| *p != profile.protocol) {
+            report.error(
+                &child(at, "profile"),
+                format!(
+                    "profile `{}` has protocol = \"{}\" ({}); source = \"{}\" expects a profile with protocol = \"{protocol}\"",
+                    profile.name,
+                    profile.protocol,
+                    profile.file.display(),
+                    kind.name(),
+                ),
+            );
+        }
+    }
+    let poll = report.int(
+        &child(at, "poll_interval_ms"),
+        raw.poll_interval_ms,
+        defaults::POLL_INTERVAL_MS,
+    );
+    let timeout = report.int(
+        &child(at, "timeout_ms"),
+        raw.timeout_ms,
+        defaults::TIMEOUT_MS,
+    );
+    if report.error_count() > before {
+        return None;
+    }
+    Some(StationConfig {
+        id: id?,
+        profile: profile?,
+        source: source?,
+        poll_interval: Duration::from_millis(poll? as u64),
+        timeout: Duration::from_millis(timeout? as u64),
+        enabled: raw.enabled.unwrap_or(defaults::ENABLED),
+    })
+}
+
+fn profile(
+    report: &mut Report<'_>,
+    at: &str,
+    name: &str,
+    library: &mut Library,
+) -> Option<Arc<Profile>> {
+    if !is_profile_name(name) {
+        report.error(
+            at,
+            format!(
+                "expected a profile name of 1-64 characters of [A-Za-z0-9_-], found `{}`",
+                name.escape_debug()
+            ),
+        );
+        return None;
+    }
+    let loaded = library.get(name);
+    let problem = match &loaded.bytes {
+        Ok(_) => return loaded.profile.clone(),
+        Err(e) => format!("cannot read profile file `{}`: {e}", loaded.path.display()),
+    };
+    let message = format!(
+        "{problem}; expected one of the profiles in `{}`: {}",
+        library.dir().display(),
+        list(&library.available()),
+    );
+    report.error(at, message);
+    None
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(none found)".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which source kinds each kind-specific key applies to.
+const KIND_KEYS: &[(&str, &[Kind])] = &[
+    ("address", &[Kind::ModbusTcp]),
+    ("unit_id", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("device", &[Kind::ModbusRtu]),
+    ("baud", &[Kind::ModbusRtu]),
+    ("parity", &[Kind::ModbusRtu]),
+    ("data_bits", &[Kind::ModbusRtu]),
+    ("stop_bits", &[Kind::ModbusRtu]),
+    ("endpoint_url", &[Kind::OpcUa]),
+    ("security_mode", &[Kind::OpcUa]),
+    ("security_policy", &[Kind::OpcUa]),
+    ("identity", &[Kind::OpcUa]),
+];
+
+fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 11] {
+    [
+        ("address", raw.address.is_some()),
+        ("unit_id", raw.unit_id.is_some()),
+        ("device", raw.device.is_some()),
+        ("baud", raw.baud.is_some()),
+        ("parity", raw.parity.is_some()),
+        ("data_bits", raw.data_bits.is_some()),
+        ("stop_bits", raw.stop_bits.is_some()),
+        ("endpoint_url", raw.endpoint_url.is_some()),
+        ("security_mode", raw.security_mode.is_some()),
+        ("security_policy", raw.security_policy.is_some()),
+        ("identity", raw.identity.is_some()),
+    ]
+}
+
+fn source(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Station,
+    kind: Kind,
+    base_dir: &Path,
+) -> Option<SourceConfig> {
+    let mut misplaced = false;
+    for (key, given) in given_keys(raw) {
+        let kinds = KIND_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(&[][..], |(_, kinds)| *kinds);
+        if given && !kinds.contains(&kind) {
+            let names = kinds
+                .iter()
+                .map(|k| format!("\"{}\"", k.name()))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            report.error(
+                &child(at, key),
+                format!("`{key}` only applies to source = {names}; expected no `{key}` on a station with source = \"{}\"", kind.name()),
+            );
+            misplaced = true;
+        }
+    }
+    let source = match kind {
+        Kind::Simulated => Some(SourceConfig::Simulated),
+        Kind::ModbusTcp => modbus_tcp(report, at, raw),
+        Kind::ModbusRtu => modbus_rtu(report, at, raw),
+        Kind::OpcUa => opcua(report, at, raw, base_dir),
+    };
+    if misplaced {
+        None
+    } else {
+        source
+    }
+}
+
+fn unit_id(report: &mut Report<'_>, at: &str, raw: &raw::Station) -> Option<u8> {
+    report
+        .int(&child(at, "unit_id"), raw.unit_id, defaults::UNIT_ID)
+        .map(|u| u as u8)
+}
+
+fn modbus_tcp(report: &mut Report<'_>, at: &str, raw: &raw::Station) -> Option<SourceConfig> {
+    let unit_id = unit_id(report, at, raw);
+    let key = child(at, "address");
+    let Some(address) = &raw.address else {
+        report.error(&key, "missing required key `address` for source = \"modbus_tcp\"; expected host:port such as `192.168.10.21:502`");
+        return None;
+    };
+    if !is_host_port(address) {
+        report.error(
+            &key,
+            format!(
+                "expected host:port such as `192.168.10.21:502`, found `{}`",
+                address.escape_debug()
+            ),
+        );
+        return None;
+    }
+    Some(SourceConfig::ModbusTcp {
+        address: address.clone(),
+        unit_id: unit_id?,
+    })
+}
+
+/// `host:port` or `[v6]:port` with a non-zero port; the host is not resolved.
+pub(super) fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            return v6.parse::<std::net::Ipv6Addr>().is_ok()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => host,
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+fn modbus_rtu(report: &mut Report<'_>, at: &str, raw: &raw::Station) -> Option<SourceConfig> {
+    let unit_id = unit_id(report, at, raw);
+    let baud = report.int(&child(at, "baud"), raw.baud, defaults::BAUD);
+    let parity = report.choice::<Parity>(
+        &child(at, "parity"),
+        raw.parity.as_deref().unwrap_or(defaults::PARITY),
+    );
+    let data_bits = report.int(&child(at, "data_bits"), raw.data_bits, defaults::DATA_BITS);
+    let stop_bits = report.int(&child(at, "stop_bits"), raw.stop_bits, defaults::STOP_BITS);
+    let device = match raw.device.as_deref() {
+        Some(device) if !device.is_empty() => Some(PathBuf::from(device)),
+        Some(_) => {
+            report.error(
+                &child(at, "device"),
+                "expected a serial device path such as `/dev/ttyUSB0`, found an empty string",
+            );
+            None
+        }
+        None => {
+            report.error(&child(at, "device"), "missing required key `device` for source = \"modbus_rtu\"; expected a serial device path such as `/dev/ttyUSB0`");
+            None
+        }
+    };
+    Some(SourceConfig::ModbusRtu {
+        device: device?,
+        baud: baud? as u32,
+        parity: parity?,
+        data_bits: data_bits? as u8,
+        stop_bits: stop_bits? as u8,
+        unit_id: unit_id?,
+    })
+}
+
+fn opcua(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Station,
+    base_dir: &Path,
+) -> Option<SourceConfig> {
+    let url_at = child(at, "endpoint_url");
+    let endpoint_url = match &raw.endpoint_url {
+        Some(url) if is_opc_tcp_url(url) => Some(url.clone()),
+        Some(url) => {
+            report.error(
+                &url_at,
+                format!(
+                    "expected an opc.tcp:// URL such as `opc.tcp://10.0.0.5:4840`, found `{}`",
+                    url.escape_debug()
+                ),
+            );
+            None
+        }
+        None => {
+            report.error(&url_at, "missing required key `endpoint_url` for source = \"opcua\"; expected an opc.tcp:// URL such as `opc.tcp://10.0.0.5:4840`");
+            None
+        }
+    };
+    let mode_at = child(at, "security_mode");
+    let policy_at = child(at, "security_policy");
+    let mode = report.choice::<OpcUaSecurityMode>(
+        &mode_at,
+        raw.security_mode
+            .as_deref()
+            .unwrap_or(defaults::SECURITY_MODE),
+    );
+    let policy = report.choice::<OpcUaSecurityPolicy>(
+        &policy_at,
+        raw.security_policy
+            .as_deref()
+            .unwrap_or(defaults::SECURITY_POLICY),
+    );
+    match (mode, policy) {
+        (Some(OpcUaSecurityMode::None), Some(p)) if p != OpcUaSecurityPolicy::None => report.error(
+            &policy_at,
+            format!("security_mode = \"None\" requires security_policy = \"None\", found {p:?}; set security_mode = \"SignAndEncrypt\" to use this policy"),
+        ),
+        (Some(m), Some(OpcUaSecurityPolicy::None)) if m != OpcUaSecurityMode::None => report.error(
+            &policy_at,
+            format!("security_mode = \"{m:?}\" needs a security policy other than None; expected e.g. security_policy = \"Basic256Sha256\""),
+        ),
+        _ => {}
+    }
+    let identity = match &raw.identity {
+        None => Some(OpcUaIdentity::Anonymous),
+        Some(identity) => self::identity(report, &child(at, "identity"), identity, base_dir),
+    };
+    Some(SourceConfig::OpcUa {
+        endpoint_url: endpoint_url?,
+        security_mode: mode?,
+        security_policy: policy?,
+        identity: identity?,
+    })
+}
+
+fn is_opc_tcp_url(url: &str) -> bool {
+    url.strip_prefix("opc.tcp://")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|authority| !authority.is_empty() && !authority.contains(char::is_whitespace))
+}
+
+fn identity(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Identity,
+    base_dir: &Path,
+) -> Option<OpcUaIdentity> {
+    let kind = report.choice::<IdentityKind>(&child(at, "kind"), &raw.kind)?;
+    let allowed: &[&str] = match kind {
+        IdentityKind::Anonymous => &[],
+        IdentityKind::Username => &["user", "password"],
+        IdentityKind::Certificate => &["cert", "key"],
+    };
+    let given = [
+        ("user", raw.user.is_some()),
+        ("password", raw.password.is_some()),
+        ("cert", raw.cert.is_some()),
+        ("key", raw.key.is_some()),
+    ];
+    let mut ok = true;
+    for (key, is_given) in given {
+        if is_given && !allowed.contains(&key) {
+            report.error(
+                &child(at, key),
+                format!(
+                    "`{key}` does not apply to kind = \"{}\"; expected only {}",
+                    raw.kind,
+                    std::iter::once("kind")
+                        .chain(allowed.iter().copied())
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            ok = false;
+        }
+        if !is_given && allowed.contains(&key) {
+            report.error(
+                &child(at, key),
+                format!("missing required key `{key}` for kind = \"{}\"", raw.kind),
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match kind {
+        IdentityKind::Anonymous => Some(OpcUaIdentity::Anonymous),
+        IdentityKind::Username => {
+            let user = raw.user.clone().filter(|u| !u.is_empty());
+            if user.is_none() {
+                report.error(
+                    &child(at, "user"),
+                    "expected a user name, found an empty string",
+                );
+            }
+            let password = raw
+                .password
+                .as_ref()
+                .and_then(|p| secret::resolve(report, &child(at, "password"), p, base_dir));
+            Some(OpcUaIdentity::UserName {
+                user: user?,
+                password: password?,
+            })
+        }
+        IdentityKind::Certificate => Some(OpcUaIdentity::Certificate {
+            cert: base_dir.join(raw.cert.as_deref()?),
+            key: base_dir.join(raw.key.as_deref()?),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
+        for ok in ["127.0.0.1:5020", "press-01.plant.local:502", "[::1]:502"] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "host:0",
+            "host:99999",
+            ":502",
+            "a b:502",
+            "::1:502",
+            "tcp://h:502",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn opc_tcp_urls_need_the_scheme_and_a_host() {
+        assert!(is_opc_tcp_url("opc.tcp://127.0.0.1:4840"));
+        assert!(is_opc_tcp_url("opc.tcp://aoi-01:4840/UA/Server"));
+        assert!(!is_opc_tcp_url("opc.tcp://"));
+        assert!(!is_opc_tcp_url("http://aoi-01:4840"));
+    }
+}

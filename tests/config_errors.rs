@@ -1,0 +1,670 @@
+//! `config::load` on real files: every kind of mistake is reported with the file, the line,
+//! the key path and what was expected, all of them at once; the shipped configurations load.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use linesentry::config::{self, Config, ConfigErrors, OpcUaIdentity, SourceConfig};
+
+/// Tests that read or write environment variables hold this, so that `setenv` never races
+/// with `getenv`.
+static ENV: Mutex<()> = Mutex::new(());
+
+fn env_lock() -> MutexGuard<'static, ()> {
+    ENV.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const AGENT: &str =
+    "[agent]\ngateway_id = \"gw-test\"\nsite = \"test-site\"\ndata_dir = \"data\"\n";
+
+const PRESS: &str = r#"[profile]
+name = "press"
+description = "test press"
+protocol = "modbus"
+
+[[tags]]
+name = "state"
+role = "status"
+type = "u16"
+area = "holding_register"
+address = 0
+states = { 0 = "idle", 1 = "run" }
+"#;
+
+const AOI: &str = r#"[profile]
+name = "aoi"
+protocol = "opcua"
+
+[[tags]]
+name = "result"
+role = "quality_result"
+type = "u16"
+node_id = "ns=2;s=AOI.Result"
+"#;
+
+/// A temporary `config/` + `devices/` tree holding the `press` (modbus) and `aoi` (opcua)
+/// profiles.
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        std::fs::create_dir(dir.path().join("devices")).unwrap();
+        let tree = Self { dir };
+        tree.profile("press", PRESS);
+        tree.profile("aoi", AOI);
+        tree
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn profile(&self, name: &str, text: &str) {
+        std::fs::write(self.root().join(format!("devices/{name}.toml")), text).unwrap();
+    }
+
+    fn load(&self, config: &str) -> Result<Config, ConfigErrors> {
+        let path = self.root().join("config/agent.toml");
+        std::fs::write(&path, config).unwrap();
+        config::load(&path)
+    }
+
+    fn errors(&self, config: &str) -> ConfigErrors {
+        match self.load(config) {
+            Ok(c) => panic!("expected errors, loaded {c:#?}"),
+            Err(errors) => errors,
+        }
+    }
+}
+
+/// Asserts that one error reads `{file}:{line}: `{key}`: ...{expect}...`.
+#[track_caller]
+fn assert_reported(errors: &ConfigErrors, file: &str, line: usize, key: &str, expect: &str) {
+    let head = format!("{file}:{line}: `{key}`: ");
+    let found = errors.iter().map(ToString::to_string).any(|e| {
+        e.find(&head)
+            .is_some_and(|at| e[at + head.len()..].contains(expect))
+    });
+    assert!(found, "no error `{head}...{expect}...` in:\n{errors}");
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn malformed_toml_is_one_error_with_the_line_of_the_syntax_error() {
+    let tree = Tree::new();
+    let errors =
+        tree.errors("[agent]\ngateway_id = \"gw-test\"\nsite = \"test-site\ndata_dir = \"data\"\n");
+    assert_eq!(errors.len(), 1, "{errors}");
+    let text = errors.to_string();
+    assert!(text.contains("agent.toml:3: invalid TOML:"), "{text}");
+}
+
+#[test]
+fn an_unknown_top_level_table_is_named_with_the_tables_expected() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!("{AGENT}\n[metrics]\nport = 9100\n"));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        6,
+        "metrics",
+        "unknown key `metrics`; expected one of `agent`, `buffer`",
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_station_is_named_with_the_keys_expected() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\npol_interval_ms = 500\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        10,
+        "stations[0].pol_interval_ms",
+        "unknown key `pol_interval_ms`; expected one of",
+    );
+    assert!(
+        errors.to_string().contains("`poll_interval_ms`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_profile_tag_is_reported_in_the_profile_file() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        &PRESS.replace("address = 0\n", "address = 0\nscael = 2.0\n"),
+    );
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        12,
+        "tags[0].scael",
+        "unknown key `scael`; expected one of",
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_says_what_was_expected_and_found() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\npoll_interval_ms = \"fast\"\n"
+    ));
+    assert_reported(
+        &errors,
+        "agent.toml",
+        9,
+        "stations[0].poll_interval_ms",
+        "expected an integer, found string \"fast\"",
+    );
+}
+
+#[test]
+fn an_out_of_range_value_names_the_range_and_the_unit() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!("{AGENT}[buffer]\nquota_mib = 0\n"));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        6,
+        "buffer.quota_mib",
+        "expected an integer between 1 and 65536 (MiB), found 0",
+    );
+}
+
+#[test]
+fn a_missing_required_key_points_at_its_table() {
+    let tree = Tree::new();
+    let errors = tree.errors("[agent]\ngateway_id = \"gw-test\"\ndata_dir = \"data\"\n");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        1,
+        "agent.site",
+        "missing required key `site`; expected 1-64 characters",
+    );
+}
+
+#[test]
+fn a_missing_agent_table_is_reported() {
+    let tree = Tree::new();
+    let errors = tree.errors("[buffer]\nquota_mib = 8\n");
+    assert!(
+        errors
+            .to_string()
+            .contains("`agent`: missing required table `[agent]`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_duplicate_station_id_names_the_first_station() {
+    let tree = Tree::new();
+    let station = "[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\n";
+    let errors = tree.errors(&format!("{AGENT}{station}{station}"));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        10,
+        "stations[1].id",
+        "duplicate station id `press-01`; first used by stations[0]",
+    );
+}
+
+#[test]
+fn a_missing_profile_file_names_the_path_the_os_error_and_the_profiles_available() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"pres\"\nsource = \"simulated\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        7,
+        "stations[0].profile",
+        "cannot read profile file",
+    );
+    let text = errors.to_string();
+    assert!(text.contains("pres.toml"), "{text}");
+    assert!(text.contains("No such file or directory"), "{text}");
+    assert!(text.contains("`aoi`, `press`"), "{text}");
+}
+
+#[test]
+fn a_profile_whose_name_differs_from_its_file_name_is_refused() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &PRESS.replace("name = \"press\"", "name = \"reflow\""),
+    );
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"o\"\nprofile = \"oven\"\nsource = \"simulated\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        2,
+        "profile.name",
+        "profile name `reflow` does not match its file name `oven.toml`; expected `oven`",
+    );
+}
+
+#[test]
+fn a_modbus_profile_on_an_opcua_station_is_a_protocol_mismatch() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        7,
+        "stations[0].profile",
+        "profile `press` has protocol = \"modbus\"",
+    );
+    assert!(
+        errors
+            .to_string()
+            .contains("expects a profile with protocol = \"opcua\""),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_key_for_another_source_kind_is_named() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\naddress = \"127.0.0.1:5020\"\ndevice = \"/dev/ttyUSB0\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        10,
+        "stations[0].device",
+        "`device` only applies to source = \"modbus_rtu\"; expected no `device` on a station with source = \"modbus_tcp\"",
+    );
+}
+
+#[test]
+fn a_plain_text_secret_is_refused_and_never_echoed() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[forward.mqtt]\nhost = \"broker\"\nusername = \"gw\"\npassword = \"hunter2\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        8,
+        "forward.mqtt.password",
+        "plain-text secrets are refused",
+    );
+    let text = errors.to_string();
+    assert!(text.contains("{ env = \"VAR\" }"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn a_secret_from_an_unset_environment_variable_names_the_variable_and_the_key() {
+    let _env = env_lock();
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"a\"\nprofile = \"aoi\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n\
+         identity = {{ kind = \"username\", user = \"op\", password = {{ env = \"LINESENTRY_TEST_NEVER_SET\" }} }}\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        10,
+        "stations[0].identity.password.env",
+        "environment variable `LINESENTRY_TEST_NEVER_SET` is not set",
+    );
+}
+
+#[test]
+fn a_malformed_node_id_is_reported_with_the_expected_form() {
+    let tree = Tree::new();
+    tree.profile("aoi", &AOI.replace("ns=2;s=AOI.Result", "AOI.Result"));
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"a\"\nprofile = \"aoi\"\nsource = \"simulated\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "aoi.toml",
+        9,
+        "tags[0].node_id",
+        "expected an OPC UA node id",
+    );
+    assert!(
+        errors.to_string().contains("found `AOI.Result`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_bool_in_a_register_area_without_a_bit_is_refused() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        "[profile]\nname = \"press\"\nprotocol = \"modbus\"\n\n[[tags]]\nname = \"alarm_on\"\nrole = \"alarm_enable\"\ntype = \"bool\"\narea = \"holding_register\"\naddress = 12\n",
+    );
+    let errors = tree.errors(&format!(
+        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        5,
+        "tags[0].bit",
+        "missing required key `bit` for a bool tag in a register area",
+    );
+}
+
+#[test]
+fn errors_in_several_sections_and_files_are_reported_together_in_file_and_line_order() {
+    let tree = Tree::new();
+    tree.profile("aoi", &AOI.replace("type = \"u16\"", "type = \"u17\""));
+    let config = "[agent]\n\
+         gateway_id = \"gw test\"\n\
+         site = \"test-site\"\n\
+         data_dir = \"data\"\n\
+         [buffer]\n\
+         quota_mib = 0\n\
+         [log]\n\
+         format = \"xml\"\n\
+         [[stations]]\n\
+         id = \"p\"\n\
+         profile = \"press\"\n\
+         source = \"simulated\"\n\
+         colour = \"red\"\n\
+         [[stations]]\n\
+         id = \"a\"\n\
+         profile = \"aoi\"\n\
+         source = \"simulated\"\n\
+         poll_interval_ms = 1\n\
+         [forward.https]\n\
+         url = \"http://10.0.0.5/ingest\"\n";
+    let errors = tree.errors(config);
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e.file.file_name().unwrap().to_string_lossy(),
+                e.line.unwrap_or(0)
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "agent.toml:2",
+            "agent.toml:6",
+            "agent.toml:8",
+            "agent.toml:13",
+            "agent.toml:18",
+            "agent.toml:20",
+            "aoi.toml:8"
+        ],
+        "\n{errors}"
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        2,
+        "agent.gateway_id",
+        "expected 1-64 characters of [A-Za-z0-9._-], found `gw test`",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        8,
+        "log.format",
+        "expected `text` or `json`, found `xml`",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        18,
+        "stations[1].poll_interval_ms",
+        "expected an integer between 10 and 3600000 (ms), found 1",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        20,
+        "forward.https.url",
+        "plain http is refused for a non-loopback host",
+    );
+    assert_reported(&errors, "aoi.toml", 8, "tags[0].type", "found `u17`");
+}
+
+#[test]
+fn an_unreadable_config_file_names_the_path_and_the_os_error() {
+    let tree = Tree::new();
+    let path = tree.root().join("config/missing.toml");
+    let errors = config::load(&path).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    let text = errors.to_string();
+    assert!(text.contains("missing.toml"), "{text}");
+    assert!(text.contains("No such file or directory"), "{text}");
+}
+
+#[test]
+fn the_demo_config_loads_with_four_simulated_stations_and_console_output() {
+    let config = config::load(&repo().join("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.agent.gateway_id, "gw-demo-01");
+    assert_eq!(config.agent.site, "demo-plant");
+    assert!(
+        config
+            .agent
+            .data_dir
+            .ends_with("config/../target/demo-data"),
+        "{:?}",
+        config.agent.data_dir
+    );
+    let profiles: Vec<&str> = config
+        .stations
+        .iter()
+        .map(|s| s.profile.name.as_str())
+        .collect();
+    assert_eq!(
+        profiles,
+        [
+            "stamping_press",
+            "reflow_oven",
+            "aoi_station",
+            "cell_controller"
+        ]
+    );
+    assert!(config
+        .stations
+        .iter()
+        .all(|s| s.source == SourceConfig::Simulated));
+    assert!(config.forward.console);
+    assert!(config.forward.mqtt.is_none() && config.forward.https.is_none());
+    assert_eq!(config.digest.len(), 64);
+}
+
+/// Copies `config/example.toml` and `devices/` into a temporary tree with the secret file
+/// the example references.
+fn example_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config/secrets")).unwrap();
+    std::fs::create_dir(dir.path().join("devices")).unwrap();
+    std::fs::copy(
+        repo().join("config/example.toml"),
+        dir.path().join("config/example.toml"),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(repo().join("devices")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("devices").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("config/secrets/mqtt-password"),
+        "mqtt-pass-from-file\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn the_example_config_loads_when_its_secrets_exist() {
+    let _env = env_lock();
+    let dir = example_tree();
+    std::env::set_var("LINESENTRY_OPCUA_PASSWORD", "opcua-pass-from-env");
+    std::env::set_var("LINESENTRY_HTTPS_TOKEN", "token-from-env");
+    let loaded = config::load(&dir.path().join("config/example.toml"));
+    std::env::remove_var("LINESENTRY_OPCUA_PASSWORD");
+    std::env::remove_var("LINESENTRY_HTTPS_TOKEN");
+    let config = loaded.unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(config.stations.len(), 5);
+    let aoi = config.stations.iter().find(|s| s.id == "aoi-01").unwrap();
+    let SourceConfig::OpcUa {
+        identity: OpcUaIdentity::UserName { user, password },
+        ..
+    } = &aoi.source
+    else {
+        panic!("{:?}", aoi.source);
+    };
+    assert_eq!(
+        (user.as_str(), password.expose()),
+        ("linesentry", "opcua-pass-from-env")
+    );
+    let mqtt = config.forward.mqtt.as_ref().unwrap();
+    assert_eq!(mqtt.port, 8883);
+    assert!(mqtt.tls.as_ref().unwrap().client_key.is_some());
+    assert_eq!(
+        mqtt.password.as_ref().unwrap().expose(),
+        "mqtt-pass-from-file"
+    );
+    let https = config.forward.https.as_ref().unwrap();
+    assert_eq!(
+        https.bearer_token.as_ref().unwrap().expose(),
+        "token-from-env"
+    );
+
+    let debug = format!("{config:?}");
+    for secret in [
+        "opcua-pass-from-env",
+        "mqtt-pass-from-file",
+        "token-from-env",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked into Debug");
+    }
+}
+
+#[test]
+fn the_example_config_without_its_secrets_lists_each_missing_one() {
+    let _env = env_lock();
+    let dir = example_tree();
+    std::fs::remove_file(dir.path().join("config/secrets/mqtt-password")).unwrap();
+    let errors = config::load(&dir.path().join("config/example.toml")).unwrap_err();
+    let text = errors.to_string();
+    assert_eq!(errors.len(), 3, "{text}");
+    assert!(text.contains("LINESENTRY_OPCUA_PASSWORD"), "{text}");
+    assert!(text.contains("LINESENTRY_HTTPS_TOKEN"), "{text}");
+    assert!(text.contains("mqtt-password"), "{text}");
+}
+
+#[test]
+fn debug_of_a_config_holding_secrets_never_shows_their_values() {
+    let tree = Tree::new();
+    std::fs::write(tree.root().join("config/pw"), "correct-horse-battery\n").unwrap();
+    std::fs::write(tree.root().join("config/token"), "tok-3f9a7c\n").unwrap();
+    let config = tree
+        .load(&format!(
+            "{AGENT}[[stations]]\nid = \"a\"\nprofile = \"aoi\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n\
+             security_mode = \"SignAndEncrypt\"\nsecurity_policy = \"Basic256Sha256\"\n\
+             identity = {{ kind = \"username\", user = \"op\", password = {{ file = \"pw\" }} }}\n\
+             [forward.mqtt]\nhost = \"broker\"\nusername = \"gw\"\npassword = {{ file = \"pw\" }}\n\
+             [forward.https]\nurl = \"https://collector.example/v1\"\nbearer_token = {{ file = \"token\" }}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let debug = format!("{config:?} {config:#?}");
+    assert!(!debug.contains("correct-horse-battery"), "{debug}");
+    assert!(!debug.contains("tok-3f9a7c"), "{debug}");
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn the_digest_covers_the_referenced_profiles() {
+    let tree = Tree::new();
+    let text =
+        format!("{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n");
+    let before = tree.load(&text).unwrap().digest;
+    assert_eq!(tree.load(&text).unwrap().digest, before);
+    tree.profile("press", &PRESS.replace("test press", "test press, revised"));
+    let revised = tree.load(&text).unwrap().digest;
+    assert_ne!(revised, before);
+    tree.profile("aoi", &AOI.replace("AOI.Result", "AOI.Verdict"));
+    assert_eq!(
+        tree.load(&text).unwrap().digest,
+        revised,
+        "an unreferenced profile counted"
+    );
+}
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any edit of the demo configuration yields a config or errors, never a panic.
+        #[test]
+        fn mangled_demo_config_yields_errors_not_panics(
+            at in 0usize..2000,
+            cut in 0usize..40,
+            insert in "[\\[\\]{}=\"'.,#a-z0-9 \\n-]{0,12}",
+        ) {
+            let path = super::repo().join("config/demo.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut start = at.min(text.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = (start + cut).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let mangled = format!("{}{insert}{}", &text[..start], &text[end..]);
+            if let Err(errors) = linesentry::config::load_str(&path, &mangled) {
+                prop_assert!(!errors.is_empty());
+            }
+        }
+    }
+}
