@@ -49,6 +49,13 @@ use writer::{Command, Writer};
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "queue.redb";
 
+/// Bytes one event takes as a stored record (before the per-record overhead).
+pub fn record_len(event: &SecurityEvent) -> Result<usize, QueueError> {
+    Encoded::new(event)
+        .map(|e| e.record.len())
+        .map_err(QueueError::encode)
+}
+
 /// How the queue is bounded and how it commits.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
@@ -72,7 +79,7 @@ impl QueueOptions {
             gateway_id: gateway_id.into(),
             quota_bytes: 256 << 20,
             commit_max_events: 4096,
-            commit_linger: Duration::from_millis(2),
+            commit_linger: Duration::ZERO,
             high_watermark_percent: 80,
             drop_report_interval: Duration::from_secs(10),
             max_event_bytes: 64 << 10,

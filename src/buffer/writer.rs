@@ -1,9 +1,12 @@
 //! The group-commit writer: one thread owns every write transaction.
 //!
 //! Appends and acks arrive as commands. The thread takes one command, then everything
-//! already queued behind it (up to `commit_max_events`), waits up to `commit_linger` for
-//! more, and applies the lot in one durable transaction. While one fsync runs, the next
-//! batch gathers, so throughput grows with load and a lone append waits for one commit.
+//! already queued behind it (up to `commit_max_events`), optionally waits up to
+//! `commit_linger` for more, and applies the lot in one durable transaction. While one fsync
+//! runs, the next batch gathers, so batches grow with load and a lone append waits for one
+//! commit. Linger defaults to 0: appenders wait for their confirmation, so while the writer
+//! lingers nobody sends (measured: a 2 ms linger halved throughput). It only helps many
+//! independent appenders that do not wait, on a slow disk.
 //! Every command is answered only after its transaction committed; if the commit fails,
 //! every command in it gets the error and the in-memory counters roll back.
 

@@ -61,8 +61,8 @@ impl Generator {
 
     /// One poll's readings.
     pub fn sample(&mut self, now: Timestamp) -> Vec<Reading> {
-        let step = (self.tick + SCENARIO_TICKS - self.phase % SCENARIO_TICKS) % SCENARIO_TICKS;
-        let pass = self.tick / SCENARIO_TICKS;
+        let t = self.tick + self.phase;
+        let (step, pass) = (t % SCENARIO_TICKS, t / SCENARIO_TICKS);
         let mut out = Vec::with_capacity(self.tags.len());
         for i in 0..self.tags.len() {
             let value = self.value_of(i, step, pass);
