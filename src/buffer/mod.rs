@@ -106,8 +106,8 @@ pub struct AckReport {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
-    #[error("storage error in {path}: {message}")]
-    Storage { path: String, message: String },
+    #[error("store error: {message}")]
+    Storage { message: String },
     #[error("I/O error: {0}")]
     Io(Arc<std::io::Error>),
     #[error("event of type `{event_type}` is {size} bytes encoded; the limit is {limit}")]
@@ -127,7 +127,6 @@ pub enum QueueError {
 impl QueueError {
     fn storage(e: impl Into<redb::Error>) -> Self {
         QueueError::Storage {
-            path: String::new(),
             message: e.into().to_string(),
         }
     }
