@@ -172,7 +172,9 @@ fn run_agent(
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone(), stop_after));
+        // Past the forwarders' grace, a drain that still has not finished is stuck.
+        let hard_limit = config.agent.shutdown_grace + Duration::from_secs(10);
+        tokio::spawn(watch_signals(shutdown.clone(), stop_after, hard_limit));
         match agent::run(config, options, shutdown).await {
             Ok(summary) => {
                 if stop_after.is_some() {
@@ -196,8 +198,13 @@ fn run_agent(
     })
 }
 
-/// SIGTERM / SIGINT (and the demo's timer) cancel the token; a second signal exits at once.
-async fn watch_signals(shutdown: CancellationToken, stop_after: Option<Duration>) {
+/// SIGTERM / SIGINT (and the demo's timer) cancel the token. A second signal, or a drain
+/// that outlives `hard_limit`, exits at once: confirmed events are already durable.
+async fn watch_signals(
+    shutdown: CancellationToken,
+    stop_after: Option<Duration>,
+    hard_limit: Duration,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -219,9 +226,11 @@ async fn watch_signals(shutdown: CancellationToken, stop_after: Option<Duration>
     }
     shutdown.cancel();
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => tracing::warn!("second signal: exiting without draining"),
+        _ = int.recv() => tracing::warn!("second signal: exiting without draining"),
+        () = tokio::time::sleep(hard_limit) => {
+            tracing::error!(limit_s = hard_limit.as_secs(), "shutdown did not finish in time; exiting");
+        }
     }
-    tracing::warn!("second signal: exiting without draining");
     std::process::exit(130);
 }
