@@ -61,6 +61,7 @@ fn child(dir: &str, run: u64) -> ! {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn every_confirmed_append_survives_sigkill_in_order_without_gaps_or_duplicates() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         let (dir, run) = spec.rsplit_once('|').unwrap();

@@ -47,12 +47,12 @@ fn seen(e: &SecurityEvent) -> Seen {
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let opts = QueueOptions::new(dir.path(), "gw-model");
+    let options = QueueOptions::new(dir.path(), "gw-model");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     rt.block_on(async {
-        let (mut q, _) = Queue::open(opts.clone()).unwrap();
+        let (mut q, _) = Queue::open(options.clone()).unwrap();
         let mut model: VecDeque<Seen> = VecDeque::new();
         let mut next_seq = 1u64;
         let mut counter = 0u64;
@@ -76,8 +76,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         counter += 1;
                         next_seq += 1;
                     }
-                    let seqs = q.append(&events).await.unwrap();
-                    prop_assert_eq!(seqs, expected.iter().map(|s| s.seq).collect::<Vec<_>>());
+                    let assigned = q.append(&events).await.unwrap();
+                    prop_assert_eq!(assigned, expected.iter().map(|s| s.seq).collect::<Vec<_>>());
                     model.extend(expected);
                 }
                 Op::Peek(after, max) => {
@@ -118,7 +118,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 Op::Reopen => {
                     q.close().await;
-                    let (reopened, report) = Queue::open(opts.clone()).unwrap();
+                    let (reopened, report) = Queue::open(options.clone()).unwrap();
                     prop_assert!(report.reset.is_none());
                     prop_assert_eq!(report.next_seq, next_seq);
                     prop_assert_eq!(report.depth, model.len() as u64);

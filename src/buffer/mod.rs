@@ -53,7 +53,7 @@ pub const STORE_FILE: &str = "queue.redb";
 pub fn record_len(event: &SecurityEvent) -> Result<usize, QueueError> {
     Encoded::new(event)
         .map(|e| e.record.len())
-        .map_err(QueueError::encode)
+        .map_err(|e| QueueError::encode(&e))
 }
 
 /// How the queue is bounded and how it commits.
@@ -131,7 +131,7 @@ impl QueueError {
         }
     }
 
-    fn encode(e: postcard::Error) -> Self {
+    fn encode(e: &postcard::Error) -> Self {
         QueueError::Encode(e.to_string())
     }
 }
@@ -339,7 +339,7 @@ impl Queue {
         }
         let mut encoded = Vec::with_capacity(events.len());
         for e in events {
-            let enc = Encoded::new(e).map_err(QueueError::encode)?;
+            let enc = Encoded::new(e).map_err(|e| QueueError::encode(&e))?;
             if enc.record.len() > self.inner.opts.max_event_bytes {
                 return Err(QueueError::TooLarge {
                     event_type: e.event_type.clone(),
@@ -362,7 +362,7 @@ impl Queue {
         if !self.send(Command::Append {
             events: encoded,
             reply,
-            _permit: Some(permit),
+            permit: Some(permit),
         }) {
             return Err(QueueError::Closed);
         }

@@ -293,7 +293,7 @@ pub(super) fn read_range(
     lane: Lane,
     start: u64,
     max: u64,
-    mut f: impl FnMut(u64, &[u8]),
+    mut visit: impl FnMut(u64, &[u8]),
 ) -> Result<u64, redb::Error> {
     type Head = Option<(u64, Vec<u8>)>;
     fn advance(it: Option<&mut Range<'_, u64, &'static [u8]>>) -> Result<Head, redb::Error> {
@@ -305,15 +305,15 @@ pub(super) fn read_range(
             None => Ok(None),
         }
     }
-    let mut a = alerts.range(start..)?;
-    let mut t = match lane {
+    let mut alert_it = alerts.range(start..)?;
+    let mut telemetry_it = match lane {
         Lane::All => Some(telemetry.range(start..)?),
         Lane::Alerts => None,
     };
-    let mut a_head = advance(Some(&mut a))?;
-    let mut t_head = advance(t.as_mut())?;
-    let mut n = 0;
-    while n < max {
+    let mut a_head = advance(Some(&mut alert_it))?;
+    let mut t_head = advance(telemetry_it.as_mut())?;
+    let mut count = 0;
+    while count < max {
         let take_alert = match (&a_head, &t_head) {
             (Some((x, _)), Some((y, _))) => x < y,
             (Some(_), None) => true,
@@ -321,14 +321,14 @@ pub(super) fn read_range(
             (None, None) => break,
         };
         let head = if take_alert {
-            std::mem::replace(&mut a_head, advance(Some(&mut a))?)
+            std::mem::replace(&mut a_head, advance(Some(&mut alert_it))?)
         } else {
-            std::mem::replace(&mut t_head, advance(t.as_mut())?)
+            std::mem::replace(&mut t_head, advance(telemetry_it.as_mut())?)
         };
-        if let Some((k, v)) = head {
-            f(k, &v);
-            n += 1;
+        if let Some((seq, record)) = head {
+            visit(seq, &record);
+            count += 1;
         }
     }
-    Ok(n)
+    Ok(count)
 }

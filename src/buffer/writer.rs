@@ -26,7 +26,7 @@ pub(super) enum Command {
     Append {
         events: Vec<Encoded>,
         reply: oneshot::Sender<Result<Vec<u64>, QueueError>>,
-        _permit: Option<OwnedSemaphorePermit>,
+        permit: Option<OwnedSemaphorePermit>,
     },
     Ack {
         ack: Ack,
@@ -155,7 +155,7 @@ impl Writer {
                 self.commit(vec![Command::Append {
                     events: vec![encoded],
                     reply,
-                    _permit: None,
+                    permit: None,
                 }]);
             }
             Err(e) => tracing::error!(error = %e, "could not encode {}", event.event_type),
@@ -179,11 +179,11 @@ impl Writer {
                 Command::Append {
                     events,
                     reply,
-                    _permit,
+                    permit,
                 } => {
                     work.push(Work::Append(events));
                     reply_to.push(ReplyTo::Append(reply));
-                    permits.extend(_permit);
+                    permits.extend(permit);
                 }
                 Command::Ack { ack, reply } => {
                     work.push(Work::Ack(ack));
@@ -288,14 +288,14 @@ impl Writer {
                 let mut event = self.agent_event("agent.buffer_dropped");
                 event.event_data = self.meta.pending_summary();
                 event.event_data.insert("quota_bytes".into(), quota.into());
-                let draft = Encoded::new(&event).map_err(QueueError::encode)?;
+                let draft = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
                 tables
                     .make_room(&mut self.meta, quota, draft.cost() + 64)
                     .map_err(QueueError::storage)?;
                 event.event_data = self.meta.pending_summary();
                 event.event_data.insert("quota_bytes".into(), quota.into());
                 self.meta.clear_pending();
-                let encoded = Encoded::new(&event).map_err(QueueError::encode)?;
+                let encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
                 tables
                     .insert(&mut self.meta, quota, &encoded)
                     .map_err(QueueError::storage)?;
@@ -328,7 +328,7 @@ impl Writer {
                 .data("used_percent", percent)
                 .data("limit_percent", high)
                 .data("depth", self.meta.count);
-            let encoded = Encoded::new(&event).map_err(QueueError::encode)?;
+            let encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
             tables
                 .insert(&mut self.meta, quota, &encoded)
                 .map_err(QueueError::storage)?;

@@ -154,14 +154,9 @@ impl StationRules {
                 if changed {
                     out.push(self.event("setpoint.changed", tag, r, prev));
                 }
+                // Outside the limits: once on first contact and once per new value.
                 if let (Some((min, max)), Some(v)) = (tag.limits, r.value.as_f64()) {
-                    let was_outside = prev
-                        .and_then(Value::as_f64)
-                        .is_some_and(|p| p < min || p > max);
-                    if (v < min || v > max)
-                        && (prev.is_none() || changed)
-                        && !(was_outside && !changed)
-                    {
+                    if (v < min || v > max) && (prev.is_none() || changed) {
                         out.push(
                             self.event("setpoint.out_of_range", tag, r, prev)
                                 .data("limit", json!({ "min": min, "max": max })),
@@ -176,7 +171,7 @@ impl StationRules {
                 }
             }
             TagRole::ProgramChecksum if changed => {
-                out.push(self.event("program.changed", tag, r, prev))
+                out.push(self.event("program.changed", tag, r, prev));
             }
             TagRole::Firmware if changed => out.push(self.event("firmware.changed", tag, r, prev)),
             TagRole::PartId => self.part_id = Some(r.value.clone()),

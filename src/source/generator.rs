@@ -158,9 +158,9 @@ impl Generator {
                 typed(
                     spec,
                     if changed {
-                        0x5A17_C0DE as f64
+                        f64::from(0x5A17_C0DE_u32)
                     } else {
-                        0x1A2B_3C4D as f64
+                        f64::from(0x1A2B_3C4D_u32)
                     },
                 )
             }
@@ -211,7 +211,7 @@ fn state_value(spec: &TagSpec, name: &str) -> Value {
 
 /// An engineering value in the shape the tag's type decodes to.
 fn typed(spec: &TagSpec, v: f64) -> Value {
-    let scaled = spec.scale != 1.0 || spec.offset != 0.0;
+    let scaled = (spec.scale - 1.0).abs() > f64::EPSILON || spec.offset.abs() > f64::EPSILON;
     match spec.data_type {
         DataType::F32 | DataType::F64 => Value::Float(v),
         _ if scaled => Value::Float(v),

@@ -122,7 +122,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn fresh_queue(dir: &std::path::Path, name: &str) -> Result<Queue, String> {
+fn fresh_queue(dir: &std::path::Path, name: &str) -> Result<Queue, String> {
     let opts = QueueOptions {
         quota_bytes: 4 << 30,
         ..QueueOptions::new(dir.join(name), "gw-bench-01")
@@ -192,12 +192,15 @@ async fn queue_bench(
         bytes += record_len(&pool[i % pool.len()]).map_err(|e| e.to_string())?;
     }
     let encode = per_sec(events, started.elapsed());
-    println!("record encoding alone, one core:          {encode:>10.0} events/s ({} MB)", bytes >> 20);
+    println!(
+        "record encoding alone, one core:          {encode:>10.0} events/s ({} MB)",
+        bytes >> 20
+    );
     // The raw baseline runs before and after the queue runs; its mean is the reference.
     let raw_first = raw_rate(&dir, events, group).await?;
     println!("raw redb, {group} records per durable commit (run 1): {raw_first:>10.0} events/s");
 
-    let q = fresh_queue(&dir, "single").await?;
+    let q = fresh_queue(&dir, "single")?;
     let t = append_concurrently(&q, &pool, events, 1024, 1).await?;
     let single = per_sec(events, t);
     let single_commits = q.stats().commits;
@@ -213,7 +216,7 @@ async fn queue_bench(
     let ack_rate = per_sec(depth, started.elapsed());
     q.close().await;
 
-    let q = fresh_queue(&dir, "batched").await?;
+    let q = fresh_queue(&dir, "batched")?;
     let t = append_concurrently(&q, &pool, events, 16, 64).await?;
     let batched = per_sec(events, t);
     let batched_commits = q.stats().commits;
@@ -239,7 +242,7 @@ async fn queue_bench(
 
     // Paced latency: one append per event, issued on schedule whatever the previous one does.
     // Paced latency: one append per event, issued on schedule whatever the previous one does.
-    let q = fresh_queue(&dir, "latency").await?;
+    let q = fresh_queue(&dir, "latency")?;
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run_agent(
             &config,
             cli.log_format,
-            cli.log_level,
+            cli.log_level.as_deref(),
             RunOptions::default(),
             None,
         ),
@@ -96,7 +96,13 @@ fn main() -> ExitCode {
                 console: Some(ConsoleFormat::Text),
             };
             let stop = (seconds > 0).then(|| Duration::from_secs(seconds));
-            run_agent(&config, cli.log_format, cli.log_level, options, stop)
+            run_agent(
+                &config,
+                cli.log_format,
+                cli.log_level.as_deref(),
+                options,
+                stop,
+            )
         }
         Command::Buffer { command } => {
             init_logs(
@@ -138,7 +144,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
 fn run_agent(
     path: &std::path::Path,
     log_format: Option<LogFormat>,
-    log_level: Option<String>,
+    log_level: Option<&str>,
     options: RunOptions,
     stop_after: Option<Duration>,
 ) -> ExitCode {
@@ -158,7 +164,7 @@ fn run_agent(
         config::LogFormat::Json => LogFormat::Json,
         config::LogFormat::Text => LogFormat::Text,
     });
-    init_logs(format, log_level.as_deref().unwrap_or(&config.log.level));
+    init_logs(format, log_level.unwrap_or(&config.log.level));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
