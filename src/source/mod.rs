@@ -1,8 +1,8 @@
 //! Acquisition: where a reading enters. Station protocols (Modbus TCP/RTU, OPC UA) and the
 //! built-in generator all yield [`Reading`]s for the rules stage.
 
-pub mod modbus;
 pub mod generator;
+pub mod modbus;
 pub mod tag;
 
 use std::fmt;
