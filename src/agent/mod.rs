@@ -13,12 +13,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{OpenError, Queue, QueueError, QueueOptions};
-use crate::config::{Config, SourceConfig, StationConfig};
-use crate::event::Timestamp;
+use crate::config::{Config, StationConfig};
 use crate::event::{SecurityEvent, SeverityMap};
 use crate::forward::{ConsoleFormat, ConsoleSink, ForwardCounters, Forwarder};
 use crate::rules::{RuleTag, StationRules};
-use crate::source::generator::Generator;
+use crate::source::{Source, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
 const STATION_PENDING_MAX: usize = 10_000;
@@ -30,8 +29,11 @@ pub enum AgentError {
     Open(#[from] OpenError),
     #[error("buffer error: {0}")]
     Queue(#[from] QueueError),
-    #[error("station `{station}`: source `{kind}` is not available in this build")]
-    UnsupportedSource { station: String, kind: &'static str },
+    #[error("station `{station}`: {reason}")]
+    Source {
+        station: String,
+        reason: SourceError,
+    },
     #[error(
         "forwarding to {0} is not available in this build; remove [forward.{0}] or use console"
     )]
@@ -84,6 +86,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
     check_supported(&config)?;
+    // Every source is built before anything starts, so a bad one stops the start-up.
+    let mut sources = Vec::new();
+    for (i, station) in config.stations.iter().filter(|s| s.enabled).enumerate() {
+        let source =
+            Source::for_station(station, i as u64 + 1).map_err(|reason| AgentError::Source {
+                station: station.id.clone(),
+                reason,
+            })?;
+        sources.push((station.clone(), source));
+    }
     let (queue, report) = Queue::open(queue_options(&config))?;
     tracing::info!(store = %queue.path().display(), depth = report.depth, next_seq = report.next_seq,
         "buffer open");
@@ -99,18 +111,18 @@ pub async fn run(
 
     let polling = shutdown.child_token();
     let mut stations = JoinSet::new();
-    let enabled: Vec<&StationConfig> = config.stations.iter().filter(|s| s.enabled).collect();
-    for (i, station) in enabled.iter().enumerate() {
+    let count = sources.len();
+    for (station, source) in sources {
         stations.spawn(run_station(
-            (*station).clone(),
-            i as u64,
+            station,
+            source,
             gateway.clone(),
             severities.clone(),
             queue.clone(),
             polling.clone(),
         ));
     }
-    tracing::info!(stations = enabled.len(), gateway = %gateway, "agent running");
+    tracing::info!(stations = count, gateway = %gateway, "agent running");
 
     let forwarding = CancellationToken::new();
     let console = options
@@ -128,7 +140,7 @@ pub async fn run(
     tracing::info!("shutting down: stopping polls");
     polling.cancel();
     let mut summary = RunSummary {
-        stations: enabled.len(),
+        stations: count,
         ..RunSummary::default()
     };
     while let Some(done) = stations.join_next().await {
@@ -171,20 +183,8 @@ fn lifecycle(config: &Config, event_type: &str) -> SecurityEvent {
         .context("site", config.agent.site.clone())
 }
 
-/// Refuses, before anything starts, what this build cannot do.
+/// Refuses, before anything starts, a forwarder this build cannot run.
 fn check_supported(config: &Config) -> Result<(), AgentError> {
-    for s in config.stations.iter().filter(|s| s.enabled) {
-        let kind = match s.source {
-            SourceConfig::Simulated => continue,
-            SourceConfig::ModbusTcp { .. } => "modbus_tcp",
-            SourceConfig::ModbusRtu { .. } => "modbus_rtu",
-            SourceConfig::OpcUa { .. } => "opcua",
-        };
-        return Err(AgentError::UnsupportedSource {
-            station: s.id.clone(),
-            kind,
-        });
-    }
     if config.forward.mqtt.is_some() {
         return Err(AgentError::UnsupportedSink("mqtt"));
     }
@@ -214,7 +214,7 @@ pub fn rule_tags(station: &StationConfig) -> Vec<RuleTag> {
 /// retried on the next poll; what exceeds the bound is counted and logged, never silent.
 async fn run_station(
     station: StationConfig,
-    index: u64,
+    mut source: Source,
     gateway: Arc<str>,
     severities: Arc<SeverityMap>,
     queue: Queue,
@@ -226,7 +226,6 @@ async fn run_station(
         severities,
         rule_tags(&station),
     );
-    let mut generator = Generator::new(&station.id, &station.profile, index + 1);
     let mut ticker = tokio::time::interval(station.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<SecurityEvent> = Vec::new();
@@ -236,9 +235,12 @@ async fn run_station(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => break,
         }
-        let readings = generator.sample(Timestamp::now());
-        outcome.readings += readings.len() as u64;
-        let events = rules.process(&readings);
+        let poll = source.poll().await;
+        outcome.readings += poll.readings.len() as u64;
+        for error in &poll.errors {
+            tracing::debug!(station = %station.id, %error, "poll error");
+        }
+        let events = rules.process(&poll.readings);
         outcome.events += events.len() as u64;
         pending.extend(events);
         if pending.is_empty() {
