@@ -145,7 +145,7 @@ pub enum OpenError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("store {path} is in use by another process (is another linesentry running?)")]
+    #[error("store {path} is in use by another process (a running agent, or a `linesentry buffer` command)")]
     Locked { path: PathBuf },
     #[error("store {path}: {message}")]
     Storage { path: PathBuf, message: String },

@@ -61,11 +61,12 @@ fn execute(command: BufferCommand) -> Result<(), String> {
             let inspector = Inspector::open(&data).map_err(|e| e.to_string())?;
             let mut out = std::io::stdout().lock();
             let mut bad = 0u64;
+            let mut closed = false;
             inspector
                 .for_each(after, Some(limit), |item| match item {
-                    Ok(e) => {
-                        let _ = writeln!(out, "{}", summary_line(&e));
-                    }
+                    // A reader that went away (`| head`) ends the listing quietly.
+                    Ok(_) if closed => {}
+                    Ok(e) => closed = writeln!(out, "{}", summary_line(&e)).is_err(),
                     Err(err) => {
                         bad += 1;
                         eprintln!("unreadable record: {err}");
@@ -88,6 +89,7 @@ fn execute(command: BufferCommand) -> Result<(), String> {
             let mut write_error = None;
             let n = inspector
                 .for_each(None, None, |item| match item {
+                    Ok(_) if write_error.is_some() => {}
                     Ok(e) => {
                         if let Err(err) = writeln!(sink, "{}", e.to_json()) {
                             write_error.get_or_insert(err);
@@ -99,9 +101,11 @@ fn execute(command: BufferCommand) -> Result<(), String> {
                     }
                 })
                 .map_err(|e| e.to_string())?;
-            sink.flush().map_err(|e| format!("write failed: {e}"))?;
-            if let Some(err) = write_error {
-                return Err(format!("write failed: {err}"));
+            let flushed = sink.flush();
+            match write_error.map_or(flushed, Err) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(format!("write failed: {e}")),
+                Ok(()) => {}
             }
             eprintln!("exported {} events", n - bad);
             finish(bad)

@@ -73,7 +73,8 @@ fn init_logs(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
             cli.log_level.as_deref(),
             RunOptions::default(),
             None,
+            false,
         ),
         Command::Demo { config, seconds } => {
             let options = RunOptions {
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
                 cli.log_level.as_deref(),
                 options,
                 stop,
+                true,
             )
         }
         Command::Buffer { command } => {
@@ -147,6 +150,7 @@ fn run_agent(
     log_level: Option<&str>,
     options: RunOptions,
     stop_after: Option<Duration>,
+    demo: bool,
 ) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
@@ -177,13 +181,21 @@ fn run_agent(
         }
     };
     runtime.block_on(async move {
+        // Handlers first: a signal during start-up (opening a large store) must not kill us.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let shutdown = CancellationToken::new();
         // Past the forwarders' grace, a drain that still has not finished is stuck.
         let hard_limit = config.agent.shutdown_grace + Duration::from_secs(10);
-        tokio::spawn(watch_signals(shutdown.clone(), stop_after, hard_limit));
+        tokio::spawn(signals.watch(shutdown.clone(), stop_after, hard_limit));
         match agent::run(config, options, shutdown).await {
             Ok(summary) => {
-                if stop_after.is_some() {
+                if demo {
                     eprintln!(
                         "demo: {} stations, {} readings -> {} events, {} forwarded, {} still buffered",
                         summary.stations,
@@ -204,39 +216,49 @@ fn run_agent(
     })
 }
 
-/// SIGTERM / SIGINT (and the demo's timer) cancel the token. A second signal, or a drain
-/// that outlives `hard_limit`, exits at once: confirmed events are already durable.
-async fn watch_signals(
-    shutdown: CancellationToken,
-    stop_after: Option<Duration>,
-    hard_limit: Duration,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let timer = async {
-        match stop_after {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-        () = timer => {}
+/// SIGTERM and SIGINT streams, installed before anything else starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    shutdown.cancel();
-    tokio::select! {
-        _ = term.recv() => tracing::warn!("second signal: exiting without draining"),
-        _ = int.recv() => tracing::warn!("second signal: exiting without draining"),
-        () = tokio::time::sleep(hard_limit) => {
-            tracing::error!(limit_s = hard_limit.as_secs(), "shutdown did not finish in time; exiting");
+
+    /// SIGTERM / SIGINT (and the demo's timer) cancel the token. A second signal, or a drain
+    /// that outlives `hard_limit`, exits at once: confirmed events are already durable.
+    async fn watch(
+        self,
+        shutdown: CancellationToken,
+        stop_after: Option<Duration>,
+        hard_limit: Duration,
+    ) {
+        let Self { mut term, mut int } = self;
+        let timer = async {
+            match stop_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+            () = timer => {}
         }
+        shutdown.cancel();
+        tokio::select! {
+            _ = term.recv() => tracing::warn!("second signal: exiting without draining"),
+            _ = int.recv() => tracing::warn!("second signal: exiting without draining"),
+            () = tokio::time::sleep(hard_limit) => {
+                tracing::error!(limit_s = hard_limit.as_secs(), "shutdown did not finish in time; exiting");
+            }
+        }
+        std::process::exit(130);
     }
-    std::process::exit(130);
 }
