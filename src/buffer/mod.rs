@@ -43,7 +43,7 @@ pub use store::RecordError;
 
 use seqfloor::{Found, SeqFloor};
 pub use store::Lane;
-use store::{Encoded, Meta, ALERTS, LAYOUT_VERSION, META, TELEMETRY};
+use store::{Encoded, Meta, ALERTS, LAYOUT_VERSION, META, STATE, TELEMETRY};
 use writer::{Command, Writer};
 
 /// Name of the store file inside the data directory.
@@ -334,7 +334,17 @@ impl Queue {
     /// Appends events durably; returns their seqs once committed. Waits while the in-flight
     /// bound is exhausted. All or nothing: an oversized event refuses the whole call.
     pub async fn append(&self, events: &[SecurityEvent]) -> Result<Vec<u64>, QueueError> {
-        if events.is_empty() {
+        self.append_with_state(events, None).await
+    }
+
+    /// Like [`Queue::append`], and stores `state` (a station's rule baselines, under its key)
+    /// in the same transaction: after a crash both are there or neither.
+    pub async fn append_with_state(
+        &self,
+        events: &[SecurityEvent],
+        state: Option<(String, Vec<u8>)>,
+    ) -> Result<Vec<u64>, QueueError> {
+        if events.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
         let mut encoded = Vec::with_capacity(events.len());
@@ -349,8 +359,8 @@ impl Queue {
             }
             encoded.push(enc);
         }
-        let want =
-            u32::try_from(encoded.len().min(self.inner.opts.inflight_events)).unwrap_or(u32::MAX);
+        let want = u32::try_from(encoded.len().clamp(1, self.inner.opts.inflight_events))
+            .unwrap_or(u32::MAX);
         let permit = self
             .inner
             .permits
@@ -361,12 +371,32 @@ impl Queue {
         let (reply, rx) = oneshot::channel();
         if !self.send(Command::Append {
             events: encoded,
+            state,
             reply,
             permit: Some(permit),
         }) {
             return Err(QueueError::Closed);
         }
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// The state stored under `key` by [`Queue::append_with_state`], if any.
+    pub fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        let db = self
+            .inner
+            .db
+            .lock()
+            .ok()
+            .and_then(|db| db.clone())
+            .ok_or(QueueError::Closed)?;
+        let txn = db.begin_read().map_err(QueueError::storage)?;
+        let table = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(QueueError::storage(e)),
+        };
+        let value = table.get(key).map_err(QueueError::storage)?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// Deletes acknowledged events.

@@ -17,6 +17,9 @@ use crate::event::{SecurityEvent, Severity};
 
 pub(super) const TELEMETRY: TableDefinition<u64, &[u8]> = TableDefinition::new("events.telemetry");
 pub(super) const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events.alerts");
+/// Per-station rule state (baselines), opaque to the buffer: key -> bytes. Written in the
+/// same transaction as the events that depend on it, so a crash keeps both or neither.
+pub(super) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("station_state");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// First byte of every record; a different value means a record this build cannot read.

@@ -428,3 +428,27 @@ async fn the_alerts_lane_skips_telemetry_and_keeps_seq_order() {
     assert_eq!(merged, vec![4, 5, 6, 7]);
     q.close().await;
 }
+
+#[tokio::test]
+async fn station_state_is_stored_with_its_events_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(q.load_state("press-01").unwrap(), None);
+    q.append_with_state(
+        &[event("setpoint.changed", Severity::Warn, 1)],
+        Some(("press-01".into(), b"baseline-v1".to_vec())),
+    )
+    .await
+    .unwrap();
+    q.append_with_state(&[], Some(("press-01".into(), b"baseline-v2".to_vec())))
+        .await
+        .unwrap();
+    q.close().await;
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(
+        q.load_state("press-01").unwrap().as_deref(),
+        Some(&b"baseline-v2"[..])
+    );
+    assert_eq!(all(&q).len(), 1);
+    q.close().await;
+}

@@ -18,13 +18,15 @@ use redb::{Database, Durability};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::seqfloor::SeqFloor;
-use super::store::{Encoded, Meta, Tables, META};
+use super::store::{Encoded, Meta, Tables, META, STATE};
 use super::{Ack, AckReport, QueueError, QueueOptions, StatsCell};
 use crate::event::{SecurityEvent, Timestamp};
 
 pub(super) enum Command {
     Append {
         events: Vec<Encoded>,
+        /// Station state to store with these events (key, bytes).
+        state: Option<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<Vec<u64>, QueueError>>,
         permit: Option<OwnedSemaphorePermit>,
     },
@@ -77,7 +79,7 @@ pub(super) struct Writer {
 
 /// What a command asks of the transaction, apart from where its answer goes.
 enum Work {
-    Append(Vec<Encoded>),
+    Append(Vec<Encoded>, Option<(String, Vec<u8>)>),
     Ack(Ack),
 }
 
@@ -154,6 +156,7 @@ impl Writer {
                 let (reply, _) = oneshot::channel();
                 self.commit(vec![Command::Append {
                     events: vec![encoded],
+                    state: None,
                     reply,
                     permit: None,
                 }]);
@@ -178,10 +181,11 @@ impl Writer {
             match cmd {
                 Command::Append {
                     events,
+                    state,
                     reply,
                     permit,
                 } => {
-                    work.push(Work::Append(events));
+                    work.push(Work::Append(events, state));
                     reply_to.push(ReplyTo::Append(reply));
                     permits.extend(permit);
                 }
@@ -250,7 +254,13 @@ impl Writer {
             let mut tables = Tables::open(&txn).map_err(QueueError::storage)?;
             for item in work {
                 match item {
-                    Work::Append(events) => {
+                    Work::Append(events, state) => {
+                        if let Some((key, bytes)) = state {
+                            let mut table = txn.open_table(STATE).map_err(QueueError::storage)?;
+                            table
+                                .insert(key.as_str(), bytes.as_slice())
+                                .map_err(QueueError::storage)?;
+                        }
                         let mut seqs = Vec::with_capacity(events.len());
                         for e in &events {
                             seqs.push(
