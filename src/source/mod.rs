@@ -2,6 +2,7 @@
 //! built-in generator all yield [`Reading`]s for the rules stage.
 
 pub mod generator;
+pub mod reserved;
 pub mod modbus;
 pub mod tag;
 
@@ -61,7 +62,7 @@ pub enum Quality {
 
 /// Identity a device reports about itself: Modbus FC 43/14 objects, OPC UA BuildInfo and
 /// application description. The baseline for `firmware.changed` / `identity.changed`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeviceIdentity {
     pub vendor: Option<String>,
     pub product_code: Option<String>,
@@ -93,6 +94,12 @@ pub enum SourceError {
     },
     #[error("response did not decode for {what}: {reason}")]
     Decode { what: String, reason: String },
+    /// The device refused our credentials (OPC UA session rejected).
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server certificate is untrusted, expired, not yet valid or for another host.
+    #[error("certificate rejected: {0}")]
+    Certificate(String),
     #[error("isolated after repeated failures; next attempt in {retry_in_ms} ms")]
     CircuitOpen { retry_in_ms: u64 },
     #[error("{0}")]

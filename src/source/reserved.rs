@@ -1,0 +1,30 @@
+//! Reserved tag names: readings a source produces about the device itself rather than about
+//! a profile tag. They start with `_` (profile tag names cannot) and the rules know them.
+
+/// OPC UA `ServerStatus.State` (0 = Running), as an integer.
+pub const SERVER_STATE: &str = "_server.state";
+/// OPC UA `ServerStatus.StartTime`, RFC 3339 text.
+pub const SERVER_START_TIME: &str = "_server.start_time";
+/// OPC UA `ServerStatus.CurrentTime`, RFC 3339 text (clock skew).
+pub const SERVER_CURRENT_TIME: &str = "_server.current_time";
+/// OPC UA `BuildInfo.SoftwareVersion`.
+pub const SOFTWARE_VERSION: &str = "_server.build.software_version";
+/// OPC UA `ServerDiagnosticsSummary.CurrentSessionCount`.
+pub const CURRENT_SESSIONS: &str = "_diag.current_session_count";
+/// OPC UA `ServerDiagnosticsSummary.SecurityRejectedSessionCount`.
+pub const SECURITY_REJECTED_SESSIONS: &str = "_diag.security_rejected_session_count";
+/// OPC UA `ServerDiagnosticsSummary.RejectedSessionCount`.
+pub const REJECTED_SESSIONS: &str = "_diag.rejected_session_count";
+/// OPC UA: the strongest security policy the endpoints offer, as its short name
+/// (`None`, `Basic128Rsa15`, `Basic256`, `Basic256Sha256`, `Aes128_Sha256_RsaOaep`,
+/// `Aes256_Sha256_RsaPss`).
+pub const BEST_POLICY: &str = "_security.best_policy";
+/// OPC UA: whether any endpoint offers security mode None (bool).
+pub const OFFERS_NONE: &str = "_security.offers_none";
+/// Modbus: exception responses of this poll by code, as `code:count` pairs (text).
+pub const MODBUS_EXCEPTIONS: &str = "_modbus.exceptions";
+
+/// True for a reserved (source-produced) tag name.
+pub fn is_reserved(tag: &str) -> bool {
+    tag.starts_with('_')
+}
