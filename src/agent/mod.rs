@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{OpenError, Queue, QueueError, QueueOptions};
 use crate::config::{Config, StationConfig};
+use crate::event::Timestamp;
 use crate::event::{SecurityEvent, SeverityMap};
 use crate::forward::{ConsoleFormat, ConsoleSink, ForwardCounters, Forwarder};
-use crate::rules::{RuleTag, StationRules};
+use crate::rules::{Baseline, RuleTag, StationRules, TagRules};
 use crate::source::{Source, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
@@ -206,6 +207,7 @@ pub fn rule_tags(station: &StationConfig) -> Vec<RuleTag> {
             unit: t.unit.clone(),
             states: t.states.clone(),
             limits: t.limits.map(|l| (l.min, l.max)),
+            rules: TagRules::default(),
         })
         .collect()
 }
@@ -226,6 +228,19 @@ async fn run_station(
         severities,
         rule_tags(&station),
     );
+    // The baseline learned before a restart: no re-alarm, and changes made meanwhile show.
+    let state_key = format!("station/{}", station.id);
+    match queue.load_state(&state_key) {
+        Ok(Some(bytes)) => match Baseline::from_bytes(&bytes) {
+            Ok(baseline) => rules = rules.with_baseline(baseline),
+            Err(e) => tracing::warn!(station = %station.id, error = %e,
+                "stored baseline unusable; learning it again"),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(station = %station.id, error = %e,
+            "stored baseline unreadable; learning it again"),
+    }
+    let mut pending_state: Option<Vec<u8>> = None;
     let mut ticker = tokio::time::interval(station.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<SecurityEvent> = Vec::new();
@@ -240,14 +255,23 @@ async fn run_station(
         for error in &poll.errors {
             tracing::debug!(station = %station.id, %error, "poll error");
         }
-        let events = rules.process(&poll.readings);
+        let events = rules.observe(&poll, Timestamp::now());
         outcome.events += events.len() as u64;
         pending.extend(events);
-        if pending.is_empty() {
+        if let Some(state) = rules.take_state() {
+            pending_state = Some(state);
+        }
+        if pending.is_empty() && pending_state.is_none() {
             continue;
         }
-        match queue.append(&pending).await {
-            Ok(_) => pending.clear(),
+        let state = pending_state
+            .clone()
+            .map(|bytes| (state_key.clone(), bytes));
+        match queue.append_with_state(&pending, state).await {
+            Ok(_) => {
+                pending.clear();
+                pending_state = None;
+            }
             Err(e) => {
                 tracing::error!(station = %station.id, error = %e, pending = pending.len(),
                     "buffer refused events; keeping them for the next poll");
@@ -262,9 +286,10 @@ async fn run_station(
             }
         }
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() || pending_state.is_some() {
         // Last try on the way out; what still fails is reported.
-        if let Err(e) = queue.append(&pending).await {
+        let state = pending_state.map(|bytes| (state_key.clone(), bytes));
+        if let Err(e) = queue.append_with_state(&pending, state).await {
             outcome.dropped_unconfirmed += pending.len() as u64;
             tracing::error!(station = %station.id, error = %e, dropped = pending.len(),
                 "events lost at shutdown: the buffer refused them");

@@ -28,12 +28,14 @@ const fn entry(
     }
 }
 
-use Severity::{Critical, Error, Info, Warn};
+use Severity::{Critical, Debug, Error, Info, Warn};
 
 /// Default severities are the catalogue's; rules raise them where the catalogue says so
 /// (a failed quality check is `warn`, a mode change to PROGRAM is `error`).
 pub const CATALOG: &[CatalogEntry] = &[
     entry("equipment.status", Info, &[], &[]),
+    // Telemetry for report by exception: a measurement left its deadband, or its heartbeat.
+    entry("equipment.measurement", Debug, &[], &[]),
     entry("equipment.fault", Warn, &["T0827"], &["SR 2.8"]),
     entry("quality.check", Info, &[], &[]),
     entry("quality.anomaly", Warn, &["T0831"], &[]),

@@ -21,8 +21,6 @@ pub const REJECTED_SESSIONS: &str = "_diag.rejected_session_count";
 pub const BEST_POLICY: &str = "_security.best_policy";
 /// OPC UA: whether any endpoint offers security mode None (bool).
 pub const OFFERS_NONE: &str = "_security.offers_none";
-/// Modbus: exception responses of this poll by code, as `code:count` pairs (text).
-pub const MODBUS_EXCEPTIONS: &str = "_modbus.exceptions";
 
 /// True for a reserved (source-produced) tag name.
 pub fn is_reserved(tag: &str) -> bool {
