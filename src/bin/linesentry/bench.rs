@@ -38,16 +38,29 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Readings per second the rules evaluate on one core, all rules on, for the shipped
+    /// profile mix (see docs/BENCHMARKS.md).
+    Rules {
+        /// Agent config whose stations give the profile mix.
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Polls per station.
+        #[arg(long, default_value_t = 20_000)]
+        polls: u64,
+    },
 }
 
 pub(crate) fn run(command: BenchCommand) -> ExitCode {
-    let BenchCommand::Queue {
-        events,
-        group,
-        rate,
-        seconds,
-        dir,
-    } = command;
+    let (events, group, rate, seconds, dir) = match command {
+        BenchCommand::Queue {
+            events,
+            group,
+            rate,
+            seconds,
+            dir,
+        } => (events, group, rate, seconds, dir),
+        BenchCommand::Rules { config, polls } => return rules_bench(&config, polls),
+    };
     let tmp = match dir {
         Some(d) => {
             if let Err(e) = std::fs::create_dir_all(&d) {
@@ -283,4 +296,65 @@ async fn queue_bench(
     );
     q.close().await;
     Ok(())
+}
+
+/// Rules throughput: every station of the config gets its profile's rules and a generator
+/// producing normal production with the demo scenario; readings are generated outside the
+/// timed section, poll by poll, and only `observe` is timed.
+fn rules_bench(config: &std::path::Path, polls: u64) -> ExitCode {
+    use linesentry::agent::rule_tags;
+    use linesentry::event::Timestamp;
+    use linesentry::rules::StationRules;
+    use linesentry::source::generator::Generator;
+    use linesentry::source::PollResult;
+
+    let config = match linesentry::config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let severities = Arc::new(config.severity.clone());
+    let mut stations: Vec<(StationRules, Generator)> = config
+        .stations
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let rules = StationRules::new(
+                Arc::from("gw-bench-01"),
+                Arc::from(st.id.as_str()),
+                severities.clone(),
+                rule_tags(st),
+            );
+            (rules, Generator::new(&st.id, &st.profile, i as u64 + 1))
+        })
+        .collect();
+    let mut readings = 0u64;
+    let mut events = 0u64;
+    let mut timed = Duration::ZERO;
+    let start = Timestamp::now().as_micros();
+    for n in 0..polls {
+        // 100 ms of simulated time per poll: hours of production in a few seconds.
+        let now = Timestamp::from_micros(start + i64::try_from(n).unwrap_or(0) * 100_000);
+        for (rules, generator) in &mut stations {
+            let poll = PollResult {
+                readings: generator.sample(now),
+                reachable: true,
+                ..PollResult::default()
+            };
+            let t0 = Instant::now();
+            let out = rules.observe(&poll, now);
+            timed += t0.elapsed();
+            readings += poll.readings.len() as u64;
+            events += out.len() as u64;
+        }
+    }
+    println!(
+        "rules: {} stations, {readings} readings, {events} events, {:.0} readings/s on one core ({:.0} ns/reading)",
+        stations.len(),
+        per_sec(readings, timed),
+        timed.as_nanos() as f64 / readings.max(1) as f64
+    );
+    ExitCode::SUCCESS
 }
