@@ -2,8 +2,8 @@
 //! built-in generator all yield [`Reading`]s for the rules stage.
 
 pub mod generator;
-pub mod reserved;
 pub mod modbus;
+pub mod reserved;
 pub mod tag;
 
 use std::fmt;
