@@ -477,6 +477,375 @@ fn an_unreadable_config_file_names_the_path_and_the_os_error() {
     assert!(text.contains("No such file or directory"), "{text}");
 }
 
+// --- rule tuning: `[rules]`, per-tag rule keys, station change windows ---------------------
+
+/// A profile tuning its rules station-wide and per tag (line numbers matter to the tests).
+const OVEN: &str = r#"[profile]
+name = "oven"
+protocol = "modbus"
+
+[rules]
+unreachable_after = 5
+stale_after_s = 300
+deadband_percent = 0.5
+quality_window = 10
+quality_failures = 3
+clock_skew_ms = 2000
+
+[[tags]]
+name = "zone1_temp"
+role = "measurement"
+type = "f32"
+area = "input_register"
+address = 0
+unit = "°C"
+limits = { min = 0.0, max = 300.0 }
+deadband = 2.0
+heartbeat_s = 120
+stale_after_s = 600
+
+[[tags]]
+name = "hood_closed"
+role = "status"
+type = "bool"
+area = "discrete_input"
+address = 0
+states = { 0 = "open", 1 = "closed" }
+debounce_ms = 1500
+heartbeat_s = 900
+"#;
+
+/// One simulated station on the `oven` profile, then `extra` lines in that station (from
+/// line 9 of the file on).
+fn oven_station(extra: &str) -> String {
+    format!("{AGENT}[[stations]]\nid = \"oven-01\"\nprofile = \"oven\"\nsource = \"simulated\"\n{extra}")
+}
+
+#[test]
+fn rules_values_of_a_profile_arrive_in_profile_rules_and_tag_rules() {
+    use linesentry::rules::RuleSettings;
+    use std::time::Duration;
+
+    let tree = Tree::new();
+    tree.profile("oven", OVEN);
+    let config = tree
+        .load(&format!(
+            "{}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n",
+            oven_station("")
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let oven = &config.stations[0].profile;
+    let expected = RuleSettings {
+        unreachable_after: 5,
+        stale_after: Duration::from_secs(300),
+        deadband_percent: 0.5,
+        quality_window: 10,
+        quality_failures: 3,
+        clock_skew: Duration::from_secs(2),
+        ..RuleSettings::default()
+    };
+    assert_eq!(oven.rules, expected);
+
+    let temp = oven.tag("zone1_temp").unwrap();
+    assert_eq!(temp.rules.deadband_abs, Some(2.0));
+    assert_eq!(temp.rules.deadband_percent, None);
+    assert_eq!(temp.rules.heartbeat, Some(Duration::from_secs(120)));
+    assert_eq!(temp.rules.stale_after, Some(Duration::from_secs(600)));
+    assert_eq!(temp.rules.debounce, Duration::ZERO);
+    let hood = oven.tag("hood_closed").unwrap();
+    assert_eq!(hood.rules.debounce, Duration::from_millis(1500));
+    assert_eq!(hood.rules.heartbeat, Some(Duration::from_secs(900)));
+
+    // The agent hands the tag rules to the rules engine as they are.
+    let tags = linesentry::agent::rule_tags(&config.stations[0]);
+    assert_eq!(tags[0].rules, temp.rules);
+    assert_eq!(tags[1].rules, hood.rules);
+
+    // A profile without `[rules]` gets the catalogue's defaults, and tags without rule keys
+    // fall back to them.
+    let press = &config.stations[1].profile;
+    assert_eq!(press.rules, RuleSettings::default());
+    assert_eq!(press.tags[0].rules, linesentry::rules::TagRules::default());
+}
+
+#[test]
+fn a_stations_change_windows_arrive_in_its_config_and_in_its_rule_settings() {
+    use linesentry::event::Timestamp;
+
+    let at = |text: &str| {
+        Timestamp::from_micros(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .timestamp_micros(),
+        )
+    };
+    let tree = Tree::new();
+    tree.profile("oven", OVEN);
+    let config = tree
+        .load(&oven_station(
+            "change_windows = [\n  { start = \"2026-11-28T06:00:00Z\", end = \"2026-11-28T10:00:00Z\" },\n  \
+             { start = 2026-12-05T22:00:00+01:00, end = 2026-12-06T02:00:00+01:00 },\n]\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let station = &config.stations[0];
+    let windows: Vec<_> = station
+        .change_windows
+        .iter()
+        .map(|w| (w.start, w.end))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            (at("2026-11-28T06:00:00Z"), at("2026-11-28T10:00:00Z")),
+            (at("2026-12-05T21:00:00Z"), at("2026-12-06T01:00:00Z")),
+        ]
+    );
+    let settings = station.rule_settings();
+    assert_eq!(settings.change_windows, station.change_windows);
+    assert!(settings.change_windows[0].contains(at("2026-11-28T09:59:59Z")));
+    assert!(!settings.change_windows[0].contains(at("2026-11-28T10:00:00Z")));
+    assert_eq!(settings.unreachable_after, 5, "the profile's [rules] stay");
+    assert!(
+        station.profile.rules.change_windows.is_empty(),
+        "the station's windows stay out of the shared profile"
+    );
+}
+
+#[test]
+fn out_of_range_rules_values_name_the_key_the_range_and_the_unit() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN
+            .replace("unreachable_after = 5", "unreachable_after = 0")
+            .replace("stale_after_s = 300", "stale_after_s = -1")
+            .replace("deadband_percent = 0.5", "deadband_percent = 150")
+            .replace("clock_skew_ms = 2000", "clock_skew_ms = 0"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 4, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        6,
+        "rules.unreachable_after",
+        "expected an integer between 1 and 1000 (polls), found 0",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        7,
+        "rules.stale_after_s",
+        "expected an integer between 1 and 86400 (s), found -1",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        8,
+        "rules.deadband_percent",
+        "expected a finite number between 0 and 100 (% of the limits' span), found 150",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        11,
+        "rules.clock_skew_ms",
+        "expected an integer between 1 and 3600000 (ms), found 0",
+    );
+}
+
+#[test]
+fn a_not_finite_deadband_percent_is_refused() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN.replace("deadband_percent = 0.5", "deadband_percent = nan"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        8,
+        "rules.deadband_percent",
+        "expected a finite number between 0 and 100 (% of the limits' span), found NaN",
+    );
+}
+
+#[test]
+fn an_unknown_key_in_the_rules_table_is_named_with_the_keys_expected() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN.replace("stale_after_s = 300", "stale_after = 300"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        7,
+        "rules.stale_after",
+        "unknown key `stale_after`; expected one of",
+    );
+    assert!(errors.to_string().contains("`stale_after_s`"), "{errors}");
+}
+
+#[test]
+fn quality_failures_above_quality_window_is_refused_with_the_window_size() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN.replace("quality_failures = 3", "quality_failures = 12"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        10,
+        "rules.quality_failures",
+        "expected an integer between 1 and quality_window (10)",
+    );
+    assert!(errors.to_string().contains("found 12"), "{errors}");
+}
+
+#[test]
+fn a_deadband_on_a_non_numeric_tag_is_refused() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN.replace("debounce_ms = 1500", "deadband = 1.0"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        32,
+        "tags[1].deadband",
+        "`deadband` only applies to numeric measurement tags; expected no `deadband` on a status tag of type bool",
+    );
+}
+
+#[test]
+fn tag_rule_keys_that_do_not_apply_or_are_out_of_range_are_each_reported() {
+    let tree = Tree::new();
+    tree.profile(
+        "oven",
+        &OVEN
+            .replace("deadband = 2.0", "deadband = -0.5")
+            .replace("heartbeat_s = 120", "deadband_percent = 1.0")
+            .replace("debounce_ms = 1500", "debounce_ms = 600001")
+            .replace("heartbeat_s = 900", "stale_after_s = 60"),
+    );
+    let errors = tree.errors(&oven_station(""));
+    assert_eq!(errors.len(), 4, "{errors}");
+    assert_reported(
+        &errors,
+        "oven.toml",
+        21,
+        "tags[0].deadband",
+        "expected a finite number >= 0 (engineering units, °C), found -0.5",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        22,
+        "tags[0].deadband_percent",
+        "`deadband` and `deadband_percent` are both given",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        32,
+        "tags[1].debounce_ms",
+        "expected an integer between 0 and 600000 (ms), found 600001",
+    );
+    assert_reported(
+        &errors,
+        "oven.toml",
+        33,
+        "tags[1].stale_after_s",
+        "`stale_after_s` only applies to measurement tags; expected no `stale_after_s` on a status tag",
+    );
+}
+
+#[test]
+fn a_change_window_time_that_is_not_rfc_3339_names_the_key_and_the_expected_form() {
+    let tree = Tree::new();
+    tree.profile("oven", OVEN);
+    let errors = tree.errors(&oven_station(
+        "change_windows = [\n  { start = \"2026-11-28T06:00:00Z\", end = \"2026-11-28T10:00:00Z\" },\n  \
+         { start = \"28.11.2026 22:00\", end = \"2026-11-29T02:00:00Z\" },\n  \
+         { start = 2026-11-30T06:00:00, end = 1764500000 },\n]\n",
+    ));
+    assert_eq!(errors.len(), 3, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        11,
+        "stations[0].change_windows[1].start",
+        "expected an RFC 3339 date-time with a UTC offset such as `2026-11-28T06:00:00Z`, found `28.11.2026 22:00`",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        12,
+        "stations[0].change_windows[2].start",
+        "expected an RFC 3339 date-time with a UTC offset such as `2026-11-28T06:00:00Z`, found `2026-11-30T06:00:00` (a local date or time, which has no UTC offset; add `Z`",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        12,
+        "stations[0].change_windows[2].end",
+        "expected an RFC 3339 date-time such as `2026-11-28T06:00:00Z`, found an integer",
+    );
+}
+
+#[test]
+fn a_change_window_whose_start_is_not_before_its_end_is_refused() {
+    let tree = Tree::new();
+    tree.profile("oven", OVEN);
+    let errors = tree.errors(&oven_station(
+        "[[stations.change_windows]]\nstart = \"2026-11-28T10:00:00Z\"\nend = \"2026-11-28T06:00:00Z\"\n\
+         [[stations.change_windows]]\nstart = \"2026-11-28T12:00:00+01:00\"\nend = \"2026-11-28T11:00:00Z\"\n",
+    ));
+    assert_eq!(errors.len(), 2, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        11,
+        "stations[0].change_windows[0].end",
+        "expected end after start, found start = 2026-11-28T10:00:00Z and end = 2026-11-28T06:00:00Z",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        14,
+        "stations[0].change_windows[1].end",
+        "expected end after start, found start = 2026-11-28T12:00:00+01:00 and end = 2026-11-28T11:00:00Z",
+    );
+}
+
+#[test]
+fn a_change_window_with_an_unknown_or_missing_key_is_refused() {
+    let tree = Tree::new();
+    tree.profile("oven", OVEN);
+    let errors = tree.errors(&oven_station(
+        "change_windows = [{ start = \"2026-11-28T06:00:00Z\", until = \"2026-11-28T10:00:00Z\" }]\n",
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "agent.toml",
+        9,
+        "stations[0].change_windows[0].until",
+        "unknown key `until`; expected `start` or `end`",
+    );
+}
+
 #[test]
 fn the_demo_config_loads_with_four_simulated_stations_and_console_output() {
     let config = config::load(&repo().join("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -511,6 +880,37 @@ fn the_demo_config_loads_with_four_simulated_stations_and_console_output() {
     assert!(config.forward.console);
     assert!(config.forward.mqtt.is_none() && config.forward.https.is_none());
     assert_eq!(config.digest.len(), 64);
+}
+
+#[test]
+fn the_shipped_oven_profile_tunes_its_rules_and_the_other_profiles_keep_the_defaults() {
+    use linesentry::rules::RuleSettings;
+    use std::time::Duration;
+
+    let config = config::load(&repo().join("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    for station in &config.stations {
+        let profile = &station.profile;
+        assert!(station.change_windows.is_empty(), "{}", station.id);
+        if profile.name != "reflow_oven" {
+            assert_eq!(profile.rules, RuleSettings::default(), "{}", profile.name);
+            continue;
+        }
+        assert_eq!(
+            profile.rules,
+            RuleSettings {
+                unreachable_after: 5,
+                unreachable_escalate_after: Duration::from_secs(900),
+                stale_after: Duration::from_secs(300),
+                ..RuleSettings::default()
+            }
+        );
+        let hood = profile.tag("hood_closed").unwrap();
+        assert_eq!(hood.rules.debounce, Duration::from_millis(1500));
+        let belt = profile.tag("conveyor_speed").unwrap();
+        assert_eq!(belt.rules.deadband_abs, Some(2.0));
+        let interlock = profile.tag("door_interlock_enable").unwrap();
+        assert_eq!(interlock.rules.debounce, Duration::ZERO);
+    }
 }
 
 /// Copies `config/example.toml` and `devices/` into a temporary tree with the secret file
@@ -564,6 +964,9 @@ fn the_example_config_loads_when_its_secrets_exist() {
         (user.as_str(), password.expose()),
         ("linesentry", "opcua-pass-from-env")
     );
+    let oven = config.stations.iter().find(|s| s.id == "oven-01").unwrap();
+    assert_eq!(oven.change_windows.len(), 2);
+    assert_eq!(oven.rule_settings().change_windows, oven.change_windows);
     let mqtt = config.forward.mqtt.as_ref().unwrap();
     assert_eq!(mqtt.port, 8883);
     assert!(mqtt.tls.as_ref().unwrap().client_key.is_some());

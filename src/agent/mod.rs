@@ -17,7 +17,7 @@ use crate::config::{Config, StationConfig};
 use crate::event::Timestamp;
 use crate::event::{SecurityEvent, SeverityMap};
 use crate::forward::{ConsoleFormat, ConsoleSink, ForwardCounters, Forwarder};
-use crate::rules::{Baseline, RuleTag, StationRules, TagRules};
+use crate::rules::{Baseline, RuleTag, StationRules};
 use crate::source::{Source, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
@@ -207,7 +207,7 @@ pub fn rule_tags(station: &StationConfig) -> Vec<RuleTag> {
             unit: t.unit.clone(),
             states: t.states.clone(),
             limits: t.limits.map(|l| (l.min, l.max)),
-            rules: TagRules::default(),
+            rules: t.rules.clone(),
         })
         .collect()
 }
@@ -227,7 +227,8 @@ async fn run_station(
         Arc::from(station.id.as_str()),
         severities,
         rule_tags(&station),
-    );
+    )
+    .with_settings(station.rule_settings());
     // The baseline learned before a restart: no re-alarm, and changes made meanwhile show.
     let state_key = format!("station/{}", station.id);
     match queue.load_state(&state_key) {

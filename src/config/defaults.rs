@@ -19,6 +19,24 @@ const fn int(default: i64, min: i64, max: i64, unit: &'static str) -> Int {
     }
 }
 
+/// A number setting: its default, its accepted (inclusive, finite) range and its unit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Float {
+    pub(super) default: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
+    pub(super) unit: &'static str,
+}
+
+const fn float(default: f64, min: f64, max: f64, unit: &'static str) -> Float {
+    Float {
+        default,
+        min,
+        max,
+        unit,
+    }
+}
+
 // [agent]
 pub(super) const SHUTDOWN_GRACE_MS: Int = int(5000, 100, 60_000, "ms");
 pub(super) const PROFILES_DIR: &str = "../devices";
@@ -69,3 +87,30 @@ pub(super) const STRING_REGISTERS: Int = int(0, 1, 125, "registers");
 pub(super) const BIT: Int = int(0, 0, 15, "");
 /// Highest zero-based Modbus address.
 pub(super) const MAX_MODBUS_INDEX: i64 = 65_535;
+
+// Station profiles: `[rules]`. The defaults are `RuleSettings::default()` (the catalogue's,
+// docs/EVENTS.md), in the units of the keys; a test keeps the two in step.
+pub(super) const UNREACHABLE_AFTER: Int = int(3, 1, 1000, "polls");
+pub(super) const UNREACHABLE_ESCALATE_AFTER_S: Int = int(300, 1, 86_400, "s");
+pub(super) const STATUS_HEARTBEAT_S: Int = int(600, 1, 86_400, "s");
+pub(super) const MEASUREMENT_HEARTBEAT_S: Int = int(300, 1, 86_400, "s");
+pub(super) const DEADBAND_PERCENT: Float = float(1.0, 0.0, 100.0, "% of the limits' span");
+pub(super) const QUALITY_WINDOW: Int = int(20, 1, 1000, "checks");
+/// Also at most `quality_window`.
+pub(super) const QUALITY_FAILURES: Int = int(5, 1, 1000, "checks");
+pub(super) const AUTH_BURST: Int = int(5, 1, 1000, "failures");
+pub(super) const AUTH_WINDOW_S: Int = int(300, 1, 86_400, "s");
+pub(super) const EXCEPTION_BURST: Int = int(10, 1, 1000, "exceptions");
+pub(super) const EXCEPTION_WINDOW_S: Int = int(60, 1, 86_400, "s");
+pub(super) const STALE_AFTER_S: Int = int(60, 1, 86_400, "s");
+pub(super) const CLOCK_SKEW_MS: Int = int(5000, 1, 3_600_000, "ms");
+pub(super) const SESSION_MARGIN: Int = int(2, 0, 10_000, "sessions");
+
+// Station profiles: per-tag rule keys in `[[tags]]`. `deadband_percent`, `heartbeat_s` and
+// `stale_after_s` take the ranges of their `[rules]` counterparts and default to them.
+/// `deadband`: finite and at least this (engineering units); no default (percentage applies).
+pub(super) const DEADBAND_MIN: f64 = 0.0;
+pub(super) const DEBOUNCE_MS: Int = int(0, 0, 600_000, "ms");
+
+/// Change windows are RFC 3339 date-times with an offset, like this one.
+pub(super) const DATETIME_EXAMPLE: &str = "2026-11-28T06:00:00Z";

@@ -141,6 +141,7 @@ fn required_hint(key: &str) -> Option<&'static str> {
         "url" => "an https:// URL",
         "kind" => "`anonymous`, `username` or `certificate`",
         "min" | "max" => "a finite number",
+        "start" | "end" => "an RFC 3339 date-time such as `2026-11-28T06:00:00Z`",
         _ => return None,
     })
 }

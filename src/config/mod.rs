@@ -28,6 +28,7 @@ mod error;
 mod profile;
 mod raw;
 mod report;
+mod rules;
 mod secret;
 mod settings;
 mod spans;

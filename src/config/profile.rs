@@ -12,6 +12,7 @@ use super::defaults;
 use super::error::ConfigError;
 use super::raw;
 use super::report::{type_name, Report};
+use super::rules;
 use super::spans::{child, item};
 use crate::source::{ByteOrder, DataType, ModbusAddress, RegisterArea, TagRole};
 
@@ -42,6 +43,9 @@ pub struct Profile {
     pub protocol: Protocol,
     /// In file order; names are unique.
     pub tags: Vec<TagSpec>,
+    /// Station-wide rule tuning from `[rules]` (defaults where not given). No change
+    /// windows: those are per station (`StationConfig::change_windows`).
+    pub rules: crate::rules::RuleSettings,
 }
 
 impl Profile {
@@ -71,6 +75,9 @@ pub struct TagSpec {
     /// Raw value -> name, for status and mode tags (required for integer ones).
     pub states: BTreeMap<i64, String>,
     pub limits: Option<Limits>,
+    /// Per-tag rule tuning (deadband, heartbeat, debounce, stale time); `None`s fall back
+    /// to the profile's [`Profile::rules`].
+    pub rules: crate::rules::TagRules,
 }
 
 impl TagSpec {
@@ -145,7 +152,7 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
     let Some(mut table) = report.parse() else {
         return (None, report.into_errors());
     };
-    report.unknown_keys("", &table, &["profile", "tags"]);
+    report.unknown_keys("", &table, &["profile", "rules", "tags"]);
     let raw_header = table.get("profile").cloned();
     let header = if let Some(value) = table.remove("profile") {
         report
@@ -162,14 +169,21 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
         Some(h) => (Some(h.protocol), h.addressing),
         None => header_fallback(raw_header.as_ref()),
     };
+    let rules = match table.remove("rules") {
+        Some(value) => report
+            .deserialize::<raw::Rules>("rules", value)
+            .and_then(|raw| rules::settings(&mut report, "rules", &raw)),
+        None => rules::settings(&mut report, "rules", &raw::Rules::default()),
+    };
     let tags = tags(&mut report, table.remove("tags"), protocol, addressing);
-    let profile = match (header, tags) {
-        (Some(h), Some(tags)) if report.error_count() == 0 => Some(Profile {
+    let profile = match (header, tags, rules) {
+        (Some(h), Some(tags), Some(rules)) if report.error_count() == 0 => Some(Profile {
             name: h.name,
             file: path.to_owned(),
             description: h.description,
             protocol: h.protocol,
             tags,
+            rules,
         }),
         _ => None,
     };
@@ -320,6 +334,7 @@ fn tag(
     if let Some(data_type) = data_type {
         type_rules(report, at, &raw, data_type, role);
     }
+    let rules = rules::tag_rules(report, at, &raw, role, data_type);
     let (modbus, node_id, length) = match (protocol, data_type) {
         (Some(Protocol::Modbus), Some(data_type)) => {
             let length = string_length(report, at, raw.length, data_type);
@@ -345,6 +360,7 @@ fn tag(
         unit: raw.unit,
         states,
         limits,
+        rules,
     })
 }
 

@@ -58,6 +58,16 @@ pub(super) struct Station {
     pub(super) poll_interval_ms: Option<i64>,
     pub(super) timeout_ms: Option<i64>,
     pub(super) enabled: Option<bool>,
+    pub(super) change_windows: Option<Vec<ChangeWindow>>,
+}
+
+/// One element of a station's `change_windows`. The times stay `toml::Value` so that both a
+/// quoted RFC 3339 string and a TOML date-time literal are accepted (and checked) later.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChangeWindow {
+    pub(super) start: toml::Value,
+    pub(super) end: toml::Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +142,32 @@ pub(super) struct Tag {
     /// Raw value -> name; TOML keys are strings, parsed as integers by validation.
     pub(super) states: Option<std::collections::BTreeMap<String, String>>,
     pub(super) limits: Option<Limits>,
+    // rule tuning of this tag; `None` falls back to the profile's `[rules]`
+    pub(super) deadband: Option<f64>,
+    pub(super) deadband_percent: Option<f64>,
+    pub(super) heartbeat_s: Option<i64>,
+    pub(super) debounce_ms: Option<i64>,
+    pub(super) stale_after_s: Option<i64>,
+}
+
+/// `[rules]` of a station profile: station-wide rule tuning, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Rules {
+    pub(super) unreachable_after: Option<i64>,
+    pub(super) unreachable_escalate_after_s: Option<i64>,
+    pub(super) status_heartbeat_s: Option<i64>,
+    pub(super) measurement_heartbeat_s: Option<i64>,
+    pub(super) deadband_percent: Option<f64>,
+    pub(super) quality_window: Option<i64>,
+    pub(super) quality_failures: Option<i64>,
+    pub(super) auth_burst: Option<i64>,
+    pub(super) auth_window_s: Option<i64>,
+    pub(super) exception_burst: Option<i64>,
+    pub(super) exception_window_s: Option<i64>,
+    pub(super) stale_after_s: Option<i64>,
+    pub(super) clock_skew_ms: Option<i64>,
+    pub(super) session_margin: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

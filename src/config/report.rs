@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::defaults::Int;
+use super::defaults::{Float, Int};
 use super::error::{humanize, ConfigError};
 use super::spans::{self, Spans};
 
@@ -114,6 +114,31 @@ impl<'a> Report<'a> {
             at,
             format!(
                 "expected an integer between {} and {}{unit}, found {value}",
+                setting.min, setting.max
+            ),
+        );
+        None
+    }
+
+    /// `given` (or the default) when finite and inside the setting's range.
+    pub(super) fn float(&mut self, at: &str, given: Option<f64>, setting: Float) -> Option<f64> {
+        self.float_range(at, given.unwrap_or(setting.default), setting)
+    }
+
+    /// `value` when finite and inside the setting's range (its default is ignored).
+    pub(super) fn float_range(&mut self, at: &str, value: f64, setting: Float) -> Option<f64> {
+        if value.is_finite() && (setting.min..=setting.max).contains(&value) {
+            return Some(value);
+        }
+        let unit = if setting.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", setting.unit)
+        };
+        self.error(
+            at,
+            format!(
+                "expected a finite number between {} and {}{unit}, found {value}",
                 setting.min, setting.max
             ),
         );

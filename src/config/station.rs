@@ -11,8 +11,10 @@ use super::defaults;
 use super::profile::{is_profile_name, Library, Profile, Protocol};
 use super::raw;
 use super::report::{type_name, Report};
+use super::rules;
 use super::secret::{self, Secret};
 use super::spans::{child, item};
+use crate::rules::{ChangeWindow, RuleSettings};
 
 /// One polled station.
 #[derive(Debug, Clone)]
@@ -25,6 +27,21 @@ pub struct StationConfig {
     /// Deadline of one device request.
     pub timeout: Duration,
     pub enabled: bool,
+    /// Authorised maintenance windows of this station (management-of-change tickets), in
+    /// file order, each `start < end`.
+    pub change_windows: Vec<ChangeWindow>,
+}
+
+impl StationConfig {
+    /// The rule settings of this station: its profile's `[rules]`, with the station's change
+    /// windows added (the station's configuration, not the profile, knows its tickets).
+    pub fn rule_settings(&self) -> RuleSettings {
+        let mut settings = self.profile.rules.clone();
+        settings
+            .change_windows
+            .extend(self.change_windows.iter().copied());
+        settings
+    }
 }
 
 /// How readings are obtained. The profile's protocol matches (any profile for `Simulated`).
@@ -217,6 +234,11 @@ fn station(
         raw.timeout_ms,
         defaults::TIMEOUT_MS,
     );
+    let change_windows = rules::change_windows(
+        report,
+        &child(at, "change_windows"),
+        raw.change_windows.as_deref(),
+    );
     if report.error_count() > before {
         return None;
     }
@@ -227,6 +249,7 @@ fn station(
         poll_interval: Duration::from_millis(poll? as u64),
         timeout: Duration::from_millis(timeout? as u64),
         enabled: raw.enabled.unwrap_or(defaults::ENABLED),
+        change_windows: change_windows?,
     })
 }
 

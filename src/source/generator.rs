@@ -229,6 +229,7 @@ mod tests {
 
     use super::*;
     use crate::config::{Limits, Protocol};
+    use crate::rules::{RuleSettings, TagRules};
     use crate::source::ByteOrder;
 
     fn spec(name: &str, role: TagRole, data_type: DataType) -> TagSpec {
@@ -245,6 +246,7 @@ mod tests {
             unit: None,
             states: BTreeMap::new(),
             limits: None,
+            rules: TagRules::default(),
         }
     }
 
@@ -257,6 +259,7 @@ mod tests {
             file: PathBuf::from("p.toml"),
             description: String::new(),
             protocol: Protocol::Modbus,
+            rules: RuleSettings::default(),
             tags: vec![
                 TagSpec {
                     states,

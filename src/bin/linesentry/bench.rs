@@ -326,7 +326,8 @@ fn rules_bench(config: &std::path::Path, polls: u64) -> ExitCode {
                 Arc::from(st.id.as_str()),
                 severities.clone(),
                 rule_tags(st),
-            );
+            )
+            .with_settings(st.rule_settings());
             (rules, Generator::new(&st.id, &st.profile, i as u64 + 1))
         })
         .collect();
