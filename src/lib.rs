@@ -11,4 +11,5 @@ pub mod config;
 pub mod event;
 pub mod forward;
 pub mod rules;
+pub mod sim;
 pub mod source;

@@ -18,7 +18,7 @@ use crate::event::Timestamp;
 use crate::event::{SecurityEvent, SeverityMap};
 use crate::forward::{ConsoleFormat, ConsoleSink, ForwardCounters, Forwarder};
 use crate::rules::{Baseline, RuleTag, StationRules};
-use crate::source::{Source, SourceError};
+use crate::source::{Source, SourceContext, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
 const STATION_PENDING_MAX: usize = 10_000;
@@ -90,11 +90,18 @@ pub async fn run(
     // Every source is built before anything starts, so a bad one stops the start-up.
     let mut sources = Vec::new();
     for (i, station) in config.stations.iter().filter(|s| s.enabled).enumerate() {
-        let source =
-            Source::for_station(station, i as u64 + 1).map_err(|reason| AgentError::Source {
-                station: station.id.clone(),
-                reason,
-            })?;
+        let source = Source::for_station(
+            station,
+            &SourceContext {
+                data_dir: config.agent.data_dir.clone(),
+                gateway_id: config.agent.gateway_id.clone(),
+                seed: i as u64 + 1,
+            },
+        )
+        .map_err(|reason| AgentError::Source {
+            station: station.id.clone(),
+            reason,
+        })?;
         sources.push((station.clone(), source));
     }
     let (queue, report) = Queue::open(queue_options(&config))?;

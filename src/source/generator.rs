@@ -7,6 +7,11 @@
 //! mostly passing. On top, a fixed scenario plays once per `SCENARIO_TICKS` samples so the
 //! demo shows what the agent is for: a setpoint tamper, a fault and its recovery, a switch
 //! to PROGRAM mode and back, a program change and a burst of failed quality checks.
+//!
+//! [`Generator::steady`] leaves the scenario out: normal production only. The station
+//! simulator (`crate::sim`) builds on it and plays its own, externally driven scenario; the
+//! value helpers (`nominal`, `state_value`, `typed`, `quality_value`) are shared
+//! with it so both produce the same shapes of value.
 
 use std::sync::Arc;
 
@@ -34,6 +39,8 @@ pub struct Generator {
     tick: u64,
     /// Offset into the scenario so stations do not all act at once.
     phase: u64,
+    /// Whether the built-in scenario plays; `false` gives normal production only.
+    scenario: bool,
 }
 
 impl Generator {
@@ -56,16 +63,29 @@ impl Generator {
             rng: fastrand::Rng::with_seed(seed),
             tick: 0,
             phase: seed % 17 * 3,
+            scenario: true,
+        }
+    }
+
+    /// Like [`Generator::new`] but without the built-in scenario: status `run`, mode `run`,
+    /// setpoints and alarm limits at nominal, the original program checksum; measurements,
+    /// counters and part ids move, and about 2 % of quality checks fail at random.
+    pub fn steady(station_id: &str, profile: &Profile, seed: u64) -> Self {
+        Self {
+            scenario: false,
+            ..Self::new(station_id, profile, seed)
         }
     }
 
     /// One poll's readings.
     pub fn sample(&mut self, now: Timestamp) -> Vec<Reading> {
         let t = self.tick + self.phase;
-        let (step, pass) = (t % SCENARIO_TICKS, t / SCENARIO_TICKS);
+        let scene = self
+            .scenario
+            .then_some((t % SCENARIO_TICKS, t / SCENARIO_TICKS));
         let mut out = Vec::with_capacity(self.tags.len());
         for i in 0..self.tags.len() {
-            let value = self.value_of(i, step, pass);
+            let value = self.value_of(i, scene);
             out.push(Reading {
                 station_id: self.station_id.clone(),
                 tag: Arc::from(self.tags[i].spec.name.as_str()),
@@ -79,7 +99,11 @@ impl Generator {
         out
     }
 
-    fn value_of(&mut self, i: usize, step: u64, pass: u64) -> Value {
+    /// The value of tag `i`; `scene` is the (step, pass) of the scenario, `None` without one.
+    fn value_of(&mut self, i: usize, scene: Option<(u64, u64)>) -> Value {
+        let during = |steps: std::ops::RangeInclusive<u64>| {
+            scene.is_some_and(|(step, _)| steps.contains(&step))
+        };
         let rng_draw = self.rng.f64();
         let tick = self.tick;
         let first_of_role = is_first_of_role(&self.tags, i);
@@ -87,24 +111,26 @@ impl Generator {
         let spec = &t.spec;
         match spec.role {
             TagRole::Status => {
-                let name = match step {
-                    45..=49 => "fault",
-                    20..=22 => "setup",
-                    _ => "run",
-                };
-                state_value(spec, name)
-            }
-            TagRole::Mode => state_value(
-                spec,
-                if (60..=64).contains(&step) {
-                    "program"
+                let names: &[&str] = if during(45..=49) {
+                    &["fault", "error", "alarm"]
+                } else if during(20..=22) {
+                    &["setup", "waiting_board", "idle", "starved"]
                 } else {
-                    "run"
-                },
-            ),
+                    &["run", "running", "inspecting", "heating", "producing"]
+                };
+                first_state_of(spec, names)
+            }
+            TagRole::Mode => {
+                let names: &[&str] = if during(60..=64) {
+                    &["program", "programming", "teach", "maintenance"]
+                } else {
+                    &["run", "auto", "automatic", "continuous", "remote"]
+                };
+                first_state_of(spec, names)
+            }
             TagRole::Setpoint => {
                 // A tamper: one setpoint moves 8 % for a while, then is put back.
-                let tampered = (30..=70).contains(&step) && first_of_role;
+                let tampered = during(30..=70) && first_of_role;
                 let v = if tampered {
                     t.nominal * 1.08
                 } else {
@@ -122,7 +148,7 @@ impl Generator {
                     (l.min + margin, l.max - margin)
                 });
                 let span = (hi - lo).max(f64::EPSILON);
-                t.level += (rng_draw - 0.5) * span * 0.02 + (t.nominal - t.level) * 0.05;
+                t.level += (rng_draw - 0.5) * span * 0.008 + (t.nominal - t.level) * 0.02;
                 t.level = t.level.clamp(lo, hi);
                 typed(spec, t.level)
             }
@@ -134,27 +160,11 @@ impl Generator {
                 }
             }
             TagRole::QualityResult => {
-                let fail = (85..=91).contains(&step) || rng_draw < 0.02;
-                match (spec.data_type, spec.limits) {
-                    (DataType::Bool, _) => Value::Bool(!fail),
-                    (_, Some(l)) => {
-                        let mid = f64::midpoint(l.min, l.max);
-                        let half = (l.max - l.min) / 2.0;
-                        let v = if fail {
-                            l.max + half * 0.2
-                        } else {
-                            mid + half * (rng_draw - 0.5)
-                        };
-                        typed(spec, v)
-                    }
-                    _ if !spec.states.is_empty() => {
-                        state_value(spec, if fail { "fail" } else { "pass" })
-                    }
-                    _ => typed(spec, if fail { 0.0 } else { 1.0 }),
-                }
+                let fail = during(85..=91) || rng_draw < 0.02;
+                quality_value(spec, fail, rng_draw)
             }
             TagRole::ProgramChecksum => {
-                let changed = step >= 100 || pass > 0;
+                let changed = scene.is_some_and(|(step, pass)| step >= 100 || pass > 0);
                 typed(
                     spec,
                     if changed {
@@ -176,8 +186,28 @@ fn is_first_of_role(tags: &[GenTag], i: usize) -> bool {
     tags.iter().position(|t| t.spec.role == tags[i].spec.role) == Some(i)
 }
 
+/// A quality result: a verdict of pass or fail, or a value inside (pass) or 20 % of the
+/// half-range above (fail) the tag's limits. `draw` (0 to 1) places a passing value.
+pub(crate) fn quality_value(spec: &TagSpec, fail: bool, draw: f64) -> Value {
+    match (spec.data_type, spec.limits) {
+        (DataType::Bool, _) => Value::Bool(!fail),
+        (_, Some(l)) => {
+            let mid = f64::midpoint(l.min, l.max);
+            let half = (l.max - l.min) / 2.0;
+            let v = if fail {
+                l.max + half * 0.2
+            } else {
+                mid + half * (draw - 0.5)
+            };
+            typed(spec, v)
+        }
+        _ if !spec.states.is_empty() => state_value(spec, if fail { "fail" } else { "pass" }),
+        _ => typed(spec, if fail { 0.0 } else { 1.0 }),
+    }
+}
+
 /// Where a numeric tag sits in normal operation: mid-limits, else a type-plausible value.
-fn nominal(spec: &TagSpec) -> f64 {
+pub(crate) fn nominal(spec: &TagSpec) -> f64 {
     match spec.limits {
         Some(l) => (f64::midpoint(l.min, l.max) * 10.0).round() / 10.0,
         None => match spec.role {
@@ -187,8 +217,19 @@ fn nominal(spec: &TagSpec) -> f64 {
     }
 }
 
+/// The first of `names` the tag has as a state, else what [`state_value`] picks for the first.
+fn first_state_of(spec: &TagSpec, names: &[&str]) -> Value {
+    let name = names
+        .iter()
+        .find(|n| spec.states.values().any(|s| s.eq_ignore_ascii_case(n)))
+        .or(names.first())
+        .copied()
+        .unwrap_or("");
+    state_value(spec, name)
+}
+
 /// The raw value whose state name is `name` (or a close match), else the first state.
-fn state_value(spec: &TagSpec, name: &str) -> Value {
+pub(crate) fn state_value(spec: &TagSpec, name: &str) -> Value {
     let raw = spec
         .states
         .iter()
@@ -210,7 +251,7 @@ fn state_value(spec: &TagSpec, name: &str) -> Value {
 }
 
 /// An engineering value in the shape the tag's type decodes to.
-fn typed(spec: &TagSpec, v: f64) -> Value {
+pub(crate) fn typed(spec: &TagSpec, v: f64) -> Value {
     let scaled = (spec.scale - 1.0).abs() > f64::EPSILON || spec.offset.abs() > f64::EPSILON;
     match spec.data_type {
         DataType::F32 | DataType::F64 => Value::Float(v),
@@ -300,5 +341,14 @@ mod tests {
             .collect();
         let fault = states.iter().position(|v| *v == Value::UInt(3)).unwrap();
         assert!(states[fault..].contains(&Value::UInt(1)));
+    }
+
+    #[test]
+    fn the_steady_generator_never_plays_the_scenario() {
+        let mut g = Generator::steady("s1", &profile(), 0);
+        for _ in 0..2 * SCENARIO_TICKS {
+            let r = g.sample(Timestamp::from_micros(0));
+            assert_eq!(r[0].value, Value::UInt(1), "status stays run");
+        }
     }
 }

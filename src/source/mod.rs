@@ -3,6 +3,7 @@
 
 pub mod generator;
 pub mod modbus;
+pub mod opcua;
 pub mod reserved;
 pub mod tag;
 
@@ -138,28 +139,53 @@ pub struct Reading {
 pub enum Source {
     /// The built-in generator (`source = "simulated"`).
     Simulated(generator::Generator),
+    /// A Modbus TCP device (`source = "modbus_tcp"`).
+    ModbusTcp(modbus::TcpStation),
+    /// A Modbus RTU unit on a serial bus shared through its arbiter (`source = "modbus_rtu"`).
+    ModbusRtu(modbus::RtuStation),
+    /// An OPC UA server (`source = "opcua"`), built with [`opcua::OpcUaSource::start`]: it
+    /// needs the agent's data dir (PKI) and gateway id, which `for_station` does not get.
+    OpcUa(opcua::OpcUaSource),
+}
+
+/// What building a source needs beyond the station itself.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The agent's data directory (the OPC UA PKI lives in `<data_dir>/pki`).
+    pub data_dir: std::path::PathBuf,
+    pub gateway_id: String,
+    /// Seed of the built-in generator's randomness.
+    pub seed: u64,
 }
 
 impl Source {
-    /// The source for one configured station. Protocols that this build cannot serve are
-    /// refused here, with the kind named.
+    /// The source for one configured station.
     pub fn for_station(
         station: &crate::config::StationConfig,
-        seed: u64,
+        ctx: &SourceContext,
     ) -> Result<Self, SourceError> {
+        use crate::config::SourceConfig;
         match &station.source {
-            crate::config::SourceConfig::Simulated => Ok(Source::Simulated(
-                generator::Generator::new(&station.id, &station.profile, seed),
-            )),
-            other => Err(SourceError::Other(format!(
-                "source `{}` is not available in this build",
-                other.kind()
+            SourceConfig::Simulated => Ok(Source::Simulated(generator::Generator::new(
+                &station.id,
+                &station.profile,
+                ctx.seed,
             ))),
+            SourceConfig::ModbusTcp { .. } => {
+                modbus::TcpStation::new(station).map(Source::ModbusTcp)
+            }
+            SourceConfig::ModbusRtu { .. } => {
+                modbus::RtuStation::new(station).map(Source::ModbusRtu)
+            }
+            SourceConfig::OpcUa { .. } => opcua::OpcUaSource::start(
+                station,
+                opcua::OpcUaSettings::new(&ctx.data_dir, &ctx.gateway_id),
+            )
+            .map(Source::OpcUa),
         }
     }
 
     /// One poll: readings plus what failed.
-    #[allow(clippy::unused_async)] // the device protocols await; the generator does not
     pub async fn poll(&mut self) -> PollResult {
         match self {
             Source::Simulated(g) => PollResult {
@@ -167,6 +193,9 @@ impl Source {
                 reachable: true,
                 ..PollResult::default()
             },
+            Source::ModbusTcp(station) => station.poll().await,
+            Source::ModbusRtu(station) => station.poll().await,
+            Source::OpcUa(station) => station.poll().await,
         }
     }
 }

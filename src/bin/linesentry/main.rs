@@ -2,6 +2,8 @@
 
 mod bench;
 mod buffer_cmd;
+mod pki;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,16 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// OPC UA certificates: list them, trust or reject a server certificate.
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCommand,
+    },
+    /// Serve a simulated station over its protocol (Modbus TCP or OPC UA), with scenario actions.
+    Sim {
+        #[command(flatten)]
+        args: sim::SimArgs,
+    },
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -120,6 +132,20 @@ fn main() -> ExitCode {
                 cli.log_level.as_deref().unwrap_or("warn"),
             );
             bench::run(command)
+        }
+        Command::Pki { command } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            );
+            pki::run(command)
+        }
+        Command::Sim { args } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("info"),
+            );
+            sim::run(args)
         }
     }
 }

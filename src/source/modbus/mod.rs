@@ -12,9 +12,14 @@
 //! [`decode_registers`] / [`decode_bit`] turn them into a [`Value`](crate::source::Value).
 //! A failed or short response fails the tags of that block only.
 
+pub mod breaker;
+mod client;
 pub mod codec;
 pub mod plan;
+pub mod rtu;
+mod station;
 
+pub use client::TcpStation;
 pub use codec::{
     decode_bit, decode_registers, encode_bit, encode_into, encode_value, pack_bits, unpack_bits,
     DecodeError, EncodeError, TagEncoding,
@@ -23,3 +28,5 @@ pub use plan::{
     extract, plan_reads, ExtractError, PlanError, PlanLimits, ReadBlock, TagSpan, MAX_READ_BITS,
     MAX_READ_REGISTERS,
 };
+pub use rtu::{BusCounters, BusHandle, BusOptions, RtuBuses, RtuStation, SerialSettings};
+pub use station::{exception_name, ModbusCounters, StationOptions};
