@@ -101,7 +101,9 @@ mod harness {
 
         /// `config/demo.toml` with the data directory in this scenario, the repository's
         /// `devices/` as profiles, fast polls and `forward.console` set to `console`; `edit`
-        /// may change anything else. Returns the written file's path.
+        /// may change anything else. With `console` (the demo) the protocol stations stay,
+        /// for `demo` to simulate; without, every station uses the built-in generator, as
+        /// `run` has no simulators. Returns the written file's path.
         pub(crate) fn config(&self, console: bool, edit: impl FnOnce(&mut DocumentMut)) -> PathBuf {
             let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
             let text = std::fs::read_to_string(&demo).expect("config/demo.toml is readable");
@@ -109,12 +111,38 @@ mod harness {
             let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices");
             doc["agent"]["data_dir"] = value(utf8(&self.data_dir()));
             doc["agent"]["profiles_dir"] = value(utf8(&devices));
+            let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
             for station in doc["stations"]
                 .as_array_of_tables_mut()
                 .expect("demo.toml has [[stations]]")
                 .iter_mut()
             {
                 station["poll_interval_ms"] = value(POLL_MS);
+                if console {
+                    // `demo` starts simulators for the protocol stations; the secret file
+                    // is relative to the shipped config's directory.
+                    if let Some(file) = station
+                        .get_mut("identity")
+                        .and_then(|i| i.get_mut("password"))
+                        .and_then(|p| p.get_mut("file"))
+                    {
+                        let absolute = config_dir.join(file.as_str().unwrap_or_default());
+                        *file = value(utf8(&absolute));
+                    }
+                } else {
+                    // `run` has no simulators: the stations use the built-in generator.
+                    for key in [
+                        "address",
+                        "endpoint_url",
+                        "security_mode",
+                        "security_policy",
+                        "identity",
+                        "timeout_ms",
+                    ] {
+                        station.remove(key);
+                    }
+                    station["source"] = value("simulated");
+                }
             }
             doc["forward"]["console"] = value(console);
             edit(&mut doc);

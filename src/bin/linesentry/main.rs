@@ -2,6 +2,7 @@
 
 mod bench;
 mod buffer_cmd;
+mod demo;
 mod pki;
 mod sim;
 
@@ -178,7 +179,7 @@ fn run_agent(
     stop_after: Option<Duration>,
     demo: bool,
 ) -> ExitCode {
-    let config = match config::load(path) {
+    let mut config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -219,7 +220,22 @@ fn run_agent(
         // Past the forwarders' grace, a drain that still has not finished is stuck.
         let hard_limit = config.agent.shutdown_grace + Duration::from_secs(10);
         tokio::spawn(signals.watch(shutdown.clone(), stop_after, hard_limit));
-        match agent::run(config, options, shutdown).await {
+        let sims = if demo {
+            match demo::Simulators::start(&mut config).await {
+                Ok(sims) => Some(sims),
+                Err(e) => {
+                    eprintln!("linesentry demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let result = agent::run(config, options, shutdown).await;
+        if let Some(sims) = sims {
+            sims.shutdown().await;
+        }
+        match result {
             Ok(summary) => {
                 if demo {
                     eprintln!(
