@@ -41,6 +41,8 @@ pub struct Generator {
     phase: u64,
     /// Whether the built-in scenario plays; `false` gives normal production only.
     scenario: bool,
+    /// Share of quality checks that fail at random in normal production.
+    defect_rate: f64,
 }
 
 impl Generator {
@@ -64,6 +66,7 @@ impl Generator {
             tick: 0,
             phase: seed % 17 * 3,
             scenario: true,
+            defect_rate: 0.02,
         }
     }
 
@@ -75,6 +78,13 @@ impl Generator {
             scenario: false,
             ..Self::new(station_id, profile, seed)
         }
+    }
+
+    /// The share of quality checks that fail at random (default 0.02).
+    #[must_use]
+    pub fn with_defect_rate(mut self, rate: f64) -> Self {
+        self.defect_rate = rate.clamp(0.0, 1.0);
+        self
     }
 
     /// One poll's readings.
@@ -160,7 +170,7 @@ impl Generator {
                 }
             }
             TagRole::QualityResult => {
-                let fail = during(85..=91) || rng_draw < 0.02;
+                let fail = during(85..=91) || rng_draw < self.defect_rate;
                 quality_value(spec, fail, rng_draw)
             }
             TagRole::ProgramChecksum => {
