@@ -41,7 +41,7 @@ async fn scenario(
         .join(format!("{profile}.toml"));
     let mut text = std::fs::read_to_string(&shipped).unwrap();
     if !rules.is_empty() {
-        text.push_str(&format!("\n[rules]\n{rules}\n"));
+        text = format!("{text}\n[rules]\n{rules}\n");
     }
     let profile_path = devices.join(format!("{profile}.toml"));
     std::fs::write(&profile_path, text).unwrap();
