@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+
+#[path = "bench_poll.rs"]
+mod poll;
 use linesentry::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
 use linesentry::event::{SecurityEvent, Severity};
 
@@ -38,6 +41,28 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The agent polling simulated Modbus TCP stations (served by a child process):
+    /// achieved reads vs requested, CPU and memory of the agent process.
+    Poll {
+        #[arg(long, default_value_t = 10)]
+        stations: u16,
+        /// Registers per station (u16 measurements, contiguous).
+        #[arg(long, default_value_t = 100)]
+        registers: u16,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Child of `bench poll`: serves the stations, prints their addresses, stops when stdin
+    /// closes.
+    #[command(hide = true)]
+    PollServe {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        stations: u16,
+    },
     /// Readings per second the rules evaluate on one core, all rules on, for the shipped
     /// profile mix (see docs/BENCHMARKS.md).
     Rules {
@@ -60,6 +85,13 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             dir,
         } => (events, group, rate, seconds, dir),
         BenchCommand::Rules { config, polls } => return rules_bench(&config, polls),
+        BenchCommand::Poll {
+            stations,
+            registers,
+            interval_ms,
+            seconds,
+        } => return poll::run(stations, registers, interval_ms, seconds),
+        BenchCommand::PollServe { profile, stations } => return poll::serve(&profile, stations),
     };
     let tmp = match dir {
         Some(d) => {

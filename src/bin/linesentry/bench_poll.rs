@@ -1,0 +1,196 @@
+//! `linesentry bench poll`: the whole agent (poll, decode, rules, durable queue) against
+//! simulated Modbus TCP stations served by a child process, so the agent process's CPU and
+//! memory are its own. Figures: readings achieved per second vs requested, CPU % of one core
+//! (user + system from /proc/self/stat), resident memory (VmRSS, VmHWM).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use linesentry::agent::{self, RunOptions};
+use tokio_util::sync::CancellationToken;
+
+fn profile_text(registers: u16) -> String {
+    let mut t = String::from(
+        "[profile]\nname = \"bench_station\"\ndescription = \"benchmark: contiguous u16 measurements\"\nprotocol = \"modbus\"\n",
+    );
+    for i in 0..registers {
+        let _ = write!(
+            t,
+            "\n[[tags]]\nname = \"r{i:03}\"\nrole = \"measurement\"\ntype = \"u16\"\narea = \"holding_register\"\naddress = {i}\nlimits = {{ min = 0.0, max = 1000.0 }}\n"
+        );
+    }
+    t
+}
+
+/// Child: serves `stations` simulators of the profile and prints `ADDR host:port` lines.
+pub(super) fn serve(profile: &Path, stations: u16) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let profile = match linesentry::sim::load_profile(profile) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut handles = Vec::new();
+        for i in 0..stations {
+            let options = linesentry::sim::SimOptions {
+                seed: u64::from(i),
+                ..linesentry::sim::SimOptions::default()
+            };
+            match linesentry::sim::modbus::start(profile.clone(), &options).await {
+                Ok(h) => {
+                    println!("ADDR {}", h.local_addr());
+                    handles.push(h);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        println!("READY");
+        let _ = std::io::stdout().flush();
+        // Until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        for h in handles {
+            h.shutdown().await;
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// CPU seconds (user + system) used by this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(super) fn run(stations: u16, registers: u16, interval_ms: u64, seconds: u64) -> ExitCode {
+    match measure(stations, registers, interval_ms, seconds) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench poll: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn measure(stations: u16, registers: u16, interval_ms: u64, seconds: u64) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let devices = dir.path().join("devices");
+    std::fs::create_dir_all(&devices).map_err(|e| e.to_string())?;
+    let profile = devices.join("bench_station.toml");
+    std::fs::write(&profile, profile_text(registers)).map_err(|e| e.to_string())?;
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args([
+            "bench",
+            "poll-serve",
+            "--stations",
+            &stations.to_string(),
+            "--profile",
+        ])
+        .arg(&profile)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut addrs = Vec::new();
+    let out = child.stdout.take().ok_or("no child stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(a) = line.strip_prefix("ADDR ") {
+            addrs.push(a.to_owned());
+        } else if line == "READY" {
+            break;
+        }
+    }
+    if addrs.len() != usize::from(stations) {
+        let _ = child.kill();
+        return Err(format!(
+            "the simulator child served {} of {stations} stations",
+            addrs.len()
+        ));
+    }
+    let mut config = format!(
+        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n",
+        dir.path().join("data").display(),
+        devices.display()
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        let _ = write!(
+            config,
+            "\n[[stations]]\nid = \"st-{i:03}\"\nprofile = \"bench_station\"\nsource = \"modbus_tcp\"\naddress = \"{a}\"\npoll_interval_ms = {interval_ms}\ntimeout_ms = 1000\n"
+        );
+    }
+    let config = linesentry::config::load_str(&dir.path().join("agent.toml"), &config)
+        .map_err(|e| e.to_string())?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (summary, cpu, wall, rss_kib) = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
+        // Let connections settle before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let (cpu, wall, rss) = (cpu_seconds() - cpu0, t0.elapsed(), status_kib("VmRSS:"));
+        shutdown.cancel();
+        let summary = agent
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((summary, cpu, wall, rss))
+    })?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let total = wall.as_secs_f64() + 2.0;
+    let requested = f64::from(stations) * f64::from(registers) * 1000.0 / interval_ms as f64;
+    let achieved = summary.readings as f64 / total;
+    println!(
+        "bench poll: {stations} stations x {registers} registers @ {interval_ms} ms for {seconds} s: \
+         {achieved:.0} readings/s of {requested:.0} requested ({:.1} %), CPU {:.2} % of one core, \
+         RSS {:.1} MiB (peak {:.1} MiB), {} events",
+        achieved / requested * 100.0,
+        cpu / wall.as_secs_f64() * 100.0,
+        rss_kib as f64 / 1024.0,
+        status_kib("VmHWM:") as f64 / 1024.0,
+        summary.events
+    );
+    Ok(())
+}
