@@ -847,7 +847,7 @@ fn a_change_window_with_an_unknown_or_missing_key_is_refused() {
 }
 
 #[test]
-fn the_demo_config_loads_with_four_simulated_stations_and_console_output() {
+fn the_demo_config_loads_with_two_modbus_and_two_opc_ua_stations_and_console_output() {
     let config = config::load(&repo().join("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.agent.gateway_id, "gw-demo-01");
     assert_eq!(config.agent.site, "demo-plant");
@@ -873,10 +873,8 @@ fn the_demo_config_loads_with_four_simulated_stations_and_console_output() {
             "cell_controller"
         ]
     );
-    assert!(config
-        .stations
-        .iter()
-        .all(|s| s.source == SourceConfig::Simulated));
+    let kinds: Vec<&str> = config.stations.iter().map(|s| s.source.kind()).collect();
+    assert_eq!(kinds, ["modbus_tcp", "modbus_tcp", "opcua", "opcua"]);
     assert!(config.forward.console);
     assert!(config.forward.mqtt.is_none() && config.forward.https.is_none());
     assert_eq!(config.digest.len(), 64);
@@ -1070,4 +1068,42 @@ mod never_panics {
             }
         }
     }
+}
+
+#[test]
+fn an_opc_ua_station_chooses_polling_or_subscriptions_and_nothing_else() {
+    let tree = Tree::new();
+    let station = |acquisition: &str| {
+        format!(
+            "{AGENT}\n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n{acquisition}\n"
+        )
+    };
+    let polling = tree.load(&station("acquisition = \"polling\"")).unwrap();
+    assert!(matches!(
+        polling.stations[0].source,
+        SourceConfig::OpcUa {
+            acquisition: linesentry::source::opcua::Acquisition::Polling,
+            ..
+        }
+    ));
+    let default = tree.load(&station("")).unwrap();
+    assert!(matches!(
+        default.stations[0].source,
+        SourceConfig::OpcUa {
+            acquisition: linesentry::source::opcua::Acquisition::Subscription,
+            ..
+        }
+    ));
+    let errors = tree.errors(&station("acquisition = \"push\""));
+    assert_reported(
+        &errors,
+        "agent.toml",
+        11,
+        "stations[0].acquisition",
+        "expected `subscription` or `polling`, found `push`",
+    );
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\nacquisition = \"polling\"\n"
+    ));
+    assert!(errors.to_string().contains("acquisition"), "{errors}");
 }

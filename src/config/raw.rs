@@ -54,6 +54,7 @@ pub(super) struct Station {
     pub(super) security_mode: Option<String>,
     pub(super) security_policy: Option<String>,
     pub(super) identity: Option<Identity>,
+    pub(super) acquisition: Option<String>,
     // every kind
     pub(super) poll_interval_ms: Option<i64>,
     pub(super) timeout_ms: Option<i64>,

@@ -67,6 +67,8 @@ pub enum SourceConfig {
         security_mode: OpcUaSecurityMode,
         security_policy: OpcUaSecurityPolicy,
         identity: OpcUaIdentity,
+        /// Subscriptions (default) or one Read per poll.
+        acquisition: crate::source::opcua::Acquisition,
     },
 }
 
@@ -307,9 +309,10 @@ const KIND_KEYS: &[(&str, &[Kind])] = &[
     ("security_mode", &[Kind::OpcUa]),
     ("security_policy", &[Kind::OpcUa]),
     ("identity", &[Kind::OpcUa]),
+    ("acquisition", &[Kind::OpcUa]),
 ];
 
-fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 11] {
+fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 12] {
     [
         ("address", raw.address.is_some()),
         ("unit_id", raw.unit_id.is_some()),
@@ -322,6 +325,7 @@ fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 11] {
         ("security_mode", raw.security_mode.is_some()),
         ("security_policy", raw.security_policy.is_some()),
         ("identity", raw.identity.is_some()),
+        ("acquisition", raw.acquisition.is_some()),
     ]
 }
 
@@ -494,6 +498,10 @@ fn opcua(
         ),
         _ => {}
     }
+    let acquisition = report.choice::<crate::source::opcua::Acquisition>(
+        &child(at, "acquisition"),
+        raw.acquisition.as_deref().unwrap_or("subscription"),
+    );
     let identity = match &raw.identity {
         None => Some(OpcUaIdentity::Anonymous),
         Some(identity) => self::identity(report, &child(at, "identity"), identity, base_dir),
@@ -503,6 +511,7 @@ fn opcua(
         security_mode: mode?,
         security_policy: policy?,
         identity: identity?,
+        acquisition: acquisition?,
     })
 }
 

@@ -177,11 +177,11 @@ impl Source {
             SourceConfig::ModbusRtu { .. } => {
                 modbus::RtuStation::new(station).map(Source::ModbusRtu)
             }
-            SourceConfig::OpcUa { .. } => opcua::OpcUaSource::start(
-                station,
-                opcua::OpcUaSettings::new(&ctx.data_dir, &ctx.gateway_id),
-            )
-            .map(Source::OpcUa),
+            SourceConfig::OpcUa { acquisition, .. } => {
+                let mut settings = opcua::OpcUaSettings::new(&ctx.data_dir, &ctx.gateway_id);
+                settings.acquisition = *acquisition;
+                opcua::OpcUaSource::start(station, settings).map(Source::OpcUa)
+            }
         }
     }
 

@@ -93,8 +93,9 @@ use state::{Inbox, NodeBook, Notified};
 
 pub use pki::{CertInfo, CertState, Pki, PkiError};
 
-/// How a station's values are obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a station's values are obtained (`acquisition = "subscription" | "polling"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Acquisition {
     /// Monitored items on one subscription; polls drain what was published.
     #[default]
@@ -329,6 +330,7 @@ impl OpcUaSource {
             security_mode,
             security_policy,
             identity,
+            ..
         } = &station.source
         else {
             return Err(SourceError::Other(format!(
