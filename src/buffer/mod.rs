@@ -46,6 +46,10 @@ pub use store::Lane;
 use store::{Encoded, Meta, ALERTS, LAYOUT_VERSION, META, STATE, TELEMETRY};
 use writer::{Command, Writer};
 
+/// redb's page cache. The queue reads mostly what it just wrote, in order, so a small cache
+/// serves it; the default (up to 1 GiB) would let a backlog grow the agent's memory.
+const CACHE_BYTES: usize = 8 << 20;
+
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "queue.redb";
 
@@ -380,15 +384,19 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// The state stored under `key` by [`Queue::append_with_state`], if any.
-    pub fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, QueueError> {
-        let db = self
-            .inner
+    /// The open database, or `Closed`.
+    fn db(&self) -> Result<Arc<Database>, QueueError> {
+        self.inner
             .db
             .lock()
             .ok()
             .and_then(|db| db.clone())
-            .ok_or(QueueError::Closed)?;
+            .ok_or(QueueError::Closed)
+    }
+
+    /// The state stored under `key` by [`Queue::append_with_state`], if any.
+    pub fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        let db = self.db()?;
         let txn = db.begin_read().map_err(QueueError::storage)?;
         let table = match txn.open_table(STATE) {
             Ok(t) => t,
@@ -421,13 +429,7 @@ impl Queue {
         after: Option<u64>,
         max: usize,
     ) -> Result<Vec<SecurityEvent>, QueueError> {
-        let db = self
-            .inner
-            .db
-            .lock()
-            .ok()
-            .and_then(|db| db.clone())
-            .ok_or(QueueError::Closed)?;
+        let db = self.db()?;
         let txn = db.begin_read().map_err(QueueError::storage)?;
         let telemetry = txn.open_table(TELEMETRY).map_err(QueueError::storage)?;
         let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
@@ -568,6 +570,7 @@ fn open_db(path: &Path) -> Result<Database, Unusable> {
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         let db = Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(path)?;
         check_layout(&db)?;
         Ok::<_, DbOpenError>(db)

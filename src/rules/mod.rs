@@ -70,15 +70,6 @@ const SERVER_STATES: &[&str] = &[
     "CommunicationFault",
     "Unknown",
 ];
-/// Security policies from weakest to strongest.
-const POLICY_STRENGTH: &[&str] = &[
-    "None",
-    "Basic128Rsa15",
-    "Basic256",
-    "Aes128_Sha256_RsaOaep",
-    "Basic256Sha256",
-    "Aes256_Sha256_RsaPss",
-];
 /// Modbus exception codes that indicate probing: illegal function, illegal address, busy.
 const SCAN_EXCEPTIONS: &[u8] = &[0x01, 0x02, 0x06];
 
@@ -770,7 +761,7 @@ impl StationRules {
             return;
         }
         let name = r.value.to_string();
-        let strength = |p: &str| POLICY_STRENGTH.iter().position(|x| *x == p);
+        let strength = |p: &str| reserved::POLICY_STRENGTH.iter().position(|x| *x == p);
         match self.baseline.best_policy.as_deref() {
             Some(base) if base == name => return,
             Some(base) => {
@@ -995,7 +986,6 @@ impl StationRules {
                 | TagRole::Mode
                 | TagRole::ProgramChecksum
                 | TagRole::Firmware
-                | TagRole::Counter
         ) {
             let name = self.tags[i].name.clone();
             self.remember(&name, &r.value);

@@ -19,6 +19,16 @@ pub const REJECTED_SESSIONS: &str = "_diag.rejected_session_count";
 /// (`None`, `Basic128Rsa15`, `Basic256`, `Basic256Sha256`, `Aes128_Sha256_RsaOaep`,
 /// `Aes256_Sha256_RsaPss`).
 pub const BEST_POLICY: &str = "_security.best_policy";
+/// Security policies by strength, weakest first, by the short name of their URI (the part
+/// after `#`), as [`BEST_POLICY`] reports them.
+pub const POLICY_STRENGTH: &[&str] = &[
+    "None",
+    "Basic128Rsa15",
+    "Basic256",
+    "Aes128_Sha256_RsaOaep",
+    "Basic256Sha256",
+    "Aes256_Sha256_RsaPss",
+];
 /// OPC UA: whether any endpoint offers security mode None (bool).
 pub const OFFERS_NONE: &str = "_security.offers_none";
 

@@ -53,6 +53,10 @@ pub(crate) enum BenchCommand {
         interval_ms: u64,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Tag role of the registers: `measurement` (reported by exception, 1 % deadband)
+        /// or `counter` (checked every poll, reported only when it goes backwards).
+        #[arg(long, default_value = "measurement")]
+        role: String,
     },
     /// Child of `bench poll`: serves the stations, prints their addresses, stops when stdin
     /// closes.
@@ -90,7 +94,8 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             registers,
             interval_ms,
             seconds,
-        } => return poll::run(stations, registers, interval_ms, seconds),
+            role,
+        } => return poll::run(stations, registers, interval_ms, seconds, &role),
         BenchCommand::PollServe { profile, stations } => return poll::serve(&profile, stations),
     };
     let tmp = match dir {

@@ -12,15 +12,18 @@ use std::time::{Duration, Instant};
 use linesentry::agent::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-fn profile_text(registers: u16) -> String {
+fn profile_text(registers: u16, role: &str) -> String {
     let mut t = String::from(
         "[profile]\nname = \"bench_station\"\ndescription = \"benchmark: contiguous u16 measurements\"\nprotocol = \"modbus\"\n",
     );
     for i in 0..registers {
         let _ = write!(
             t,
-            "\n[[tags]]\nname = \"r{i:03}\"\nrole = \"measurement\"\ntype = \"u16\"\narea = \"holding_register\"\naddress = {i}\nlimits = {{ min = 0.0, max = 1000.0 }}\n"
+            "\n[[tags]]\nname = \"r{i:03}\"\nrole = \"{role}\"\ntype = \"u16\"\narea = \"holding_register\"\naddress = {i}\n"
         );
+        if role == "measurement" {
+            t.push_str("limits = { min = 0.0, max = 1000.0 }\n");
+        }
     }
     t
 }
@@ -95,8 +98,14 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) fn run(stations: u16, registers: u16, interval_ms: u64, seconds: u64) -> ExitCode {
-    match measure(stations, registers, interval_ms, seconds) {
+pub(super) fn run(
+    stations: u16,
+    registers: u16,
+    interval_ms: u64,
+    seconds: u64,
+    role: &str,
+) -> ExitCode {
+    match measure(stations, registers, interval_ms, seconds, role) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench poll: {e}");
@@ -105,12 +114,18 @@ pub(super) fn run(stations: u16, registers: u16, interval_ms: u64, seconds: u64)
     }
 }
 
-fn measure(stations: u16, registers: u16, interval_ms: u64, seconds: u64) -> Result<(), String> {
+fn measure(
+    stations: u16,
+    registers: u16,
+    interval_ms: u64,
+    seconds: u64,
+    role: &str,
+) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let devices = dir.path().join("devices");
     std::fs::create_dir_all(&devices).map_err(|e| e.to_string())?;
     let profile = devices.join("bench_station.toml");
-    std::fs::write(&profile, profile_text(registers)).map_err(|e| e.to_string())?;
+    std::fs::write(&profile, profile_text(registers, role)).map_err(|e| e.to_string())?;
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -183,7 +198,7 @@ fn measure(stations: u16, registers: u16, interval_ms: u64, seconds: u64) -> Res
     let requested = f64::from(stations) * f64::from(registers) * 1000.0 / interval_ms as f64;
     let achieved = summary.readings as f64 / total;
     println!(
-        "bench poll: {stations} stations x {registers} registers @ {interval_ms} ms for {seconds} s: \
+        "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s: \
          {achieved:.0} readings/s of {requested:.0} requested ({:.1} %), CPU {:.2} % of one core, \
          RSS {:.1} MiB (peak {:.1} MiB), {} events",
         achieved / requested * 100.0,

@@ -268,16 +268,7 @@ pub(crate) const STATUS_NODES: &[StatusNode] = status_nodes! {
     "_diag.rejected_requests_count" => Server_ServerDiagnostics_ServerDiagnosticsSummary_RejectedRequestsCount, Count;
 };
 
-/// Security policies by strength, weakest first (the rules' order), by the short name of
-/// their URI (the part after `#`), as `_security.best_policy` reports them.
-const POLICY_STRENGTH: &[&str] = &[
-    "None",
-    "Basic128Rsa15",
-    "Basic256",
-    "Aes128_Sha256_RsaOaep",
-    "Basic256Sha256",
-    "Aes256_Sha256_RsaPss",
-];
+use super::reserved::POLICY_STRENGTH;
 
 /// The short name of a security policy URI (`...SecurityPolicy#Basic256Sha256`).
 pub(crate) fn short_policy(uri: &str) -> &str {
