@@ -319,3 +319,46 @@ async fn a_switch_to_program_mode_over_opc_ua_is_an_error() {
     let e = one(&events, "mode.changed", Severity::Error);
     assert_eq!(e.event_data["state"], "PROGRAM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opc_ua_firmware_update_is_firmware_changed_and_a_restart() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "firmware_change@4",
+        12.0,
+    )
+    .await;
+    let firmware = of(&events, "firmware.changed");
+    assert!(!firmware.is_empty(), "no firmware.changed");
+    assert!(firmware.iter().all(|e| e.severity == Severity::Error));
+    assert!(
+        !of(&events, "device.restarted").is_empty(),
+        "no device.restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_identity_at_the_same_address_is_raised() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "identity_change@4",
+        12.0,
+    )
+    .await;
+    // The new server presents a new, untrusted certificate: the agent refuses the session
+    // (cert.invalid) and reports the changed identity it saw during endpoint discovery.
+    one(&events, "cert.invalid", Severity::Error);
+    let identity = one(&events, "identity.changed", Severity::Critical);
+    assert!(identity.event_data["changes"].is_object());
+    for e in of(&events, "identity.changed") {
+        assert_eq!(e.severity, Severity::Critical);
+    }
+}

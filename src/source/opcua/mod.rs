@@ -419,6 +419,12 @@ impl OpcUaSource {
         if let Some(session) = &session {
             self.read_status_if_due(session, &mut result).await;
         }
+        if result.identity.is_none() {
+            // What endpoint discovery saw, even when no session could be made: a server that
+            // now presents another certificate or application URI is an identity change
+            // whether or not we trust it.
+            result.identity = self.endpoint_identity();
+        }
         let mut inner = self.shared.lock();
         result
             .errors
