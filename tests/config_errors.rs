@@ -1107,3 +1107,47 @@ fn an_opc_ua_station_chooses_polling_or_subscriptions_and_nothing_else() {
     ));
     assert!(errors.to_string().contains("acquisition"), "{errors}");
 }
+
+#[test]
+fn a_server_deadband_belongs_to_numeric_opc_ua_tags_and_takes_one_kind() {
+    let tree = Tree::new();
+    let station = format!(
+        "{AGENT}\n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n"
+    );
+    let with = |deadband: &str| format!("{AOI}server_deadband = {deadband}\n");
+    tree.profile("aoi", &with("{ absolute = 0.5 }"));
+    let config = tree.load(&station).unwrap();
+    assert_eq!(
+        config.stations[0].profile.tags[0].server_deadband,
+        Some(linesentry::source::opcua::Deadband::Absolute(0.5))
+    );
+    tree.profile("aoi", &with("{ absolute = 0.5, percent = 2.0 }"));
+    let errors = tree.errors(&station);
+    assert!(
+        errors
+            .to_string()
+            .contains("exactly one of `absolute` or `percent`"),
+        "{errors}"
+    );
+    tree.profile("aoi", &with("{ percent = 150.0 }"));
+    let errors = tree.errors(&station);
+    assert!(
+        errors
+            .to_string()
+            .contains("tags[0].server_deadband.percent"),
+        "{errors}"
+    );
+    tree.profile(
+        "press",
+        &format!("{PRESS}server_deadband = {{ absolute = 1.0 }}\n"),
+    );
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\n"
+    ));
+    assert!(
+        errors
+            .to_string()
+            .contains("only applies to opcua profiles"),
+        "{errors}"
+    );
+}

@@ -78,6 +78,8 @@ pub struct TagSpec {
     /// Per-tag rule tuning (deadband, heartbeat, debounce, stale time); `None`s fall back
     /// to the profile's [`Profile::rules`].
     pub rules: crate::rules::TagRules,
+    /// OPC UA only: the data change filter the server applies to this tag's monitored item.
+    pub server_deadband: Option<crate::source::opcua::Deadband>,
 }
 
 impl TagSpec {
@@ -344,10 +346,12 @@ fn tag(
         (Some(Protocol::OpcUa), _) => (None, opcua_fields(report, at, &raw), 0),
         _ => (None, None, 0),
     };
+    let server_deadband = server_deadband(report, at, &raw, protocol, data_type);
     if report.error_count() > before {
         return None;
     }
     Some(TagSpec {
+        server_deadband,
         name: raw.name,
         role: role?,
         data_type: data_type?,
@@ -362,6 +366,44 @@ fn tag(
         limits,
         rules,
     })
+}
+
+/// `server_deadband`: OPC UA profiles and numeric tags only; exactly one of `absolute`
+/// (>= 0, in the value's unit) or `percent` (0-100 of the node's EURange).
+fn server_deadband(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Tag,
+    protocol: Option<Protocol>,
+    data_type: Option<DataType>,
+) -> Option<crate::source::opcua::Deadband> {
+    use crate::source::opcua::Deadband;
+    let given = raw.server_deadband.as_ref()?;
+    let key = child(at, "server_deadband");
+    if protocol != Some(Protocol::OpcUa) {
+        report.error(&key, "`server_deadband` only applies to opcua profiles (a Modbus device has no server-side filter); use `deadband` for the rules");
+        return None;
+    }
+    if data_type.is_some_and(|t| !t.is_numeric()) {
+        report.error(&key, "`server_deadband` only applies to numeric tags; expected it on an integer or float tag");
+        return None;
+    }
+    match (given.absolute, given.percent) {
+        (Some(a), None) if a.is_finite() && a >= 0.0 => Some(Deadband::Absolute(a)),
+        (None, Some(p)) if p.is_finite() && (0.0..=100.0).contains(&p) => Some(Deadband::Percent(p)),
+        (Some(a), None) => {
+            report.error(&child(&key, "absolute"), format!("expected a finite number >= 0, found {a}"));
+            None
+        }
+        (None, Some(p)) => {
+            report.error(&child(&key, "percent"), format!("expected a number between 0 and 100, found {p}"));
+            None
+        }
+        _ => {
+            report.error(&key, "expected exactly one of `absolute` or `percent`, such as `{ absolute = 0.5 }`");
+            None
+        }
+    }
 }
 
 /// Checks that depend on the data type and role only.

@@ -149,6 +149,16 @@ pub(super) struct Tag {
     pub(super) heartbeat_s: Option<i64>,
     pub(super) debounce_ms: Option<i64>,
     pub(super) stale_after_s: Option<i64>,
+    /// OPC UA monitored-item deadband, applied by the server.
+    pub(super) server_deadband: Option<ServerDeadband>,
+}
+
+/// `server_deadband = { absolute = 0.5 }` or `{ percent = 1.0 }` (of the node's EURange).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServerDeadband {
+    pub(super) absolute: Option<f64>,
+    pub(super) percent: Option<f64>,
 }
 
 /// `[rules]` of a station profile: station-wide rule tuning, every key optional.

@@ -298,6 +298,7 @@ mod tests {
             states: BTreeMap::new(),
             limits: None,
             rules: TagRules::default(),
+            server_deadband: None,
         }
     }
 

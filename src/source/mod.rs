@@ -180,6 +180,12 @@ impl Source {
             SourceConfig::OpcUa { acquisition, .. } => {
                 let mut settings = opcua::OpcUaSettings::new(&ctx.data_dir, &ctx.gateway_id);
                 settings.acquisition = *acquisition;
+                settings.deadbands = station
+                    .profile
+                    .tags
+                    .iter()
+                    .filter_map(|t| t.server_deadband.map(|d| (t.name.clone(), d)))
+                    .collect();
                 opcua::OpcUaSource::start(station, settings).map(Source::OpcUa)
             }
         }
