@@ -390,17 +390,28 @@ fn server_deadband(
     }
     match (given.absolute, given.percent) {
         (Some(a), None) if a.is_finite() && a >= 0.0 => Some(Deadband::Absolute(a)),
-        (None, Some(p)) if p.is_finite() && (0.0..=100.0).contains(&p) => Some(Deadband::Percent(p)),
+        (None, Some(p)) if p.is_finite() && (0.0..=100.0).contains(&p) => {
+            Some(Deadband::Percent(p))
+        }
         (Some(a), None) => {
-            report.error(&child(&key, "absolute"), format!("expected a finite number >= 0, found {a}"));
+            report.error(
+                &child(&key, "absolute"),
+                format!("expected a finite number >= 0, found {a}"),
+            );
             None
         }
         (None, Some(p)) => {
-            report.error(&child(&key, "percent"), format!("expected a number between 0 and 100, found {p}"));
+            report.error(
+                &child(&key, "percent"),
+                format!("expected a number between 0 and 100, found {p}"),
+            );
             None
         }
         _ => {
-            report.error(&key, "expected exactly one of `absolute` or `percent`, such as `{ absolute = 0.5 }`");
+            report.error(
+                &key,
+                "expected exactly one of `absolute` or `percent`, such as `{ absolute = 0.5 }`",
+            );
             None
         }
     }
