@@ -83,7 +83,7 @@ impl QueueOptions {
             gateway_id: gateway_id.into(),
             quota_bytes: 256 << 20,
             commit_max_events: 4096,
-            commit_linger: Duration::ZERO,
+            commit_linger: Duration::from_millis(5),
             high_watermark_percent: 80,
             drop_report_interval: Duration::from_secs(10),
             max_event_bytes: 64 << 10,
@@ -299,6 +299,7 @@ impl Queue {
             floor,
             stats: stats.clone(),
             last_drop_report: None,
+            last_commit: None,
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.

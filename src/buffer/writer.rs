@@ -1,12 +1,16 @@
 //! The group-commit writer: one thread owns every write transaction.
 //!
 //! Appends and acks arrive as commands. The thread takes one command, then everything
-//! already queued behind it (up to `commit_max_events`), optionally waits up to
-//! `commit_linger` for more, and applies the lot in one durable transaction. While one fsync
-//! runs, the next batch gathers, so batches grow with load and a lone append waits for one
-//! commit. Linger defaults to 0: appenders wait for their confirmation, so while the writer
-//! lingers nobody sends (measured: a 2 ms linger halved throughput). It only helps many
-//! independent appenders that do not wait, on a slow disk.
+//! already queued behind it (up to `commit_max_events`), and applies the lot in one durable
+//! transaction. While one fsync runs, the next batch gathers, so batches grow with load.
+//!
+//! Linger is adaptive. When appends trickle in (fewer than four commands gathered, and the
+//! last commit less than 20 ms ago: many stations each appending one poll's events), the
+//! writer waits up to `commit_linger` for more, so fifty stations cost a few commits per
+//! poll interval instead of one fsync each (measured: 500 commits/s became ~200, see
+//! docs/BENCHMARKS.md). A closed loop of appenders that wait for their confirmation arrives
+//! as one large batch and is committed at once: lingering there would only stall it
+//! (measured: an unconditional 2 ms linger halved throughput).
 //! Every command is answered only after its transaction committed; if the commit fails,
 //! every command in it gets the error and the in-memory counters roll back.
 
@@ -75,6 +79,8 @@ pub(super) struct Writer {
     pub(super) floor: SeqFloor,
     pub(super) stats: Arc<Mutex<StatsCell>>,
     pub(super) last_drop_report: Option<Instant>,
+    /// When the last commit finished (adaptive linger).
+    pub(super) last_commit: Option<Instant>,
 }
 
 /// What a command asks of the transaction, apart from where its answer goes.
@@ -95,6 +101,9 @@ enum Done {
 }
 
 const IDLE_TICK: Duration = Duration::from_millis(500);
+/// Batches smaller than this, following a commit closer than `TRICKLE_GAP`, linger.
+const TRICKLE_COMMANDS: usize = 4;
+const TRICKLE_GAP: Duration = Duration::from_millis(20);
 
 impl Writer {
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
@@ -123,7 +132,14 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                let deadline = Instant::now() + self.opts.commit_linger;
+                let trickle = batch.commands.len() < TRICKLE_COMMANDS
+                    && self.last_commit.is_some_and(|t| t.elapsed() < TRICKLE_GAP);
+                let linger = if trickle {
+                    self.opts.commit_linger
+                } else {
+                    Duration::ZERO
+                };
+                let deadline = Instant::now() + linger;
                 while batch.weight < max && closing.is_none() {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -207,6 +223,7 @@ impl Writer {
                 self.meta = before;
             }
         }
+        self.last_commit = Some(Instant::now());
         self.publish_stats(outcome.is_err());
         if outcome.is_ok() && self.meta.next_seq != seq_before {
             self.appended.notify_waiters();
