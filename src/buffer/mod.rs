@@ -83,7 +83,7 @@ impl QueueOptions {
             gateway_id: gateway_id.into(),
             quota_bytes: 256 << 20,
             commit_max_events: 4096,
-            commit_linger: Duration::from_millis(5),
+            commit_linger: Duration::ZERO,
             high_watermark_percent: 80,
             drop_report_interval: Duration::from_secs(10),
             max_event_bytes: 64 << 10,

@@ -57,6 +57,9 @@ pub(crate) enum BenchCommand {
         /// or `counter` (checked every poll, reported only when it goes backwards).
         #[arg(long, default_value = "measurement")]
         role: String,
+        /// The agent's `buffer.commit_linger_ms`.
+        #[arg(long, default_value_t = 0)]
+        commit_linger_ms: u64,
     },
     /// Child of `bench poll`: serves the stations, prints their addresses, stops when stdin
     /// closes.
@@ -95,7 +98,17 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             interval_ms,
             seconds,
             role,
-        } => return poll::run(stations, registers, interval_ms, seconds, &role),
+            commit_linger_ms,
+        } => {
+            return poll::run(
+                stations,
+                registers,
+                interval_ms,
+                seconds,
+                &role,
+                commit_linger_ms,
+            )
+        }
         BenchCommand::PollServe { profile, stations } => return poll::serve(&profile, stations),
     };
     let tmp = match dir {

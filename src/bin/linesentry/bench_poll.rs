@@ -104,8 +104,9 @@ pub(super) fn run(
     interval_ms: u64,
     seconds: u64,
     role: &str,
+    linger_ms: u64,
 ) -> ExitCode {
-    match measure(stations, registers, interval_ms, seconds, role) {
+    match measure(stations, registers, interval_ms, seconds, role, linger_ms) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench poll: {e}");
@@ -120,6 +121,7 @@ fn measure(
     interval_ms: u64,
     seconds: u64,
     role: &str,
+    linger_ms: u64,
 ) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let devices = dir.path().join("devices");
@@ -159,7 +161,7 @@ fn measure(
         ));
     }
     let mut config = format!(
-        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n",
+        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[buffer]\ncommit_linger_ms = {linger_ms}\n",
         dir.path().join("data").display(),
         devices.display()
     );
@@ -198,7 +200,7 @@ fn measure(
     let requested = f64::from(stations) * f64::from(registers) * 1000.0 / interval_ms as f64;
     let achieved = summary.readings as f64 / total;
     println!(
-        "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s: \
+        "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s, linger {linger_ms} ms: \
          {achieved:.0} readings/s of {requested:.0} requested ({:.1} %), CPU {:.2} % of one core, \
          RSS {:.1} MiB (peak {:.1} MiB), {} events",
         achieved / requested * 100.0,
