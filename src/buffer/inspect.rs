@@ -114,6 +114,18 @@ impl Inspector {
         })
     }
 
+    /// The dead letters, oldest seq first, at most `max`.
+    pub fn dead_letters(&self, max: usize) -> Result<Vec<super::DeadLetter>, InspectError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        super::read_dead(&txn, max).map_err(|e| match e {
+            super::DeadReadError::Storage(e) => self.err(e),
+            super::DeadReadError::Record(e) => InspectError::Unreadable {
+                path: self.path.clone(),
+                message: e.to_string(),
+            },
+        })
+    }
+
     /// Calls `f` for every buffered event in seq order, from `after` (exclusive), at most
     /// `limit`. A record that does not decode is passed as an error and the walk goes on.
     pub fn for_each(

@@ -43,7 +43,7 @@ pub use store::RecordError;
 
 use seqfloor::{Found, SeqFloor};
 pub use store::Lane;
-use store::{Encoded, Meta, ALERTS, LAYOUT_VERSION, META, STATE, TELEMETRY};
+use store::{DeadRecord, Encoded, Meta, ALERTS, DEAD, LAYOUT_VERSION, META, STATE, TELEMETRY};
 use writer::{Command, Writer};
 
 /// redb's page cache. The queue reads mostly what it just wrote, in order, so a small cache
@@ -140,6 +140,52 @@ impl QueueError {
     }
 }
 
+/// An event a receiver rejected, kept in the dead-letter table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub reason: String,
+    /// When it was moved there (RFC 3339).
+    pub dead_lettered_at: String,
+    pub event: SecurityEvent,
+}
+
+pub(crate) enum DeadReadError {
+    Storage(redb::Error),
+    Record(RecordError),
+}
+
+/// Reads up to `max` dead letters from a snapshot.
+pub(crate) fn read_dead(
+    txn: &redb::ReadTransaction,
+    max: usize,
+) -> Result<Vec<DeadLetter>, DeadReadError> {
+    let table = match txn.open_table(DEAD) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(DeadReadError::Storage(e.into())),
+    };
+    let mut out = Vec::new();
+    for item in table
+        .iter()
+        .map_err(|e| DeadReadError::Storage(e.into()))?
+        .take(max)
+    {
+        let (seq, value) = item.map_err(|e| DeadReadError::Storage(e.into()))?;
+        let seq = seq.value();
+        let value = value.value();
+        let dead = DeadRecord::decode(seq, value).map_err(DeadReadError::Record)?;
+        let event = store::decode(seq, dead.record).map_err(DeadReadError::Record)?;
+        out.push(DeadLetter {
+            seq,
+            reason: dead.reason.to_owned(),
+            dead_lettered_at: Timestamp::from_micros(dead.at_micros).to_string(),
+            event,
+        });
+    }
+    Ok(out)
+}
+
 /// Why the queue could not be opened at all (startup cannot continue).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -181,6 +227,9 @@ pub struct ResetInfo {
 /// Live counters, updated after every commit.
 #[derive(Debug, Clone, Default)]
 pub struct StatsCell {
+    /// Requeues of dead letters so far: a reader that keeps a cursor rescans when it changes.
+    pub requeues: u64,
+    pub dead_letters: u64,
     pub depth: u64,
     pub bytes: u64,
     pub next_seq: u64,
@@ -202,6 +251,8 @@ pub struct QueueStats {
     pub commits: u64,
     pub failed_commits: u64,
     pub file_bytes: u64,
+    pub dead_letters: u64,
+    pub requeues: u64,
 }
 
 struct Inner {
@@ -287,6 +338,7 @@ impl Queue {
             bytes: meta.bytes,
             next_seq: meta.next_seq,
             dropped_total: meta.dropped_total,
+            dead_letters: meta.dead_count,
             ..StatsCell::default()
         }));
         let (tx, rx) = mpsc::channel();
@@ -300,6 +352,7 @@ impl Queue {
             stats: stats.clone(),
             last_drop_report: None,
             last_commit: None,
+            requeues: 0,
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.
@@ -417,6 +470,47 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
+    /// Moves rejected events (seq, reason) to the dead-letter table and stores `report` (the
+    /// event that says so) in the same transaction. Returns how many were still queued.
+    pub async fn dead_letter(
+        &self,
+        items: Vec<(u64, String)>,
+        report: Option<&SecurityEvent>,
+    ) -> Result<u64, QueueError> {
+        let report = report
+            .map(Encoded::new)
+            .transpose()
+            .map_err(|e| QueueError::encode(&e))?;
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::DeadLetter {
+            items,
+            report,
+            reply,
+        }) {
+            return Err(QueueError::Closed);
+        }
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Moves dead letters back into the queue (every one when `None`); returns how many.
+    pub async fn requeue(&self, seqs: Option<Vec<u64>>) -> Result<u64, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Requeue { seqs, reply }) {
+            return Err(QueueError::Closed);
+        }
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// The dead letters, oldest seq first, at most `max`.
+    pub fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(QueueError::storage)?;
+        read_dead(&txn, max).map_err(|e| match e {
+            DeadReadError::Storage(e) => QueueError::storage(e),
+            DeadReadError::Record(e) => QueueError::Record(Arc::new(e)),
+        })
+    }
+
     /// Up to `max` events with seq > `after` (all from the start when `None`), in seq order.
     /// Reads a snapshot; cheap enough to call from async code for batches of thousands.
     pub fn peek(&self, after: Option<u64>, max: usize) -> Result<Vec<SecurityEvent>, QueueError> {
@@ -476,6 +570,8 @@ impl Queue {
             dropped_total: cell.dropped_total.iter().sum(),
             commits: cell.commits,
             failed_commits: cell.failed_commits,
+            dead_letters: cell.dead_letters,
+            requeues: cell.requeues,
             file_bytes: std::fs::metadata(&self.inner.path).map_or(0, |m| m.len()),
         }
     }

@@ -452,3 +452,113 @@ async fn station_state_is_stored_with_its_events_and_survives_reopen() {
     assert_eq!(all(&q).len(), 1);
     q.close().await;
 }
+
+#[tokio::test]
+async fn every_stored_event_links_to_the_hash_of_its_predecessor_across_restarts() {
+    use crate::event::integrity::{event_hash, hex};
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[
+        event("equipment.status", Severity::Info, 1),
+        event("setpoint.changed", Severity::Warn, 2),
+    ])
+    .await
+    .unwrap();
+    q.ack(Ack::UpTo(1)).await.unwrap();
+    q.close().await;
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[event("equipment.status", Severity::Info, 3)])
+        .await
+        .unwrap();
+    let got = all(&q);
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(got[0].prev_hash.is_some(), "seq 2 links to the acked seq 1");
+    assert_eq!(got[1].prev_hash, Some(hex(&event_hash(&got[0]))));
+    q.close().await;
+}
+
+#[tokio::test]
+async fn the_first_event_of_a_store_has_no_predecessor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[event("equipment.status", Severity::Info, 1)])
+        .await
+        .unwrap();
+    assert_eq!(all(&q)[0].prev_hash, None);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn dead_letters_leave_the_queue_with_their_reason_and_can_be_requeued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[
+        event("equipment.status", Severity::Info, 1),
+        event("setpoint.changed", Severity::Warn, 2),
+        event("equipment.status", Severity::Info, 3),
+    ])
+    .await
+    .unwrap();
+    let before = all(&q);
+    let report = SecurityEvent::new("gw-test", "forward.dead_lettered").data("seqs", vec![2]);
+    let moved = q
+        .dead_letter(
+            vec![(2, "HTTP 400: bad event".into()), (99, "gone".into())],
+            Some(&report),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let left = all(&q);
+    assert_eq!(
+        left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 3, 4]
+    );
+    assert_eq!(left[2].event_type, "forward.dead_lettered");
+    let dead = q.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, 2);
+    assert_eq!(dead[0].reason, "HTTP 400: bad event");
+    assert_eq!(
+        dead[0].event, before[1],
+        "stored unchanged, chain link included"
+    );
+    assert_eq!(q.stats().dead_letters, 1);
+
+    assert_eq!(q.requeue(None).await.unwrap(), 1);
+    assert!(q.dead_letters(10).unwrap().is_empty());
+    let back = all(&q);
+    assert_eq!(
+        back.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(back[1], before[1]);
+    assert_eq!(q.stats().requeues, 1);
+    q.close().await;
+    let inspector = Inspector::open(dir.path()).unwrap();
+    assert!(inspector.dead_letters(10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn lanes_split_alerts_from_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[
+        event("equipment.status", Severity::Info, 1),
+        event("setpoint.changed", Severity::Warn, 2),
+        event("equipment.status", Severity::Debug, 3),
+    ])
+    .await
+    .unwrap();
+    let seqs = |lane| {
+        q.peek_lane(lane, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(Lane::Alerts), vec![2]);
+    assert_eq!(seqs(Lane::Telemetry), vec![1, 3]);
+    assert_eq!(seqs(Lane::All), vec![1, 2, 3]);
+    q.close().await;
+}

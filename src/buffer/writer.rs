@@ -19,11 +19,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::seqfloor::SeqFloor;
-use super::store::{Encoded, Meta, Tables, META, STATE};
+use super::store::{DeadRecord, Encoded, Meta, Tables, DEAD, META, STATE};
 use super::{Ack, AckReport, QueueError, QueueOptions, StatsCell};
 use crate::event::{SecurityEvent, Timestamp};
 
@@ -38,6 +38,17 @@ pub(super) enum Command {
     Ack {
         ack: Ack,
         reply: oneshot::Sender<Result<AckReport, QueueError>>,
+    },
+    /// Move events to the dead-letter table (seq, reason), storing `report` with them.
+    DeadLetter {
+        items: Vec<(u64, String)>,
+        report: Option<Encoded>,
+        reply: oneshot::Sender<Result<u64, QueueError>>,
+    },
+    /// Move dead letters back into the queue (all when `None`).
+    Requeue {
+        seqs: Option<Vec<u64>>,
+        reply: oneshot::Sender<Result<u64, QueueError>>,
     },
     /// Finish what is queued before this, then stop.
     Close { reply: oneshot::Sender<()> },
@@ -82,24 +93,34 @@ pub(super) struct Writer {
     pub(super) last_drop_report: Option<Instant>,
     /// When the last commit finished (adaptive linger).
     pub(super) last_commit: Option<Instant>,
+    /// Requeue commands that moved something, so readers know to rescan from the head.
+    pub(super) requeues: u64,
 }
 
 /// What a command asks of the transaction, apart from where its answer goes.
 enum Work {
     Append(Vec<Encoded>, Option<(String, Vec<u8>)>),
     Ack(Ack),
+    DeadLetter(Vec<(u64, String)>, Option<Encoded>),
+    Requeue(Option<Vec<u64>>),
 }
 
 /// Where an answer goes, kept apart so a failed commit can still answer everyone.
 enum ReplyTo {
     Append(oneshot::Sender<Result<Vec<u64>, QueueError>>),
     Ack(oneshot::Sender<Result<AckReport, QueueError>>),
+    Moved(oneshot::Sender<Result<u64, QueueError>>),
 }
 
 enum Done {
     Appended(Vec<u64>),
     Acked(AckReport),
+    Moved(u64),
 }
+
+/// Dead letters kept at most (count); the byte bound is a share of the quota.
+pub(super) const DEAD_MAX_COUNT: u64 = 10_000;
+pub(super) const DEAD_QUOTA_SHARE: u64 = 8;
 
 const IDLE_TICK: Duration = Duration::from_millis(500);
 /// Batches smaller than this, following a commit closer than `TRICKLE_GAP`, linger.
@@ -210,11 +231,24 @@ impl Writer {
                     work.push(Work::Ack(ack));
                     reply_to.push(ReplyTo::Ack(reply));
                 }
+                Command::DeadLetter {
+                    items,
+                    report,
+                    reply,
+                } => {
+                    work.push(Work::DeadLetter(items, report));
+                    reply_to.push(ReplyTo::Moved(reply));
+                }
+                Command::Requeue { seqs, reply } => {
+                    work.push(Work::Requeue(seqs));
+                    reply_to.push(ReplyTo::Moved(reply));
+                }
                 Command::Close { .. } => {}
             }
         }
         let before = self.meta.clone();
         let seq_before = before.next_seq;
+        let requeues_before = self.requeues;
         let outcome = self.apply(work);
         match &outcome {
             Ok((_, true)) => self.last_drop_report = Some(Instant::now()),
@@ -226,7 +260,8 @@ impl Writer {
         }
         self.last_commit = Some(Instant::now());
         self.publish_stats(outcome.is_err());
-        if outcome.is_ok() && self.meta.next_seq != seq_before {
+        if outcome.is_ok() && (self.meta.next_seq != seq_before || self.requeues != requeues_before)
+        {
             self.appended.notify_waiters();
         }
         match outcome {
@@ -238,6 +273,9 @@ impl Writer {
                         }
                         (ReplyTo::Ack(tx), Done::Acked(report)) => {
                             let _ = tx.send(Ok(report));
+                        }
+                        (ReplyTo::Moved(tx), Done::Moved(n)) => {
+                            let _ = tx.send(Ok(n));
                         }
                         // `apply` answers each work item with its own kind, in order.
                         _ => {}
@@ -251,6 +289,9 @@ impl Writer {
                             let _ = tx.send(Err(e.clone()));
                         }
                         ReplyTo::Ack(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        ReplyTo::Moved(tx) => {
                             let _ = tx.send(Err(e.clone()));
                         }
                     }
@@ -272,7 +313,7 @@ impl Writer {
             let mut tables = Tables::open(&txn).map_err(QueueError::storage)?;
             for item in work {
                 match item {
-                    Work::Append(events, state) => {
+                    Work::Append(mut events, state) => {
                         if let Some((key, bytes)) = state {
                             let mut table = txn.open_table(STATE).map_err(QueueError::storage)?;
                             table
@@ -280,7 +321,7 @@ impl Writer {
                                 .map_err(QueueError::storage)?;
                         }
                         let mut seqs = Vec::with_capacity(events.len());
-                        for e in &events {
+                        for e in &mut events {
                             seqs.push(
                                 tables
                                     .insert(&mut self.meta, quota, e)
@@ -307,6 +348,19 @@ impl Writer {
                         }
                         done.push(Done::Acked(AckReport { removed }));
                     }
+                    Work::DeadLetter(items, report) => {
+                        let moved = self.dead_letter(&txn, &mut tables, &items)?;
+                        if let Some(mut report) = report {
+                            tables
+                                .insert(&mut self.meta, quota, &mut report)
+                                .map_err(QueueError::storage)?;
+                        }
+                        done.push(Done::Moved(moved));
+                    }
+                    Work::Requeue(seqs) => {
+                        let moved = self.requeue(&txn, &mut tables, seqs)?;
+                        done.push(Done::Moved(moved));
+                    }
                 }
             }
             // The buffer reports on itself in the same transaction that changed it.
@@ -323,9 +377,9 @@ impl Writer {
                 event.event_data = self.meta.pending_summary();
                 event.event_data.insert("quota_bytes".into(), quota.into());
                 self.meta.clear_pending();
-                let encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
+                let mut encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
                 tables
-                    .insert(&mut self.meta, quota, &encoded)
+                    .insert(&mut self.meta, quota, &mut encoded)
                     .map_err(QueueError::storage)?;
                 reported_drop = true;
             }
@@ -342,6 +396,89 @@ impl Writer {
         Ok((done, reported_drop))
     }
 
+    /// Moves the named events into the dead-letter table; returns how many were there.
+    /// Over its bounds the oldest dead letters go, counted as drops like evictions.
+    fn dead_letter(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
+        items: &[(u64, String)],
+    ) -> Result<u64, QueueError> {
+        let mut dead = txn.open_table(DEAD).map_err(QueueError::storage)?;
+        let now = Timestamp::now().as_micros();
+        let mut moved = 0;
+        for (seq, reason) in items {
+            let Some(record) = tables
+                .take(&mut self.meta, *seq)
+                .map_err(QueueError::storage)?
+            else {
+                continue;
+            };
+            let value = DeadRecord::encode(reason, now, &record);
+            self.meta.dead_bytes += value.len() as u64;
+            self.meta.dead_count += 1;
+            dead.insert(*seq, value.as_slice())
+                .map_err(QueueError::storage)?;
+            moved += 1;
+        }
+        let max_bytes = self.opts.quota_bytes / DEAD_QUOTA_SHARE;
+        while self.meta.dead_count > DEAD_MAX_COUNT || self.meta.dead_bytes > max_bytes {
+            let Some((seq, value)) = dead.pop_first().map_err(QueueError::storage)? else {
+                break;
+            };
+            let (seq, value) = (seq.value(), value.value().to_vec());
+            self.meta.dead_count = self.meta.dead_count.saturating_sub(1);
+            self.meta.dead_bytes = self.meta.dead_bytes.saturating_sub(value.len() as u64);
+            let severity = DeadRecord::decode(seq, &value)
+                .ok()
+                .and_then(|d| d.record.get(1).copied())
+                .unwrap_or(0);
+            self.meta.note_drop(seq, usize::from(severity).min(4));
+        }
+        Ok(moved)
+    }
+
+    /// Moves dead letters back under their own seq, so they are forwarded again.
+    fn requeue(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
+        seqs: Option<Vec<u64>>,
+    ) -> Result<u64, QueueError> {
+        let mut dead = txn.open_table(DEAD).map_err(QueueError::storage)?;
+        let seqs = match seqs {
+            Some(seqs) => seqs,
+            None => {
+                let mut all = Vec::new();
+                for item in dead.iter().map_err(QueueError::storage)? {
+                    all.push(item.map_err(QueueError::storage)?.0.value());
+                }
+                all
+            }
+        };
+        let quota = self.opts.quota_bytes;
+        let mut moved = 0;
+        for seq in seqs {
+            let Some(value) = dead.remove(seq).map_err(QueueError::storage)? else {
+                continue;
+            };
+            let value = value.value().to_vec();
+            self.meta.dead_count = self.meta.dead_count.saturating_sub(1);
+            self.meta.dead_bytes = self.meta.dead_bytes.saturating_sub(value.len() as u64);
+            let record = DeadRecord::decode(seq, &value)
+                .map_err(|e| QueueError::Record(Arc::new(e)))?
+                .record;
+            tables
+                .restore(&mut self.meta, quota, seq, record)
+                .map_err(QueueError::storage)?;
+            moved += 1;
+        }
+        if moved > 0 {
+            self.requeues += 1;
+        }
+        Ok(moved)
+    }
+
     /// `agent.buffer_high` when crossing the watermark upwards; re-armed 10 points below.
     fn check_watermark(&mut self, tables: &mut Tables<'_>) -> Result<(), QueueError> {
         let quota = self.opts.quota_bytes;
@@ -356,9 +493,9 @@ impl Writer {
                 .data("used_percent", percent)
                 .data("limit_percent", high)
                 .data("depth", self.meta.count);
-            let encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
+            let mut encoded = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
             tables
-                .insert(&mut self.meta, quota, &encoded)
+                .insert(&mut self.meta, quota, &mut encoded)
                 .map_err(QueueError::storage)?;
         } else if self.meta.high_active == 1 && percent + 10 < high {
             self.meta.high_active = 0;
@@ -382,6 +519,8 @@ impl Writer {
             s.next_seq = self.meta.next_seq;
             s.dropped_total = self.meta.dropped_total;
             s.commits += 1;
+            s.requeues = self.requeues;
+            s.dead_letters = self.meta.dead_count;
         }
     }
 }

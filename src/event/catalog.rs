@@ -67,6 +67,8 @@ pub const CATALOG: &[CatalogEntry] = &[
     // Not in the station catalogue: the store was unreadable and was replaced (SR 2.10: the
     // loss of whatever it held must be visible).
     entry("agent.buffer_reset", Error, &[], &["SR 2.10"]),
+    entry("forward.dead_lettered", Error, &[], &["SR 2.10"]),
+    entry("forward.upstream_down", Warn, &[], &["SR 2.10"]),
     entry("agent.clock_skew", Warn, &[], &["SR 2.11"]),
     entry("agent.started", Info, &[], &["SR 2.8"]),
     entry("agent.stopped", Info, &[], &["SR 2.8"]),

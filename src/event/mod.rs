@@ -14,6 +14,7 @@
 //! makes it durable.
 
 mod catalog;
+pub mod integrity;
 mod severity;
 mod timestamp;
 

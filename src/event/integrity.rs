@@ -1,0 +1,451 @@
+//! Tamper evidence: the per-gateway hash chain and the signed batch envelope.
+//!
+//! **Canonical JSON** of an event: its JSON wire form with every object's keys sorted by
+//! their UTF-8 bytes, at every depth, and no whitespace; strings and numbers as serde_json
+//! writes them (shortest round-trip floats, `\uXXXX` escapes for control characters).
+//! Python's `json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+//! gives the same bytes for every event the agent produces.
+//!
+//! **Chain**: `hash(e) = SHA-256(canonical_json(e))`, over all fields including `seq` and
+//! `prev_hash`. Each event's `prev_hash` is the hex hash of the gateway's event with the
+//! previous `seq` (`null` for the first event of a store). The durable queue fills `seq` and
+//! `prev_hash` in the transaction that stores the event, so the chain follows seq order
+//! even when forwarding sends alerts ahead of older telemetry. A gap (evicted or
+//! dead-lettered events) shows as a `prev_hash` that matches no received event; the buffer
+//! reports evictions itself (`agent.buffer_dropped` with the seq range).
+//!
+//! Top-level keys sort as `context, correlation_id, event_data, event_type, gateway_id, id,
+//! prev_hash, schema_version, seq, severity, ...`, so the canonical text is
+//! `head + prev_hash + mid + seq + tail` where only `head` and `tail` depend on the event's
+//! content: [`CanonicalParts`] is computed by whoever appends (in parallel), and the writer
+//! that numbers the events only hashes the pieces.
+//!
+//! **Batch signature**: a batch (one MQTT message or one HTTPS request) is the envelope
+//! `{"batch_version":1,"gateway_id":..,"key_id":..,"events":[..],"signature":..}`. The
+//! signature is Ed25519 over [`signing_message`]: the ASCII text
+//! `linesentry-batch-v1\n{gateway_id}\n{key_id}\n` followed by each event's hex hash and a
+//! `\n`, in the order of `events`. It thus covers every byte of every event through the
+//! chain hashes, and a verifier recomputes the hashes it needs anyway. `key_id` is the first
+//! 16 hex digits of SHA-256 over the 32-byte public key.
+
+use std::fmt::Write as _;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::SecurityEvent;
+
+/// Version of the batch envelope.
+pub const BATCH_VERSION: u32 = 1;
+
+/// SHA-256 of an event's canonical JSON.
+pub type EventHash = [u8; 32];
+
+/// Canonical JSON of `event` (see the module doc).
+pub fn canonical_json(event: &SecurityEvent) -> String {
+    let value = serde_json::to_value(event).unwrap_or(Value::Null);
+    let mut out = String::with_capacity(512);
+    write_canonical(&mut out, &value);
+    out
+}
+
+/// SHA-256 of [`canonical_json`].
+pub fn event_hash(event: &SecurityEvent) -> EventHash {
+    Sha256::digest(canonical_json(event).as_bytes()).into()
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(hash: &[u8]) -> String {
+    let mut s = String::with_capacity(hash.len() * 2);
+    for b in hash {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hash(text: &str) -> Option<EventHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_canonical(out, &map[key]);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_string(out, s),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// The content-dependent pieces of an event's canonical JSON; see the module doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalParts {
+    /// Up to and including `"prev_hash":`.
+    head: String,
+    /// `,"schema_version":N,"seq":` is fixed by the version; kept for exactness.
+    mid: String,
+    /// From `,"severity":` to the closing brace.
+    tail: String,
+}
+
+impl CanonicalParts {
+    pub fn new(event: &SecurityEvent) -> Self {
+        let mut probe = event.clone();
+        probe.prev_hash = None;
+        probe.seq = 0;
+        let text = canonical_json(&probe);
+        // Nested objects (context, event_data) sort before these keys, and every top-level
+        // key after them holds a scalar: the last occurrence of each marker is the top-level
+        // one, even if event_data holds look-alike keys.
+        let head_end = text
+            .rfind(",\"prev_hash\":null,\"schema_version\":")
+            .map_or(text.len(), |i| i + ",\"prev_hash\":".len());
+        let seq_marker = ",\"seq\":0,\"severity\":";
+        let seq_at = text[head_end..]
+            .rfind(seq_marker)
+            .map_or(text.len(), |i| head_end + i);
+        let mid = text[head_end + "null".len()..seq_at].to_owned() + ",\"seq\":";
+        let tail = text[seq_at + ",\"seq\":0".len()..].to_owned();
+        Self {
+            head: text[..head_end].to_owned(),
+            mid,
+            tail,
+        }
+    }
+
+    /// The hash the event has once numbered `seq` and linked to `prev`.
+    pub fn hash(&self, seq: u64, prev: Option<&EventHash>) -> EventHash {
+        let mut h = Sha256::new();
+        h.update(self.head.as_bytes());
+        match prev {
+            Some(p) => {
+                h.update(b"\"");
+                h.update(hex(p).as_bytes());
+                h.update(b"\"");
+            }
+            None => h.update(b"null"),
+        }
+        h.update(self.mid.as_bytes());
+        h.update(seq.to_string().as_bytes());
+        h.update(self.tail.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.mid.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `key_id` of a public key: first 16 hex digits of its SHA-256.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// The bytes a batch signature covers.
+pub fn signing_message(gateway_id: &str, key_id: &str, hashes: &[EventHash]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(40 + gateway_id.len() + hashes.len() * 65);
+    msg.extend_from_slice(b"linesentry-batch-v1\n");
+    msg.extend_from_slice(gateway_id.as_bytes());
+    msg.push(b'\n');
+    msg.extend_from_slice(key_id.as_bytes());
+    msg.push(b'\n');
+    for h in hashes {
+        msg.extend_from_slice(hex(h).as_bytes());
+        msg.push(b'\n');
+    }
+    msg
+}
+
+/// Signs batches for one gateway.
+#[derive(Clone)]
+pub struct BatchSigner {
+    gateway_id: String,
+    key: SigningKey,
+    key_id: String,
+}
+
+impl std::fmt::Debug for BatchSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSigner")
+            .field("gateway_id", &self.gateway_id)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchSigner {
+    pub fn new(gateway_id: impl Into<String>, key: SigningKey) -> Self {
+        let key_id = key_id(&key.verifying_key());
+        Self {
+            gateway_id: gateway_id.into(),
+            key,
+            key_id,
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The JSON envelope of `events`, signed.
+    pub fn seal<'a>(&self, events: impl IntoIterator<Item = &'a SecurityEvent>) -> Vec<u8> {
+        let events: Vec<&SecurityEvent> = events.into_iter().collect();
+        let hashes: Vec<EventHash> = events.iter().map(|e| event_hash(e)).collect();
+        let signature = self
+            .key
+            .sign(&signing_message(&self.gateway_id, &self.key_id, &hashes));
+        let envelope = EnvelopeRef {
+            batch_version: BATCH_VERSION,
+            gateway_id: &self.gateway_id,
+            key_id: &self.key_id,
+            events: &events,
+            signature: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                signature.to_bytes(),
+            ),
+        };
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Bytes the envelope around `events` adds beyond the events' own JSON (and commas).
+    pub fn overhead(&self) -> usize {
+        // {"batch_version":1,"gateway_id":"..","key_id":"..","events":[],"signature":".."}
+        80 + self.gateway_id.len() + self.key_id.len() + 88
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    batch_version: u32,
+    gateway_id: &'a str,
+    key_id: &'a str,
+    events: &'a [&'a SecurityEvent],
+    signature: String,
+}
+
+/// A received batch envelope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub batch_version: u32,
+    pub gateway_id: String,
+    pub key_id: String,
+    pub events: Vec<SecurityEvent>,
+    pub signature: String,
+}
+
+/// Why a batch did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityError {
+    #[error("unsupported batch_version {0}; this build reads version {BATCH_VERSION}")]
+    Version(u32),
+    #[error("event {index} belongs to gateway `{found}`, the batch to `{expected}`")]
+    ForeignEvent {
+        index: usize,
+        found: String,
+        expected: String,
+    },
+    #[error("key_id `{found}` is not the registered key `{expected}`")]
+    UnknownKey { found: String, expected: String },
+    #[error("signature is not base64 of 64 bytes")]
+    SignatureFormat,
+    #[error("signature does not verify with the registered key")]
+    BadSignature,
+}
+
+impl Envelope {
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Checks version, gateway of every event, key id and signature. Returns the events'
+    /// hashes (in batch order) for the chain check.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<Vec<EventHash>, IntegrityError> {
+        if self.batch_version != BATCH_VERSION {
+            return Err(IntegrityError::Version(self.batch_version));
+        }
+        for (index, e) in self.events.iter().enumerate() {
+            if e.gateway_id != self.gateway_id {
+                return Err(IntegrityError::ForeignEvent {
+                    index,
+                    found: e.gateway_id.clone(),
+                    expected: self.gateway_id.clone(),
+                });
+            }
+        }
+        let expected = key_id(key);
+        if self.key_id != expected {
+            return Err(IntegrityError::UnknownKey {
+                found: self.key_id.clone(),
+                expected,
+            });
+        }
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &self.signature)
+                .map_err(|_| IntegrityError::SignatureFormat)?;
+        let bytes: [u8; 64] = raw
+            .try_into()
+            .map_err(|_| IntegrityError::SignatureFormat)?;
+        let signature = Signature::from_bytes(&bytes);
+        let hashes: Vec<EventHash> = self.events.iter().map(event_hash).collect();
+        key.verify(
+            &signing_message(&self.gateway_id, &self.key_id, &hashes),
+            &signature,
+        )
+        .map_err(|_| IntegrityError::BadSignature)?;
+        Ok(hashes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Severity;
+
+    fn sample() -> SecurityEvent {
+        SecurityEvent::new("gw-1", "setpoint.changed")
+            .station("press-1")
+            .severity(Severity::Warn)
+            .data("tag", "die_temp_sp")
+            .data("value", 251.5)
+            .data(
+                "nested",
+                serde_json::json!({"z": 1, "a": [1, {"y": "\u{1}", "b": null}]}),
+            )
+            .context("source", "modbus")
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth_and_has_no_whitespace() {
+        let text = canonical_json(&sample());
+        assert!(text.starts_with("{\"context\":{\"source\":\"modbus\"},\"correlation_id\":null,\"event_data\":{\"nested\":{\"a\":[1,{\"b\":null,\"y\":\"\\u0001\"}],\"z\":1}"), "{text}");
+        assert!(!text.contains(' '));
+    }
+
+    #[test]
+    fn parts_hash_equals_the_hash_of_the_numbered_and_linked_event() {
+        let base = sample();
+        let parts = CanonicalParts::new(&base);
+        let prev = [7u8; 32];
+        for (seq, prev) in [(1, None), (42, Some(prev)), (u64::MAX, Some(prev))] {
+            let mut e = base.clone();
+            e.seq = seq;
+            e.prev_hash = prev.map(|p| hex(&p));
+            assert_eq!(parts.hash(seq, prev.as_ref()), event_hash(&e), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn parts_are_exact_even_when_event_data_mimics_the_top_level_keys() {
+        let tricky = sample().data(
+            "x",
+            serde_json::json!({"a": 1, "prev_hash": null, "schema_version": 1, "seq": 0, "severity": "info"}),
+        );
+        let parts = CanonicalParts::new(&tricky);
+        let mut e = tricky.clone();
+        e.seq = 9;
+        e.prev_hash = Some(hex(&[1u8; 32]));
+        assert_eq!(parts.hash(9, Some(&[1u8; 32])), event_hash(&e));
+    }
+
+    #[test]
+    fn hashes_differ_when_any_field_changes() {
+        let event = sample();
+        let base = event_hash(&event);
+        assert_eq!(base, event_hash(&event.clone()));
+        assert_ne!(base, event_hash(&event.clone().data("value", 251.6)));
+        assert_ne!(base, event_hash(&event.clone().severity(Severity::Error)));
+        let mut e = event.clone();
+        e.seq = 1;
+        assert_ne!(base, event_hash(&e));
+    }
+
+    #[test]
+    fn a_sealed_batch_verifies_and_any_tampering_is_caught() {
+        let signer = BatchSigner::new("gw-1", SigningKey::from_bytes(&[3u8; 32]));
+        let first = sample();
+        let events = [first.clone(), first.data("value", 1)];
+        let bytes = signer.seal(&events);
+        let env = Envelope::parse(&bytes).unwrap();
+        assert_eq!(env.events, events);
+        env.verify(&signer.public_key()).unwrap();
+
+        let mut tampered = env.clone();
+        tampered.events[1]
+            .event_data
+            .insert("value".into(), 2.into());
+        assert_eq!(
+            tampered.verify(&signer.public_key()),
+            Err(IntegrityError::BadSignature)
+        );
+        let other = SigningKey::from_bytes(&[4u8; 32]).verifying_key();
+        assert!(matches!(
+            env.verify(&other),
+            Err(IntegrityError::UnknownKey { .. })
+        ));
+        let mut foreign = env.clone();
+        foreign.events[0].gateway_id = "gw-2".into();
+        assert!(matches!(
+            foreign.verify(&signer.public_key()),
+            Err(IntegrityError::ForeignEvent { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let h = event_hash(&sample());
+        assert_eq!(hex(&h).len(), 64);
+        assert_eq!(parse_hash(&hex(&h)), Some(h));
+        assert_eq!(parse_hash("zz"), None);
+    }
+}
