@@ -1,6 +1,8 @@
 //! Every default and every accepted range, in one place. `config/example.toml` documents the
 //! same numbers; change both together.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
 /// An integer setting: its default, its accepted range and the unit shown in messages.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Int {
@@ -77,6 +79,14 @@ pub(super) const EVENTS_PER_MESSAGE: Int = int(100, 1, 10_000, "events");
 pub(super) const MAX_PACKET_KIB: Int = int(256, 1, 16_384, "KiB");
 pub(super) const HTTPS_BATCH_EVENTS: Int = int(500, 1, 10_000, "events");
 pub(super) const HTTPS_TIMEOUT_MS: Int = int(10_000, 100, 300_000, "ms");
+
+// [health]
+pub(super) const HEALTH_ENABLED: bool = true;
+/// Plain HTTP is accepted on loopback only; anything else needs TLS and a token.
+pub(super) const HEALTH_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
+/// The default maximum silence of a component before health turns not ok.
+pub(super) const STALL_AFTER_MS: Int = int(30_000, 1000, 3_600_000, "ms");
 
 // Station profiles (`devices/*.toml`)
 pub(super) const ADDRESSING: &str = "zero_based";

@@ -25,6 +25,7 @@
 
 mod defaults;
 mod error;
+mod health;
 mod profile;
 mod raw;
 mod report;
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use health::{HealthSettings, HealthTls};
 pub use profile::{Limits, Profile, Protocol, TagSpec};
 pub use secret::Secret;
 pub use settings::{
@@ -65,10 +67,13 @@ pub struct Config {
     pub severity: SeverityMap,
     pub stations: Vec<StationConfig>,
     pub forward: ForwardSettings,
+    pub health: HealthSettings,
 }
 
 /// Top-level tables of an agent configuration.
-const SECTIONS: &[&str] = &["agent", "buffer", "log", "severity", "stations", "forward"];
+const SECTIONS: &[&str] = &[
+    "agent", "buffer", "log", "severity", "stations", "forward", "health",
+];
 
 /// Reads and validates the configuration at `path` and the profiles it references.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -122,26 +127,32 @@ pub fn load_str(path_for_messages: &Path, text: &str) -> Result<Config, ConfigEr
         gateway_id.as_deref(),
         &base_dir,
     );
+    let health = health::health(&mut report, table.remove("health"), &base_dir);
 
     let mut errors = report.into_errors();
     let (profiles, profile_errors) = library.into_parts();
     errors.extend(profile_errors);
     let digest = digest(text.as_bytes(), &profiles);
-    match (agent, buffer, log, severity, stations, forward) {
-        (Some(agent), Some(buffer), Some(log), Some(severity), Some(stations), Some(forward))
-            if errors.is_empty() =>
-        {
-            Ok(Config {
-                path: path.to_owned(),
-                digest,
-                agent,
-                buffer,
-                log,
-                severity,
-                stations,
-                forward,
-            })
-        }
+    match (agent, buffer, log, severity, stations, forward, health) {
+        (
+            Some(agent),
+            Some(buffer),
+            Some(log),
+            Some(severity),
+            Some(stations),
+            Some(forward),
+            Some(health),
+        ) if errors.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            digest,
+            agent,
+            buffer,
+            log,
+            severity,
+            stations,
+            forward,
+            health,
+        }),
         _ => {
             if errors.is_empty() {
                 // Every `None` above comes with an error; this keeps the promise regardless.

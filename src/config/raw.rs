@@ -113,6 +113,25 @@ pub(super) struct Tls {
     pub(super) client_key: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Health {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<String>,
+    pub(super) tls: Option<HealthTls>,
+    pub(super) token: Option<toml::Value>,
+    pub(super) stall_after_ms: Option<i64>,
+}
+
+/// Both keys are required; they are `Option` so that validation names the missing one with
+/// what it must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthTls {
+    pub(super) cert_file: Option<String>,
+    pub(super) key_file: Option<String>,
+}
+
 /// `[profile]` of a station profile.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
