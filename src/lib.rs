@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod buffer;
+pub mod collector;
 pub mod config;
 pub mod event;
 pub mod forward;

@@ -1,0 +1,1 @@
+//! Event queries and stats (filled in with the query API).

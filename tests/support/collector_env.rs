@@ -1,0 +1,418 @@
+//! Test harness for the collector, over real servers and real sockets.
+//!
+//! - [`postgres`]: one private PostgreSQL per test binary (initdb'd in a temp dir, loopback
+//!   port, stopped when the binary exits); [`database`] gives each test its own database.
+//! - [`mosquitto`]: a private Mosquitto per test (or more, for restarts).
+//! - [`Pki`]: a CA, a server certificate for 127.0.0.1 and client certificates.
+//! - [`Env`]: a running collector (HTTPS with mTLS) on its own database, with helpers to
+//!   register gateways, make tokens, post batches and look into the database.
+//!
+//! Include with `#[path = "support/collector_env.rs"] mod env;`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use linesentry::collector::config;
+use linesentry::collector::local::{
+    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
+};
+use linesentry::collector::{auth, registry, Collector};
+use linesentry::event::integrity::{event_hash, hex, BatchSigner, EventHash};
+use linesentry::event::{SecurityEvent, Severity, Timestamp};
+use serde_json::Value;
+
+/// The private PostgreSQL of this test binary.
+pub fn postgres() -> &'static LocalPostgres {
+    static PG: OnceLock<LocalPostgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        LocalPostgres::start(&PostgresOptions::default())
+            .unwrap_or_else(|e| panic!("cannot start a private PostgreSQL for the tests: {e}"))
+    })
+}
+
+/// A fresh, empty database; returns its URL.
+pub async fn database() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let pg = postgres();
+    pg.create_database(&name).await.expect("create database");
+    pg.url(&name)
+}
+
+/// A private Mosquitto with an anonymous loopback listener.
+pub fn mosquitto() -> LocalMosquitto {
+    LocalMosquitto::start(&MosquittoOptions::default())
+        .unwrap_or_else(|e| panic!("cannot start a private Mosquitto for the tests: {e}"))
+}
+
+/// A connected client for assertions.
+pub async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(conn);
+    client
+}
+
+/// A CA, a server certificate for 127.0.0.1 / localhost, and client certificates.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "linesentry test CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let ca_pem = ca.pem();
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("write");
+        let pki = Self {
+            dir,
+            ca_pem,
+            ca_params,
+            ca_key,
+        };
+        let (cert, key) = pki.issue(&["127.0.0.1", "localhost"], false);
+        std::fs::write(pki.path("server.pem"), cert).expect("write");
+        std::fs::write(pki.path("server.key"), key).expect("write");
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// (certificate PEM, key PEM) signed by the CA.
+    pub fn issue(&self, names: &[&str], client: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// How to start a collector.
+#[derive(Clone)]
+pub struct EnvOptions {
+    /// MQTT broker port; None: no MQTT ingest.
+    pub mqtt_port: Option<u16>,
+    pub mqtt_client_id: String,
+    pub share_group: Option<String>,
+    pub gap_after_s: u64,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    /// More TOML, appended.
+    pub extra: String,
+    /// Reuse this database instead of a fresh one.
+    pub database: Option<String>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            mqtt_port: None,
+            mqtt_client_id: "collector-test".into(),
+            share_group: None,
+            gap_after_s: 300,
+            workers: 2,
+            max_body_bytes: 1024 * 1024,
+            extra: String::new(),
+            database: None,
+        }
+    }
+}
+
+/// A running collector and what a test needs around it.
+pub struct Env {
+    pub collector: Option<Collector>,
+    pub db_url: String,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub pki: Pki,
+    pub options: EnvOptions,
+    pub settings: config::Settings,
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Env {
+    pub async fn start(options: EnvOptions) -> Self {
+        install_crypto();
+        let db_url = match &options.database {
+            Some(u) => u.clone(),
+            None => database().await,
+        };
+        let pki = Pki::new();
+        let settings = Self::settings(&options, &db_url, &pki);
+        let collector = Collector::start(settings.clone())
+            .await
+            .unwrap_or_else(|e| panic!("collector did not start: {e}"));
+        let base = format!("https://127.0.0.1:{}", collector.http_addr().port());
+        let http = Self::client(&pki, None);
+        Self {
+            collector: Some(collector),
+            db_url,
+            base,
+            http,
+            pki,
+            options,
+            settings,
+        }
+    }
+
+    fn settings(options: &EnvOptions, db_url: &str, pki: &Pki) -> config::Settings {
+        let mut text = format!(
+            r#"
+[collector]
+id = "collector-test"
+
+[database]
+url = "{db_url}"
+pool_size = 16
+
+[ingest]
+workers = {workers}
+gap_after_s = {gap}
+max_body_bytes = {max_body}
+
+[http]
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+client_ca = "{ca}"
+"#,
+            workers = options.workers,
+            gap = options.gap_after_s,
+            max_body = options.max_body_bytes,
+            cert = pki.path("server.pem").display(),
+            key = pki.path("server.key").display(),
+            ca = pki.path("ca.pem").display(),
+        );
+        if let Some(port) = options.mqtt_port {
+            text.push_str(&format!(
+                "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{}\"\nplain = true\nkeep_alive_s = 5\n",
+                options.mqtt_client_id
+            ));
+            if let Some(g) = &options.share_group {
+                text.push_str(&format!("share_group = \"{g}\"\n"));
+            }
+        }
+        text.push_str(&options.extra);
+        config::parse(&text, std::path::Path::new("test.toml"), pki.dir.path())
+            .unwrap_or_else(|e| panic!("test config: {e}"))
+    }
+
+    /// An HTTPS client trusting the test CA, optionally presenting a client certificate.
+    pub fn client(pki: &Pki, identity: Option<(&str, &str)>) -> reqwest::Client {
+        install_crypto();
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("CA")])
+            .timeout(Duration::from_secs(30));
+        if let Some((cert, key)) = identity {
+            let pem = format!("{cert}{key}");
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        b.build().expect("client")
+    }
+
+    pub fn collector(&self) -> &Collector {
+        self.collector.as_ref().expect("collector running")
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        sql(&self.db_url).await
+    }
+
+    /// Registers a gateway with a fresh key; returns its signer.
+    pub async fn gateway(&self, id: &str) -> BatchSigner {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random");
+        let key = SigningKey::from_bytes(&seed);
+        registry::add_gateway(
+            self.collector().pool(),
+            id,
+            &key.verifying_key(),
+            None,
+            None,
+        )
+        .await
+        .expect("register gateway");
+        BatchSigner::new(id, key)
+    }
+
+    pub async fn token(&self, role: auth::Role, gateway: Option<&str>) -> String {
+        auth::create_token(
+            self.collector().pool(),
+            &format!("{role}-test"),
+            role,
+            gateway,
+        )
+        .await
+        .expect("token")
+        .1
+    }
+
+    /// POSTs a body to the ingest endpoint.
+    pub async fn post(&self, token: Option<&str>, body: Vec<u8>, gzip: bool) -> (u16, Value) {
+        post_with(&self.http, &self.base, token, body, gzip).await
+    }
+
+    pub async fn get(&self, token: &str, path_and_query: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls `sql` (returning one bigint) until it equals `want` or 20 s pass.
+    pub async fn wait_count(&self, sql_text: &str, want: i64) -> i64 {
+        let db = self.db().await;
+        let mut last = -1;
+        for _ in 0..400 {
+            last = db.query_one(sql_text, &[]).await.expect("query").get(0);
+            if last == want {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(c) = self.collector.take() {
+            c.shutdown().await;
+        }
+    }
+}
+
+pub async fn post_with(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    gzip: bool,
+) -> (u16, Value) {
+    let mut req = http.post(format!("{base}/api/v1/ingest"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let body = if gzip {
+        req = req.header("content-encoding", "gzip");
+        gzip_bytes(&body)
+    } else {
+        body
+    };
+    let resp = req
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+pub fn gzip_bytes(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(body).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// A gateway's event stream as the agent's queue would number and chain it.
+pub struct Chain {
+    pub gateway_id: String,
+    pub next_seq: u64,
+    pub last_hash: Option<EventHash>,
+}
+
+impl Chain {
+    pub fn new(gateway_id: &str) -> Self {
+        Self {
+            gateway_id: gateway_id.into(),
+            next_seq: 1,
+            last_hash: None,
+        }
+    }
+
+    /// Numbers and links `e` as the next event.
+    pub fn link(&mut self, mut e: SecurityEvent) -> SecurityEvent {
+        e.gateway_id = self.gateway_id.clone();
+        e.seq = self.next_seq;
+        e.prev_hash = self.last_hash.map(|h| hex(&h));
+        self.next_seq += 1;
+        self.last_hash = Some(event_hash(&e));
+        e
+    }
+
+    /// `n` numbered and linked events of `event_type`.
+    pub fn events(&mut self, event_type: &str, n: usize) -> Vec<SecurityEvent> {
+        (0..n)
+            .map(|i| {
+                self.link(
+                    SecurityEvent::new(&self.gateway_id, event_type)
+                        .station("press-01")
+                        .data("tag", "die_temp_sp")
+                        .data("value", 180.0 + i as f64)
+                        .context("source", "modbus"),
+                )
+            })
+            .collect()
+    }
+}
+
+/// An event with a specific type and severity, now.
+pub fn event(event_type: &str, severity: Severity) -> SecurityEvent {
+    SecurityEvent::new("placeholder", event_type)
+        .severity(severity)
+        .at(Timestamp::now())
+}
