@@ -462,7 +462,7 @@ impl LocalMosquitto {
         let log = dir.join("mosquitto.log");
         let mut text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages {}\nmax_queued_messages {}\nmax_packet_size 0\n\
+             max_inflight_messages {}\nmax_queued_messages {}\n\
              log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
             options.max_inflight_messages, options.max_queued_messages
         );
@@ -490,8 +490,10 @@ impl LocalMosquitto {
         if wait_for_port(port, &mut server, Duration::from_secs(10)) {
             Ok(server)
         } else {
+            // Read before stopping: the watchdog removes the directory.
+            let tail = log_tail(&log);
             server.stop();
-            Err(log_tail(&log))
+            Err(tail)
         }
     }
 

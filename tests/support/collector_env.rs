@@ -328,6 +328,93 @@ client_ca = "{ca}"
             c.shutdown().await;
         }
     }
+
+    /// Stops the collector at once, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(c) = self.collector.take() {
+            c.abort();
+        }
+    }
+}
+
+/// A test MQTT client that publishes with QoS 1 and counts the broker's PUBACKs.
+pub struct Publisher {
+    pub client: rumqttc::AsyncClient,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, client_id: &str) -> Self {
+        let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = std::sync::Arc::clone(&acked);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready = Some(ready_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("publisher connected")
+            .expect("publisher connected");
+        Self {
+            client,
+            acked,
+            task,
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Waits until the broker acknowledged `n` publishes in total.
+    pub async fn wait_acked(&self, n: u64) {
+        for _ in 0..400 {
+            if self.acked.load(Ordering::Relaxed) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "broker acknowledged {} of {n} publishes",
+            self.acked.load(Ordering::Relaxed)
+        );
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The events topic of a batch: `linesentry/v1/{site}/{gateway}/events/{severity}/{type}`.
+pub fn events_topic(gateway: &str, first: &SecurityEvent) -> String {
+    format!(
+        "linesentry/v1/site-a/{gateway}/events/{}/{}",
+        first.severity, first.event_type
+    )
 }
 
 pub async fn post_with(
