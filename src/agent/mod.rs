@@ -13,10 +13,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{OpenError, Queue, QueueError, QueueOptions};
+use crate::config::Strategy;
 use crate::config::{Config, StationConfig};
+use crate::event::integrity::BatchSigner;
 use crate::event::Timestamp;
 use crate::event::{SecurityEvent, SeverityMap};
-use crate::forward::{ConsoleFormat, ConsoleSink, ForwardCounters, Forwarder};
+use crate::forward::identity::{Identity, IdentityError};
+use crate::forward::mqtt::{GatewayInfo, MqttSink};
+use crate::forward::route::{Both, Fallback};
+use crate::forward::{
+    ConsoleFormat, ConsoleSink, ForwardCounters, ForwardOptions, Forwarder, Sink,
+};
+use crate::health::{notify, Heartbeat, Liveness, Metrics, Server, StationMetrics};
 use crate::rules::{Baseline, RuleTag, StationRules};
 use crate::source::{Source, SourceContext, SourceError};
 
@@ -39,6 +47,10 @@ pub enum AgentError {
         "forwarding to {0} is not available in this build; remove [forward.{0}] or use console"
     )]
     UnsupportedSink(&'static str),
+    #[error("gateway identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("[forward.{sink}]: {reason}")]
+    Sink { sink: &'static str, reason: String },
 }
 
 /// Choices the command line makes on top of the config file.
@@ -86,7 +98,6 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
-    check_supported(&config)?;
     // Every source is built before anything starts, so a bad one stops the start-up.
     let mut sources = Vec::new();
     for (i, station) in config.stations.iter().filter(|s| s.enabled).enumerate() {
@@ -104,9 +115,16 @@ pub async fn run(
         })?;
         sources.push((station.clone(), source));
     }
+    let sink = build_sink(&config, &options)?;
     let (queue, report) = Queue::open(queue_options(&config))?;
     tracing::info!(store = %queue.path().display(), depth = report.depth, next_seq = report.next_seq,
         "buffer open");
+    let metrics = Metrics::new();
+    let liveness = Liveness::new(config.health.stall_after);
+    metrics.observe_queue(&queue);
+    liveness.observe_queue(&queue);
+    let health_stop = CancellationToken::new();
+    let health = start_health(&config, &metrics, &liveness, &health_stop).await;
     let gateway: Arc<str> = Arc::from(config.agent.gateway_id.as_str());
     let severities = Arc::new(config.severity.clone());
 
@@ -121,6 +139,11 @@ pub async fn run(
     let mut stations = JoinSet::new();
     let count = sources.len();
     for (station, source) in sources {
+        let counters = metrics.station(&station.id);
+        let silence = liveness
+            .default_silence()
+            .max(2 * station.poll_interval + station.timeout);
+        let beat = liveness.register(&format!("station/{}", station.id), silence);
         stations.spawn(run_station(
             station,
             source,
@@ -128,23 +151,42 @@ pub async fn run(
             severities.clone(),
             queue.clone(),
             polling.clone(),
+            (counters, beat),
         ));
     }
     tracing::info!(stations = count, gateway = %gateway, "agent running");
 
     let forwarding = CancellationToken::new();
-    let console = options
-        .console
-        .or(config.forward.console.then_some(ConsoleFormat::Json));
     let grace = config.agent.shutdown_grace;
-    let forwarder = console.map(|format| {
+    let forwarder = sink.map(|sink| {
+        let name = sink.name();
+        let options = forward_options(&config);
+        // A send may take a connect timeout and an ack timeout; a retry waits the backoff.
+        let silence = liveness
+            .default_silence()
+            .max(options.backoff_cap + Duration::from_secs(30));
+        let beat = liveness.register(&format!("forward/{name}"), silence);
         tokio::spawn(
-            Forwarder::new(queue.clone(), ConsoleSink::new(format), 500)
+            Forwarder::new(queue.clone(), sink, options)
+                .with_health(metrics.sink(name), beat)
                 .run(forwarding.clone(), grace),
         )
     });
+    let notifier = notify::Notifier::from_env();
+    if let Err(e) = notifier.ready(&format!("polling {count} stations")) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        tokio::spawn(notify::watchdog(
+            notifier.clone(),
+            interval,
+            liveness.clone(),
+            health_stop.clone(),
+        ));
+    }
 
     shutdown.cancelled().await;
+    let _ = notifier.stopping("draining");
     tracing::info!("shutting down: stopping polls");
     polling.cancel();
     let mut summary = RunSummary {
@@ -172,6 +214,10 @@ pub async fn run(
         }
     }
     summary.buffered = queue.stats().depth;
+    health_stop.cancel();
+    if let Some(task) = health {
+        let _ = task.await;
+    }
     queue.close().await;
     tracing::info!(
         readings = summary.readings,
@@ -191,15 +237,119 @@ fn lifecycle(config: &Config, event_type: &str) -> SecurityEvent {
         .context("site", config.agent.site.clone())
 }
 
-/// Refuses, before anything starts, a forwarder this build cannot run.
-fn check_supported(config: &Config) -> Result<(), AgentError> {
-    if config.forward.mqtt.is_some() {
-        return Err(AgentError::UnsupportedSink("mqtt"));
+/// Starts the health endpoint. A port that is taken or a TLS file that is wrong is logged as
+/// an error and the agent runs on without the endpoint: collecting events matters more than
+/// reporting on it, and the systemd watchdog does not depend on the endpoint.
+async fn start_health(
+    config: &Config,
+    metrics: &Metrics,
+    liveness: &Liveness,
+    stop: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !config.health.enabled {
+        return None;
     }
-    if config.forward.https.is_some() {
-        return Err(AgentError::UnsupportedSink("https"));
+    match Server::bind(&config.health).await {
+        Ok(server) => {
+            tracing::info!(listen = %server.local_addr(), "health endpoint: /healthz /metrics");
+            Some(tokio::spawn(server.run(
+                metrics.clone(),
+                liveness.clone(),
+                stop.clone(),
+            )))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health endpoint not started; the agent runs on without it");
+            None
+        }
     }
-    Ok(())
+}
+
+/// Pacing and reporting of the forwarder, from the config.
+pub fn forward_options(config: &Config) -> ForwardOptions {
+    let f = &config.forward;
+    ForwardOptions {
+        batch_events: f.batch_events,
+        replay_events_per_second: f.replay_events_per_second,
+        replay_jitter: f.replay_jitter,
+        upstream_down_after: f.upstream_down_after,
+        severities: Arc::new(config.severity.clone()),
+        ..ForwardOptions::new(config.agent.gateway_id.as_str())
+    }
+}
+
+/// The gateway's batch signer, from its identity key (created on first start).
+pub fn signer(config: &Config) -> Result<BatchSigner, AgentError> {
+    let identity = Identity::load_or_create(&config.agent.data_dir)?;
+    if identity.created {
+        tracing::warn!(key_id = %identity.key_id(), public_key = %identity.public_key_base64(),
+            "new gateway identity: register this public key with the collector");
+    }
+    Ok(BatchSigner::new(
+        config.agent.gateway_id.as_str(),
+        identity.key,
+    ))
+}
+
+/// The sink the configuration asks for: MQTT and/or HTTPS by `forward.strategy`, plus the
+/// console when asked (then an event counts as delivered once every sink has it). `None`
+/// when nothing forwards: events stay buffered.
+fn build_sink(config: &Config, options: &RunOptions) -> Result<Option<Box<dyn Sink>>, AgentError> {
+    let console = options
+        .console
+        .or(config.forward.console.then_some(ConsoleFormat::Json))
+        .map(|format| Box::new(ConsoleSink::new(format)) as Box<dyn Sink>);
+    let f = &config.forward;
+    let network: Option<Box<dyn Sink>> = if f.mqtt.is_none() && f.https.is_none() {
+        None
+    } else {
+        let signer = signer(config)?;
+        let mqtt = f
+            .mqtt
+            .clone()
+            .map(|settings| {
+                let info = GatewayInfo {
+                    site: config.agent.site.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    config_digest: config.digest.clone(),
+                };
+                MqttSink::new(settings, signer.clone(), info)
+                    .map(|s| Box::new(s) as Box<dyn Sink>)
+                    .map_err(|e| AgentError::Sink {
+                        sink: "mqtt",
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        let https = f
+            .https
+            .clone()
+            .map(|settings| {
+                crate::forward::https::HttpsSink::new(settings, signer.clone())
+                    .map(|s| Box::new(s) as Box<dyn Sink>)
+                    .map_err(|e| AgentError::Sink {
+                        sink: "https",
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        match (f.strategy, mqtt, https) {
+            (Strategy::MqttThenHttps, Some(m), Some(h)) => {
+                Some(Box::new(Fallback::new(m, h, f.fallback_after)))
+            }
+            (Strategy::HttpsThenMqtt, Some(m), Some(h)) => {
+                Some(Box::new(Fallback::new(h, m, f.fallback_after)))
+            }
+            (Strategy::Both, Some(m), Some(h)) => Some(Box::new(Both::new(m, h))),
+            (Strategy::Https, _, Some(h)) => Some(h),
+            (_, Some(m), _) => Some(m),
+            (_, None, h) => h,
+        }
+    };
+    Ok(match (network, console) {
+        (Some(n), Some(c)) => Some(Box::new(Both::new(n, c))),
+        (n, c) => n.or(c),
+    })
 }
 
 /// The rules' view of a station's tags.
@@ -228,6 +378,7 @@ async fn run_station(
     severities: Arc<SeverityMap>,
     queue: Queue,
     shutdown: CancellationToken,
+    (counters, beat): (StationMetrics, Heartbeat),
 ) -> StationOutcome {
     let mut rules = StationRules::new(
         gateway,
@@ -258,13 +409,22 @@ async fn run_station(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => break,
         }
+        let started = std::time::Instant::now();
         let poll = source.poll().await;
+        let latency = started.elapsed();
+        beat.beat();
         outcome.readings += poll.readings.len() as u64;
         for error in &poll.errors {
             tracing::debug!(station = %station.id, %error, "poll error");
         }
         let events = rules.observe(&poll, Timestamp::now());
         outcome.events += events.len() as u64;
+        counters.record_poll(
+            latency,
+            poll.errors.len(),
+            poll.readings.len(),
+            events.len(),
+        );
         pending.extend(events);
         if let Some(state) = rules.take_state() {
             pending_state = Some(state);
@@ -287,6 +447,7 @@ async fn run_station(
                     let excess = pending.len() - STATION_PENDING_MAX;
                     pending.drain(..excess);
                     outcome.dropped_unconfirmed += excess as u64;
+                    counters.dropped_unconfirmed(excess);
                     tracing::error!(station = %station.id, dropped = excess,
                         "events dropped: the buffer has refused appends for too long");
                 }
@@ -299,9 +460,11 @@ async fn run_station(
         let state = pending_state.map(|bytes| (state_key.clone(), bytes));
         if let Err(e) = queue.append_with_state(&pending, state).await {
             outcome.dropped_unconfirmed += pending.len() as u64;
+            counters.dropped_unconfirmed(pending.len());
             tracing::error!(station = %station.id, error = %e, dropped = pending.len(),
                 "events lost at shutdown: the buffer refused them");
         }
     }
+    beat.retire();
     outcome
 }

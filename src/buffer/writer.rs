@@ -446,15 +446,14 @@ impl Writer {
         seqs: Option<Vec<u64>>,
     ) -> Result<u64, QueueError> {
         let mut dead = txn.open_table(DEAD).map_err(QueueError::storage)?;
-        let seqs = match seqs {
-            Some(seqs) => seqs,
-            None => {
-                let mut all = Vec::new();
-                for item in dead.iter().map_err(QueueError::storage)? {
-                    all.push(item.map_err(QueueError::storage)?.0.value());
-                }
-                all
+        let seqs = if let Some(seqs) = seqs {
+            seqs
+        } else {
+            let mut all = Vec::new();
+            for item in dead.iter().map_err(QueueError::storage)? {
+                all.push(item.map_err(QueueError::storage)?.0.value());
             }
+            all
         };
         let quota = self.opts.quota_bytes;
         let mut moved = 0;

@@ -79,6 +79,20 @@ pub(super) const EVENTS_PER_MESSAGE: Int = int(100, 1, 10_000, "events");
 pub(super) const MAX_PACKET_KIB: Int = int(256, 1, 16_384, "KiB");
 pub(super) const HTTPS_BATCH_EVENTS: Int = int(500, 1, 10_000, "events");
 pub(super) const HTTPS_TIMEOUT_MS: Int = int(10_000, 100, 300_000, "ms");
+pub(super) const MQTT_PROTOCOL: &str = "3.1.1";
+pub(super) const MQTT_KEEP_ALIVE_S: Int = int(30, 5, 3600, "s");
+pub(super) const MQTT_ACK_TIMEOUT_MS: Int = int(10_000, 100, 300_000, "ms");
+pub(super) const MQTT_INFLIGHT: Int = int(256, 1, 65_535, "messages");
+/// Events read from the queue per forwarding round (split into messages / requests).
+pub(super) const FORWARD_BATCH_EVENTS: Int = int(1000, 1, 100_000, "events");
+/// Backlog telemetry replay rate; alerts are never held back by it.
+pub(super) const REPLAY_EVENTS_PER_SECOND: Int = int(25_000, 1, 10_000_000, "events/s");
+/// After an outage, the telemetry backlog starts after a random delay up to this.
+pub(super) const REPLAY_JITTER_MS: Int = int(2_000, 0, 600_000, "ms");
+/// The primary sink failing this long switches to the fallback.
+pub(super) const FALLBACK_AFTER_MS: Int = int(30_000, 0, 3_600_000, "ms");
+/// Nothing accepted for this long while events wait raises `forward.upstream_down`.
+pub(super) const UPSTREAM_DOWN_AFTER_MS: Int = int(60_000, 1000, 86_400_000, "ms");
 
 // [health]
 pub(super) const HEALTH_ENABLED: bool = true;

@@ -45,7 +45,7 @@ pub use profile::{Limits, Profile, Protocol, TagSpec};
 pub use secret::Secret;
 pub use settings::{
     AgentSettings, BufferSettings, ForwardSettings, HttpsSettings, LogFormat, LogSettings,
-    MqttSettings, TlsSettings,
+    MqttProtocol, MqttSettings, Strategy, TlsSettings,
 };
 pub use station::{
     OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, StationConfig,

@@ -93,6 +93,10 @@ pub(super) struct Mqtt {
     pub(super) topic_prefix: Option<String>,
     pub(super) events_per_message: Option<i64>,
     pub(super) max_packet_kib: Option<i64>,
+    pub(super) protocol: Option<String>,
+    pub(super) keep_alive_s: Option<i64>,
+    pub(super) ack_timeout_ms: Option<i64>,
+    pub(super) inflight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

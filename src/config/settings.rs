@@ -52,6 +52,34 @@ pub struct ForwardSettings {
     pub console: bool,
     pub mqtt: Option<MqttSettings>,
     pub https: Option<HttpsSettings>,
+    /// Which of the configured sinks receive events, and in which order.
+    pub strategy: Strategy,
+    pub fallback_after: Duration,
+    pub batch_events: usize,
+    pub replay_events_per_second: u32,
+    pub replay_jitter: Duration,
+    pub upstream_down_after: Duration,
+}
+
+/// How events are routed when MQTT and HTTPS are both configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Mqtt,
+    Https,
+    /// MQTT; HTTPS while the broker has failed for `fallback_after`.
+    MqttThenHttps,
+    HttpsThenMqtt,
+    /// Both; an event counts as delivered once both acknowledged it.
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +94,12 @@ pub struct MqttSettings {
     pub topic_prefix: String,
     pub events_per_message: usize,
     pub max_packet_bytes: usize,
+    pub protocol: MqttProtocol,
+    pub keep_alive: Duration,
+    /// A message not acknowledged within this ends the connection (and is re-sent).
+    pub ack_timeout: Duration,
+    /// Messages published and not yet acknowledged, at most.
+    pub inflight: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,7 +369,63 @@ pub(super) fn forward(
             return None;
         }
     };
-    report.unknown_keys("forward", &table, &["console", "mqtt", "https"]);
+    report.unknown_keys(
+        "forward",
+        &table,
+        &[
+            "console",
+            "mqtt",
+            "https",
+            "strategy",
+            "fallback_after_ms",
+            "batch_events",
+            "replay_events_per_second",
+            "replay_jitter_ms",
+            "upstream_down_after_ms",
+        ],
+    );
+    let mut int_key = |report: &mut Report<'_>, key: &str, setting| match table.remove(key) {
+        None => report.int(&format!("forward.{key}"), None, setting),
+        Some(toml::Value::Integer(i)) => report.int(&format!("forward.{key}"), Some(i), setting),
+        Some(other) => {
+            report.error(
+                &format!("forward.{key}"),
+                format!("expected an integer, found {}", type_name(&other)),
+            );
+            None
+        }
+    };
+    let fallback_after = int_key(report, "fallback_after_ms", defaults::FALLBACK_AFTER_MS);
+    let batch_events = int_key(report, "batch_events", defaults::FORWARD_BATCH_EVENTS);
+    let replay_rate = int_key(
+        report,
+        "replay_events_per_second",
+        defaults::REPLAY_EVENTS_PER_SECOND,
+    );
+    let replay_jitter = int_key(report, "replay_jitter_ms", defaults::REPLAY_JITTER_MS);
+    let down_after = int_key(
+        report,
+        "upstream_down_after_ms",
+        defaults::UPSTREAM_DOWN_AFTER_MS,
+    );
+    let strategy = match table.remove("strategy") {
+        None => Some(None),
+        Some(toml::Value::String(s)) => report
+            .choice::<Strategy>("forward.strategy", &s)
+            .map(Some)
+            .ok_or(())
+            .ok(),
+        Some(other) => {
+            report.error(
+                "forward.strategy",
+                format!(
+                    "expected one of mqtt, https, mqtt_then_https, https_then_mqtt, both; found {}",
+                    type_name(&other)
+                ),
+            );
+            None
+        }
+    };
     let console = match table.remove("console") {
         None => Some(defaults::CONSOLE),
         Some(toml::Value::Boolean(b)) => Some(b),
@@ -353,11 +443,48 @@ pub(super) fn forward(
     let https = table
         .remove("https")
         .map(|value| https(report, value, base_dir));
+    let strategy = resolve_strategy(report, strategy?, mqtt.is_some(), https.is_some());
     Some(ForwardSettings {
         console: console?,
         mqtt: mqtt.map_or(Some(None), |m| m.map(Some))?,
         https: https.map_or(Some(None), |h| h.map(Some))?,
+        strategy,
+        fallback_after: Duration::from_millis(fallback_after? as u64),
+        batch_events: batch_events? as usize,
+        replay_events_per_second: replay_rate? as u32,
+        replay_jitter: Duration::from_millis(replay_jitter? as u64),
+        upstream_down_after: Duration::from_millis(down_after? as u64),
     })
+}
+
+/// The configured strategy, checked against the sinks present, or the default for them.
+fn resolve_strategy(
+    report: &mut Report<'_>,
+    given: Option<Strategy>,
+    has_mqtt: bool,
+    has_https: bool,
+) -> Strategy {
+    match given {
+        Some(s) => {
+            let needs: &[(&str, bool)] = match s {
+                Strategy::Mqtt => &[("mqtt", has_mqtt)],
+                Strategy::Https => &[("https", has_https)],
+                _ => &[("mqtt", has_mqtt), ("https", has_https)],
+            };
+            for (name, present) in needs {
+                if !present {
+                    report.error(
+                        "forward.strategy",
+                        format!("strategy needs a [forward.{name}] section, which is missing"),
+                    );
+                }
+            }
+            s
+        }
+        None if has_https && !has_mqtt => Strategy::Https,
+        None if has_https => Strategy::MqttThenHttps,
+        None => Strategy::Mqtt,
+    }
 }
 
 fn mqtt(
@@ -392,6 +519,7 @@ fn mqtt(
         raw.port.unwrap_or(default_port),
         defaults::PORT,
     );
+    let session = mqtt_session(report, &raw);
     let client_id = raw.client_id.or_else(|| gateway_id.map(str::to_owned));
     if client_id.as_deref() == Some("") {
         report.error(
@@ -432,6 +560,15 @@ fn mqtt(
         raw.max_packet_kib,
         defaults::MAX_PACKET_KIB,
     );
+    if tls.is_none() && !is_loopback_host(&raw.host) {
+        report.error(
+            "forward.mqtt.tls",
+            format!(
+                "broker `{}` is not a loopback address: expected a [forward.mqtt.tls] table (plain MQTT is refused off this host)",
+                raw.host.escape_debug()
+            ),
+        );
+    }
     if report.error_count() > before {
         return None;
     }
@@ -445,7 +582,47 @@ fn mqtt(
         topic_prefix,
         events_per_message: per_message? as usize,
         max_packet_bytes: max_packet? as usize * 1024,
+        protocol: session.0?,
+        keep_alive: session.1?,
+        ack_timeout: session.2?,
+        inflight: session.3?,
     })
+}
+
+type Session = (
+    Option<MqttProtocol>,
+    Option<Duration>,
+    Option<Duration>,
+    Option<u16>,
+);
+
+/// Protocol version, keep-alive, ack timeout and in-flight window of `[forward.mqtt]`.
+fn mqtt_session(report: &mut Report<'_>, raw: &raw::Mqtt) -> Session {
+    let protocol = report.choice::<MqttProtocol>(
+        "forward.mqtt.protocol",
+        raw.protocol.as_deref().unwrap_or(defaults::MQTT_PROTOCOL),
+    );
+    let keep_alive = report.int(
+        "forward.mqtt.keep_alive_s",
+        raw.keep_alive_s,
+        defaults::MQTT_KEEP_ALIVE_S,
+    );
+    let ack_timeout = report.int(
+        "forward.mqtt.ack_timeout_ms",
+        raw.ack_timeout_ms,
+        defaults::MQTT_ACK_TIMEOUT_MS,
+    );
+    let inflight = report.int(
+        "forward.mqtt.inflight",
+        raw.inflight,
+        defaults::MQTT_INFLIGHT,
+    );
+    (
+        protocol,
+        keep_alive.map(|s| Duration::from_secs(s as u64)),
+        ack_timeout.map(|ms| Duration::from_millis(ms as u64)),
+        inflight.map(|n| n as u16),
+    )
 }
 
 fn https(report: &mut Report<'_>, value: toml::Value, base_dir: &Path) -> Option<HttpsSettings> {
@@ -509,14 +686,20 @@ fn check_https_url(url: &str) -> Result<(), &'static str> {
     if host.is_empty() {
         return Err("the URL has no host");
     }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if plain && !loopback {
+    if plain && !is_loopback_host(host) {
         return Err("plain http is refused for a non-loopback host");
     }
     Ok(())
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `None` inside when a path is wrong (already reported).

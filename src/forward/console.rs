@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{Sink, SinkError};
+use super::{SendFuture, Sink, SinkError};
 use crate::event::SecurityEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,18 +45,18 @@ impl Sink for ConsoleSink {
         "console"
     }
 
-    async fn send(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+    fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
         let mut text = String::new();
         for e in batch {
             text.push_str(&self.line(e));
             text.push('\n');
         }
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| SinkError::Transient {
-                sink: "console",
-                reason: e.to_string(),
-            })
+        let result = {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| SinkError::transient("console", e.to_string()))
+        };
+        Box::pin(async move { result })
     }
 }

@@ -1,170 +1,125 @@
-//! Forwarding: where events leave. A [`Forwarder`] reads batches from the head of the
-//! durable queue, hands them to a [`Sink`], and acknowledges them in the queue only after the
-//! sink reports the receiver has them. A failing sink is retried with capped exponential
-//! backoff and jitter; nothing is acknowledged that was not delivered.
+//! Forwarding: where events leave.
+//!
+//! A [`Forwarder`] reads batches from the head of the durable queue, hands them to a
+//! [`Sink`], and acknowledges events in the queue only once the sink reports that the
+//! receiver has them (MQTT PUBACK, HTTP 2xx). The queue stays the source of truth: a sink
+//! keeps no events of its own, so whatever a broken connection lost is simply read again.
+//!
+//! - **Order and priority**: warn-or-higher events (the queue's alerts lane) go first; the
+//!   telemetry backlog drains oldest first behind them at `replay_events_per_second`, and
+//!   after an outage only after a random delay up to `replay_jitter`, so hundreds of
+//!   gateways coming back together do not flood the receiver at once.
+//! - **Failures**: a transient failure (connection down, timeout, 5xx) keeps the batch and
+//!   retries with capped exponential backoff and jitter; what the receiver did confirm before
+//!   the failure is acknowledged. A rejection (4xx, too large) is narrowed down by splitting
+//!   the batch until the offending events are found; only those move to the store's
+//!   dead-letter table, with a `forward.dead_lettered` event, and the rest go on.
+//! - **Outage**: nothing accepted for `upstream_down_after` while events wait raises one
+//!   `forward.upstream_down` per outage.
+//! - **Routing**: [`route::Fallback`] (primary, secondary while the primary fails) and
+//!   [`route::Both`] combine sinks.
+//!
+//! Tamper evidence travels with every batch: events carry their `prev_hash` link (set by
+//! the queue) and sinks seal each message or request with the gateway's Ed25519 key
+//! ([`crate::event::integrity::BatchSigner`], key file from [`identity`]).
 
+mod backoff;
 mod console;
+mod engine;
+pub mod https;
+pub mod identity;
+pub mod mqtt;
+pub mod route;
+pub mod tls;
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::buffer::{Ack, Queue, QueueError};
 use crate::event::SecurityEvent;
 
+pub use backoff::{Backoff, TokenBucket};
 pub use console::{ConsoleFormat, ConsoleSink};
+pub use engine::{ForwardCounters, ForwardOptions, ForwardStats, Forwarder};
 
-/// Why a batch was not delivered.
-#[derive(Debug, thiserror::Error)]
+/// Why a batch was not (completely) delivered.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// Worth retrying later (connection down, timeout, 5xx).
+    /// Worth retrying later (connection down, timeout, 5xx). `delivered` lists the seqs the
+    /// receiver did confirm before the failure.
     #[error("{sink}: delivery failed, will retry: {reason}")]
-    Transient { sink: &'static str, reason: String },
+    Transient {
+        sink: &'static str,
+        reason: String,
+        delivered: Vec<u64>,
+    },
+    /// The receiver refuses events of this batch and would refuse them again. `culprits`
+    /// names them when the sink knows which (else the forwarder splits the batch to find
+    /// them); `delivered` lists what was confirmed anyway.
+    #[error("{sink}: receiver rejected the batch: {reason}")]
+    Rejected {
+        sink: &'static str,
+        reason: String,
+        culprits: Vec<u64>,
+        delivered: Vec<u64>,
+    },
 }
 
-/// A receiver of event batches. `send` returns only when the receiver has the batch.
+impl SinkError {
+    pub fn transient(sink: &'static str, reason: impl Into<String>) -> Self {
+        SinkError::Transient {
+            sink,
+            reason: reason.into(),
+            delivered: Vec::new(),
+        }
+    }
+
+    pub fn rejected(sink: &'static str, reason: impl Into<String>) -> Self {
+        SinkError::Rejected {
+            sink,
+            reason: reason.into(),
+            culprits: Vec::new(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Seqs confirmed despite the error.
+    pub fn delivered(&self) -> &[u64] {
+        match self {
+            SinkError::Transient { delivered, .. } | SinkError::Rejected { delivered, .. } => {
+                delivered
+            }
+        }
+    }
+}
+
+/// What `Sink::send` returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A receiver of event batches. `send` resolves only when the receiver has confirmed every
+/// event of the batch, or with the error that says what it has and what it refused. Not
+/// cancel-safe in general: a cancelled send may have delivered events it never reported,
+/// which are then sent again (at-least-once; receivers de-duplicate by event id).
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
-    fn send(
-        &mut self,
-        batch: &[SecurityEvent],
-    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send;
-}
-
-/// Capped exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay: uniform in [ceiling/2, ceiling], ceiling = min(cap, base * 2^attempt).
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
+    fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a>;
+    /// Called when the forwarder stops, to say goodbye (e.g. the MQTT offline status).
+    fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
     }
 }
 
-/// Counters a forwarder keeps, for logs and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardCounters {
-    pub batches: u64,
-    pub events: u64,
-    pub failures: u64,
-}
-
-#[derive(Debug)]
-pub struct Forwarder<S> {
-    queue: Queue,
-    sink: S,
-    batch: usize,
-    backoff: Backoff,
-    counters: ForwardCounters,
-}
-
-impl<S: Sink> Forwarder<S> {
-    pub fn new(queue: Queue, sink: S, batch: usize) -> Self {
-        Self {
-            queue,
-            sink,
-            batch: batch.max(1),
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
-            counters: ForwardCounters::default(),
-        }
+impl Sink for Box<dyn Sink> {
+    fn name(&self) -> &'static str {
+        (**self).name()
     }
 
-    /// Forwards until `shutdown`; then keeps forwarding what is buffered for at most `grace`.
-    /// Returns the counters, or the queue error that stopped it.
-    pub async fn run(
-        mut self,
-        shutdown: CancellationToken,
-        grace: Duration,
-    ) -> Result<ForwardCounters, QueueError> {
-        let appended = self.queue.appended();
-        loop {
-            let notified = appended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let batch = self.queue.peek(None, self.batch)?;
-            if batch.is_empty() {
-                if shutdown.is_cancelled() {
-                    return Ok(self.counters);
-                }
-                tokio::select! {
-                    () = &mut notified => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = shutdown.cancelled() => {}
-                }
-                continue;
-            }
-            if shutdown.is_cancelled() {
-                // Draining: one bounded attempt per batch, then stop; the rest stays buffered.
-                return match tokio::time::timeout(grace, self.deliver(&batch)).await {
-                    Ok(Ok(())) => Box::pin(self.drain(grace)).await,
-                    _ => Ok(self.counters),
-                };
-            }
-            match self.deliver(&batch).await {
-                Ok(()) => self.backoff.reset(),
-                Err(SinkError::Transient { sink, reason }) => {
-                    self.counters.failures += 1;
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(sink, %reason, retry_in_ms = delay.as_millis() as u64, pending = batch.len(),
-                        "batch not delivered; kept in the buffer");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                }
-            }
-        }
+    fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
+        (**self).send(batch)
     }
 
-    /// After shutdown: deliver what is left within `grace`, then stop.
-    async fn drain(mut self, grace: Duration) -> Result<ForwardCounters, QueueError> {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let batch = self.queue.peek(None, self.batch)?;
-            if batch.is_empty() {
-                return Ok(self.counters);
-            }
-            match tokio::time::timeout_at(deadline, self.deliver(&batch)).await {
-                Ok(Ok(())) => {}
-                _ => return Ok(self.counters),
-            }
-        }
-    }
-
-    async fn deliver(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
-        self.sink.send(batch).await?;
-        let seqs = batch.iter().map(|e| e.seq).collect();
-        if let Err(e) = self.queue.ack(Ack::Seqs(seqs)).await {
-            // Delivered but not deleted: it will be sent again (at-least-once).
-            tracing::error!(error = %e, "acknowledging a delivered batch failed");
-        }
-        self.counters.batches += 1;
-        self.counters.events += batch.len() as u64;
-        Ok(())
+    fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        (**self).close()
     }
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 
+#[path = "bench_forward.rs"]
+mod forward;
 #[path = "bench_poll.rs"]
 mod poll;
 use linesentry::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
@@ -60,6 +62,23 @@ pub(crate) enum BenchCommand {
         /// The agent's `buffer.commit_linger_ms`.
         #[arg(long, default_value_t = 0)]
         commit_linger_ms: u64,
+    },
+    /// The MQTT forwarder against a local Mosquitto (spawned unless `--broker` is given):
+    /// throughput at 1 and 100 events per message vs the sink alone, backlog drain with live
+    /// events, and append -> PUBACK latency.
+    Forward {
+        /// host:port of a running broker (default: spawn `mosquitto` on a free port).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Events per throughput run.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Backlog drained while live events arrive.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: u64,
+        /// The forwarder's replay rate for the backlog (the config default).
+        #[arg(long, default_value_t = 25_000)]
+        replay_rate: u32,
     },
     /// Child of `bench poll`: serves the stations, prints their addresses, stops when stdin
     /// closes.
@@ -110,6 +129,12 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             )
         }
         BenchCommand::PollServe { profile, stations } => return poll::serve(&profile, stations),
+        BenchCommand::Forward {
+            broker,
+            events,
+            backlog,
+            replay_rate,
+        } => return forward::run(broker, events, backlog, replay_rate),
     };
     let tmp = match dir {
         Some(d) => {

@@ -6,7 +6,7 @@ mod demo;
 mod pki;
 mod sim;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -75,11 +75,62 @@ enum Command {
         #[command(subcommand)]
         command: pki::PkiCommand,
     },
+    /// Print the gateway's public key (creating the key on first use), to register it with
+    /// the collector: `linesentry-collector gateway add ID --public-key KEY`.
+    Identity {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve a simulated station over its protocol (Modbus TCP or OPC UA), with scenario actions.
     Sim {
         #[command(flatten)]
         args: sim::SimArgs,
     },
+}
+
+/// `linesentry identity`: the key the collector verifies batch signatures with.
+fn identity(path: &Path, json: bool) -> ExitCode {
+    let config = match linesentry::config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match linesentry::forward::identity::Identity::load_or_create(&config.agent.data_dir) {
+        Ok(id) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "gateway_id": config.agent.gateway_id,
+                        "key_id": id.key_id(),
+                        "public_key": id.public_key_base64(),
+                        "key_file": id.path.display().to_string(),
+                        "created": id.created,
+                    })
+                );
+            } else {
+                println!("gateway_id: {}", config.agent.gateway_id);
+                println!("key_id:     {}", id.key_id());
+                println!("public_key: {}", id.public_key_base64());
+                println!("key_file:   {}", id.path.display());
+                println!(
+                    "register:   linesentry-collector gateway add {} --public-key {}",
+                    config.agent.gateway_id,
+                    id.public_key_base64()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("linesentry identity: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -98,6 +149,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),
+        Command::Identity { config, json } => identity(&config, json),
         Command::Run { config } => run_agent(
             &config,
             cli.log_format,

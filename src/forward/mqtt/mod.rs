@@ -1,0 +1,356 @@
+//! The MQTT sink: QoS 1 publishes of signed batches, acknowledged per PUBACK.
+//!
+//! Topics (see [`plan`]): `{prefix}/{site}/{gateway_id}/events/{severity}/{event_type}` for
+//! events, and `{prefix}/{site}/{gateway_id}/status` for the retained gateway status: a
+//! birth message on every connect
+//! (`{"state":"online","gateway_id","site","version","config_digest","since"}`), a last will
+//! `{"state":"offline","reason":"connection lost"}` published by the broker if the
+//! connection dies, and `{"state":"offline","reason":"shutdown"}` on a clean stop.
+//!
+//! Each message is one [`BatchSigner`] envelope. `send` plans the batch into messages,
+//! publishes them with up to `inflight` unacknowledged at once, maps the packet ids rumqttc
+//! reports back to messages, and returns when every message is acknowledged. It returns a
+//! transient error (with the seqs already acknowledged) when the connection fails or a
+//! PUBACK is later than `ack_timeout`, and drops the connection; the next `send` connects
+//! anew. Events too large for `max_packet_kib`, and messages an MQTT 5 broker refuses for
+//! good (not authorised, invalid topic or payload), are reported as rejected.
+
+mod link;
+pub mod plan;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::tls::{client_config, TlsError};
+use super::{SendFuture, Sink, SinkError};
+use crate::config::MqttSettings;
+use crate::event::integrity::BatchSigner;
+use crate::event::SecurityEvent;
+use link::{Link, LinkEvent, Status};
+
+const NAME: &str = "mqtt";
+
+/// Live counters of the MQTT sink.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub messages: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+/// Who this gateway is, for topics and the status messages.
+#[derive(Debug, Clone)]
+pub struct GatewayInfo {
+    pub site: String,
+    pub version: String,
+    pub config_digest: String,
+}
+
+#[derive(Debug)]
+pub struct MqttSink {
+    settings: MqttSettings,
+    password: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    signer: BatchSigner,
+    base: String,
+    status: Status,
+    info: GatewayInfo,
+    link: Option<Link>,
+    stats: Arc<MqttStats>,
+    metrics: Option<crate::health::SinkMetrics>,
+}
+
+impl MqttSink {
+    /// Reads the TLS files now, so a bad path is an error at start-up, not at first send.
+    pub fn new(
+        settings: MqttSettings,
+        signer: BatchSigner,
+        info: GatewayInfo,
+    ) -> Result<Self, TlsError> {
+        let tls = settings.tls.as_ref().map(client_config).transpose()?;
+        let base = format!(
+            "{}/{}/{}",
+            settings.topic_prefix,
+            info.site,
+            signer.gateway_id()
+        );
+        let status = Status {
+            topic: format!("{base}/status"),
+            birth: Vec::new(),
+            will: serde_json::to_vec(&serde_json::json!({
+                "state": "offline",
+                "gateway_id": signer.gateway_id(),
+                "reason": "connection lost",
+            }))
+            .unwrap_or_default(),
+        };
+        let password = settings.password.as_ref().map(|p| p.expose().to_owned());
+        Ok(Self {
+            settings,
+            password,
+            tls,
+            signer,
+            base,
+            status,
+            info,
+            link: None,
+            stats: Arc::new(MqttStats::default()),
+            metrics: None,
+        })
+    }
+
+    /// Counts reconnects (every connect after the first) in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::health::SinkMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn stats(&self) -> Arc<MqttStats> {
+        self.stats.clone()
+    }
+
+    /// The topic prefix of this gateway: `{prefix}/{site}/{gateway_id}`.
+    pub fn base_topic(&self) -> &str {
+        &self.base
+    }
+
+    fn status_payload(&self, state: &str, reason: Option<&str>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "state": state,
+            "gateway_id": self.signer.gateway_id(),
+            "site": self.info.site,
+            "version": self.info.version,
+            "config_digest": self.info.config_digest,
+            "key_id": self.signer.key_id(),
+            "since": crate::event::Timestamp::now().to_string(),
+        });
+        if let Some(r) = reason {
+            v["reason"] = r.into();
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    /// Connects and publishes the birth message; waits for both to be acknowledged.
+    async fn connect(&mut self) -> Result<(), String> {
+        let mut status = self.status.clone();
+        status.birth = self.status_payload("online", None);
+        let mut link = Link::open(
+            &self.settings,
+            self.password.as_deref(),
+            self.tls.clone(),
+            &status,
+        );
+        let timeout = self.settings.ack_timeout;
+        match link.next(timeout).await {
+            Some(LinkEvent::Connected) => {}
+            Some(LinkEvent::Down(reason)) => return Err(reason),
+            Some(other) => return Err(format!("expected CONNACK, got {other:?}")),
+            None => return Err(format!("no CONNACK within {} ms", timeout.as_millis())),
+        }
+        link.publish(&status.topic, status.birth, true)?;
+        let mut pkid = None;
+        loop {
+            match link.next(timeout).await {
+                Some(LinkEvent::Sent(id)) => pkid = Some(id),
+                Some(LinkEvent::Acked { pkid: id, .. }) if Some(id) == pkid => break,
+                Some(LinkEvent::Down(reason)) => return Err(reason),
+                Some(_) => {}
+                None => return Err("birth message not acknowledged in time".into()),
+            }
+        }
+        self.link = Some(link);
+        Ok(())
+    }
+
+    fn drop_link(&mut self, reason: &str) {
+        if self.link.take().is_some() {
+            self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+            self.stats.connected.store(false, Ordering::Relaxed);
+            tracing::warn!(sink = NAME, %reason, "MQTT connection closed; events stay buffered");
+        }
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        if self.link.is_some() {
+            return Ok(());
+        }
+        if let Err(reason) = self.connect().await {
+            self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(SinkError::transient(
+                NAME,
+                format!(
+                    "cannot connect to {}:{}: {reason}",
+                    self.settings.host, self.settings.port
+                ),
+            ));
+        }
+        if self.stats.connects.fetch_add(1, Ordering::Relaxed) > 0 {
+            if let Some(m) = &self.metrics {
+                m.reconnect();
+            }
+        }
+        self.stats.connected.store(true, Ordering::Relaxed);
+        tracing::info!(sink = NAME, broker = %format!("{}:{}", self.settings.host, self.settings.port),
+            "MQTT connected; birth message published");
+        Ok(())
+    }
+
+    async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+        self.ensure_connected().await?;
+        let sizes: Vec<usize> = batch.iter().map(|e| e.to_json().len()).collect();
+        let (messages, oversized) = plan::plan(
+            batch,
+            &sizes,
+            &self.base,
+            self.signer.overhead(),
+            self.settings.events_per_message,
+            self.settings.max_packet_bytes,
+        );
+        let mut delivered: Vec<u64> = Vec::new();
+        let mut culprits: Vec<u64> = oversized.iter().map(|&i| batch[i].seq).collect();
+        let mut refusal: Option<String> = (!oversized.is_empty()).then(|| {
+            format!(
+                "event larger than the MQTT packet limit of {} bytes (forward.mqtt.max_packet_kib)",
+                self.settings.max_packet_bytes
+            )
+        });
+        let window = usize::from(self.settings.inflight.max(1));
+        let timeout = self.settings.ack_timeout;
+        let Some(link) = self.link.as_mut() else {
+            return Err(SinkError::transient(NAME, "not connected"));
+        };
+        let mut next = 0;
+        // Published, packet id not yet known (rumqttc reports them in publish order).
+        let mut unsent: VecDeque<usize> = VecDeque::new();
+        let mut inflight: HashMap<u16, usize> = HashMap::new();
+        let mut transient: Option<String> = None;
+        let mut done = 0;
+        let mut last_progress = Instant::now();
+        while done < messages.len() {
+            while next < messages.len() && unsent.len() + inflight.len() < window {
+                let m = &messages[next];
+                let payload = self.signer.seal(m.events.iter().map(|&i| &batch[i]));
+                if let Err(e) = link.publish(&m.topic, payload, false) {
+                    transient = Some(format!("publish refused by the client: {e}"));
+                    break;
+                }
+                unsent.push_back(next);
+                next += 1;
+            }
+            if transient.is_some() {
+                break;
+            }
+            let left = timeout.saturating_sub(last_progress.elapsed());
+            match link.next(left).await {
+                Some(LinkEvent::Sent(pkid)) => {
+                    if let Some(m) = unsent.pop_front() {
+                        inflight.insert(pkid, m);
+                    }
+                }
+                Some(LinkEvent::Acked { pkid, refused }) => {
+                    let Some(m) = inflight.remove(&pkid) else {
+                        continue;
+                    };
+                    last_progress = Instant::now();
+                    done += 1;
+                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                    let seqs = messages[m].events.iter().map(|&i| batch[i].seq);
+                    match refused {
+                        None => delivered.extend(seqs),
+                        Some(r) if r.permanent => {
+                            culprits.extend(seqs);
+                            refusal.get_or_insert(r.reason);
+                        }
+                        Some(r) => {
+                            transient.get_or_insert(r.reason);
+                        }
+                    }
+                }
+                Some(LinkEvent::Connected) => {}
+                Some(LinkEvent::Down(reason)) => {
+                    transient = Some(reason);
+                    break;
+                }
+                None => {
+                    transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = &transient {
+            self.drop_link(reason);
+        }
+        outcome(transient, refusal, culprits, delivered)
+    }
+
+    /// Publishes the retained offline status and disconnects cleanly.
+    async fn goodbye(&mut self) {
+        let payload = self.status_payload("offline", Some("shutdown"));
+        let topic = self.status.topic.clone();
+        let timeout = self
+            .settings
+            .ack_timeout
+            .min(std::time::Duration::from_secs(2));
+        if let Some(link) = self.link.as_mut() {
+            if link.publish(&topic, payload, true).is_ok() {
+                let mut pkid = None;
+                loop {
+                    match link.next(timeout).await {
+                        Some(LinkEvent::Sent(id)) => pkid = Some(id),
+                        Some(LinkEvent::Acked { pkid: id, .. }) if Some(id) == pkid => break,
+                        Some(LinkEvent::Down(_)) | None => break,
+                        Some(_) => {}
+                    }
+                }
+            }
+            link.disconnect();
+            let _ = link.next(timeout).await;
+        }
+        self.link = None;
+        self.stats.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A transient failure wins over a rejection: the rejected events are found again on the
+/// retry, the undelivered ones must not be dead-lettered.
+fn outcome(
+    transient: Option<String>,
+    refusal: Option<String>,
+    culprits: Vec<u64>,
+    delivered: Vec<u64>,
+) -> Result<(), SinkError> {
+    match (transient, refusal) {
+        (Some(reason), _) => Err(SinkError::Transient {
+            sink: NAME,
+            reason,
+            delivered,
+        }),
+        (None, Some(reason)) => Err(SinkError::Rejected {
+            sink: NAME,
+            reason,
+            culprits,
+            delivered,
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
+impl Sink for MqttSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
+        Box::pin(self.send_batch(batch))
+    }
+
+    fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.goodbye())
+    }
+}

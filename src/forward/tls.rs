@@ -1,0 +1,80 @@
+//! rustls client configuration from [`TlsSettings`]: CA file (or the system's roots) and
+//! an optional client certificate for mutual TLS. Only the `ring` provider is built in.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::TlsSettings;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("{what} {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The process-wide crypto provider; idempotent.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |reason: String| TlsError::File {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bad = |reason: String| TlsError::File {
+        what: "client key",
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .map_err(|e| bad(format!("not a PEM private key: {e}")))?
+        .ok_or_else(|| bad("holds no PEM private key".into()))
+}
+
+/// Builds the client configuration. Without `ca_file`, the system's roots
+/// (`/etc/ssl/certs/ca-certificates.crt`) are trusted.
+pub fn client_config(tls: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
+    install_provider();
+    let mut roots = RootCertStore::empty();
+    let ca_path = tls
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    for cert in read_certs("CA file", &ca_path)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("CA certificate refused: {e}")))?;
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs("client certificate", cert)?, read_key(key)?)
+            .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
