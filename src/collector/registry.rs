@@ -3,9 +3,10 @@
 //! API.
 //!
 //! The cache is reloaded whole (a plant has hundreds of gateways, not millions) every
-//! [`RELOAD_EVERY`], and at most once per [`MISS_RELOAD_MIN`] when a batch names a gateway or
-//! key it does not know: a just-registered gateway works within a second, and a flood of
-//! forged gateway ids cannot turn into a flood of queries.
+//! [`RELOAD_EVERY`], so a revoked key or disabled gateway is refused within that time. A
+//! gateway or key the cache does not know is looked up at once (a just-registered gateway
+//! works immediately); a confirmed miss is remembered for [`MISS_RELOAD_MIN`], in a bounded
+//! map, so a flood of forged gateway ids costs at most one query per id per interval.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +46,11 @@ struct Cache {
     gateways: HashMap<String, GatewayEntry>,
     by_cert: HashMap<[u8; 32], String>,
     loaded_at: Option<Instant>,
+    /// (gateway, key id) confirmed unknown at this time.
+    misses: HashMap<(String, String), Instant>,
 }
+
+const MISSES_MAX: usize = 10_000;
 
 /// The gateway registry as the ingest path sees it.
 #[derive(Debug, Clone)]
@@ -80,6 +85,7 @@ impl Registry {
             .await?;
         let mut fresh = Cache {
             loaded_at: Some(Instant::now()),
+            misses: std::mem::take(&mut cache.misses),
             ..Cache::default()
         };
         for r in gateways {
@@ -116,30 +122,72 @@ impl Registry {
 
     /// The key `key_id` of `gateway_id`.
     pub async fn lookup(&self, gateway_id: &str, key_id: &str) -> Result<KeyLookup, DbError> {
-        let (found, stale) = {
+        let miss_key = (gateway_id.to_owned(), key_id.to_owned());
+        {
             let cache = self.cache.read().await;
+            let fresh = cache.loaded_at.is_some_and(|t| t.elapsed() < RELOAD_EVERY);
             let found = Self::find(&cache, gateway_id, key_id);
-            let age = cache.loaded_at.map(|t| t.elapsed());
-            let stale = match (&found, age) {
-                (_, None) => true,
-                (_, Some(a)) if a > RELOAD_EVERY => true,
-                (KeyLookup::Key(_), _) => false,
-                (_, Some(a)) => a > MISS_RELOAD_MIN,
-            };
-            (found, stale)
-        };
-        if !stale {
-            return Ok(found);
+            let recent_miss = cache
+                .misses
+                .get(&miss_key)
+                .is_some_and(|t| t.elapsed() < MISS_RELOAD_MIN);
+            if fresh && (matches!(found, KeyLookup::Key(_)) || recent_miss) {
+                return Ok(found);
+            }
         }
         let mut cache = self.cache.write().await;
-        // Another task may have reloaded while this one waited.
-        let fresh_enough = cache
-            .loaded_at
-            .is_some_and(|t| t.elapsed() < MISS_RELOAD_MIN);
-        if !fresh_enough {
+        if cache.loaded_at.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
             self.reload(&mut cache).await?;
+        } else if !matches!(Self::find(&cache, gateway_id, key_id), KeyLookup::Key(_)) {
+            self.reload_one(&mut cache, gateway_id).await?;
         }
-        Ok(Self::find(&cache, gateway_id, key_id))
+        let found = Self::find(&cache, gateway_id, key_id);
+        if matches!(found, KeyLookup::Key(_)) {
+            cache.misses.remove(&miss_key);
+        } else {
+            if cache.misses.len() >= MISSES_MAX {
+                cache.misses.clear();
+            }
+            cache.misses.insert(miss_key, Instant::now());
+        }
+        Ok(found)
+    }
+
+    /// Refreshes one gateway's entry (registered, enabled, keys) from the database.
+    async fn reload_one(&self, cache: &mut Cache, gateway_id: &str) -> Result<(), DbError> {
+        let conn = self.pool.get().await?;
+        let gw = conn
+            .client
+            .query_opt(
+                "SELECT enabled FROM gateways WHERE gateway_id = $1",
+                &[&gateway_id],
+            )
+            .await?;
+        let Some(gw) = gw else {
+            cache.gateways.remove(gateway_id);
+            return Ok(());
+        };
+        let mut entry = GatewayEntry {
+            enabled: gw.get(0),
+            keys: HashMap::new(),
+        };
+        for r in conn
+            .client
+            .query(
+                "SELECT key_id, public_key, revoked_at IS NOT NULL FROM gateway_keys WHERE gateway_id = $1",
+                &[&gateway_id],
+            )
+            .await?
+        {
+            let Ok(bytes) = <[u8; 32]>::try_from(r.get::<_, &[u8]>(1)) else {
+                continue;
+            };
+            if let Ok(key) = VerifyingKey::from_bytes(&bytes) {
+                entry.keys.insert(r.get(0), (key, r.get(2)));
+            }
+        }
+        cache.gateways.insert(gateway_id.to_owned(), entry);
+        Ok(())
     }
 
     fn find(cache: &Cache, gateway_id: &str, key_id: &str) -> KeyLookup {
@@ -177,7 +225,9 @@ impl Registry {
 
     /// Forgets the cache (after an admin change through this process).
     pub async fn invalidate(&self) {
-        self.cache.write().await.loaded_at = None;
+        let mut cache = self.cache.write().await;
+        cache.loaded_at = None;
+        cache.misses.clear();
     }
 }
 
