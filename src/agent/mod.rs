@@ -115,11 +115,11 @@ pub async fn run(
         })?;
         sources.push((station.clone(), source));
     }
-    let sink = build_sink(&config, &options)?;
+    let metrics = Metrics::new();
+    let sink = build_sink(&config, &options, &metrics)?;
     let (queue, report) = Queue::open(queue_options(&config))?;
     tracing::info!(store = %queue.path().display(), depth = report.depth, next_seq = report.next_seq,
         "buffer open");
-    let metrics = Metrics::new();
     let liveness = Liveness::new(config.health.stall_after);
     metrics.observe_queue(&queue);
     liveness.observe_queue(&queue);
@@ -294,7 +294,11 @@ pub fn signer(config: &Config) -> Result<BatchSigner, AgentError> {
 /// The sink the configuration asks for: MQTT and/or HTTPS by `forward.strategy`, plus the
 /// console when asked (then an event counts as delivered once every sink has it). `None`
 /// when nothing forwards: events stay buffered.
-fn build_sink(config: &Config, options: &RunOptions) -> Result<Option<Box<dyn Sink>>, AgentError> {
+fn build_sink(
+    config: &Config,
+    options: &RunOptions,
+    metrics: &Metrics,
+) -> Result<Option<Box<dyn Sink>>, AgentError> {
     let console = options
         .console
         .or(config.forward.console.then_some(ConsoleFormat::Json))
@@ -314,7 +318,7 @@ fn build_sink(config: &Config, options: &RunOptions) -> Result<Option<Box<dyn Si
                     config_digest: config.digest.clone(),
                 };
                 MqttSink::new(settings, signer.clone(), info)
-                    .map(|s| Box::new(s) as Box<dyn Sink>)
+                    .map(|s| Box::new(s.with_metrics(metrics.sink("mqtt"))) as Box<dyn Sink>)
                     .map_err(|e| AgentError::Sink {
                         sink: "mqtt",
                         reason: e.to_string(),

@@ -245,3 +245,36 @@ async fn a_receiver_rejecting_every_event_of_a_batch_empties_nothing_into_dead_l
     assert_eq!(q.stats().depth, 10, "everything stays buffered");
     q.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_takes_over_after_the_primary_failed_long_enough_and_hands_back() {
+    let primary = Recorder {
+        fail_first: Arc::new(Mutex::new(u32::MAX)),
+        ..Recorder::default()
+    };
+    let down = primary.fail_first.clone();
+    let secondary = Recorder::default();
+    let (p_got, s_got) = (primary.got.clone(), secondary.got.clone());
+    let mut route = route::Fallback::new(primary, secondary, Duration::from_secs(10));
+    let batch = |seq: u64| {
+        let mut e = SecurityEvent::new("gw", "a.b");
+        e.seq = seq;
+        vec![e]
+    };
+    assert!(
+        route.send(&batch(1)).await.is_err(),
+        "primary down, not yet long enough"
+    );
+    tokio::time::advance(Duration::from_secs(11)).await;
+    route.send(&batch(2)).await.unwrap();
+    route.send(&batch(3)).await.unwrap();
+    assert_eq!(*s_got.lock().unwrap(), vec![2, 3], "the fallback took over");
+    *down.lock().unwrap() = 0;
+    tokio::time::advance(Duration::from_secs(31)).await;
+    route.send(&batch(4)).await.unwrap();
+    assert_eq!(
+        *p_got.lock().unwrap(),
+        vec![4],
+        "the primary is tried again and used"
+    );
+}
