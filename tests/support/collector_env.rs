@@ -503,3 +503,79 @@ pub fn event(event_type: &str, severity: Severity) -> SecurityEvent {
         .severity(severity)
         .at(Timestamp::now())
 }
+
+/// A WebSocket client of the live stream, over TLS.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl Env {
+    /// Opens the live stream; `token` goes in the Authorization header, or as the
+    /// `bearer.<token>` subprotocol when `as_protocol` (what a browser does).
+    pub async fn ws(
+        &self,
+        token: Option<&str>,
+        as_protocol: bool,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        install_crypto();
+        let port = self.collector().http_addr().port();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.pki.ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("CA");
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("TLS");
+        let mut req = format!("wss://127.0.0.1:{port}/api/v1/stream")
+            .into_client_request()
+            .expect("request");
+        if let Some(t) = token {
+            let (name, value) = if as_protocol {
+                (
+                    "sec-websocket-protocol",
+                    format!("linesentry.v1, bearer.{t}"),
+                )
+            } else {
+                ("authorization", format!("Bearer {t}"))
+            };
+            req.headers_mut()
+                .insert(name, value.parse().expect("header"));
+        }
+        tokio_tungstenite::client_async(req, tls)
+            .await
+            .map(|(ws, _)| ws)
+    }
+}
+
+/// The next JSON text frame, or None after `wait`.
+pub async fn ws_next(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    use futures_util::StreamExt as _;
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+pub async fn ws_send(ws: &mut Ws, v: &Value) {
+    use futures_util::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .expect("send");
+}
