@@ -102,7 +102,10 @@ async fn every_filter_of_get_events_narrows_the_rows_and_keyset_pages_cover_them
     assert_eq!(n(&q("event_type=auth.failed".into()).await), 8);
     assert_eq!(n(&q("event_type_prefix=equipment.".into()).await), 2);
     assert_eq!(n(&q("user_id=mallory&gateway_id=gw-b".into()).await), 4);
-    assert_eq!(n(&q("severity=error".into()).await), 2);
+    assert_eq!(
+        n(&q("severity=error&verification=verified".into()).await),
+        2
+    );
     assert_eq!(n(&q("min_severity=warn&gateway_id=gw-a".into()).await), 6);
     assert_eq!(n(&q("station_id=press-01".into()).await), 4);
     assert_eq!(n(&q(format!("correlation_id={correlation}")).await), 2);

@@ -36,7 +36,18 @@ impl DbError {
                     return true;
                 }
                 match e.code() {
-                    None => true,
+                    // No server error: the connection failed (I/O) or a value could not be
+                    // converted (a bug or bad data, not worth retrying).
+                    None => {
+                        let mut source = std::error::Error::source(e);
+                        while let Some(s) = source {
+                            if s.is::<std::io::Error>() {
+                                return true;
+                            }
+                            source = s.source();
+                        }
+                        false
+                    }
                     Some(code) => {
                         let c = code.code();
                         c.starts_with("08")

@@ -178,6 +178,11 @@ impl Ingest {
             .map_err(|_| Unavailable("the collector is shutting down".into()))
     }
 
+    /// The collector's id (the gateway_id of its own events).
+    pub fn collector_id(&self) -> &str {
+        &self.collector_id
+    }
+
     /// Queues the collector's own events (api.access, status changes).
     pub async fn submit_local(&self, events: Vec<crate::event::SecurityEvent>) {
         let job = Job {

@@ -162,6 +162,7 @@ impl Collector {
         tasks.push(tokio::spawn(webhook::run(
             pool.clone(),
             settings.alerts.webhooks.clone(),
+            ingest.clone(),
             Arc::clone(&webhooks),
             shutdown.clone(),
         )));

@@ -759,6 +759,14 @@ where
         .collect())
 }
 
+/// Inserts one event the collector made (an alert) inside a running transaction.
+pub async fn insert_local(tx: &tokio_postgres::Transaction<'_>, s: &Stored) -> Result<(), DbError> {
+    let mut rows = Rows::default();
+    rows.push(&s.event, s.verification, false);
+    insert_rows(tx, INSERT_EVENTS, &rows).await?;
+    Ok(())
+}
+
 const GAP_EXPLANATIONS: &str = "SELECT first_seq, last_seq, reason FROM chain_explanations \
      WHERE gateway_id = $1 AND last_seq >= $2 AND first_seq <= $3";
 
