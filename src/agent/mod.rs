@@ -139,11 +139,7 @@ pub async fn run(
     let mut stations = JoinSet::new();
     let count = sources.len();
     for (station, source) in sources {
-        let counters = metrics.station(&station.id);
-        let silence = liveness
-            .default_silence()
-            .max(2 * station.poll_interval + station.timeout);
-        let beat = liveness.register(&format!("station/{}", station.id), silence);
+        let health = station_health(&station, &metrics, &liveness);
         stations.spawn(run_station(
             station,
             source,
@@ -151,39 +147,15 @@ pub async fn run(
             severities.clone(),
             queue.clone(),
             polling.clone(),
-            (counters, beat),
+            health,
         ));
     }
     tracing::info!(stations = count, gateway = %gateway, "agent running");
 
     let forwarding = CancellationToken::new();
-    let grace = config.agent.shutdown_grace;
-    let forwarder = sink.map(|sink| {
-        let name = sink.name();
-        let options = forward_options(&config);
-        // A send may take a connect timeout and an ack timeout; a retry waits the backoff.
-        let silence = liveness
-            .default_silence()
-            .max(options.backoff_cap + Duration::from_secs(30));
-        let beat = liveness.register(&format!("forward/{name}"), silence);
-        tokio::spawn(
-            Forwarder::new(queue.clone(), sink, options)
-                .with_health(metrics.sink(name), beat)
-                .run(forwarding.clone(), grace),
-        )
-    });
-    let notifier = notify::Notifier::from_env();
-    if let Err(e) = notifier.ready(&format!("polling {count} stations")) {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-    if let Some(interval) = notify::watchdog_interval() {
-        tokio::spawn(notify::watchdog(
-            notifier.clone(),
-            interval,
-            liveness.clone(),
-            health_stop.clone(),
-        ));
-    }
+    let forwarder =
+        sink.map(|sink| spawn_forwarder(sink, &config, &queue, (&metrics, &liveness), &forwarding));
+    let notifier = notify_ready(count, &liveness, &health_stop);
 
     shutdown.cancelled().await;
     let _ = notifier.stopping("draining");
@@ -235,6 +207,65 @@ fn lifecycle(config: &Config, event_type: &str) -> SecurityEvent {
         .data("config_digest", config.digest.clone())
         .context("source", "agent")
         .context("site", config.agent.site.clone())
+}
+
+/// A station's counters and heartbeat; its allowed silence covers a poll and its timeout.
+fn station_health(
+    station: &StationConfig,
+    metrics: &Metrics,
+    liveness: &Liveness,
+) -> (StationMetrics, Heartbeat) {
+    let silence = liveness
+        .default_silence()
+        .max(2 * station.poll_interval + station.timeout);
+    (
+        metrics.station(&station.id),
+        liveness.register(&format!("station/{}", station.id), silence),
+    )
+}
+
+/// Starts forwarding from `queue` to `sink`, reporting to the health registry.
+fn spawn_forwarder(
+    sink: Box<dyn Sink>,
+    config: &Config,
+    queue: &Queue,
+    (metrics, liveness): (&Metrics, &Liveness),
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<ForwardCounters, QueueError>> {
+    let name = sink.name();
+    let options = forward_options(config);
+    // A send may take a connect timeout and an ack timeout; a retry waits the backoff.
+    let silence = liveness
+        .default_silence()
+        .max(options.backoff_cap + Duration::from_secs(30));
+    let beat = liveness.register(&format!("forward/{name}"), silence);
+    tokio::spawn(
+        Forwarder::new(queue.clone(), sink, options)
+            .with_health(metrics.sink(name), beat)
+            .run(stop.clone(), config.agent.shutdown_grace),
+    )
+}
+
+/// Tells systemd the agent is ready and keeps its watchdog fed while healthy (no-ops
+/// without a notify socket).
+fn notify_ready(
+    stations: usize,
+    liveness: &Liveness,
+    stop: &CancellationToken,
+) -> notify::Notifier {
+    let notifier = notify::Notifier::from_env();
+    if let Err(e) = notifier.ready(&format!("polling {stations} stations")) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        tokio::spawn(notify::watchdog(
+            notifier.clone(),
+            interval,
+            liveness.clone(),
+            stop.clone(),
+        ));
+    }
+    notifier
 }
 
 /// Starts the health endpoint. A port that is taken or a TLS file that is wrong is logged as

@@ -576,6 +576,12 @@ impl Queue {
         }
     }
 
+    /// How many requeues of dead letters have happened (a reader keeping a cursor rescans
+    /// when it changes). Cheap: no read transaction.
+    pub fn stats_requeues(&self) -> u64 {
+        self.inner.stats.lock().map_or(0, |s| s.requeues)
+    }
+
     /// Age of the oldest buffered event, for health and metrics.
     pub fn oldest_age(&self) -> Option<Duration> {
         let oldest = self.peek(None, 1).ok()?.into_iter().next()?;

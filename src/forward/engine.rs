@@ -108,6 +108,12 @@ pub struct Forwarder<S> {
     last_error: String,
     metrics: Option<SinkMetrics>,
     beat: Option<Heartbeat>,
+    /// Per lane (alerts, telemetry): the last seq the receiver confirmed whose ack may
+    /// still be committing, so the next read starts after it while the ack commits.
+    cursor: [Option<u64>; 2],
+    /// The one ack in flight, if any.
+    pending_ack: Option<tokio::task::JoinHandle<Result<crate::buffer::AckReport, QueueError>>>,
+    requeues_seen: u64,
 }
 
 impl<S: Sink> Forwarder<S> {
@@ -128,6 +134,9 @@ impl<S: Sink> Forwarder<S> {
             last_error: String::new(),
             metrics: None,
             beat: None,
+            cursor: [None, None],
+            pending_ack: None,
+            requeues_seen: 0,
         }
     }
 
@@ -215,16 +224,22 @@ impl<S: Sink> Forwarder<S> {
     /// One round: alerts first, else paced telemetry. The outer `Result` is the queue's,
     /// the inner one the sink's.
     async fn round(&mut self) -> Result<Result<Round, SinkError>, QueueError> {
+        let requeues = self.queue.stats_requeues();
+        if requeues != self.requeues_seen {
+            // Dead letters came back under their old seqs: read from the head again.
+            self.requeues_seen = requeues;
+            self.settle().await?;
+        }
         let alerts = self
             .queue
-            .peek_lane(Lane::Alerts, None, self.opts.batch_events)?;
+            .peek_lane(Lane::Alerts, self.cursor[0], self.opts.batch_events)?;
         if !alerts.is_empty() {
-            return Ok(self.deliver(alerts).await?.map(|_| Round::Sent));
+            return Ok(self.deliver_lane(0, alerts).await?.map(|_| Round::Sent));
         }
         let now = Instant::now();
         if let Some(until) = self.hold_until {
             if until > now {
-                let waiting = self.queue.peek_lane(Lane::Telemetry, None, 1)?;
+                let waiting = self.queue.peek_lane(Lane::Telemetry, self.cursor[1], 1)?;
                 return Ok(Ok(if waiting.is_empty() {
                     Round::Idle
                 } else {
@@ -235,19 +250,48 @@ impl<S: Sink> Forwarder<S> {
         }
         let tokens = self.bucket.available(now);
         if tokens == 0 {
-            let waiting = self.queue.peek_lane(Lane::Telemetry, None, 1)?;
+            let waiting = self.queue.peek_lane(Lane::Telemetry, self.cursor[1], 1)?;
             if waiting.is_empty() {
                 return Ok(Ok(Round::Idle));
             }
             return Ok(Ok(Round::Held(now + self.bucket.wait_for(1, now))));
         }
         let want = (tokens as usize).min(self.opts.batch_events);
-        let telemetry = self.queue.peek_lane(Lane::Telemetry, None, want)?;
+        let telemetry = self
+            .queue
+            .peek_lane(Lane::Telemetry, self.cursor[1], want)?;
         if telemetry.is_empty() {
             return Ok(Ok(Round::Idle));
         }
         self.bucket.take(telemetry.len() as u64, now);
-        Ok(self.deliver(telemetry).await?.map(|_| Round::Sent))
+        Ok(self.deliver_lane(1, telemetry).await?.map(|_| Round::Sent))
+    }
+
+    /// Delivers a batch read from lane `lane` after its cursor, and moves the cursor past
+    /// it when every event was delivered or dead-lettered; after a failure, waits for the
+    /// acks in flight and reads from the head again.
+    async fn deliver_lane(
+        &mut self,
+        lane: usize,
+        batch: Vec<SecurityEvent>,
+    ) -> Result<Result<usize, SinkError>, QueueError> {
+        let last = batch.last().map(|e| e.seq);
+        let result = self.deliver(batch).await?;
+        if result.is_ok() {
+            self.cursor[lane] = last.or(self.cursor[lane]);
+        } else {
+            self.settle().await?;
+        }
+        Ok(result)
+    }
+
+    /// Waits for the ack in flight and forgets the cursors.
+    async fn settle(&mut self) -> Result<(), QueueError> {
+        if let Some(task) = self.pending_ack.take() {
+            task.await.map_err(|_| QueueError::Closed)??;
+        }
+        self.cursor = [None, None];
+        Ok(())
     }
 
     /// Delivers a batch, narrowing rejections down to the offending events. Returns how
@@ -339,9 +383,17 @@ impl<S: Sink> Forwarder<S> {
         self.stats
             .last_delivery_ms
             .store(u64::try_from(now_ms).unwrap_or(0), Ordering::Relaxed);
+        // One ack commits while the next batch is read and sent; a second waits for it.
         // Delivered but not deleted would be sent again (at-least-once), so an ack failure
         // is the queue's problem and stops the forwarder.
-        self.queue.ack(Ack::Seqs(seqs.to_vec())).await?;
+        if let Some(task) = self.pending_ack.take() {
+            task.await.map_err(|_| QueueError::Closed)??;
+        }
+        let queue = self.queue.clone();
+        let seqs = seqs.to_vec();
+        self.pending_ack = Some(tokio::spawn(
+            async move { queue.ack(Ack::Seqs(seqs)).await },
+        ));
         Ok(())
     }
 
@@ -440,6 +492,7 @@ impl<S: Sink> Forwarder<S> {
     /// After shutdown: deliver what is left within `grace` (alerts first, no pacing).
     async fn drain(mut self, grace: Duration) -> Result<ForwardCounters, QueueError> {
         let deadline = Instant::now() + grace;
+        self.settle().await?;
         loop {
             let mut batch = self
                 .queue
@@ -453,11 +506,12 @@ impl<S: Sink> Forwarder<S> {
                 break;
             }
             match tokio::time::timeout_at(deadline, self.deliver(batch)).await {
-                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Ok(_))) => self.settle().await?,
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(Err(_))) | Err(_) => break,
             }
         }
+        self.settle().await?;
         let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), self.sink.close()).await;
         Ok(self.stats.snapshot())
     }

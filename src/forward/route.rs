@@ -125,12 +125,15 @@ impl<A: Sink, B: Sink> Sink for Both<A, B> {
     fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
         Box::pin(async move {
             let (ra, rb) = tokio::join!(self.a.send(batch), self.b.send(batch));
-            match (ra, rb) {
-                (Ok(()), Ok(())) => Ok(()),
-                // A rejection by either is a rejection: the forwarder narrows it down.
-                (Err(e @ SinkError::Rejected { .. }), _)
-                | (_, Err(e @ SinkError::Rejected { .. })) => Err(strip_delivered(e)),
-                (Err(e), _) | (_, Err(e)) => Err(strip_delivered(e)),
+            let errors: Vec<SinkError> = [ra.err(), rb.err()].into_iter().flatten().collect();
+            // A rejection by either is a rejection: the forwarder narrows it down.
+            let chosen = errors
+                .iter()
+                .position(|e| matches!(e, SinkError::Rejected { .. }))
+                .unwrap_or(0);
+            match errors.into_iter().nth(chosen) {
+                None => Ok(()),
+                Some(e) => Err(strip_delivered(e)),
             }
         })
     }

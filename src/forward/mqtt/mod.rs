@@ -27,9 +27,10 @@ use tokio::time::Instant;
 use super::tls::{client_config, TlsError};
 use super::{SendFuture, Sink, SinkError};
 use crate::config::MqttSettings;
-use crate::event::integrity::BatchSigner;
+use crate::event::integrity::{canonical_json, BatchSigner, EventHash};
 use crate::event::SecurityEvent;
 use link::{Link, LinkEvent, Status};
+use sha2::{Digest, Sha256};
 
 const NAME: &str = "mqtt";
 
@@ -203,7 +204,14 @@ impl MqttSink {
 
     async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
         self.ensure_connected().await?;
-        let sizes: Vec<usize> = batch.iter().map(|e| e.to_json().len()).collect();
+        // Each event is serialised once, canonically: the same text sizes the messages,
+        // is hashed for the signature and goes on the wire.
+        let texts: Vec<String> = batch.iter().map(canonical_json).collect();
+        let hashes: Vec<EventHash> = texts
+            .iter()
+            .map(|t| Sha256::digest(t.as_bytes()).into())
+            .collect();
+        let sizes: Vec<usize> = texts.iter().map(String::len).collect();
         let (messages, oversized) = plan::plan(
             batch,
             &sizes,
@@ -235,7 +243,12 @@ impl MqttSink {
         while done < messages.len() {
             while next < messages.len() && unsent.len() + inflight.len() < window {
                 let m = &messages[next];
-                let payload = self.signer.seal(m.events.iter().map(|&i| &batch[i]));
+                let pieces: Vec<(&str, EventHash)> = m
+                    .events
+                    .iter()
+                    .map(|&i| (texts[i].as_str(), hashes[i]))
+                    .collect();
+                let payload = self.signer.seal_canonical(&pieces);
                 if let Err(e) = link.publish(&m.topic, payload, false) {
                     transient = Some(format!("publish refused by the client: {e}"));
                     break;
