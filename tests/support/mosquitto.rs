@@ -162,7 +162,7 @@ impl Broker {
             .append(true)
             .open(self.dir.path().join("broker.log"))
             .unwrap();
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
@@ -270,5 +270,14 @@ impl Drop for Subscriber {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+fn mosquitto_binary() -> &'static str {
+    if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
     }
 }

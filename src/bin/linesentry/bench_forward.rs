@@ -61,7 +61,7 @@ fn spawn_broker() -> Result<Broker, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let child = Command::new("mosquitto")
+    let child = Command::new(mosquitto_binary())
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
@@ -417,5 +417,14 @@ pub(super) fn run(broker: Option<String>, events: u64, backlog: u64, replay_rate
             eprintln!("bench forward: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+fn mosquitto_binary() -> &'static str {
+    if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
     }
 }
