@@ -180,7 +180,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 #[test]
-fn every_event_arrives_once_after_dedup_through_broker_restarts_and_an_agent_sigkill() {
+fn every_event_arrives_once_after_dedup_through_three_broker_restarts_and_an_agent_sigkill() {
     const N: u64 = 10_000;
     let mut broker = Broker::start(BrokerOptions::default());
     let sub = broker.subscribe("linesentry/v1/#", "verifier");
@@ -214,6 +214,10 @@ fn every_event_arrives_once_after_dedup_through_broker_restarts_and_an_agent_sig
     progress(6000);
     broker.stop();
     std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+    progress(8000);
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(300));
     broker.restart();
     let messages = sub.wait_for(Duration::from_secs(60), |m| {
         received_test_events(m).len() as u64 == N

@@ -43,12 +43,91 @@ pub const BATCH_VERSION: u32 = 1;
 /// SHA-256 of an event's canonical JSON.
 pub type EventHash = [u8; 32];
 
-/// Canonical JSON of `event` (see the module doc).
-pub fn canonical_json(event: &SecurityEvent) -> String {
-    let value = serde_json::to_value(event).unwrap_or(Value::Null);
-    let mut out = String::with_capacity(512);
-    write_canonical(&mut out, &value);
-    out
+/// Canonical JSON of `event` (see the module doc). Written field by field in key order,
+/// without an intermediate `serde_json::Value`: forwarding serialises every event this way.
+pub fn canonical_json(e: &SecurityEvent) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"context\":");
+    write_map(&mut out, &e.context);
+    out.extend_from_slice(b",\"correlation_id\":");
+    write_opt(
+        &mut out,
+        e.correlation_id
+            .map(|u| u.hyphenated().to_string())
+            .as_deref(),
+    );
+    out.extend_from_slice(b",\"event_data\":");
+    write_map(&mut out, &e.event_data);
+    out.extend_from_slice(b",\"event_type\":");
+    write_str(&mut out, &e.event_type);
+    out.extend_from_slice(b",\"gateway_id\":");
+    write_str(&mut out, &e.gateway_id);
+    out.extend_from_slice(b",\"id\":");
+    write_str(&mut out, &e.id.hyphenated().to_string());
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_opt(&mut out, e.prev_hash.as_deref());
+    out.extend_from_slice(b",\"schema_version\":");
+    out.extend_from_slice(e.schema_version.to_string().as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(e.seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"severity\":");
+    write_str(&mut out, e.severity.as_str());
+    out.extend_from_slice(b",\"source_ip\":");
+    write_opt(&mut out, e.source_ip.map(|ip| ip.to_string()).as_deref());
+    out.extend_from_slice(b",\"station_id\":");
+    write_opt(&mut out, e.station_id.as_deref());
+    out.extend_from_slice(b",\"timestamp\":");
+    write_str(&mut out, &e.timestamp.to_string());
+    out.extend_from_slice(b",\"user_id\":");
+    write_opt(&mut out, e.user_id.as_deref());
+    out.push(b'}');
+    // Only valid UTF-8 went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_map(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    out.push(b'{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, &map[key]);
+    }
+    out.push(b'}');
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_map(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
 }
 
 /// SHA-256 of [`canonical_json`].
@@ -76,41 +155,6 @@ pub fn parse_hash(text: &str) -> Option<EventHash> {
         out[i] = u8::from_str_radix(s, 16).ok()?;
     }
     Some(out)
-}
-
-fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_canonical(out, &map[key]);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        Value::String(s) => write_string(out, s),
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn write_string(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 /// The content-dependent pieces of an event's canonical JSON; see the module doc.
@@ -390,6 +434,47 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::event::Severity;
+
+    /// The definition, literally: the serde JSON form, keys sorted at every depth.
+    fn canonical_by_definition(event: &SecurityEvent) -> String {
+        fn sorted(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    let mut out = serde_json::Map::new();
+                    for k in keys {
+                        out.insert(k.clone(), sorted(&m[k]));
+                    }
+                    Value::Object(out)
+                }
+                Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        serde_json::to_string(&sorted(&serde_json::to_value(event).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn the_direct_writer_matches_the_definition_for_every_field_kind() {
+        let mut full = sample()
+            .correlation(uuid::Uuid::now_v7())
+            .data("f", 0.1)
+            .data("big", 1e300)
+            .data("neg", -42)
+            .data("unicode", "Grüße \u{2603} \"q\" \\ \n\t")
+            .data(
+                "arr",
+                serde_json::json!([1.5, "x", null, true, {"b": 1, "a": 2}]),
+            );
+        full.user_id = Some("operator".into());
+        full.source_ip = Some("fe80::1".parse().unwrap());
+        full.prev_hash = Some(hex(&[9u8; 32]));
+        full.seq = 123_456;
+        for e in [sample(), SecurityEvent::new("gw", "a.b"), full] {
+            assert_eq!(canonical_json(&e), canonical_by_definition(&e));
+        }
+    }
 
     fn sample() -> SecurityEvent {
         SecurityEvent::new("gw-1", "setpoint.changed")
