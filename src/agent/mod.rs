@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{OpenError, Queue, QueueError, QueueOptions};
@@ -26,7 +25,7 @@ use crate::forward::{
 };
 use crate::health::{notify, Heartbeat, Liveness, Metrics, Server, StationMetrics};
 use crate::rules::{Baseline, RuleTag, StationRules};
-use crate::source::{Source, SourceContext, SourceError};
+use crate::source::{Source, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
 const STATION_PENDING_MAX: usize = 10_000;
@@ -53,9 +52,15 @@ pub enum AgentError {
     Sink { sink: &'static str, reason: String },
 }
 
+mod stations;
+
+use stations::{build_sources, Shared, Stations};
+
 /// Choices the command line makes on top of the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Notified (on SIGHUP) to reload the configuration from its file.
+    pub reload: Option<Arc<tokio::sync::Notify>>,
     /// Overrides `forward.console`: print forwarded events in this format.
     pub console: Option<ConsoleFormat>,
 }
@@ -94,27 +99,12 @@ pub fn queue_options(config: &Config) -> QueueOptions {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
     // Every source is built before anything starts, so a bad one stops the start-up.
-    let mut sources = Vec::new();
-    for (i, station) in config.stations.iter().filter(|s| s.enabled).enumerate() {
-        let source = Source::for_station(
-            station,
-            &SourceContext {
-                data_dir: config.agent.data_dir.clone(),
-                gateway_id: config.agent.gateway_id.clone(),
-                seed: i as u64 + 1,
-            },
-        )
-        .map_err(|reason| AgentError::Source {
-            station: station.id.clone(),
-            reason,
-        })?;
-        sources.push((station.clone(), source));
-    }
+    let sources = build_sources(&config, config.stations.iter().filter(|s| s.enabled))?;
     let metrics = Metrics::new();
     let sink = build_sink(&config, &options, &metrics)?;
     let (queue, report) = Queue::open(queue_options(&config))?;
@@ -136,20 +126,20 @@ pub async fn run(
         .await?;
 
     let polling = shutdown.child_token();
-    let mut stations = JoinSet::new();
-    let count = sources.len();
+    let mut stations = Stations::new(
+        Shared {
+            gateway: gateway.clone(),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            liveness: liveness.clone(),
+            polling: polling.clone(),
+        },
+        severities,
+    );
     for (station, source) in sources {
-        let health = station_health(&station, &metrics, &liveness);
-        stations.spawn(run_station(
-            station,
-            source,
-            gateway.clone(),
-            severities.clone(),
-            queue.clone(),
-            polling.clone(),
-            health,
-        ));
+        stations.start(station, source);
     }
+    let count = stations.len();
     tracing::info!(stations = count, gateway = %gateway, "agent running");
 
     let forwarding = CancellationToken::new();
@@ -157,21 +147,32 @@ pub async fn run(
         sink.map(|sink| spawn_forwarder(sink, &config, &queue, (&metrics, &liveness), &forwarding));
     let notifier = notify_ready(count, &liveness, &health_stop);
 
-    shutdown.cancelled().await;
+    let reload = options.reload.clone().unwrap_or_default();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = reload.notified() => {
+                let _ = notifier.status("reloading the configuration");
+                match crate::config::load(&config.path) {
+                    Ok(new) => stations.reload(&mut config, new).await,
+                    Err(errors) => tracing::error!(file = %config.path.display(), %errors,
+                        "configuration reload refused; the running configuration stays"),
+                }
+                let _ = notifier.status(&format!("polling {} stations", stations.len()));
+            }
+        }
+    }
     let _ = notifier.stopping("draining");
     tracing::info!("shutting down: stopping polls");
     polling.cancel();
+    let outcome = stations.stop_all().await;
     let mut summary = RunSummary {
         stations: count,
+        readings: outcome.readings,
+        events: outcome.events,
+        dropped_unconfirmed: outcome.dropped_unconfirmed,
         ..RunSummary::default()
     };
-    while let Some(done) = stations.join_next().await {
-        if let Ok(outcome) = done {
-            summary.readings += outcome.readings;
-            summary.events += outcome.events;
-            summary.dropped_unconfirmed += outcome.dropped_unconfirmed;
-        }
-    }
     queue
         .append(&[lifecycle(&config, "agent.stopped")
             .data("readings", summary.readings)

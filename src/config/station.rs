@@ -17,7 +17,7 @@ use super::spans::{child, item};
 use crate::rules::{ChangeWindow, RuleSettings};
 
 /// One polled station.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StationConfig {
     /// Unique within the configuration.
     pub id: String,

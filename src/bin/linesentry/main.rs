@@ -161,6 +161,7 @@ fn main() -> ExitCode {
         Command::Demo { config, seconds } => {
             let options = RunOptions {
                 console: Some(ConsoleFormat::Text),
+                ..RunOptions::default()
             };
             let stop = (seconds > 0).then(|| Duration::from_secs(seconds));
             run_agent(
@@ -261,7 +262,7 @@ fn run_agent(
     };
     runtime.block_on(async move {
         // Handlers first: a signal during start-up (opening a large store) must not kill us.
-        let signals = match Signals::install() {
+        let mut signals = match Signals::install() {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot install signal handlers");
@@ -271,6 +272,8 @@ fn run_agent(
         let shutdown = CancellationToken::new();
         // Past the forwarders' grace, a drain that still has not finished is stuck.
         let hard_limit = config.agent.shutdown_grace + Duration::from_secs(10);
+        let mut options = options;
+        options.reload = Some(signals.reloads());
         tokio::spawn(signals.watch(shutdown.clone(), stop_after, hard_limit));
         let sims = if demo {
             match demo::Simulators::start(&mut config).await {
@@ -310,10 +313,11 @@ fn run_agent(
     })
 }
 
-/// SIGTERM and SIGINT streams, installed before anything else starts.
+/// SIGTERM, SIGINT and SIGHUP streams, installed before anything else starts.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -322,7 +326,23 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: Some(signal(SignalKind::hangup())?),
         })
+    }
+
+    /// A notification per SIGHUP: the agent reloads its configuration.
+    fn reloads(&mut self) -> std::sync::Arc<tokio::sync::Notify> {
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        if let Some(mut hup) = self.hup.take() {
+            let n = notify.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    n.notify_one();
+                }
+            });
+        }
+        notify
     }
 
     /// SIGTERM / SIGINT (and the demo's timer) cancel the token. A second signal, or a drain
@@ -333,7 +353,9 @@ impl Signals {
         stop_after: Option<Duration>,
         hard_limit: Duration,
     ) {
-        let Self { mut term, mut int } = self;
+        let Self {
+            mut term, mut int, ..
+        } = self;
         let timer = async {
             match stop_after {
                 Some(d) => tokio::time::sleep(d).await,
