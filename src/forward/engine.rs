@@ -233,14 +233,47 @@ impl<S: Sink> Forwarder<S> {
         let alerts = self
             .queue
             .peek_lane(Lane::Alerts, self.cursor[0], self.opts.batch_events)?;
-        if !alerts.is_empty() {
-            return Ok(self.deliver_lane(0, alerts).await?.map(|_| Round::Sent));
+        // Telemetry fills what alerts leave of the batch, within its pace: a steady trickle
+        // of alerts then does not cost a round trip per alert while the backlog waits.
+        let room = self.opts.batch_events - alerts.len();
+        let telemetry = match self.telemetry_allowance(room)? {
+            Ok(n) if n > 0 => self.queue.peek_lane(Lane::Telemetry, self.cursor[1], n)?,
+            Ok(_) => Vec::new(),
+            Err(held) if alerts.is_empty() => return Ok(Ok(held)),
+            Err(_) => Vec::new(),
+        };
+        if alerts.is_empty() && telemetry.is_empty() {
+            return Ok(Ok(Round::Idle));
+        }
+        self.bucket.take(telemetry.len() as u64, Instant::now());
+        let last = [
+            alerts.last().map(|e| e.seq),
+            telemetry.last().map(|e| e.seq),
+        ];
+        let mut batch = alerts;
+        batch.extend(telemetry);
+        let result = self.deliver(batch).await?;
+        if result.is_ok() {
+            for lane in 0..2 {
+                self.cursor[lane] = last[lane].or(self.cursor[lane]);
+            }
+        } else {
+            self.settle().await?;
+        }
+        Ok(result.map(|_| Round::Sent))
+    }
+
+    /// How many telemetry events may go now (at most `room`), or why none: held back by
+    /// the post-outage jitter or the rate (`Held`), or nothing waiting (`Idle`).
+    fn telemetry_allowance(&mut self, room: usize) -> Result<Result<usize, Round>, QueueError> {
+        if room == 0 {
+            return Ok(Ok(0));
         }
         let now = Instant::now();
+        let waiting = || self.queue.peek_lane(Lane::Telemetry, self.cursor[1], 1);
         if let Some(until) = self.hold_until {
             if until > now {
-                let waiting = self.queue.peek_lane(Lane::Telemetry, self.cursor[1], 1)?;
-                return Ok(Ok(if waiting.is_empty() {
+                return Ok(Err(if waiting()?.is_empty() {
                     Round::Idle
                 } else {
                     Round::Held(until)
@@ -250,39 +283,13 @@ impl<S: Sink> Forwarder<S> {
         }
         let tokens = self.bucket.available(now);
         if tokens == 0 {
-            let waiting = self.queue.peek_lane(Lane::Telemetry, self.cursor[1], 1)?;
-            if waiting.is_empty() {
-                return Ok(Ok(Round::Idle));
-            }
-            return Ok(Ok(Round::Held(now + self.bucket.wait_for(1, now))));
+            return Ok(Err(if waiting()?.is_empty() {
+                Round::Idle
+            } else {
+                Round::Held(now + self.bucket.wait_for(1, now))
+            }));
         }
-        let want = (tokens as usize).min(self.opts.batch_events);
-        let telemetry = self
-            .queue
-            .peek_lane(Lane::Telemetry, self.cursor[1], want)?;
-        if telemetry.is_empty() {
-            return Ok(Ok(Round::Idle));
-        }
-        self.bucket.take(telemetry.len() as u64, now);
-        Ok(self.deliver_lane(1, telemetry).await?.map(|_| Round::Sent))
-    }
-
-    /// Delivers a batch read from lane `lane` after its cursor, and moves the cursor past
-    /// it when every event was delivered or dead-lettered; after a failure, waits for the
-    /// acks in flight and reads from the head again.
-    async fn deliver_lane(
-        &mut self,
-        lane: usize,
-        batch: Vec<SecurityEvent>,
-    ) -> Result<Result<usize, SinkError>, QueueError> {
-        let last = batch.last().map(|e| e.seq);
-        let result = self.deliver(batch).await?;
-        if result.is_ok() {
-            self.cursor[lane] = last.or(self.cursor[lane]);
-        } else {
-            self.settle().await?;
-        }
-        Ok(result)
+        Ok(Ok((tokens as usize).min(room)))
     }
 
     /// Waits for the ack in flight and forgets the cursors.
