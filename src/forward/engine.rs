@@ -238,9 +238,8 @@ impl<S: Sink> Forwarder<S> {
         let room = self.opts.batch_events - alerts.len();
         let telemetry = match self.telemetry_allowance(room)? {
             Ok(n) if n > 0 => self.queue.peek_lane(Lane::Telemetry, self.cursor[1], n)?,
-            Ok(_) => Vec::new(),
             Err(held) if alerts.is_empty() => return Ok(Ok(held)),
-            Err(_) => Vec::new(),
+            Ok(_) | Err(_) => Vec::new(),
         };
         if alerts.is_empty() && telemetry.is_empty() {
             return Ok(Ok(Round::Idle));
@@ -254,8 +253,8 @@ impl<S: Sink> Forwarder<S> {
         batch.extend(telemetry);
         let result = self.deliver(batch).await?;
         if result.is_ok() {
-            for lane in 0..2 {
-                self.cursor[lane] = last[lane].or(self.cursor[lane]);
+            for (cursor, last) in self.cursor.iter_mut().zip(last) {
+                *cursor = last.or(*cursor);
             }
         } else {
             self.settle().await?;
