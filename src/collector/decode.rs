@@ -349,6 +349,43 @@ mod tests {
     }
 
     #[test]
+    fn floats_cross_the_wire_exactly_so_signatures_and_chain_links_verify() {
+        // Measurements are often f32 widened to f64: 17 significant digits that a
+        // best-effort float parser may read back one ulp off, which changes the event's
+        // hash (serde_json's float_roundtrip feature is what keeps them exact).
+        let signer = BatchSigner::new("gw-1", SigningKey::from_bytes(&[1; 32]));
+        let mut x = 0x1234_5678u32;
+        let events: Vec<SecurityEvent> = (1..=2000)
+            .map(|seq| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let v = f64::from(f32::from_bits(0x3f80_0000 | (x >> 9)) * 123.456);
+                let mut e = event(seq).data("value", v).data("previous", -v / 3.0);
+                e.seq = seq;
+                e
+            })
+            .collect();
+        let env = decode(&seal(&events), &limits_many(), NOW).unwrap();
+        let changed = env
+            .events
+            .iter()
+            .zip(&events)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(changed, 0, "events changed by the JSON round trip");
+        env.verify(&signer.public_key()).unwrap();
+    }
+
+    fn limits_many() -> Limits {
+        Limits {
+            max_bytes: 16 << 20,
+            max_events: 10_000,
+            ..limits()
+        }
+    }
+
+    #[test]
     fn gzip_is_bounded_after_decompression() {
         let body = vec![b' '; 10_000];
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
