@@ -577,7 +577,7 @@ async fn sql_looking_text_in_events_is_stored_as_data() {
     e.user_id = Some(nasty.into());
     let e = chain.link(e);
     let (status, reply) = env
-        .post(Some(&token), signer.seal(&[e.clone()]), true)
+        .post(Some(&token), signer.seal(std::slice::from_ref(&e)), true)
         .await;
     assert_eq!(status, 200, "{reply}");
     let db = env.db().await;

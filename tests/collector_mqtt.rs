@@ -169,6 +169,8 @@ async fn collectors_in_a_share_group_split_the_messages_and_store_each_event_onc
     );
 }
 
+// One scenario, told in order: four bad messages, one good, then a new session.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_do_not_block_the_queue(
 ) {

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use env::{Chain, Env, EnvOptions};
 use linesentry::collector::auth::Role;
 use linesentry::event::{SecurityEvent, Severity};
+use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -279,6 +280,8 @@ async fn stats_per_type_and_severity_come_from_the_rollups() {
     assert_eq!(body["by_type"]["program.changed"], 101);
 }
 
+// One walk through every role against every kind of route.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_are_enforced_viewer_reads_operator_acknowledges_admin_manages() {
     let env = Env::start(EnvOptions::default()).await;
@@ -316,7 +319,6 @@ async fn roles_are_enforced_viewer_reads_operator_acknowledges_admin_manages() {
             )
         }
     };
-    use reqwest::Method;
     // Reading: viewer and up; a gateway token reads nothing.
     for path in [
         "/api/v1/events",

@@ -203,7 +203,11 @@ async fn an_event_published_at_the_broker_reaches_a_stream_client() {
     let e =
         Chain::new("gw-1").link(SecurityEvent::new("gw-1", "identity.changed").station("plc-7"));
     publisher
-        .publish(&events_topic("gw-1", &e), signer.seal(&[e.clone()]), false)
+        .publish(
+            &events_topic("gw-1", &e),
+            signer.seal(std::slice::from_ref(&e)),
+            false,
+        )
         .await;
     let m: Value = ws_next(&mut ws, WAIT).await.expect("event");
     assert_eq!(m["event"]["id"], e.id.to_string());

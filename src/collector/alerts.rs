@@ -32,6 +32,13 @@ pub struct AlertContext {
     pub webhooks: Vec<Webhook>,
 }
 
+impl AlertContext {
+    /// Does any rule count events of this type?
+    pub fn watches(&self, event_type: &str) -> bool {
+        self.rules.iter().any(|r| r.event_type == event_type)
+    }
+}
+
 /// Most source ids listed in an alert.
 const MAX_SOURCES: i32 = 50;
 

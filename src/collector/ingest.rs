@@ -502,11 +502,12 @@ fn deliver(report: CommitReport, jobs: Vec<Ready>, ctx: &WorkerContext) {
 async fn commit_with_retry(n: usize, mut jobs: Vec<Ready>, ctx: &WorkerContext) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        let works: Vec<Work> = jobs.iter().map(|j| j.work.clone()).collect();
+        let works: Vec<&Work> = jobs.iter().map(|j| &j.work).collect();
         let result = async {
             let mut conn = ctx.pool.get().await?;
             ctx.partitions.ensure_for(&mut conn, &works).await?;
-            store::commit(&mut conn, &works, &ctx.collector_id, &ctx.alerts).await
+            let streaming = ctx.hub.stats().clients > 0;
+            store::commit(&mut conn, &works, &ctx.collector_id, &ctx.alerts, streaming).await
         }
         .await;
         let error = match result {

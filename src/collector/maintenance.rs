@@ -38,7 +38,7 @@ pub struct Partitions {
 impl Partitions {
     /// Makes sure every month that `works` touch has its partition. Runs outside the ingest
     /// transaction: creating a partition briefly locks the parent table.
-    pub async fn ensure_for(&self, conn: &mut Conn, works: &[Work]) -> Result<(), DbError> {
+    pub async fn ensure_for(&self, conn: &mut Conn, works: &[&Work]) -> Result<(), DbError> {
         let mut months: HashSet<NaiveDate> = HashSet::new();
         for w in works {
             match w {
@@ -137,7 +137,7 @@ impl Housekeeping {
         self.partitions.forget(cutoff);
         for sql in [
             // Keep each gateway's newest link: the anchor for its next event.
-            "DELETE FROM chain_links c WHERE c.event_ts < $1 AND c.seq < \
+            "DELETE FROM chain_links c WHERE c.received_at < $1 AND c.seq < \
              (SELECT max(d.seq) FROM chain_links d WHERE d.gateway_id = c.gateway_id)",
             "DELETE FROM event_metrics WHERE bucket < $1",
             "DELETE FROM quarantine WHERE received_at < $1",

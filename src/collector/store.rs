@@ -174,12 +174,23 @@ struct Rows {
     seq: Vec<Option<i64>>,
     prev_hash: Vec<Option<String>>,
     verification: Vec<&'static str>,
-    /// Same order: what to hand the stream if the row is inserted.
-    stored: Vec<Arc<Stored>>,
+    /// Same order: what to hand the stream and the handlers if the row is inserted; only
+    /// kept when someone will look (a stream client, an alert rule on its type).
+    stored: Vec<Option<Arc<Stored>>>,
 }
 
 impl Rows {
     fn push(&mut self, e: &SecurityEvent, verification: Verification, chained: bool) {
+        self.push_kept(e, verification, chained, true);
+    }
+
+    fn push_kept(
+        &mut self,
+        e: &SecurityEvent,
+        verification: Verification,
+        chained: bool,
+        keep: bool,
+    ) {
         self.id.push(e.id);
         self.event_type.push(e.event_type.clone());
         self.event_data.push(Value::Object(e.event_data.clone()));
@@ -195,9 +206,11 @@ impl Rows {
             .push(chained.then(|| i64::try_from(e.seq).unwrap_or(i64::MAX)));
         self.prev_hash.push(e.prev_hash.clone());
         self.verification.push(verification.as_str());
-        self.stored.push(Arc::new(Stored {
-            event: e.clone(),
-            verification,
+        self.stored.push(keep.then(|| {
+            Arc::new(Stored {
+                event: e.clone(),
+                verification,
+            })
         }));
     }
 }
@@ -233,6 +246,11 @@ SELECT id FROM ins
 "#;
 
 const LOCK_GATEWAY: &str = "SELECT pg_advisory_xact_lock(hashtextextended('gw:' || $1, 0))";
+
+/// The held links of a batch whose seqs are (nearly) contiguous: one range scan instead of
+/// a probe per seq. The range covers every seq - 1, seq and seq + 1 of the batch.
+const HELD_RANGE: &str = "SELECT seq, hash, prev_hash, status FROM chain_links \
+     WHERE gateway_id = $1 AND seq BETWEEN $2 AND $3";
 
 const HELD_LINKS: &str = "SELECT seq, hash, prev_hash, status FROM chain_links \
      WHERE gateway_id = $1 AND seq = ANY($2::int8[])";
@@ -338,13 +356,16 @@ struct GapToRecord {
 #[allow(clippy::too_many_lines)]
 pub async fn commit(
     conn: &mut Conn,
-    works: &[Work],
+    works: &[&Work],
     collector_id: &str,
     alert_ctx: &AlertContext,
+    streaming: bool,
 ) -> Result<CommitReport, DbError> {
+    let keep = |e: &SecurityEvent| streaming || alert_ctx.watches(&e.event_type);
     let insert_events = conn.prepared(INSERT_EVENTS).await?;
     let lock = conn.prepared(LOCK_GATEWAY).await?;
     let held_links = conn.prepared(HELD_LINKS).await?;
+    let held_range = conn.prepared(HELD_RANGE).await?;
     let insert_links = conn.prepared(INSERT_LINKS).await?;
     let tx = conn.client.transaction().await?;
 
@@ -382,10 +403,20 @@ pub async fn commit(
             let s = i64::try_from(e.seq).unwrap_or(i64::MAX);
             wanted.extend([s - 1, s, s.saturating_add(1)]);
         }
-        let wanted: Vec<i64> = wanted.into_iter().collect();
-        let held: Vec<StoredLink> = tx
-            .query(&held_links, &[gw, &wanted])
-            .await?
+        let (lo, hi) = (
+            wanted.iter().min().copied().unwrap_or(0),
+            wanted.iter().max().copied().unwrap_or(0),
+        );
+        // A range when it is not much wider than the seqs asked for (the usual in-order
+        // batch), else one probe per seq (a batch of scattered re-sends).
+        let held_rows =
+            if hi.saturating_sub(lo) < 2 * i64::try_from(wanted.len()).unwrap_or(i64::MAX) {
+                tx.query(&held_range, &[gw, &lo, &hi]).await?
+            } else {
+                let wanted: Vec<i64> = wanted.into_iter().collect();
+                tx.query(&held_links, &[gw, &wanted]).await?
+            };
+        let held: Vec<StoredLink> = held_rows
             .iter()
             .filter_map(|r| {
                 Some(StoredLink {
@@ -416,7 +447,7 @@ pub async fn commit(
             match assessment.outcomes[i] {
                 Outcome::Duplicate => reports[*wi].duplicates += 1,
                 Outcome::New(status) => {
-                    rows.push(e, status, true);
+                    rows.push_kept(e, status, true, keep(e));
                     row_owner.push(Some(*wi));
                     *reports[*wi].statuses.entry(status.as_str()).or_default() += 1;
                     let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
@@ -610,7 +641,7 @@ pub async fn commit(
     let inserted = insert_rows(&tx, &insert_events, &rows).await?;
     let mut new_events = Vec::with_capacity(inserted.len());
     for (i, stored) in rows.stored.iter().enumerate() {
-        let is_new = inserted.contains(&stored.event.id);
+        let is_new = inserted.contains(&rows.id[i]);
         if let Some(wi) = row_owner[i] {
             if is_new {
                 reports[wi].inserted += 1;
@@ -619,13 +650,12 @@ pub async fn commit(
             }
         }
         if is_new {
-            if stored.verification != Verification::Local {
-                tally
-                    .entry(stored.event.gateway_id.clone())
-                    .or_default()
-                    .events += 1;
+            if rows.verification[i] != Verification::Local.as_str() {
+                tally.entry(rows.gateway_id[i].clone()).or_default().events += 1;
             }
-            new_events.push(Arc::clone(stored));
+            if let Some(s) = stored {
+                new_events.push(Arc::clone(s));
+            }
         }
     }
 
@@ -867,6 +897,7 @@ pub async fn declare_gap(
         new_events.extend(
             rows.stored
                 .iter()
+                .flatten()
                 .filter(|s| inserted.contains(&s.event.id))
                 .cloned(),
         );

@@ -90,7 +90,7 @@ pub async fn run(
                 clients.insert(hook.name.clone(), Client { hook, http });
             }
             Err(e) => {
-                tracing::error!(webhook = %hook.name, error = %e, "webhook disabled: its client could not be built")
+                tracing::error!(webhook = %hook.name, error = %e, "webhook disabled: its client could not be built");
             }
         }
     }

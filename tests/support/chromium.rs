@@ -71,8 +71,7 @@ impl Browser {
                 .send()
                 .await
                 .ok()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false);
+                .is_some_and(|r| r.status().is_success());
             if ready {
                 break;
             }

@@ -11,6 +11,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -225,12 +226,13 @@ client_ca = "{ca}"
             ca = pki.path("ca.pem").display(),
         );
         if let Some(port) = options.mqtt_port {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{}\"\nplain = true\nkeep_alive_s = 5\n",
                 options.mqtt_client_id
-            ));
+            );
             if let Some(g) = &options.share_group {
-                text.push_str(&format!("share_group = \"{g}\"\n"));
+                let _ = writeln!(text, "share_group = \"{g}\"");
             }
         }
         text.push_str(&options.extra);
@@ -473,7 +475,7 @@ impl Chain {
 
     /// Numbers and links `e` as the next event.
     pub fn link(&mut self, mut e: SecurityEvent) -> SecurityEvent {
-        e.gateway_id = self.gateway_id.clone();
+        e.gateway_id.clone_from(&self.gateway_id);
         e.seq = self.next_seq;
         e.prev_hash = self.last_hash.map(|h| hex(&h));
         self.next_seq += 1;
@@ -565,7 +567,7 @@ pub async fn ws_next(ws: &mut Ws, wait: Duration) -> Option<Value> {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
             }
-            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Ok(_))) => {}
             _ => return None,
         }
     }

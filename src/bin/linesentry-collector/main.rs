@@ -1,5 +1,8 @@
 //! `linesentry-collector`: the central collector's command line.
 
+mod bench;
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: GatewayCommand,
     },
+    /// The whole chain on one machine: simulated stations -> agent -> Mosquitto ->
+    /// collector -> PostgreSQL -> web page (private servers on loopback ports).
+    Demo(demo::DemoArgs),
+    /// Measure ingest against raw PostgreSQL, query and stats latency on a large table,
+    /// and live stream latency, on private servers (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Create, list and revoke API tokens.
     Token {
         #[arg(long, short, global = true)]
@@ -252,6 +261,8 @@ fn main() -> ExitCode {
             }
             Command::Gateway { config, command } => gateway(&config_path(config)?, command).await,
             Command::Token { config, command } => token(&config_path(config)?, command).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {
