@@ -313,7 +313,7 @@ fn a_key_for_another_source_kind_is_named() {
 fn a_plain_text_secret_is_refused_and_never_echoed() {
     let tree = Tree::new();
     let errors = tree.errors(&format!(
-        "{AGENT}[forward.mqtt]\nhost = \"broker\"\nusername = \"gw\"\npassword = \"hunter2\"\n"
+        "{AGENT}[forward.mqtt]\nhost = \"127.0.0.1\"\nusername = \"gw\"\npassword = \"hunter2\"\n"
     ));
     assert_eq!(errors.len(), 1, "{errors}");
     assert_reported(
@@ -1011,7 +1011,7 @@ fn debug_of_a_config_holding_secrets_never_shows_their_values() {
             "{AGENT}[[stations]]\nid = \"a\"\nprofile = \"aoi\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n\
              security_mode = \"SignAndEncrypt\"\nsecurity_policy = \"Basic256Sha256\"\n\
              identity = {{ kind = \"username\", user = \"op\", password = {{ file = \"pw\" }} }}\n\
-             [forward.mqtt]\nhost = \"broker\"\nusername = \"gw\"\npassword = {{ file = \"pw\" }}\n\
+             [forward.mqtt]\nhost = \"127.0.0.1\"\nusername = \"gw\"\npassword = {{ file = \"pw\" }}\n\
              [forward.https]\nurl = \"https://collector.example/v1\"\nbearer_token = {{ file = \"token\" }}\n"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1149,5 +1149,34 @@ fn a_server_deadband_belongs_to_numeric_opc_ua_tags_and_takes_one_kind() {
             .to_string()
             .contains("only applies to opcua profiles"),
         "{errors}"
+    );
+}
+
+#[test]
+fn plain_mqtt_to_a_broker_off_this_host_is_refused_naming_the_tls_table() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[forward.mqtt]\nhost = \"broker.plant.example\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors}");
+    let text = errors.to_string();
+    assert!(
+        text.contains(
+            "`forward.mqtt.tls`: broker `broker.plant.example` is not a loopback address"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_forward_strategy_needing_a_missing_sink_is_refused() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}[forward]\nstrategy = \"both\"\n\n[forward.mqtt]\nhost = \"127.0.0.1\"\n"
+    ));
+    let text = errors.to_string();
+    assert!(
+        text.contains("`forward.strategy`: strategy needs a [forward.https] section"),
+        "{text}"
     );
 }
