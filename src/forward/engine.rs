@@ -251,6 +251,8 @@ impl<S: Sink> Forwarder<S> {
         ];
         let mut batch = alerts;
         batch.extend(telemetry);
+        // Which events go is decided by priority; within the round they go in seq order.
+        batch.sort_unstable_by_key(|e| e.seq);
         let result = self.deliver(batch).await?;
         if result.is_ok() {
             for (cursor, last) in self.cursor.iter_mut().zip(last) {
