@@ -248,8 +248,7 @@ fn every_event_arrives_once_after_dedup_through_three_broker_restarts_and_an_age
 
     let left = linesentry::buffer::Inspector::open(&data)
         .and_then(|i| i.stats())
-        .map(|s| s.depth)
-        .unwrap_or(u64::MAX);
+        .map_or(u64::MAX, |s| s.depth);
     let summary = verify(&sub.out, &public_key);
     eprintln!(
         "still buffered after the run: {left}; broker log: {}",

@@ -1,6 +1,7 @@
 //! SIGHUP reloads the configuration: changed stations restart, the others keep polling, a
 //! bad file keeps the running configuration, and nothing buffered is lost.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,9 +15,10 @@ fn config(stations: &[(&str, u64)]) -> String {
         "[agent]\ngateway_id = \"gw-reload\"\nsite = \"plant-t\"\ndata_dir = \"data\"\nprofiles_dir = \"{devices}\"\n\n[health]\nenabled = false\n"
     );
     for (id, interval) in stations {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[[stations]]\nid = \"{id}\"\nprofile = \"stamping_press\"\nsource = \"simulated\"\npoll_interval_ms = {interval}\n"
-        ));
+        );
     }
     text
 }

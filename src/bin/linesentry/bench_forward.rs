@@ -346,16 +346,16 @@ fn ms(d: Duration) -> String {
 pub(super) fn run(broker: Option<String>, events: u64, backlog: u64, replay_rate: u32) -> ExitCode {
     let mut _spawned: Option<Broker> = None;
     let (host, port) = match broker {
-        Some(addr) => match addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
-        {
-            Some(hp) => hp,
-            None => {
+        Some(addr) => {
+            let parsed = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)));
+            let Some(hp) = parsed else {
                 eprintln!("bench forward: --broker must be host:port, got `{addr}`");
                 return ExitCode::FAILURE;
-            }
-        },
+            };
+            hp
+        }
         None => match spawn_broker() {
             Ok(b) => {
                 let port = b.port;
