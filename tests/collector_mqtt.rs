@@ -400,3 +400,73 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
         4
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
+    let pki = env::Pki::new();
+    let tls_port = linesentry::collector::local::free_port().unwrap();
+    let broker = env::mosquitto_tls(&pki, tls_port);
+    let env = Env::start(EnvOptions {
+        mqtt_port: Some(tls_port),
+        mqtt_ca: Some(pki.path("ca.pem")),
+        ..mqtt_options(0, "collector-tls")
+    })
+    .await;
+    let signer = env.gateway("gw-1").await;
+    // The TLS session takes a moment longer: publish once the collector is subscribed.
+    for _ in 0..200 {
+        if broker.log().contains("as collector-tls") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway publishes on the plain listener; the collector reads over TLS.
+    let publisher = Publisher::connect(broker.port(), "gw-1").await;
+    let mut chain = Chain::new("gw-1");
+    let events = chain.events("setpoint.changed", 3);
+    publisher
+        .publish(
+            &events_topic("gw-1", &events[0]),
+            signer.seal(&events),
+            false,
+        )
+        .await;
+    assert_eq!(
+        env.wait_count(
+            "SELECT count(*) FROM security_events WHERE seq IS NOT NULL",
+            3
+        )
+        .await,
+        3
+    );
+    // A collector trusting another CA does not get the broker's messages.
+    let other = env::Pki::new();
+    let stranger = Env::start(EnvOptions {
+        mqtt_port: Some(tls_port),
+        mqtt_ca: Some(other.path("ca.pem")),
+        database: Some(env.db_url.clone()),
+        ..mqtt_options(0, "collector-stranger")
+    })
+    .await;
+    let more = chain.events("setpoint.changed", 1);
+    publisher
+        .publish(&events_topic("gw-1", &more[0]), signer.seal(&more), false)
+        .await;
+    // The trusted collector gets it; the one trusting another CA never has a session.
+    assert_eq!(
+        env.wait_count(
+            "SELECT count(*) FROM security_events WHERE seq IS NOT NULL",
+            4
+        )
+        .await,
+        4
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stranger.collector().counters().snapshot()["batches"],
+        0,
+        "no TLS session with an untrusted broker"
+    );
+    assert!(!broker.log().contains("as collector-stranger"));
+}

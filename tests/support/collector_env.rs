@@ -55,6 +55,33 @@ pub fn mosquitto() -> LocalMosquitto {
         .unwrap_or_else(|e| panic!("cannot start a private Mosquitto for the tests: {e}"))
 }
 
+/// A private Mosquitto with a plain listener and a TLS listener (server certificate of
+/// `pki`) on `tls_port`.
+pub fn mosquitto_tls(pki: &Pki, tls_port: u16) -> LocalMosquitto {
+    // The broker runs as nobody when the tests run as root: let it read the test PKI.
+    for p in [
+        pki.dir.path().to_owned(),
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key"),
+    ] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let options = MosquittoOptions {
+        extra: vec![
+            format!("listener {tls_port} 127.0.0.1"),
+            format!("cafile {}", pki.path("ca.pem").display()),
+            format!("certfile {}", pki.path("server.pem").display()),
+            format!("keyfile {}", pki.path("server.key").display()),
+        ],
+        ..MosquittoOptions::default()
+    };
+    LocalMosquitto::start(&options)
+        .unwrap_or_else(|e| panic!("cannot start a private Mosquitto with TLS: {e}"))
+}
+
 /// A connected client for assertions.
 pub async fn sql(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -140,6 +167,8 @@ pub struct EnvOptions {
     pub extra: String,
     /// Reuse this database instead of a fresh one.
     pub database: Option<String>,
+    /// Connect to the MQTT port over TLS, trusting this CA (instead of plain).
+    pub mqtt_ca: Option<PathBuf>,
 }
 
 impl Default for EnvOptions {
@@ -153,6 +182,7 @@ impl Default for EnvOptions {
             max_body_bytes: 1024 * 1024,
             extra: String::new(),
             database: None,
+            mqtt_ca: None,
         }
     }
 }
@@ -226,9 +256,13 @@ client_ca = "{ca}"
             ca = pki.path("ca.pem").display(),
         );
         if let Some(port) = options.mqtt_port {
+            let transport = match &options.mqtt_ca {
+                Some(ca) => format!("ca_file = \"{}\"", ca.display()),
+                None => "plain = true".to_owned(),
+            };
             let _ = write!(
                 text,
-                "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{}\"\nplain = true\nkeep_alive_s = 5\n",
+                "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{}\"\n{transport}\nkeep_alive_s = 5\n",
                 options.mqtt_client_id
             );
             if let Some(g) = &options.share_group {
