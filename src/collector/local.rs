@@ -2,7 +2,8 @@
 //! benchmark and the tests. Never the machine's own services: each instance has its own
 //! data directory under the temp dir and its own port.
 //!
-//! Each server runs under a small `sh` watchdog whose stdin is a pipe held by this process.
+//! Each server runs under a small `sh` watchdog, in a process group of its own, whose stdin
+//! is a pipe held by this process.
 //! Dropping the handle closes the pipe; so does this process dying for any reason (a
 //! panicking test, SIGKILL). Either way the watchdog stops the server and removes its
 //! directory, so a handle kept in a `static` (shared by every test of one binary) leaves
@@ -125,6 +126,10 @@ impl Watched {
             .arg(script)
             .arg(program)
             .args(args)
+            // A group of its own: Ctrl-C in a terminal reaches this process, which stops
+            // the server through the pipe, and not the watchdog, which would die before
+            // cleaning up.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -209,8 +209,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let status = tokio::select! {
         s = agent.wait() => s?,
         _ = tokio::signal::ctrl_c() => {
-            let _ = agent.start_kill();
-            agent.wait().await?
+            // Let the agent stop as it does on Ctrl-C (it records agent.stopped and drains),
+            // then insist.
+            if let Some(pid) = agent.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-INT", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            match tokio::time::timeout(Duration::from_secs(15), agent.wait()).await {
+                Ok(status) => status?,
+                Err(_) => {
+                    let _ = agent.start_kill();
+                    agent.wait().await?
+                }
+            }
         }
     };
     if !status.success() {
