@@ -105,6 +105,22 @@ fn agent_config(src: &Path, data_dir: &Path, broker_port: u16) -> anyhow::Result
     Ok((doc.to_string(), gateway_id))
 }
 
+/// Lets the agent stop as it does on Ctrl-C (it drains and records agent.stopped), then
+/// insists after 15 s.
+async fn stop_agent(agent: &mut tokio::process::Child) -> anyhow::Result<std::process::ExitStatus> {
+    if let Some(pid) = agent.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .await;
+    }
+    if let Ok(status) = tokio::time::timeout(Duration::from_secs(15), agent.wait()).await {
+        return Ok(status?);
+    }
+    let _ = agent.start_kill();
+    Ok(agent.wait().await?)
+}
+
 /// One line: what the collector holds of the demo gateway.
 async fn summary(
     pool: &linesentry::collector::db::Pool,
@@ -208,23 +224,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .spawn()?;
     let status = tokio::select! {
         s = agent.wait() => s?,
-        _ = tokio::signal::ctrl_c() => {
-            // Let the agent stop as it does on Ctrl-C (it records agent.stopped and drains),
-            // then insist.
-            if let Some(pid) = agent.id() {
-                let _ = tokio::process::Command::new("kill")
-                    .args(["-INT", &pid.to_string()])
-                    .status()
-                    .await;
-            }
-            match tokio::time::timeout(Duration::from_secs(15), agent.wait()).await {
-                Ok(status) => status?,
-                Err(_) => {
-                    let _ = agent.start_kill();
-                    agent.wait().await?
-                }
-            }
-        }
+        _ = tokio::signal::ctrl_c() => stop_agent(&mut agent).await?,
     };
     if !status.success() {
         eprintln!("demo: the agent exited with {status}");
