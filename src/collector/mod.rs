@@ -194,6 +194,12 @@ impl Collector {
         self.http_addr
     }
 
+    /// Every ingest worker and the HTTP server still run (what the systemd watchdog checks).
+    pub fn is_alive(&self) -> bool {
+        self.workers.iter().all(|w| !w.is_finished())
+            && self.tasks.first().is_some_and(|http| !http.is_finished())
+    }
+
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.ingest.counters)
     }

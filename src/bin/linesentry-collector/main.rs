@@ -161,14 +161,37 @@ async fn pool_for(path: &Path) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Runs until SIGTERM or SIGINT. Under systemd (`Type=notify`): READY=1 once listening,
+/// WATCHDOG=1 at half the watchdog interval while every worker and the HTTP server run.
+/// SIGHUP does not reload (gateways and tokens live in the database and need none; other
+/// settings need a restart) and does not stop the collector either.
 async fn run(config: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let settings = load(config)?;
     let collector = Collector::start(settings).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let status = format!("listening on {}", collector.http_addr());
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut tick =
+        tokio::time::interval(watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported; restart the collector to apply changes"),
+            _ = tick.tick() => {
+                if watchdog.is_some() && collector.is_alive() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: intake closed, committing what is held");
     tokio::select! {
         () = collector.shutdown() => {}
