@@ -66,7 +66,7 @@ fn validate_reports_every_error_with_its_key_and_exits_1() {
     let err = String::from_utf8_lossy(&good.stderr);
     assert!(
         err.lines()
-            .filter(|l| l.contains("`"))
+            .filter(|l| l.contains('`'))
             .all(|l| l.contains("does not exist")),
         "{err}"
     );
