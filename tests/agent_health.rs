@@ -80,7 +80,9 @@ fn the_agent_serves_healthz_and_metrics_with_its_stations_queue_and_forwarder() 
     let mut metrics = String::new();
     while Instant::now() < deadline {
         if let Some((200, body)) = get(port, "/metrics") {
-            if body.contains("linesentry_forward_failures_total") {
+            if body.contains("linesentry_forward_failures_total")
+                && body.contains("linesentry_station_polls_total{station=\"press-01\"}")
+            {
                 metrics = body;
                 break;
             }
