@@ -1180,3 +1180,195 @@ fn a_forward_strategy_needing_a_missing_sink_is_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn modbus_and_opc_ua_acquisition_tuning_keys_arrive_in_the_station_config() {
+    use linesentry::config::SourceTuning;
+    use std::time::Duration;
+    let tree = Tree::new();
+    let config = tree
+        .load(&format!(
+            "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
+             address = \"127.0.0.1:502\"\nmax_gap = 0\nmax_read_registers = 60\nmax_read_bits = 800\n\
+             breaker_failures = 5\nbreaker_open_ms = 250\nbreaker_open_max_ms = 4000\n\
+             identity_every_polls = 0\nreconnect_initial_ms = 50\nreconnect_max_ms = 5000\n\
+             \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
+             endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nqueue_size = 100\nwatchdog_intervals = 8\n\
+             reconnect_max_ms = 2000\n\
+             \n[[stations]]\nid = \"press-02\"\nprofile = \"press\"\nsource = \"modbus_rtu\"\n\
+             device = \"/dev/ttyUSB0\"\nbreaker_failures = 2\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let press = &config.stations[0].tuning;
+    assert_eq!(
+        (
+            press.plan.max_gap,
+            press.plan.max_registers,
+            press.plan.max_bits
+        ),
+        (0, 60, 800)
+    );
+    assert_eq!(press.breaker_failures, 5);
+    assert_eq!(
+        (press.breaker_open, press.breaker_open_max),
+        (Duration::from_millis(250), Duration::from_secs(4))
+    );
+    assert_eq!(press.identity_every, 0);
+    assert_eq!(
+        (press.reconnect_initial, press.reconnect_max),
+        (Duration::from_millis(50), Duration::from_secs(5))
+    );
+    // Keys not given keep their defaults; OPC UA starts its reconnects at 500 ms.
+    let aoi = &config.stations[1].tuning;
+    assert_eq!((aoi.queue_size, aoi.watchdog_intervals), (100, 8));
+    assert_eq!(
+        (aoi.reconnect_initial, aoi.reconnect_max),
+        (Duration::from_millis(500), Duration::from_secs(2))
+    );
+    assert_eq!(aoi.plan, SourceTuning::defaults_for("opcua").plan);
+    let rtu = &config.stations[2].tuning;
+    assert_eq!(
+        *rtu,
+        SourceTuning {
+            breaker_failures: 2,
+            ..SourceTuning::defaults_for("modbus_rtu")
+        }
+    );
+    // What the Modbus station is built with.
+    let options = linesentry::source::modbus::StationOptions::from_tuning(press);
+    assert_eq!(options.breaker.failure_threshold, 5);
+    assert_eq!(options.reconnect.max, Duration::from_secs(5));
+    assert_eq!(options.limits.max_registers, 60);
+}
+
+#[test]
+fn out_of_range_acquisition_tuning_values_name_the_key_the_range_and_the_unit() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
+         address = \"127.0.0.1:502\"\nmax_gap = 2001\nmax_read_registers = 126\nmax_read_bits = 0\n\
+         breaker_failures = 0\nbreaker_open_ms = 5\nidentity_every_polls = -1\n\
+         reconnect_max_ms = 100000000\n\
+         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
+         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nqueue_size = 0\nwatchdog_intervals = 5\n"
+    ));
+    let cases = [
+        (
+            11,
+            "max_gap",
+            "between 0 and 2000 (registers or bits), found 2001",
+        ),
+        (
+            12,
+            "max_read_registers",
+            "between 1 and 125 (registers), found 126",
+        ),
+        (13, "max_read_bits", "between 1 and 2000 (bits), found 0"),
+        (
+            14,
+            "breaker_failures",
+            "between 1 and 1000 (polls), found 0",
+        ),
+        (
+            15,
+            "breaker_open_ms",
+            "between 10 and 3600000 (ms), found 5",
+        ),
+        (
+            16,
+            "identity_every_polls",
+            "between 0 and 1000000 (polls), found -1",
+        ),
+        (
+            17,
+            "reconnect_max_ms",
+            "between 10 and 3600000 (ms), found 100000000",
+        ),
+    ];
+    for (line, key, expect) in cases {
+        assert_reported(
+            &errors,
+            "agent.toml",
+            line,
+            &format!("stations[0].{key}"),
+            expect,
+        );
+    }
+    assert_reported(
+        &errors,
+        "agent.toml",
+        24,
+        "stations[1].queue_size",
+        "between 1 and 10000 (values), found 0",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        25,
+        "stations[1].watchdog_intervals",
+        "between 6 and 10000 (publishing intervals), found 5",
+    );
+    assert_eq!(errors.len(), cases.len() + 2, "{errors}");
+}
+
+#[test]
+fn a_backoff_whose_longest_delay_is_below_its_first_is_refused_naming_both_keys() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
+         address = \"127.0.0.1:502\"\nbreaker_open_ms = 5000\nbreaker_open_max_ms = 1000\n\
+         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
+         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nreconnect_max_ms = 400\n"
+    ));
+    assert_reported(
+        &errors,
+        "agent.toml",
+        12,
+        "stations[0].breaker_open_max_ms",
+        "expected at least `breaker_open_ms` (5000 ms), found 1000 ms",
+    );
+    // Against the default first delay of an OPC UA station (500 ms).
+    assert_reported(
+        &errors,
+        "agent.toml",
+        19,
+        "stations[1].reconnect_max_ms",
+        "expected at least `reconnect_initial_ms` (500 ms), found 400 ms",
+    );
+    assert_eq!(errors.len(), 2, "{errors}");
+}
+
+#[test]
+fn acquisition_tuning_keys_of_another_source_kind_are_named() {
+    let tree = Tree::new();
+    let errors = tree.errors(&format!(
+        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
+         address = \"127.0.0.1:502\"\nqueue_size = 10\n\
+         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
+         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nmax_gap = 4\n\
+         \n[[stations]]\nid = \"press-02\"\nprofile = \"press\"\nsource = \"modbus_rtu\"\n\
+         device = \"/dev/ttyUSB0\"\nreconnect_initial_ms = 100\n"
+    ));
+    assert_reported(
+        &errors,
+        "agent.toml",
+        11,
+        "stations[0].queue_size",
+        "`queue_size` only applies to source = \"opcua\"",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        18,
+        "stations[1].max_gap",
+        "`max_gap` only applies to source = \"modbus_tcp\" or \"modbus_rtu\"",
+    );
+    assert_reported(
+        &errors,
+        "agent.toml",
+        25,
+        "stations[2].reconnect_initial_ms",
+        "`reconnect_initial_ms` only applies to source = \"modbus_tcp\" or \"opcua\"; expected no `reconnect_initial_ms` on a station with source = \"modbus_rtu\"",
+    );
+    assert_eq!(errors.len(), 3, "{errors}");
+}

@@ -1,7 +1,7 @@
 //! Modbus TCP against an independent peer: a pymodbus server (`tests/support/pymodbus_server.py`)
 //! started as a child process on a free loopback port.
 //!
-//! The test describes the device's data as values (the `points` table below): it writes the
+//! The test describes the device's data as values (`points()` in `tests/support/modbus_points.rs`): it writes the
 //! station profile from it and hands the same table to the server, which encodes every value
 //! into registers with pymodbus's own converter and Python's `struct`, never with our codec.
 //! The station is built through `linesentry::config::load` and `Source::for_station`, polled
@@ -9,358 +9,30 @@
 
 #[path = "support/modbus_common.rs"]
 mod common;
+#[path = "support/modbus_points.rs"]
+mod points;
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::{free_port, load_stations};
-use linesentry::source::{DeviceIdentity, PollResult, Source, SourceError, Value};
+use linesentry::source::{DeviceIdentity, Source, SourceError, Value};
+use points::{
+    expected, points, profile, start_python, values, ChildGuard, Point, PRODUCT_CODE, REVISION,
+    VENDOR,
+};
 use serde_json::json;
-
-const VENDOR: &str = "LineSentry Test Works";
-const PRODUCT_CODE: &str = "LS-PLC-42";
-const REVISION: &str = "3.1.4";
-
-/// Kills the server process however the test ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts the pymodbus server with `spec` and waits for its `READY <port>` line.
 fn start_pymodbus(dir: &Path, spec: &serde_json::Value) -> (ChildGuard, u16) {
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
     let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pymodbus_server.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut child = Command::new(python)
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&spec_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 with pymodbus (tests/requirements.txt)");
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let expected = format!("READY {port}");
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.trim() == expected => return (guard, port),
-            Ok(_) => {}
-            Err(e) => panic!("the pymodbus server did not start: {e}"),
-        }
-    }
-}
-
-/// One tag: where the server puts it, how it is encoded and what the station must read.
-#[derive(Debug, Clone)]
-struct Point {
-    name: String,
-    table: &'static str,
-    /// Zero-based protocol address.
-    address: u16,
-    data_type: &'static str,
-    order: Option<&'static str>,
-    bit: Option<u8>,
-    length: Option<u16>,
-    /// The raw value the server stores.
-    raw: serde_json::Value,
-    scale: Option<(f64, f64)>,
-    expected: Value,
-}
-
-impl Point {
-    fn new(
-        name: impl Into<String>,
-        table: &'static str,
-        address: u16,
-        data_type: &'static str,
-        raw: serde_json::Value,
-        expected: Value,
-    ) -> Point {
-        Point {
-            name: name.into(),
-            table,
-            address,
-            data_type,
-            order: None,
-            bit: None,
-            length: None,
-            raw,
-            scale: None,
-            expected,
-        }
-    }
-
-    fn order(self, order: &'static str) -> Point {
-        Point {
-            order: Some(order),
-            ..self
-        }
-    }
-
-    /// Engineering value = raw × scale + offset, the profile's definition.
-    fn scaled(self, raw: f64, scale: f64, offset: f64) -> Point {
-        Point {
-            scale: Some((scale, offset)),
-            expected: Value::Float(raw * scale + offset),
-            ..self
-        }
-    }
-
-    fn registers(&self) -> u16 {
-        match self.data_type {
-            "u32" | "i32" | "f32" => 2,
-            "u64" | "i64" | "f64" => 4,
-            "string" => self.length.unwrap(),
-            _ => 1,
-        }
-    }
-
-    /// The `[[tags]]` table, with the address written as `addressing` wants it.
-    fn toml(&self, one_based: bool) -> String {
-        let mut t = format!(
-            "[[tags]]\nname = \"{}\"\nrole = \"measurement\"\ntype = \"{}\"\narea = \"{}\"\n\
-             address = {}\n",
-            self.name,
-            self.data_type,
-            self.table,
-            u32::from(self.address) + u32::from(one_based)
-        );
-        if let Some(order) = self.order {
-            writeln!(t, "order = \"{order}\"").unwrap();
-        }
-        if let Some(bit) = self.bit {
-            writeln!(t, "bit = {bit}").unwrap();
-        }
-        if let Some(length) = self.length {
-            writeln!(t, "length = {length}").unwrap();
-        }
-        if let Some((scale, offset)) = self.scale {
-            writeln!(t, "scale = {scale:?}\noffset = {offset:?}").unwrap();
-        }
-        t + "\n"
-    }
-
-    fn spec(&self) -> serde_json::Value {
-        json!({
-            "table": self.table,
-            "address": self.address,
-            "type": self.data_type,
-            "order": self.order.unwrap_or("ABCD"),
-            "bit": self.bit,
-            "length": self.length,
-            "value": self.raw,
-        })
-    }
-}
-
-const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
-
-/// Every data type in every byte order, scaled values, bits of every kind.
-#[allow(clippy::too_many_lines)] // one table, read top to bottom
-fn points() -> Vec<Point> {
-    let mut p = vec![
-        Point::new("coil_on", "coil", 0, "bool", json!(true), Value::Bool(true)),
-        Point::new(
-            "coil_off",
-            "coil",
-            1,
-            "bool",
-            json!(false),
-            Value::Bool(false),
-        ),
-        Point::new(
-            "coil_far",
-            "coil",
-            37,
-            "bool",
-            json!(true),
-            Value::Bool(true),
-        ),
-        Point::new(
-            "di_on",
-            "discrete_input",
-            3,
-            "bool",
-            json!(true),
-            Value::Bool(true),
-        ),
-        Point::new(
-            "di_off",
-            "discrete_input",
-            4,
-            "bool",
-            json!(false),
-            Value::Bool(false),
-        ),
-    ];
-    for (bit, on) in [(0u8, true), (7, false), (15, true)] {
-        p.push(Point {
-            bit: Some(bit),
-            ..Point::new(
-                format!("hr_bit_{bit}"),
-                "holding_register",
-                0,
-                "bool",
-                json!(on),
-                Value::Bool(on),
-            )
-        });
-    }
-    p.push(Point::new(
-        "u16_max",
-        "holding_register",
-        1,
-        "u16",
-        json!(65_535),
-        Value::UInt(65_535),
-    ));
-    p.push(Point::new(
-        "i16_neg",
-        "holding_register",
-        2,
-        "i16",
-        json!(-12_345),
-        Value::Int(-12_345),
-    ));
-
-    let f32_value = f64::from(123.456_f32);
-    let mut next = 10u16;
-    for order in ORDERS {
-        let typed: [(&str, serde_json::Value, Value); 6] = [
-            ("u32", json!(3_735_928_559_u32), Value::UInt(3_735_928_559)),
-            ("i32", json!(-123_456_789), Value::Int(-123_456_789)),
-            (
-                "u64",
-                json!(0xFEDC_BA98_7654_3210_u64),
-                Value::UInt(0xFEDC_BA98_7654_3210),
-            ),
-            (
-                "i64",
-                json!(-1_234_567_890_123_456_789_i64),
-                Value::Int(-1_234_567_890_123_456_789),
-            ),
-            ("f32", json!(f32_value), Value::Float(f32_value)),
-            ("f64", json!(-9_876.543_21), Value::Float(-9_876.543_21)),
-        ];
-        for (data_type, raw, expected) in typed {
-            let point = Point::new(
-                format!("{data_type}_{}", order.to_lowercase()),
-                "holding_register",
-                next,
-                data_type,
-                raw,
-                expected,
-            )
-            .order(order);
-            // One unused register between tags: the planner still joins them into blocks.
-            next += point.registers() + 1;
-            p.push(point);
-        }
-    }
-    assert!(next < 200);
-
-    p.push(Point {
-        length: Some(5),
-        ..Point::new(
-            "text",
-            "input_register",
-            0,
-            "string",
-            json!("LINE-7 ok"),
-            Value::Text("LINE-7 ok".into()),
-        )
-    });
-    p.push(
-        Point::new(
-            "i32_ir_dcba",
-            "input_register",
-            10,
-            "i32",
-            json!(-2_000_000_001),
-            Value::Int(-2_000_000_001),
-        )
-        .order("DCBA"),
+    let guard = start_python(
+        "pymodbus_server.py",
+        &[port.to_string().as_ref(), spec_path.as_os_str()],
+        &format!("READY {port}"),
     );
-    // Scaled values, including one in the input registers.
-    p.push(
-        Point::new(
-            "scaled_i16",
-            "holding_register",
-            220,
-            "i16",
-            json!(-400),
-            Value::Bool(false),
-        )
-        .scaled(-400.0, 0.25, 10.0),
-    );
-    p.push(
-        Point::new(
-            "scaled_u16",
-            "holding_register",
-            221,
-            "u16",
-            json!(1234),
-            Value::Bool(false),
-        )
-        .scaled(1234.0, 0.1, 0.0),
-    );
-    p.push(
-        Point::new(
-            "scaled_f32",
-            "holding_register",
-            222,
-            "f32",
-            json!(2.5),
-            Value::Bool(false),
-        )
-        .order("DCBA")
-        .scaled(2.5, 4.0, -1.0),
-    );
-    p.push(
-        Point::new(
-            "scaled_u32_ir",
-            "input_register",
-            20,
-            "u32",
-            json!(1_234_567),
-            Value::Bool(false),
-        )
-        .order("CDAB")
-        .scaled(1_234_567.0, 0.001, -1000.0),
-    );
-    p
-}
-
-fn profile(name: &str, one_based: bool, points: &[Point]) -> String {
-    let addressing = if one_based { "one_based" } else { "zero_based" };
-    let mut text = format!(
-        "[profile]\nname = \"{name}\"\nprotocol = \"modbus\"\naddressing = \"{addressing}\"\n\n"
-    );
-    for p in points {
-        text += &p.toml(one_based);
-    }
-    text
+    (guard, port)
 }
 
 fn station(id: &str, profile: &str, port: u16) -> String {
@@ -368,21 +40,6 @@ fn station(id: &str, profile: &str, port: u16) -> String {
         "[[stations]]\nid = \"{id}\"\nprofile = \"{profile}\"\nsource = \"modbus_tcp\"\n\
          address = \"127.0.0.1:{port}\"\nunit_id = 1\npoll_interval_ms = 1000\ntimeout_ms = 2000\n\n"
     )
-}
-
-fn values(result: &PollResult) -> BTreeMap<String, Value> {
-    result
-        .readings
-        .iter()
-        .map(|r| (r.tag.to_string(), r.value.clone()))
-        .collect()
-}
-
-fn expected(points: &[Point]) -> BTreeMap<String, Value> {
-    points
-        .iter()
-        .map(|p| (p.name.clone(), p.expected.clone()))
-        .collect()
 }
 
 #[tokio::test]
@@ -482,4 +139,56 @@ fn ctx(seed: u64) -> linesentry::source::SourceContext {
         gateway_id: "gw-interop".into(),
         seed,
     }
+}
+
+#[tokio::test]
+async fn a_stations_coalescing_and_identification_keys_change_what_it_asks_the_device() {
+    let points = points();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = json!({
+        "size": 400,
+        "identity": {"vendor": VENDOR, "product_code": PRODUCT_CODE, "revision": REVISION},
+        "points": points.iter().map(Point::spec).collect::<Vec<_>>(),
+    });
+    let (_server, port) = start_pymodbus(dir.path(), &spec);
+    // Requests of at most 8 registers, no gap bridged, identification on every poll.
+    let tuned = station("tuned", "interop", port).replace(
+        "timeout_ms = 2000\n",
+        "timeout_ms = 2000\nmax_read_registers = 8\nmax_gap = 0\nidentity_every_polls = 1\n",
+    );
+    let (_config_dir, stations) = load_stations(
+        &[("interop", &profile("interop", false, &points))],
+        &(station("default", "interop", port) + &tuned),
+    );
+    let requests = |source: &Source| match source {
+        Source::ModbusTcp(station) => station.counters().requests,
+        other => panic!("{other:?}"),
+    };
+
+    let mut default = Source::for_station(&stations[0], &ctx(5)).unwrap();
+    let mut tuned = Source::for_station(&stations[1], &ctx(6)).unwrap();
+    let want = expected(&points);
+    let mut asked = Vec::new();
+    for source in [&mut default, &mut tuned] {
+        let first = source.poll().await;
+        assert_eq!(first.errors, []);
+        assert_eq!(values(&first), want);
+        assert!(first.identity.is_some());
+        let after_first = requests(source);
+        let second = source.poll().await;
+        assert_eq!(values(&second), want);
+        asked.push((after_first, requests(source) - after_first, second.identity));
+    }
+    let (default_first, default_second, default_identity) = asked[0].clone();
+    let (tuned_first, tuned_second, tuned_identity) = asked[1].clone();
+    // Without gaps and with short requests the same tags take many more requests.
+    assert!(
+        tuned_first > 2 * default_first,
+        "tuned {tuned_first} requests, default {default_first}"
+    );
+    // The default station reads the identification again only after 60 polls.
+    assert_eq!(default_second, default_first - 1);
+    assert_eq!(default_identity, None);
+    assert_eq!(tuned_second, tuned_first);
+    assert!(tuned_identity.is_some());
 }

@@ -68,6 +68,28 @@ pub(super) const SECURITY_POLICY: &str = "None";
 pub(super) const POLL_INTERVAL_MS: Int = int(1000, 10, 3_600_000, "ms");
 pub(super) const TIMEOUT_MS: Int = int(1000, 10, 60_000, "ms");
 pub(super) const ENABLED: bool = true;
+// [[stations]], acquisition tuning; the source modules' own defaults (`StationOptions`,
+// `OpcUaSettings::new`) are the same numbers, a test in `station.rs` keeps them in step.
+/// Unused registers (bits) read between two tags to join them into one request.
+pub(super) const MAX_GAP: Int = int(10, 0, 2000, "registers or bits");
+pub(super) const MAX_READ_REGISTERS: Int = int(125, 1, 125, "registers");
+pub(super) const MAX_READ_BITS: Int = int(2000, 1, 2000, "bits");
+/// Failed polls in a row that isolate a Modbus device (circuit breaker).
+pub(super) const BREAKER_FAILURES: Int = int(3, 1, 1000, "polls");
+/// First and longest isolation, doubling with ±20 % jitter.
+pub(super) const BREAKER_OPEN_MS: Int = int(1000, 10, 3_600_000, "ms");
+pub(super) const BREAKER_OPEN_MAX_MS: Int = int(30_000, 10, 3_600_000, "ms");
+/// Polls between two FC 43/14 reads; 0 = only on each new connection.
+pub(super) const IDENTITY_EVERY_POLLS: Int = int(60, 0, 1_000_000, "polls");
+/// First reconnect delay, doubling with ±20 % jitter: Modbus TCP and OPC UA defaults.
+pub(super) const RECONNECT_INITIAL_MS_MODBUS: Int = int(200, 10, 600_000, "ms");
+pub(super) const RECONNECT_INITIAL_MS_OPCUA: Int = int(500, 10, 600_000, "ms");
+pub(super) const RECONNECT_MAX_MS: Int = int(30_000, 10, 3_600_000, "ms");
+/// Values the server queues per OPC UA monitored item between publishes.
+pub(super) const QUEUE_SIZE: Int = int(10, 1, 10_000, "values");
+/// Publishing intervals without a notification before the subscription is re-created;
+/// more than the keep-alive count (5), so a quiet but healthy subscription is kept.
+pub(super) const WATCHDOG_INTERVALS: Int = int(15, 6, 10_000, "publishing intervals");
 
 // [forward]
 pub(super) const CONSOLE: bool = false;

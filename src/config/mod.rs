@@ -48,7 +48,8 @@ pub use settings::{
     MqttProtocol, MqttSettings, Strategy, TlsSettings,
 };
 pub use station::{
-    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, StationConfig,
+    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, SourceTuning,
+    StationConfig,
 };
 
 use crate::event::SeverityMap;

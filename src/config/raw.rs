@@ -55,6 +55,19 @@ pub(super) struct Station {
     pub(super) security_policy: Option<String>,
     pub(super) identity: Option<Identity>,
     pub(super) acquisition: Option<String>,
+    pub(super) queue_size: Option<i64>,
+    pub(super) watchdog_intervals: Option<i64>,
+    // modbus_tcp, modbus_rtu: coalescing, circuit breaker, device identification
+    pub(super) max_gap: Option<i64>,
+    pub(super) max_read_registers: Option<i64>,
+    pub(super) max_read_bits: Option<i64>,
+    pub(super) breaker_failures: Option<i64>,
+    pub(super) breaker_open_ms: Option<i64>,
+    pub(super) breaker_open_max_ms: Option<i64>,
+    pub(super) identity_every_polls: Option<i64>,
+    // modbus_tcp, opcua
+    pub(super) reconnect_initial_ms: Option<i64>,
+    pub(super) reconnect_max_ms: Option<i64>,
     // every kind
     pub(super) poll_interval_ms: Option<i64>,
     pub(super) timeout_ms: Option<i64>,

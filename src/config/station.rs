@@ -30,6 +30,60 @@ pub struct StationConfig {
     /// Authorised maintenance windows of this station (management-of-change tickets), in
     /// file order, each `start < end`.
     pub change_windows: Vec<ChangeWindow>,
+    /// Coalescing, breaker, reconnect, identification and subscription settings; the
+    /// defaults unless the station sets its source kind's keys.
+    pub tuning: SourceTuning,
+}
+
+/// How a station's source acquires: the optional per-station keys of `[[stations]]`, with
+/// the defaults of `defaults.rs` filled in. Keys of another source kind are refused, so
+/// the fields a source does not use keep their defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceTuning {
+    /// Modbus: `max_gap`, `max_read_registers`, `max_read_bits`.
+    pub plan: crate::source::modbus::PlanLimits,
+    /// Modbus: `breaker_failures`, failed polls in a row that isolate the device.
+    pub breaker_failures: u32,
+    /// Modbus: `breaker_open_ms` / `breaker_open_max_ms`, first and longest isolation.
+    pub breaker_open: Duration,
+    pub breaker_open_max: Duration,
+    /// Modbus: `identity_every_polls`; 0 reads FC 43/14 only on a new connection.
+    pub identity_every: u32,
+    /// Modbus TCP and OPC UA: `reconnect_initial_ms` / `reconnect_max_ms`. The initial
+    /// default depends on the source (200 ms Modbus TCP, 500 ms OPC UA).
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// OPC UA: `queue_size` of every monitored item.
+    pub queue_size: u32,
+    /// OPC UA: `watchdog_intervals`, silent publishing intervals before the subscription is
+    /// re-created.
+    pub watchdog_intervals: u32,
+}
+
+impl SourceTuning {
+    /// The defaults for a station of source `kind` (`"opcua"` has its own reconnect start).
+    pub fn defaults_for(kind: &str) -> Self {
+        let ms = |setting: defaults::Int| Duration::from_millis(setting.default as u64);
+        SourceTuning {
+            plan: crate::source::modbus::PlanLimits {
+                max_registers: defaults::MAX_READ_REGISTERS.default as u16,
+                max_bits: defaults::MAX_READ_BITS.default as u16,
+                max_gap: defaults::MAX_GAP.default as u16,
+            },
+            breaker_failures: defaults::BREAKER_FAILURES.default as u32,
+            breaker_open: ms(defaults::BREAKER_OPEN_MS),
+            breaker_open_max: ms(defaults::BREAKER_OPEN_MAX_MS),
+            identity_every: defaults::IDENTITY_EVERY_POLLS.default as u32,
+            reconnect_initial: ms(if kind == "opcua" {
+                defaults::RECONNECT_INITIAL_MS_OPCUA
+            } else {
+                defaults::RECONNECT_INITIAL_MS_MODBUS
+            }),
+            reconnect_max: ms(defaults::RECONNECT_MAX_MS),
+            queue_size: defaults::QUEUE_SIZE.default as u32,
+            watchdog_intervals: defaults::WATCHDOG_INTERVALS.default as u32,
+        }
+    }
 }
 
 impl StationConfig {
@@ -241,6 +295,7 @@ fn station(
         &child(at, "change_windows"),
         raw.change_windows.as_deref(),
     );
+    let tuning = tuning(report, at, raw, kind);
     if report.error_count() > before {
         return None;
     }
@@ -252,6 +307,105 @@ fn station(
         timeout: Duration::from_millis(timeout? as u64),
         enabled: raw.enabled.unwrap_or(defaults::ENABLED),
         change_windows: change_windows?,
+        tuning: tuning?,
+    })
+}
+
+/// The acquisition tuning keys; whether they fit the source kind is checked in `source`.
+fn tuning(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Station,
+    kind: Option<Kind>,
+) -> Option<SourceTuning> {
+    let before = report.error_count();
+    let mut int = |key: &str, given: Option<i64>, setting: defaults::Int| {
+        report.int(&child(at, key), given, setting)
+    };
+    let max_gap = int("max_gap", raw.max_gap, defaults::MAX_GAP);
+    let max_registers = int(
+        "max_read_registers",
+        raw.max_read_registers,
+        defaults::MAX_READ_REGISTERS,
+    );
+    let max_bits = int("max_read_bits", raw.max_read_bits, defaults::MAX_READ_BITS);
+    let failures = int(
+        "breaker_failures",
+        raw.breaker_failures,
+        defaults::BREAKER_FAILURES,
+    );
+    let open = int(
+        "breaker_open_ms",
+        raw.breaker_open_ms,
+        defaults::BREAKER_OPEN_MS,
+    );
+    let open_max = int(
+        "breaker_open_max_ms",
+        raw.breaker_open_max_ms,
+        defaults::BREAKER_OPEN_MAX_MS,
+    );
+    let identity_every = int(
+        "identity_every_polls",
+        raw.identity_every_polls,
+        defaults::IDENTITY_EVERY_POLLS,
+    );
+    let initial_default = if kind == Some(Kind::OpcUa) {
+        defaults::RECONNECT_INITIAL_MS_OPCUA
+    } else {
+        defaults::RECONNECT_INITIAL_MS_MODBUS
+    };
+    let reconnect = int(
+        "reconnect_initial_ms",
+        raw.reconnect_initial_ms,
+        initial_default,
+    );
+    let reconnect_max = int(
+        "reconnect_max_ms",
+        raw.reconnect_max_ms,
+        defaults::RECONNECT_MAX_MS,
+    );
+    let queue_size = int("queue_size", raw.queue_size, defaults::QUEUE_SIZE);
+    let watchdog = int(
+        "watchdog_intervals",
+        raw.watchdog_intervals,
+        defaults::WATCHDOG_INTERVALS,
+    );
+    for (first, last, first_key, last_key) in [
+        (open, open_max, "breaker_open_ms", "breaker_open_max_ms"),
+        (
+            reconnect,
+            reconnect_max,
+            "reconnect_initial_ms",
+            "reconnect_max_ms",
+        ),
+    ] {
+        if let (Some(first), Some(last)) = (first, last) {
+            if first > last {
+                report.error(
+                    &child(at, last_key),
+                    format!("expected at least `{first_key}` ({first} ms), found {last} ms"),
+                );
+            }
+        }
+    }
+    if report.error_count() > before {
+        return None;
+    }
+    let ms = |v: Option<i64>| v.map(|v| Duration::from_millis(v as u64));
+    Some(SourceTuning {
+        plan: crate::source::modbus::PlanLimits {
+            max_registers: max_registers? as u16,
+            max_bits: max_bits? as u16,
+            max_gap: max_gap? as u16,
+        },
+        breaker_failures: failures? as u32,
+        breaker_open: ms(open)?,
+        breaker_open_max: ms(open_max)?,
+        identity_every: identity_every? as u32,
+        reconnect_initial: ms(reconnect)?,
+        reconnect_max: ms(reconnect_max)?,
+        queue_size: queue_size? as u32,
+        watchdog_intervals: watchdog? as u32,
     })
 }
 
@@ -310,9 +464,21 @@ const KIND_KEYS: &[(&str, &[Kind])] = &[
     ("security_policy", &[Kind::OpcUa]),
     ("identity", &[Kind::OpcUa]),
     ("acquisition", &[Kind::OpcUa]),
+    ("queue_size", &[Kind::OpcUa]),
+    ("watchdog_intervals", &[Kind::OpcUa]),
+    ("max_gap", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("max_read_registers", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("max_read_bits", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("breaker_failures", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("breaker_open_ms", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("breaker_open_max_ms", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    ("identity_every_polls", &[Kind::ModbusTcp, Kind::ModbusRtu]),
+    // A serial port is reopened by its bus arbiter, shared by every unit on it.
+    ("reconnect_initial_ms", &[Kind::ModbusTcp, Kind::OpcUa]),
+    ("reconnect_max_ms", &[Kind::ModbusTcp, Kind::OpcUa]),
 ];
 
-fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 12] {
+fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 23] {
     [
         ("address", raw.address.is_some()),
         ("unit_id", raw.unit_id.is_some()),
@@ -326,6 +492,17 @@ fn given_keys(raw: &raw::Station) -> [(&'static str, bool); 12] {
         ("security_policy", raw.security_policy.is_some()),
         ("identity", raw.identity.is_some()),
         ("acquisition", raw.acquisition.is_some()),
+        ("queue_size", raw.queue_size.is_some()),
+        ("watchdog_intervals", raw.watchdog_intervals.is_some()),
+        ("max_gap", raw.max_gap.is_some()),
+        ("max_read_registers", raw.max_read_registers.is_some()),
+        ("max_read_bits", raw.max_read_bits.is_some()),
+        ("breaker_failures", raw.breaker_failures.is_some()),
+        ("breaker_open_ms", raw.breaker_open_ms.is_some()),
+        ("breaker_open_max_ms", raw.breaker_open_max_ms.is_some()),
+        ("identity_every_polls", raw.identity_every_polls.is_some()),
+        ("reconnect_initial_ms", raw.reconnect_initial_ms.is_some()),
+        ("reconnect_max_ms", raw.reconnect_max_ms.is_some()),
     ]
 }
 
@@ -621,5 +798,28 @@ mod tests {
         assert!(is_opc_tcp_url("opc.tcp://aoi-01:4840/UA/Server"));
         assert!(!is_opc_tcp_url("opc.tcp://"));
         assert!(!is_opc_tcp_url("http://aoi-01:4840"));
+    }
+
+    #[test]
+    fn the_tuning_defaults_are_the_sources_own_defaults() {
+        use crate::source::modbus::StationOptions;
+        let modbus = StationOptions::default();
+        let tuning = SourceTuning::defaults_for("modbus_tcp");
+        assert_eq!(tuning.plan, modbus.limits);
+        assert_eq!(tuning.breaker_failures, modbus.breaker.failure_threshold);
+        assert_eq!(tuning.breaker_open, modbus.breaker.open.initial);
+        assert_eq!(tuning.breaker_open_max, modbus.breaker.open.max);
+        assert_eq!(tuning.identity_every, modbus.identity_every);
+        assert_eq!(tuning.reconnect_initial, modbus.reconnect.initial);
+        assert_eq!(tuning.reconnect_max, modbus.reconnect.max);
+        assert_eq!(StationOptions::from_tuning(&tuning), modbus);
+
+        let opcua = crate::source::opcua::OpcUaSettings::new(Path::new("data"), "gw");
+        let tuning = SourceTuning::defaults_for("opcua");
+        assert_eq!(tuning.queue_size, opcua.queue_size);
+        assert_eq!(tuning.watchdog_intervals, opcua.watchdog_intervals);
+        assert!(tuning.watchdog_intervals > opcua.keep_alive_count);
+        assert_eq!(tuning.reconnect_initial, opcua.reconnect_initial);
+        assert_eq!(tuning.reconnect_max, opcua.reconnect_max);
     }
 }

@@ -180,6 +180,10 @@ impl Source {
             SourceConfig::OpcUa { acquisition, .. } => {
                 let mut settings = opcua::OpcUaSettings::new(&ctx.data_dir, &ctx.gateway_id);
                 settings.acquisition = *acquisition;
+                settings.queue_size = station.tuning.queue_size;
+                settings.watchdog_intervals = station.tuning.watchdog_intervals;
+                settings.reconnect_initial = station.tuning.reconnect_initial;
+                settings.reconnect_max = station.tuning.reconnect_max;
                 settings.deadbands = station
                     .profile
                     .tags

@@ -64,10 +64,10 @@ impl fmt::Debug for TcpStation {
 }
 
 impl TcpStation {
-    /// The station with default [`StationOptions`]. Fails on a station that is not
-    /// `modbus_tcp` or whose tags cannot be planned; does no I/O.
+    /// The station with the [`StationOptions`] its config asks for. Fails on a station that
+    /// is not `modbus_tcp` or whose tags cannot be planned; does no I/O.
     pub fn new(station: &StationConfig) -> Result<Self, SourceError> {
-        Self::with_options(station, &StationOptions::default())
+        Self::with_options(station, &StationOptions::from_tuning(&station.tuning))
     }
 
     pub fn with_options(

@@ -662,11 +662,15 @@ impl fmt::Debug for RtuStation {
 }
 
 impl RtuStation {
-    /// The station on the process-wide bus registry ([`RtuBuses::global`]) with default
-    /// [`StationOptions`]. Must be called within a tokio runtime (the bus arbiter is spawned
-    /// on it); opens nothing.
+    /// The station on the process-wide bus registry ([`RtuBuses::global`]) with the
+    /// [`StationOptions`] its config asks for. Must be called within a tokio runtime (the bus
+    /// arbiter is spawned on it); opens nothing.
     pub fn new(station: &StationConfig) -> Result<Self, SourceError> {
-        Self::on_bus(station, RtuBuses::global(), &StationOptions::default())
+        Self::on_bus(
+            station,
+            RtuBuses::global(),
+            &StationOptions::from_tuning(&station.tuning),
+        )
     }
 
     /// The station on `buses`.

@@ -72,6 +72,32 @@ impl Default for StationOptions {
     }
 }
 
+impl StationOptions {
+    /// The options a station's config asks for (`[[stations]]` tuning keys); the growth and
+    /// jitter of both backoffs stay those of [`BackoffPolicy::RECONNECT`] and
+    /// [`BackoffPolicy::ISOLATION`].
+    pub fn from_tuning(tuning: &crate::config::SourceTuning) -> Self {
+        StationOptions {
+            limits: tuning.plan,
+            breaker: BreakerPolicy {
+                failure_threshold: tuning.breaker_failures,
+                open: BackoffPolicy {
+                    initial: tuning.breaker_open,
+                    max: tuning.breaker_open_max,
+                    ..BackoffPolicy::ISOLATION
+                },
+            },
+            reconnect: BackoffPolicy {
+                initial: tuning.reconnect_initial,
+                max: tuning.reconnect_max,
+                ..BackoffPolicy::RECONNECT
+            },
+            identity_every: tuning.identity_every,
+            seed: None,
+        }
+    }
+}
+
 /// What a station has done since it was created, for `/metrics`. Monotonic except
 /// `last_poll_latency`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
