@@ -85,6 +85,22 @@ async fn scenario(
             )
         }
     };
+    let events = run_agent(dir.path(), profile, &source, seconds).await;
+    if let Some(h) = modbus_sim {
+        h.shutdown().await;
+    }
+    if let Some(s) = opcua_sim {
+        s.shutdown().await;
+    }
+    events
+}
+
+/// Runs the agent for `seconds` with one station `st-1` of `profile` (in `<dir>/devices`)
+/// reached through `source` (its `source = ...` lines), data in `<dir>/data`; returns what
+/// the durable queue holds afterwards.
+async fn run_agent(dir: &Path, profile: &str, source: &str, seconds: f64) -> Vec<SecurityEvent> {
+    let data = dir.join("data");
+    let devices = dir.join("devices");
     let config_text = format!(
         "[agent]\ngateway_id = \"{GATEWAY}\"\nsite = \"test\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\
          shutdown_grace_ms = 500\n\n[[stations]]\nid = \"st-1\"\nprofile = \"{profile}\"\n{source}\n\
@@ -92,7 +108,7 @@ async fn scenario(
         data.display(),
         devices.display()
     );
-    let config = linesentry::config::load_str(&dir.path().join("agent.toml"), &config_text)
+    let config = linesentry::config::load_str(&dir.join("agent.toml"), &config_text)
         .unwrap_or_else(|e| panic!("{e}\n{config_text}"));
 
     let shutdown = CancellationToken::new();
@@ -100,12 +116,6 @@ async fn scenario(
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     shutdown.cancel();
     agent.await.unwrap().unwrap();
-    if let Some(h) = modbus_sim {
-        h.shutdown().await;
-    }
-    if let Some(s) = opcua_sim {
-        s.shutdown().await;
-    }
     let (queue, _) = Queue::open(QueueOptions::new(&data, GATEWAY)).unwrap();
     let events = queue.peek(None, usize::MAX).unwrap();
     queue.close().await;
@@ -361,4 +371,262 @@ async fn a_new_server_identity_at_the_same_address_is_raised() {
     for e in of(&events, "identity.changed") {
         assert_eq!(e.severity, Severity::Critical);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_production_reports_measurements_by_exception_and_raises_nothing() {
+    let events = scenario("stamping_press", Link::Modbus, "", "", 3.0).await;
+    let measurements = of(&events, "equipment.measurement");
+    assert!(!measurements.is_empty(), "no equipment.measurement");
+    for e in &measurements {
+        assert_eq!(e.severity, Severity::Debug);
+        assert!(e.event_data["tag"].is_string(), "{:?}", e.event_data);
+        assert!(e.event_data["value"].is_number(), "{:?}", e.event_data);
+    }
+    let status = of(&events, "equipment.status");
+    assert!(
+        status.iter().any(|e| e.event_data["state"] == "run"),
+        "no run status"
+    );
+    quiet_apart_from(&events, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setpoint_beyond_its_engineering_limits_is_out_of_range() {
+    let events = scenario(
+        "stamping_press",
+        Link::Modbus,
+        "",
+        "setpoint_out_of_range@1.5",
+        3.0,
+    )
+    .await;
+    let e = one(&events, "setpoint.out_of_range", Severity::Error);
+    assert_eq!(e.event_data["tag"], "tonnage_setpoint");
+    assert_eq!(
+        e.event_data["limit"],
+        serde_json::json!({ "min": 50.0, "max": 400.0 })
+    );
+    assert!(
+        e.event_data["value"].as_f64().unwrap() > 400.0,
+        "{:?}",
+        e.event_data
+    );
+    assert_eq!(
+        e.event_data["attack"],
+        serde_json::json!(["T0836", "T0880"])
+    );
+    one(&events, "setpoint.changed", Severity::Warn);
+    quiet_apart_from(&events, &["setpoint.out_of_range", "setpoint.changed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_that_start_again_from_zero_without_a_restart_are_a_reset() {
+    let events = scenario(
+        "stamping_press",
+        Link::Modbus,
+        "",
+        "counters_reset@1.5",
+        3.0,
+    )
+    .await;
+    let e = one(&events, "diag.counters_reset", Severity::Warn);
+    assert_eq!(e.event_data["tag"], "stroke_counter");
+    assert!(
+        e.event_data["value"].as_f64().unwrap() < e.event_data["previous"].as_f64().unwrap(),
+        "{:?}",
+        e.event_data
+    );
+    assert_eq!(e.event_data["attack"], serde_json::json!(["T0872"]));
+    quiet_apart_from(&events, &["diag.counters_reset"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_illegal_address_exceptions_is_a_scan() {
+    let events = scenario(
+        "stamping_press",
+        Link::Modbus,
+        "exception_burst = 5",
+        "exceptions@1.5",
+        4.0,
+    )
+    .await;
+    let e = one(&events, "security.violation", Severity::Error);
+    assert_eq!(e.event_data["kind"], "modbus_scan");
+    assert!(
+        e.event_data["exceptions"].as_u64().unwrap() >= 5,
+        "{:?}",
+        e.event_data
+    );
+    assert_eq!(e.event_data["codes"][0], "0x02");
+    quiet_apart_from(&events, &["security.violation"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_served_with_a_bad_status_are_stale() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "garbage@4",
+        8.0,
+    )
+    .await;
+    let stale = of(&events, "value.stale");
+    assert!(!stale.is_empty(), "no value.stale");
+    for e in &stale {
+        assert_eq!(e.severity, Severity::Warn);
+        assert_eq!(e.event_data["reason"], "bad_quality", "{:?}", e.event_data);
+        assert_eq!(e.event_data["quality"], "bad");
+        assert_eq!(e.event_data["attack"], serde_json::json!(["T0856"]));
+    }
+    // One episode per tag, not one event per poll.
+    let mut tags: Vec<&str> = stale
+        .iter()
+        .map(|e| e.event_data["tag"].as_str().unwrap())
+        .collect();
+    let all = tags.len();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), all, "{tags:?}");
+    quiet_apart_from(&events, &["value.stale"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_drops_its_strongest_security_policy_is_a_downgrade() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "policy_downgrade@4",
+        12.0,
+    )
+    .await;
+    let e = one(&events, "security_policy.downgraded", Severity::Warn);
+    assert_eq!(e.event_data["previous"], "Aes256_Sha256_RsaPss");
+    assert_eq!(e.event_data["value"], "Basic256Sha256");
+    // The server restarted to change its endpoints; nothing else is loud.
+    quiet_apart_from(&events, &["security_policy.downgraded", "device.restarted"]);
+}
+
+/// Server diagnostics are re-read every 30 s (and on a new session): these run past that.
+const STATUS_REREAD_S: f64 = 40.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_sessions_on_the_server_are_a_session_anomaly() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "session_flood@3",
+        STATUS_REREAD_S,
+    )
+    .await;
+    let e = one(&events, "session.anomaly", Severity::Warn);
+    let sessions = e.event_data["sessions"].as_u64().unwrap();
+    let baseline = e.event_data["baseline"].as_u64().unwrap();
+    assert!(sessions >= baseline + 3, "{:?}", e.event_data);
+    assert_eq!(e.event_data["attack"], serde_json::json!(["T0886"]));
+    quiet_apart_from(&events, &["session.anomaly"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "password_guess@3",
+        STATUS_REREAD_S,
+    )
+    .await;
+    // The agent's own session is fine: these come from the server's diagnostics.
+    let failed = one(&events, "auth.failed", Severity::Warn);
+    assert_eq!(
+        failed.event_data["tag"],
+        "_diag.security_rejected_session_count"
+    );
+    assert!(
+        failed.event_data["rejected_sessions"].as_u64().unwrap() >= 5,
+        "{:?}",
+        failed.event_data
+    );
+    let violation = one(&events, "security.violation", Severity::Error);
+    assert_eq!(violation.event_data["kind"], "auth_burst");
+    assert_eq!(
+        violation.event_data["key"],
+        "server:_diag.security_rejected_session_count"
+    );
+    assert_eq!(violation.correlation_id, failed.correlation_id);
+    // Each guess created a session whose activation failed; the server keeps it until it
+    // times out, so the session count rises too, as on a real server.
+    quiet_apart_from(
+        &events,
+        &["auth.failed", "security.violation", "session.anomaly"],
+    );
+}
+
+/// A device whose clock is ten minutes ahead: the OPC UA simulator runs as its own process
+/// (`linesentry sim`) under libfaketime, so its `ServerStatus.CurrentTime` is really off.
+/// Security None and anonymous: the point is the clock, not the certificates (which a
+/// server clock this far off would otherwise make not yet valid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices");
+    std::fs::create_dir_all(&devices).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/cell_controller.toml");
+    std::fs::copy(&shipped, devices.join("cell_controller.toml")).unwrap();
+    let mut child = Command::new("faketime")
+        .args(["-f", "+10m"])
+        .arg(env!("CARGO_BIN_EXE_linesentry"))
+        .arg("sim")
+        .arg("--profile")
+        .arg(&shipped)
+        .args(["--listen", "127.0.0.1:0", "--pki"])
+        .arg(dir.path().join("sim-pki"))
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `faketime` (Debian package faketime; scripts/test installs it): {e}")
+        });
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("opc.tcp://"))
+        .unwrap_or_else(|| panic!("no endpoint in the simulator's first line: {line:?}"))
+        .trim_end_matches([';', ','])
+        .to_owned();
+    let source = format!(
+        "source = \"opcua\"\nendpoint_url = \"{url}\"\nsecurity_mode = \"None\"\nsecurity_policy = \"None\""
+    );
+    let events = run_agent(dir.path(), "cell_controller", &source, 6.0).await;
+    // Ours: started above and waited for here.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = one(&events, "agent.clock_skew", Severity::Warn);
+    let skew = e.event_data["skew_ms"].as_i64().unwrap();
+    assert!((540_000..660_000).contains(&skew), "{:?}", e.event_data);
+    assert_eq!(e.event_data["limit_ms"], 5000);
+    quiet_apart_from(&events, &["agent.clock_skew"]);
 }

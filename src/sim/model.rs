@@ -134,6 +134,8 @@ struct SimTag {
     /// The generator's last value (held while the tag is a frozen measurement).
     generated: Value,
     pinned: Option<Value>,
+    /// Subtracted from a counter's generated value: where it stood at its last reset.
+    offset: f64,
     /// What readers see; recomputed on every tick and every state change.
     value: Value,
 }
@@ -159,6 +161,12 @@ pub struct StationModel {
     identity: DeviceIdentity,
     identity_generation: u32,
     link: LinkBehaviour,
+    /// The server offers only part of its security policies (OPC UA).
+    weak_security: bool,
+    /// Extra client sessions an intruder holds open on the server (OPC UA).
+    intruder_sessions: u32,
+    /// Failed logins an intruder still has to try (OPC UA).
+    login_guesses: u32,
     ticks: u64,
     updated: Option<Timestamp>,
 }
@@ -176,6 +184,7 @@ impl StationModel {
                 value: reading.value.clone(),
                 generated: reading.value,
                 pinned: None,
+                offset: 0.0,
             })
             .collect();
         let identity = DeviceIdentity {
@@ -204,6 +213,9 @@ impl StationModel {
             identity,
             identity_generation: 0,
             link: LinkBehaviour::Normal,
+            weak_security: false,
+            intruder_sessions: 0,
+            login_guesses: 0,
             ticks: 0,
             updated: None,
         };
@@ -421,6 +433,48 @@ impl StationModel {
         &self.identity
     }
 
+    /// Counters start again from zero (a diagnostic counter reset, not a restart): each
+    /// counter tag reads what it counted since now. Returns the counter tags.
+    pub fn reset_counters(&mut self) -> Vec<String> {
+        let mut reset = Vec::new();
+        for (tag, spec) in self.tags.iter_mut().zip(&self.profile.tags) {
+            if spec.role == TagRole::Counter {
+                tag.offset = tag.generated.as_f64().unwrap_or(0.0);
+                reset.push(spec.name.clone());
+            }
+        }
+        self.settle();
+        reset
+    }
+
+    /// Whether the server offers only part of its security policies (its strongest gone).
+    pub fn set_weak_security(&mut self, weak: bool) {
+        self.weak_security = weak;
+    }
+
+    pub fn weak_security(&self) -> bool {
+        self.weak_security
+    }
+
+    /// Extra sessions an intruder should hold open on the server.
+    pub fn set_intruder_sessions(&mut self, sessions: u32) {
+        self.intruder_sessions = sessions;
+    }
+
+    pub fn intruder_sessions(&self) -> u32 {
+        self.intruder_sessions
+    }
+
+    /// Adds failed logins an intruder is to try.
+    pub fn add_login_guesses(&mut self, guesses: u32) {
+        self.login_guesses = self.login_guesses.saturating_add(guesses);
+    }
+
+    /// Takes the failed logins still to try (the caller tries them).
+    pub fn take_login_guesses(&mut self) -> u32 {
+        std::mem::take(&mut self.login_guesses)
+    }
+
     pub fn set_link(&mut self, link: LinkBehaviour) {
         self.link = link;
     }
@@ -502,6 +556,10 @@ impl StationModel {
                 .or_else(|| production_state(spec, PRODUCTION_MODE))
                 .unwrap_or_else(|| tag.generated.clone()),
             TagRole::QualityResult if self.failing => generator::quality_value(spec, true, 0.5),
+            TagRole::Counter if tag.offset > 0.0 => generator::typed(
+                spec,
+                (tag.generated.as_f64().unwrap_or(0.0) - tag.offset).max(0.0),
+            ),
             TagRole::ProgramChecksum => program_value(spec, self.program_revision),
             TagRole::Firmware if spec.data_type == DataType::String => {
                 Value::Text(self.firmware.to_string())

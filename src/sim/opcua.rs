@@ -24,7 +24,16 @@
 //! `ServerStatus.BuildInfo` and the ApplicationUri come from [`StationModel::identity`]; when
 //! the identity changes (firmware update, another device at the address) the server restarts
 //! with the new one, as a real device would, and a different ApplicationUri gets its own
-//! certificate (`<pki_dir>/identities/<n>`). Diagnostics are enabled.
+//! certificate (`<pki_dir>/identities/<n>`). Diagnostics are enabled; a refused identity
+//! counts in `SecurityRejectedSessionCount` (async-opcua alone never counts it).
+//!
+//! # Security and intruders
+//!
+//! With [`StationModel::weak_security`] on, the server restarts offering only None and
+//! Basic256Sha256 (a downgrade from Aes256_Sha256_RsaPss as the strongest). An intruder task
+//! plays the network side of an attack with real client connections over the None
+//! endpoint: it holds [`StationModel::intruder_sessions`] extra anonymous sessions open and
+//! tries wrong passwords for the configured user ([`StationModel::take_login_guesses`]).
 //!
 //! # Link behaviours
 //!
@@ -38,20 +47,31 @@
 //! start the OPC UA server on the same port while the model keeps ticking: clients lose
 //! their connection and their session, and the server's `StartTime` changes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opcua::client::{ClientBuilder, IdentityToken, Session};
 use opcua::crypto::SecurityPolicy;
+use opcua::crypto::Thumbprint;
+use opcua::server::address_space::AccessLevel;
 use opcua::server::address_space::VariableBuilder;
+use opcua::server::authenticator::{
+    AuthManager, CoreServerPermissions, DefaultAuthenticator, Password, UserToken,
+};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
-use opcua::server::{ServerBuilder, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
+use opcua::server::{
+    ServerBuilder, ServerEndpoint, ServerHandle, ServerInfo, ServerUserToken,
+    ANONYMOUS_USER_TOKEN_ID,
+};
 use opcua::types::{
     BuildInfo, DataTypeId, DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode,
-    Variant,
+    UserTokenPolicy, Variant,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -138,6 +158,13 @@ pub async fn start(
     let served = Served::new(&profile);
     let first = Running::start(listener, addr, &model, opcua, &served)?;
     let mut handle = SimHandle::launch(Arc::clone(&model), addr, options, cancel.clone()).await?;
+    handle.track(tokio::spawn(intrude(
+        Arc::clone(&model),
+        format!("opc.tcp://{}:{}/", addr.ip(), addr.port()),
+        opcua.pki_dir.join("intruder"),
+        opcua.user.0.clone(),
+        cancel.clone(),
+    )));
     let (commands, receiver) = mpsc::channel(4);
     handle.track(tokio::spawn(supervise(
         Some(first),
@@ -275,6 +302,8 @@ struct Running {
     updater: JoinHandle<()>,
     stop: CancellationToken,
     identity: DeviceIdentity,
+    /// Served with [`StationModel::weak_security`] on.
+    weak: bool,
 }
 
 impl Running {
@@ -287,9 +316,14 @@ impl Running {
         opcua: &OpcUaSimOptions,
         served: &Served,
     ) -> Result<Self, SimError> {
-        let identity = lock(model).identity().clone();
-        let builder = server_builder(&identity, addr, opcua, served)?;
+        let (identity, weak) = {
+            let model = lock(model);
+            (model.identity().clone(), model.weak_security())
+        };
+        let info = Arc::new(std::sync::OnceLock::new());
+        let builder = server_builder(&identity, weak, addr, opcua, served, &info)?;
         let (instance, handle) = builder.build().map_err(|e| build_error(addr, e))?;
+        let _ = info.set(Arc::clone(handle.info()));
         let managers = populate(&handle, model, served, addr)?;
         let stop = handle.token().clone();
         let task = tokio::spawn(async move {
@@ -309,6 +343,7 @@ impl Running {
             updater,
             stop,
             identity,
+            weak,
         })
     }
 
@@ -329,9 +364,11 @@ impl Running {
 /// namespace index the profile uses.
 fn server_builder(
     identity: &DeviceIdentity,
+    weak: bool,
     addr: SocketAddr,
     opcua: &OpcUaSimOptions,
     served: &Served,
+    info: &Arc<std::sync::OnceLock<Arc<ServerInfo>>>,
 ) -> Result<ServerBuilder, SimError> {
     let application_uri = identity
         .application_uri
@@ -391,11 +428,16 @@ fn server_builder(
     for (id, path) in x509_ids.iter().zip(&opcua.x509_users) {
         builder = builder.add_user_token(id, ServerUserToken::x509(id.as_str(), path));
     }
-    for policy in [
-        SecurityPolicy::Basic256Sha256,
-        SecurityPolicy::Aes128Sha256RsaOaep,
-        SecurityPolicy::Aes256Sha256RsaPss,
-    ] {
+    let policies: &[SecurityPolicy] = if weak {
+        &[SecurityPolicy::Basic256Sha256]
+    } else {
+        &[
+            SecurityPolicy::Basic256Sha256,
+            SecurityPolicy::Aes128Sha256RsaOaep,
+            SecurityPolicy::Aes256Sha256RsaPss,
+        ]
+    };
+    for &policy in policies {
         for mode in [
             MessageSecurityMode::Sign,
             MessageSecurityMode::SignAndEncrypt,
@@ -406,6 +448,14 @@ fn server_builder(
             );
         }
     }
+    let mut users = builder.config().user_tokens.clone();
+    users
+        .values_mut()
+        .for_each(ServerUserToken::read_thumbprint);
+    builder = builder.with_authenticator(Arc::new(CountingAuth {
+        inner: DefaultAuthenticator::new(users),
+        info: Arc::clone(info),
+    }));
     for ns in 2..=served.max_namespace {
         builder = builder.with_node_manager(simple_node_manager(
             NamespaceMetadata {
@@ -416,6 +466,226 @@ fn server_builder(
         ));
     }
     Ok(builder)
+}
+
+/// async-opcua's own authenticator, which also counts refused identities in
+/// `ServerDiagnosticsSummary.SecurityRejectedSessionCount` (async-opcua 0.19 never does), so
+/// a client that reads diagnostics sees failed logins as a real server reports them.
+struct CountingAuth {
+    inner: DefaultAuthenticator,
+    /// The running server's info, set once it is built.
+    info: Arc<std::sync::OnceLock<Arc<ServerInfo>>>,
+}
+
+impl CountingAuth {
+    fn counted<T>(&self, result: Result<T, opcua::types::Error>) -> Result<T, opcua::types::Error> {
+        if result.is_err() {
+            if let Some(info) = self.info.get() {
+                info.diagnostics.inc_security_rejected_session_count();
+            }
+        }
+        result
+    }
+}
+
+type AuthFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, opcua::types::Error>> + Send + 'a>>;
+
+// The trait is declared with `async_trait`; these are its methods written out by hand, so
+// the crate needs no `async-trait` dependency of its own.
+#[allow(clippy::needless_lifetimes, single_use_lifetimes)]
+impl AuthManager for CountingAuth {
+    fn authenticate_anonymous_token<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        endpoint: &'life1 ServerEndpoint,
+    ) -> AuthFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(
+            async move { self.counted(self.inner.authenticate_anonymous_token(endpoint).await) },
+        )
+    }
+
+    fn authenticate_username_identity_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 self,
+        endpoint: &'life1 ServerEndpoint,
+        username: &'life2 str,
+        password: &'life3 Password,
+    ) -> AuthFuture<'async_trait, UserToken>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            self.counted(
+                self.inner
+                    .authenticate_username_identity_token(endpoint, username, password)
+                    .await,
+            )
+        })
+    }
+
+    fn authenticate_x509_identity_token<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        endpoint: &'life1 ServerEndpoint,
+        signing_thumbprint: &'life2 Thumbprint,
+    ) -> AuthFuture<'async_trait, UserToken>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            self.counted(
+                self.inner
+                    .authenticate_x509_identity_token(endpoint, signing_thumbprint)
+                    .await,
+            )
+        })
+    }
+
+    fn effective_user_access_level(
+        &self,
+        token: &UserToken,
+        user_access_level: AccessLevel,
+        node_id: &NodeId,
+    ) -> AccessLevel {
+        self.inner
+            .effective_user_access_level(token, user_access_level, node_id)
+    }
+
+    fn is_user_executable(&self, token: &UserToken, method_id: &NodeId) -> bool {
+        self.inner.is_user_executable(token, method_id)
+    }
+
+    fn user_token_policies(&self, endpoint: &ServerEndpoint) -> Vec<UserTokenPolicy> {
+        self.inner.user_token_policies(endpoint)
+    }
+
+    fn core_permissions(&self, token: &UserToken) -> CoreServerPermissions {
+        self.inner.core_permissions(token)
+    }
+}
+
+/// How long an intruder waits for one session.
+const INTRUDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An intruder on the network, played by the simulator against its own server over real
+/// connections (endpoint None): holds [`StationModel::intruder_sessions`] extra anonymous
+/// sessions open and tries the wrong passwords of [`StationModel::take_login_guesses`] for
+/// the configured user. Ends on `cancel`, closing what it holds.
+async fn intrude(
+    model: SharedModel,
+    url: String,
+    pki_dir: PathBuf,
+    user: String,
+    cancel: CancellationToken,
+) {
+    let mut held: Vec<(Arc<Session>, JoinHandle<StatusCode>)> = Vec::new();
+    let mut guesses = 0u32;
+    let mut interval = tokio::time::interval(UPDATE_PERIOD * 2);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let (wanted, tries) = {
+            let mut model = lock(&model);
+            (
+                model.intruder_sessions() as usize,
+                model.take_login_guesses(),
+            )
+        };
+        while held.len() < wanted && !cancel.is_cancelled() {
+            match intruder_session(&url, &pki_dir, IdentityToken::Anonymous).await {
+                Ok(session) => held.push(session),
+                Err(e) => {
+                    tracing::warn!(error = %e, "intruder session not made");
+                    break;
+                }
+            }
+        }
+        while held.len() > wanted {
+            if let Some((session, event_loop)) = held.pop() {
+                let _ = session.disconnect().await;
+                event_loop.abort();
+            }
+        }
+        for _ in 0..tries {
+            guesses += 1;
+            let guess = format!("guess-{guesses}");
+            match intruder_session(
+                &url,
+                &pki_dir,
+                IdentityToken::UserName(user.clone(), guess.into()),
+            )
+            .await
+            {
+                Ok((session, event_loop)) => {
+                    tracing::warn!("intruder guessed a password");
+                    let _ = session.disconnect().await;
+                    event_loop.abort();
+                }
+                Err(e) => tracing::debug!(error = %e, "intruder login refused"),
+            }
+        }
+    }
+    for (session, event_loop) in held {
+        let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+        event_loop.abort();
+    }
+}
+
+/// One intruder session over the None endpoint; an error when it is not activated.
+async fn intruder_session(
+    url: &str,
+    pki_dir: &std::path::Path,
+    identity: IdentityToken,
+) -> Result<(Arc<Session>, JoinHandle<StatusCode>), String> {
+    let mut client = ClientBuilder::new()
+        .application_name("intruder")
+        .application_uri("urn:linesentry:sim:intruder")
+        .product_uri("urn:linesentry:sim:intruder")
+        .pki_dir(pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(true)
+        .session_retry_limit(0)
+        .request_timeout(INTRUDER_TIMEOUT)
+        .client()
+        .map_err(|e| e.join("; "))?;
+    let endpoint = (
+        url,
+        SecurityPolicy::None.to_uri(),
+        MessageSecurityMode::None,
+    );
+    let (session, event_loop) = tokio::time::timeout(
+        INTRUDER_TIMEOUT,
+        client.connect_to_matching_endpoint(endpoint, identity),
+    )
+    .await
+    .map_err(|_| "timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let mut event_loop = event_loop.spawn();
+    let connected = tokio::select! {
+        connected = session.wait_for_connection() => connected,
+        ended = &mut event_loop => {
+            return Err(format!("session ended: {}", ended.map_or_else(|e| e.to_string(), |s| s.to_string())));
+        }
+        () = tokio::time::sleep(INTRUDER_TIMEOUT) => false,
+    };
+    if connected {
+        Ok((session, event_loop))
+    } else {
+        event_loop.abort();
+        Err("not connected".to_owned())
+    }
 }
 
 /// The PKI of an application URI: the configured directory for the first one it sees, a
@@ -593,18 +863,18 @@ async fn supervise(
                 None => break,
             },
             _ = interval.tick() => {
-                let (identity, link) = {
+                let (identity, link, weak) = {
                     let model = lock(&model);
-                    (model.identity().clone(), model.link())
+                    (model.identity().clone(), model.link(), model.weak_security())
                 };
                 let silent = link == LinkBehaviour::Silent;
                 match running.take() {
-                    Some(run) if silent || run.identity != identity => {
+                    Some(run) if silent || run.identity != identity || run.weak != weak => {
                         run.stop().await;
                         if silent {
                             tracing::info!(%addr, "link silent: OPC UA simulator server stopped");
                         } else {
-                            tracing::info!(%addr, "identity changed: restarting the OPC UA simulator server");
+                            tracing::info!(%addr, "identity or security changed: restarting the OPC UA simulator server");
                             running = relaunch(addr, &model, &opcua, &served).await.ok();
                         }
                     }

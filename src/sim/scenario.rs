@@ -11,6 +11,7 @@
 //! | `fault` / `recover` | status tags with a `fault` state show it / back to production | `equipment.fault` |
 //! | `mode_program` / `mode_run` | mode tags to `program` (else `teach`, `maintenance`) / production mode | `mode.changed` |
 //! | `setpoint_change` | first setpoint moves by 8 % of nominal, staying in its limits | `setpoint.changed` |
+//! | `setpoint_out_of_range` | first setpoint with limits goes 10 % of its span beyond them | `setpoint.out_of_range` |
 //! | `alarm_limit_change` | first alarm limit moves likewise | `alarm_limit.changed` |
 //! | `alarm_disable` / `alarm_enable` | first alarm-enable bit cleared / every one restored | `alarm.suppressed` |
 //! | `firmware_change` | next firmware revision (tags and identity) | `firmware.changed` |
@@ -18,6 +19,10 @@
 //! | `program_change` | program checksum tags change | `program.changed` |
 //! | `quality_burst` | the next [`QUALITY_BURST_CHECKS`] quality checks fail | `quality.anomaly` |
 //! | `freeze` / `unfreeze` | measurements stop / resume changing | `value.stale` |
+//! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
+//! | `policy_downgrade` | OPC UA: the server restarts offering only None and Basic256Sha256 | `security_policy.downgraded` |
+//! | `session_flood` | OPC UA: an intruder holds [`INTRUDER_SESSIONS`] extra sessions open | `session.anomaly` |
+//! | `password_guess` | OPC UA: an intruder tries [`LOGIN_GUESSES`] wrong passwords | `auth.failed`, `security.violation` |
 //! | `silent`, `garbage`, `exceptions`, `normal` | the link behaviour | `device.unreachable`, `security.violation` |
 //!
 //! An action whose target the profile lacks (no mode tag, no alarm limit) changes nothing
@@ -36,12 +41,17 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::model::{LinkBehaviour, StationModel};
-use crate::config::{Profile, TagSpec};
+use crate::config::{Profile, Protocol, TagSpec};
 use crate::source::generator;
 use crate::source::{DataType, TagRole, Value};
 
 /// Quality checks a `quality_burst` fails.
 pub const QUALITY_BURST_CHECKS: u32 = 8;
+
+/// Extra sessions a `session_flood` holds open.
+pub const INTRUDER_SESSIONS: u32 = 4;
+/// Wrong passwords a `password_guess` tries.
+pub const LOGIN_GUESSES: u32 = 6;
 
 /// Mode states `mode_program` tries, in order.
 const PROGRAM_MODES: &[&str] = &["program", "teach", "maintenance"];
@@ -54,6 +64,7 @@ pub enum Action {
     ModeProgram,
     ModeRun,
     SetpointChange,
+    SetpointOutOfRange,
     AlarmLimitChange,
     AlarmDisable,
     AlarmEnable,
@@ -63,6 +74,10 @@ pub enum Action {
     QualityBurst,
     Freeze,
     Unfreeze,
+    CountersReset,
+    PolicyDowngrade,
+    SessionFlood,
+    PasswordGuess,
     Silent,
     Garbage,
     Exceptions,
@@ -89,12 +104,13 @@ impl fmt::Display for Outcome {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 23] = [
         Action::Fault,
         Action::Recover,
         Action::ModeProgram,
         Action::ModeRun,
         Action::SetpointChange,
+        Action::SetpointOutOfRange,
         Action::AlarmLimitChange,
         Action::AlarmDisable,
         Action::AlarmEnable,
@@ -104,6 +120,10 @@ impl Action {
         Action::QualityBurst,
         Action::Freeze,
         Action::Unfreeze,
+        Action::CountersReset,
+        Action::PolicyDowngrade,
+        Action::SessionFlood,
+        Action::PasswordGuess,
         Action::Silent,
         Action::Garbage,
         Action::Exceptions,
@@ -118,6 +138,7 @@ impl Action {
             Action::ModeProgram => "mode_program",
             Action::ModeRun => "mode_run",
             Action::SetpointChange => "setpoint_change",
+            Action::SetpointOutOfRange => "setpoint_out_of_range",
             Action::AlarmLimitChange => "alarm_limit_change",
             Action::AlarmDisable => "alarm_disable",
             Action::AlarmEnable => "alarm_enable",
@@ -127,6 +148,10 @@ impl Action {
             Action::QualityBurst => "quality_burst",
             Action::Freeze => "freeze",
             Action::Unfreeze => "unfreeze",
+            Action::CountersReset => "counters_reset",
+            Action::PolicyDowngrade => "policy_downgrade",
+            Action::SessionFlood => "session_flood",
+            Action::PasswordGuess => "password_guess",
             Action::Silent => "silent",
             Action::Garbage => "garbage",
             Action::Exceptions => "exceptions",
@@ -160,6 +185,7 @@ impl Action {
                 ),
             Action::ModeRun => forced(model.force_mode(None), "production mode"),
             Action::SetpointChange => bump(model, &profile, TagRole::Setpoint),
+            Action::SetpointOutOfRange => out_of_range(model, &profile),
             Action::AlarmLimitChange => bump(model, &profile, TagRole::AlarmLimit),
             Action::AlarmDisable => match first(&profile, TagRole::AlarmEnable) {
                 Some(spec) => pin(model, spec, Value::Bool(false)),
@@ -215,6 +241,16 @@ impl Action {
                 model.set_frozen(false);
                 Outcome::Applied("measurements moving".to_owned())
             }
+            Action::CountersReset => {
+                let tags = model.reset_counters();
+                if tags.is_empty() {
+                    return no_tag(TagRole::Counter);
+                }
+                applied_to(&tags, "0")
+            }
+            Action::PolicyDowngrade | Action::SessionFlood | Action::PasswordGuess => {
+                opcua_action(self, model, &profile)
+            }
             Action::Silent => link(model, LinkBehaviour::Silent),
             Action::Garbage => link(model, LinkBehaviour::Garbage),
             Action::Exceptions => link(model, LinkBehaviour::Exceptions),
@@ -257,6 +293,32 @@ fn first(profile: &Profile, role: TagRole) -> Option<&TagSpec> {
 
 fn no_tag(role: TagRole) -> Outcome {
     Outcome::NoEffect(format!("the profile has no {role} tag"))
+}
+
+/// The actions only an OPC UA front end acts on.
+fn opcua_action(action: Action, model: &mut StationModel, profile: &Profile) -> Outcome {
+    if profile.protocol != Protocol::OpcUa {
+        return opcua_only(action);
+    }
+    match action {
+        Action::PolicyDowngrade => {
+            model.set_weak_security(true);
+            Outcome::Applied("security policies -> None, Basic256Sha256".to_owned())
+        }
+        Action::SessionFlood => {
+            model.set_intruder_sessions(INTRUDER_SESSIONS);
+            Outcome::Applied(format!("{INTRUDER_SESSIONS} intruder sessions"))
+        }
+        Action::PasswordGuess => {
+            model.add_login_guesses(LOGIN_GUESSES);
+            Outcome::Applied(format!("{LOGIN_GUESSES} wrong passwords tried"))
+        }
+        other => Outcome::NoEffect(format!("{other} is not an OPC UA action")),
+    }
+}
+
+fn opcua_only(action: Action) -> Outcome {
+    Outcome::NoEffect(format!("{action} needs an OPC UA station"))
 }
 
 fn applied_to(tags: &[String], what: &str) -> Outcome {
@@ -312,6 +374,28 @@ fn bump(model: &mut StationModel, profile: &Profile, role: TagRole) -> Outcome {
         _ => up,
     };
     pin(model, spec, Value::Float(target))
+}
+
+/// Puts the first setpoint that has limits 10 % of their span above its maximum, or below
+/// its minimum where the tag's type cannot hold more.
+fn out_of_range(model: &mut StationModel, profile: &Profile) -> Outcome {
+    let Some(spec) = profile
+        .tags
+        .iter()
+        .find(|t| t.role == TagRole::Setpoint && t.limits.is_some() && t.data_type.is_numeric())
+    else {
+        return Outcome::NoEffect("no numeric setpoint tag has limits".to_owned());
+    };
+    let Some(l) = spec.limits else {
+        return no_tag(TagRole::Setpoint);
+    };
+    let margin = ((l.max - l.min).abs() * 0.1).max(spec.scale.abs()).max(1.0);
+    let outcome = pin(model, spec, Value::Float(l.max + margin));
+    let now = model.value(&spec.name).and_then(Value::as_f64);
+    if now.is_some_and(|v| v > l.max) {
+        return outcome;
+    }
+    pin(model, spec, Value::Float(l.min - margin))
 }
 
 /// One action at a time after the start.
@@ -673,6 +757,74 @@ node_id = "ns=2;s=A2"
                 "{action}"
             );
         }
+    }
+
+    #[test]
+    fn setpoint_out_of_range_puts_the_first_limited_setpoint_beyond_its_limits() {
+        let mut m = aoi_like();
+        assert!(matches!(
+            Action::SetpointOutOfRange.apply(&mut m),
+            Outcome::Applied(_)
+        ));
+        let rate = m.value("rate").and_then(Value::as_f64).unwrap();
+        assert!(rate > 60.0, "{rate}");
+        assert_eq!(m.pinned("threshold"), None);
+    }
+
+    #[test]
+    fn counters_reset_starts_counters_from_zero_and_they_count_on() {
+        let profile = test_support::profile(
+            "counting",
+            "modbus",
+            "[[tags]]\nname = \"parts\"\nrole = \"counter\"\ntype = \"u32\"\narea = \"input_register\"\naddress = 0\n",
+        );
+        let mut m = StationModel::new(profile, 1);
+        for i in 0..20 {
+            m.tick(crate::event::Timestamp::from_micros(i));
+        }
+        let before = m.value("parts").and_then(Value::as_f64).unwrap();
+        assert!(before > 5.0, "{before}");
+        assert_eq!(
+            Action::CountersReset.apply(&mut m),
+            Outcome::Applied("parts -> 0".into())
+        );
+        assert_eq!(m.value("parts"), Some(&Value::UInt(0)));
+        m.tick(crate::event::Timestamp::from_micros(21));
+        let after = m.value("parts").and_then(Value::as_f64).unwrap();
+        assert!(after > 0.0 && after < before, "{after}");
+        assert!(matches!(
+            Action::CountersReset.apply(&mut aoi_like()),
+            Outcome::NoEffect(_)
+        ));
+    }
+
+    #[test]
+    fn opc_ua_security_actions_set_the_model_and_do_nothing_on_modbus() {
+        let mut m = aoi_like();
+        Action::PolicyDowngrade.apply(&mut m);
+        Action::SessionFlood.apply(&mut m);
+        Action::PasswordGuess.apply(&mut m);
+        assert!(m.weak_security());
+        assert_eq!(m.intruder_sessions(), INTRUDER_SESSIONS);
+        assert_eq!(m.take_login_guesses(), LOGIN_GUESSES);
+        assert_eq!(m.take_login_guesses(), 0);
+        let modbus = test_support::profile(
+            "plc",
+            "modbus",
+            "[[tags]]\nname = \"x\"\nrole = \"counter\"\ntype = \"u16\"\narea = \"input_register\"\naddress = 0\n",
+        );
+        let mut plc = StationModel::new(modbus, 1);
+        for action in [
+            Action::PolicyDowngrade,
+            Action::SessionFlood,
+            Action::PasswordGuess,
+        ] {
+            assert!(
+                matches!(action.apply(&mut plc), Outcome::NoEffect(_)),
+                "{action}"
+            );
+        }
+        assert!(!plc.weak_security());
     }
 
     #[test]
