@@ -149,8 +149,11 @@ struct TagState {
     last_report: Option<Timestamp>,
     /// Source timestamp of the last accepted value.
     source_time: Option<Timestamp>,
-    /// An open `value.stale` episode.
+    /// An open `value.stale` episode (frozen value).
     stale: bool,
+    /// An open `value.stale` episode of a source timestamp standing still; ends when the
+    /// timestamp advances.
+    stamp_stuck: bool,
     /// An open bad-quality episode.
     bad: bool,
 }
@@ -854,8 +857,10 @@ impl StationRules {
         }
         // Timestamps that do not advance while the value changes: replayed or spoofed data.
         if let (Some(src), Some(prev_src)) = (r.source_time, st.source_time) {
-            if differs && src == prev_src && !st.stale {
-                st.stale = true;
+            if src != prev_src {
+                st.stamp_stuck = false;
+            } else if differs && !st.stamp_stuck {
+                st.stamp_stuck = true;
                 let tag = &self.tags[i];
                 out.push(
                     self.ctx

@@ -651,6 +651,39 @@ fn a_value_that_changes_while_its_source_timestamp_stands_still_is_stale() {
 }
 
 #[test]
+fn a_source_timestamp_standing_still_is_stale_once_until_it_advances() {
+    let mut s = measured(RuleSettings::default());
+    let m = |v: f64, t: i64, src: i64| Reading {
+        source_time: Some(at(src)),
+        ..reading_at("zone1_temp", Value::Float(v), t)
+    };
+    let stale = |out: &[SecurityEvent]| {
+        out.iter()
+            .filter(|e| e.event_type == "value.stale")
+            .map(|e| e.event_data["reason"].clone())
+            .collect::<Vec<_>>()
+    };
+    s.process(&[m(200.0, 0, 0)]);
+    assert_eq!(
+        stale(&s.process(&[m(230.0, 1, 0)])),
+        vec!["source_timestamp_not_advancing"]
+    );
+    for (i, v) in [210.0, 240.0, 205.0].into_iter().enumerate() {
+        let t = 2 + i64::try_from(i).unwrap();
+        assert!(
+            stale(&s.process(&[m(v, t, 0)])).is_empty(),
+            "one per episode"
+        );
+    }
+    assert!(stale(&s.process(&[m(235.0, 6, 6)])).is_empty(), "advancing");
+    assert_eq!(
+        stale(&s.process(&[m(200.0, 7, 6)])),
+        vec!["source_timestamp_not_advancing"],
+        "re-armed once the timestamp advanced"
+    );
+}
+
+#[test]
 fn a_counter_going_back_without_a_restart_is_a_counters_reset() {
     let mut s = measured(RuleSettings::default());
     s.process(&[reading_at("strokes", Value::UInt(1000), 0)]);
