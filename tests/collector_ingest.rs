@@ -601,6 +601,7 @@ async fn migrations_apply_once_and_a_schema_changed_behind_their_back_is_refused
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        tls: linesentry::collector::db::DbTls::disabled(),
     })
     .unwrap();
     assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2]);
@@ -626,6 +627,7 @@ async fn retention_drops_whole_months_older_than_the_setting_and_keeps_the_rest(
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        tls: linesentry::collector::db::DbTls::disabled(),
     })
     .unwrap();
     migrate::migrate(&pool).await.unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::db::DbOptions;
+use super::db::{tls as db_tls, DbOptions, DbTls, SslMode};
 use super::decode::Limits;
 use crate::event::Severity;
 
@@ -281,6 +281,10 @@ struct RawDatabase {
     pool_size: Option<usize>,
     connect_timeout_s: Option<u64>,
     statement_timeout_s: Option<u64>,
+    sslmode: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -545,7 +549,9 @@ impl Validator {
             .id
             .unwrap_or_else(|| defaults::COLLECTOR_ID.to_owned());
         self.name("collector.id", &collector_id);
+        let tls = self.database_tls(&raw.database);
         let database = DbOptions {
+            tls,
             url: raw.database.url,
             password: self
                 .secret("database.password", raw.database.password)
@@ -572,12 +578,6 @@ impl Validator {
                 3600,
             )),
         };
-        if let Err(e) = database.url.parse::<tokio_postgres::Config>() {
-            self.error(
-                "database.url",
-                format!("not a PostgreSQL connection string: {e}"),
-            );
-        }
         let retention = Retention {
             months: self.range(
                 "retention.months",
@@ -632,6 +632,97 @@ impl Validator {
             mqtt,
             stream,
             alerts,
+        }
+    }
+
+    /// `sslmode` and its files. Plain text (`disable`) and an unauthenticated server
+    /// (`require` without `ca_file`) only where the database is on this machine.
+    fn database_tls(&mut self, raw: &RawDatabase) -> DbTls {
+        let config = match raw.url.parse::<tokio_postgres::Config>() {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(
+                    "database.url",
+                    format!("not a PostgreSQL connection string: {e}"),
+                );
+                return DbTls::disabled();
+            }
+        };
+        if config.get_hosts().is_empty() {
+            self.error(
+                "database.url",
+                "names no host; expected postgresql://USER@HOST:PORT/DB or host=... (a directory for a Unix socket)",
+            );
+            return DbTls::disabled();
+        }
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            self.error(
+                "database.url",
+                "sslmode in the URL is not used; set database.sslmode (disable, require or verify-full)",
+            );
+        }
+        let local = db_tls::all_local(&config);
+        let unix = config
+            .get_hosts()
+            .iter()
+            .any(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        let hosts = db_tls::describe_hosts(&config);
+        let mode = match raw.sslmode.as_deref() {
+            None if local => SslMode::Disable,
+            None => SslMode::VerifyFull,
+            Some(m) => SslMode::parse(m).unwrap_or_else(|| {
+                self.error(
+                    "database.sslmode",
+                    format!("`{m}`: expected {}", SslMode::NAMES),
+                );
+                SslMode::VerifyFull
+            }),
+        };
+        let files = raw.ca_file.is_some() || raw.client_cert.is_some() || raw.client_key.is_some();
+        match mode {
+            SslMode::Disable if !local => self.error(
+                "database.sslmode",
+                format!("disable (no TLS) is allowed for a loopback host or a Unix socket only, not {hosts}; expected verify-full with ca_file"),
+            ),
+            SslMode::Disable if files => self.error(
+                "database.sslmode",
+                "disable with ca_file, client_cert or client_key; choose one",
+            ),
+            SslMode::Disable => {}
+            _ if unix => self.error(
+                "database.sslmode",
+                format!("{mode}: PostgreSQL has no TLS on a Unix socket ({hosts}); expected disable"),
+            ),
+            SslMode::Require if raw.ca_file.is_none() && !local => self.error(
+                "database.ca_file",
+                format!("require without ca_file does not authenticate the server, allowed for a loopback host only, not {hosts}; set ca_file (or sslmode verify-full)"),
+            ),
+            SslMode::VerifyFull if raw.ca_file.is_none() => self.error(
+                "database.ca_file",
+                "verify-full needs the CA (PEM) that signed the server's certificate",
+            ),
+            _ => {}
+        }
+        if raw.client_cert.is_some() != raw.client_key.is_some() {
+            self.error(
+                "database.client_cert",
+                "client_cert and client_key go together",
+            );
+        }
+        DbTls {
+            mode,
+            ca_file: raw
+                .ca_file
+                .as_ref()
+                .map(|p| self.existing_file("database.ca_file", p)),
+            client_cert: raw
+                .client_cert
+                .as_ref()
+                .map(|p| self.existing_file("database.client_cert", p)),
+            client_key: raw
+                .client_key
+                .as_ref()
+                .map(|p| self.existing_file("database.client_key", p)),
         }
     }
 
@@ -1086,6 +1177,65 @@ mod tests {
             .filter(|e| !e.message.contains("does not exist"))
             .collect();
         assert!(other.is_empty(), "{other:?}");
+    }
+
+    fn database(keys: &str) -> Result<Settings, ConfigErrors> {
+        parse_str(&format!(
+            "[database]\n{keys}\n[http]\nlisten = \"127.0.0.1:8080\"\nplain = true\n"
+        ))
+    }
+
+    fn errors_of(keys: &str) -> String {
+        database(keys).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_database_defaults_to_plain_on_loopback_and_verify_full_elsewhere() {
+        let s = database("url = \"postgresql://ls@127.0.0.1/ls\"").unwrap();
+        assert_eq!(s.database.tls.mode, SslMode::Disable);
+        let s = database("url = \"host=/var/run/postgresql dbname=ls\"").unwrap();
+        assert_eq!(s.database.tls.mode, SslMode::Disable);
+        let e = errors_of("url = \"postgresql://ls@db.plant.local/ls\"");
+        assert!(
+            e.contains("database.ca_file") && e.contains("verify-full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_text_or_an_unauthenticated_database_is_refused_off_loopback() {
+        let e = errors_of("url = \"postgresql://ls@10.1.2.3:5432/ls\"\nsslmode = \"disable\"");
+        assert!(
+            e.contains("database.sslmode") && e.contains("10.1.2.3:5432"),
+            "{e}"
+        );
+        let e = errors_of("url = \"postgresql://ls@10.1.2.3/ls\"\nsslmode = \"require\"");
+        assert!(e.contains("does not authenticate the server"), "{e}");
+        let e = errors_of("url = \"postgresql://ls@db/ls?sslmode=disable\"\nsslmode = \"disable\"");
+        assert!(e.contains("sslmode in the URL"), "{e}");
+        let e = errors_of("url = \"host=/run/postgresql dbname=ls\"\nsslmode = \"verify-full\"");
+        assert!(e.contains("Unix socket"), "{e}");
+        let e = errors_of("url = \"postgresql://ls@127.0.0.1/ls\"\nsslmode = \"prefer\"");
+        assert!(e.contains("`prefer`: expected"), "{e}");
+        let e = errors_of(
+            "url = \"postgresql://ls@db/ls\"\nca_file = \"/nonexistent/ca.pem\"\nclient_key = \"k.pem\"",
+        );
+        assert!(e.contains("client_cert and client_key go together"), "{e}");
+        assert!(e.contains("/nonexistent/ca.pem does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_database_password_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+        let text = "[database]\nurl = \"postgresql://ls:urlsecret@127.0.0.1/ls\"\npassword = { file = \"pw\" }\n[http]\nlisten = \"127.0.0.1:8080\"\nplain = true\n";
+        let s = parse(text, Path::new("c.toml"), dir.path()).unwrap();
+        assert_eq!(s.database.password.as_deref(), Some("hunter2"));
+        let printed = format!("{s:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("urlsecret"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -188,10 +188,25 @@ pub struct PostgresOptions {
     pub durable: bool,
     /// Extra `-c name=value` settings.
     pub settings: Vec<(String, String)>,
+    /// `ssl = on` with this certificate; clients may still connect without TLS.
+    pub tls: Option<PostgresTls>,
+}
+
+/// The server certificate of a private cluster, PEM.
+#[derive(Clone)]
+pub struct PostgresTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for PostgresTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTls").finish_non_exhaustive()
+    }
 }
 
 /// A private PostgreSQL cluster: superuser `postgres`, trust authentication, loopback TCP
-/// only, no Unix socket.
+/// only, no Unix socket; TLS as well with [`PostgresOptions::tls`].
 #[derive(Debug)]
 pub struct LocalPostgres {
     server: Watched,
@@ -265,6 +280,23 @@ impl LocalPostgres {
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
+        let mut tls_settings: Vec<(String, String)> = Vec::new();
+        if let Some(tls) = &options.tls {
+            // PostgreSQL refuses a key that others may read.
+            let cert = dir.join("server.crt");
+            let key = dir.join("server.key");
+            for (path, pem, mode) in [(&cert, &tls.cert_pem, 0o644), (&key, &tls.key_pem, 0o600)] {
+                fs::write(path, pem).map_err(io_err(format!("write {}", path.display())))?;
+                fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(io_err(format!("chmod {}", path.display())))?;
+                run_as.own(path)?;
+            }
+            tls_settings = vec![
+                ("ssl".into(), "on".into()),
+                ("ssl_cert_file".into(), cert.display().to_string()),
+                ("ssl_key_file".into(), key.display().to_string()),
+            ];
+        }
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port().map_err(io_err("free port"))?;
@@ -287,6 +319,7 @@ impl LocalPostgres {
                     ("full_page_writes".into(), "off".into()),
                 ]);
             }
+            settings.extend(tls_settings.iter().cloned());
             settings.extend(options.settings.iter().cloned());
             for (k, v) in settings {
                 args.push("-c".into());

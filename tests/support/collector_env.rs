@@ -1,7 +1,9 @@
 //! Test harness for the collector, over real servers and real sockets.
 //!
 //! - [`postgres`]: one private PostgreSQL per test binary (initdb'd in a temp dir, loopback
-//!   port, stopped when the binary exits); [`database`] gives each test its own database.
+//!   port, `ssl = on`, stopped when the binary exits); [`database`] gives each test its own
+//!   database. Each [`Env`]'s PKI directory holds the CA of its certificate as
+//!   `postgres-ca.pem`.
 //! - [`mosquitto`]: a private Mosquitto per test (or more, for restarts).
 //! - [`Pki`]: a CA, a server certificate for 127.0.0.1 and client certificates.
 //! - [`Env`]: a running collector (HTTPS with mTLS) on its own database, with helpers to
@@ -20,19 +22,38 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use linesentry::collector::config;
 use linesentry::collector::local::{
-    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
+    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions, PostgresTls,
 };
 use linesentry::collector::{auth, registry, Collector};
 use linesentry::event::integrity::{event_hash, hex, BatchSigner, EventHash};
 use linesentry::event::{SecurityEvent, Severity, Timestamp};
 use serde_json::Value;
 
-/// The private PostgreSQL of this test binary.
+/// The private PostgreSQL of this test binary, with `ssl = on` (a certificate for
+/// 127.0.0.1 only, from a CA of its own: [`postgres_ca_pem`]). Clients may still connect
+/// without TLS, as the test helpers do.
 pub fn postgres() -> &'static LocalPostgres {
-    static PG: OnceLock<LocalPostgres> = OnceLock::new();
+    &postgres_and_ca().0
+}
+
+/// The CA (PEM) that signed the test PostgreSQL's certificate.
+pub fn postgres_ca_pem() -> &'static str {
+    &postgres_and_ca().1
+}
+
+fn postgres_and_ca() -> &'static (LocalPostgres, String) {
+    static PG: OnceLock<(LocalPostgres, String)> = OnceLock::new();
     PG.get_or_init(|| {
-        LocalPostgres::start(&PostgresOptions::default())
-            .unwrap_or_else(|e| panic!("cannot start a private PostgreSQL for the tests: {e}"))
+        // The files go into the cluster's own directory; this PKI's directory is removed.
+        let pki = Pki::new();
+        let (cert_pem, key_pem) = pki.issue(&["127.0.0.1"], false);
+        let options = PostgresOptions {
+            tls: Some(PostgresTls { cert_pem, key_pem }),
+            ..PostgresOptions::default()
+        };
+        let pg = LocalPostgres::start(&options)
+            .unwrap_or_else(|e| panic!("cannot start a private PostgreSQL for the tests: {e}"));
+        (pg, pki.ca_pem.clone())
     })
 }
 
@@ -169,6 +190,8 @@ pub struct EnvOptions {
     pub database: Option<String>,
     /// Connect to the MQTT port over TLS, trusting this CA (instead of plain).
     pub mqtt_ca: Option<PathBuf>,
+    /// More keys of the `[database]` table (sslmode, ca_file, ...).
+    pub database_toml: String,
 }
 
 impl Default for EnvOptions {
@@ -183,6 +206,7 @@ impl Default for EnvOptions {
             extra: String::new(),
             database: None,
             mqtt_ca: None,
+            database_toml: String::new(),
         }
     }
 }
@@ -210,6 +234,7 @@ impl Env {
             None => database().await,
         };
         let pki = Pki::new();
+        std::fs::write(pki.path("postgres-ca.pem"), postgres_ca_pem()).expect("write");
         let settings = Self::settings(&options, &db_url, &pki);
         let collector = Collector::start(settings.clone())
             .await
@@ -227,7 +252,7 @@ impl Env {
         }
     }
 
-    fn settings(options: &EnvOptions, db_url: &str, pki: &Pki) -> config::Settings {
+    pub fn settings(options: &EnvOptions, db_url: &str, pki: &Pki) -> config::Settings {
         let mut text = format!(
             r#"
 [collector]
@@ -236,6 +261,7 @@ id = "collector-test"
 [database]
 url = "{db_url}"
 pool_size = 16
+{database_toml}
 
 [ingest]
 workers = {workers}
@@ -248,6 +274,7 @@ tls_cert = "{cert}"
 tls_key = "{key}"
 client_ca = "{ca}"
 "#,
+            database_toml = options.database_toml,
             workers = options.workers,
             gap = options.gap_after_s,
             max_body = options.max_body_bytes,

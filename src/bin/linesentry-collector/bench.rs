@@ -209,6 +209,7 @@ async fn fresh_db(
         pool_size,
         connect_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(600),
+        tls: linesentry::collector::db::DbTls::disabled(),
     })?;
     migrate::migrate(&pool).await?;
     let today = Utc::now().date_naive();
@@ -356,6 +357,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ("max_wal_size".into(), "8GB".into()),
             ("checkpoint_timeout".into(), "30min".into()),
         ],
+        tls: None,
     })?;
     let broker = LocalMosquitto::start(&MosquittoOptions {
         max_inflight_messages: 1000,

@@ -3,6 +3,9 @@
 //! Every connection is set to UTC (month partitions and rollup buckets are UTC) and gets a
 //! statement timeout. A connection that broke is dropped when returned; the next checkout
 //! opens a fresh one, so a database restart heals without restarting the collector.
+//! Connections use TLS as `database.sslmode` says ([`tls`]).
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +14,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use self::tls::{DbTls, SslMode};
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +72,7 @@ impl DbError {
 }
 
 /// Connection settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DbOptions {
     /// libpq-style URL or key=value string.
     pub url: String,
@@ -74,6 +80,58 @@ pub struct DbOptions {
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    pub tls: DbTls,
+}
+
+impl std::fmt::Debug for DbOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbOptions")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `url` with any password in it (`user:PASSWORD@` or `password=...`) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        // The last `@` ends the user info (a password may contain `@`).
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{hosts}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", redact_pairs(query, '&')),
+            None => tail.to_owned(),
+        };
+        format!("{scheme}://{authority}{tail}")
+    } else {
+        redact_pairs(url, ' ')
+    }
+}
+
+fn redact_pairs(text: &str, separator: char) -> String {
+    text.split(separator)
+        .map(|part| {
+            let key = part.split('=').next().unwrap_or("");
+            if key.trim().eq_ignore_ascii_case("password") && part.contains('=') {
+                let (k, _) = part.split_once('=').unwrap_or((part, ""));
+                format!("{k}=***")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
 }
 
 /// A bounded pool of connections.
@@ -84,6 +142,11 @@ pub struct Pool {
 
 struct PoolInner {
     config: tokio_postgres::Config,
+    /// None: `sslmode = disable`.
+    tls: Option<MakeRustlsConnect>,
+    mode: SslMode,
+    /// `host:port` list for messages.
+    hosts: String,
     statement_timeout_ms: u64,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
@@ -172,9 +235,20 @@ impl Pool {
         }
         config.connect_timeout(options.connect_timeout);
         config.application_name("linesentry-collector");
+        let tls = tls::connector(&options.tls).map_err(DbError::Connect)?;
+        // TLS is either required or off: never `prefer`, which falls back to plain text.
+        config.ssl_mode(if tls.is_some() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
+        let hosts = tls::describe_hosts(&config);
         Ok(Self {
             inner: Arc::new(PoolInner {
                 config,
+                tls,
+                mode: options.tls.mode,
+                hosts,
                 statement_timeout_ms: options.statement_timeout.as_millis() as u64,
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(options.pool_size.max(1))),
@@ -215,17 +289,44 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, DbError> {
-        let (client, connection) = self
-            .inner
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| DbError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection ended");
+        let inner = &self.inner;
+        let failed = |e: tokio_postgres::Error| {
+            // tokio-postgres leaves the cause (the certificate problem) to `source`.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                let more = cause.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                source = cause.source();
             }
-        });
+            let hint = if text.contains("invalid peer certificate") {
+                match inner.mode {
+                    SslMode::VerifyFull => " (check that database.ca_file holds the CA that signed the server's certificate and that the certificate names this host)",
+                    _ => " (check that database.ca_file holds the CA that signed the server's certificate)",
+                }
+            } else {
+                ""
+            };
+            DbError::Connect(format!(
+                "{} (sslmode {}): {text}{hint}",
+                inner.hosts, inner.mode
+            ))
+        };
+        let client = match &inner.tls {
+            None => {
+                let (client, connection) = inner.config.connect(NoTls).await.map_err(failed)?;
+                spawn_connection(connection);
+                client
+            }
+            Some(tls) => {
+                let (client, connection) =
+                    inner.config.connect(tls.clone()).await.map_err(failed)?;
+                spawn_connection(connection);
+                client
+            }
+        };
         // Both values are numbers or constants, not input.
         client
             .batch_execute(&format!(
@@ -237,5 +338,38 @@ impl Pool {
             client,
             statements: HashMap::new(),
         })
+    }
+}
+
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_urls_are_redacted_and_the_rest_is_kept() {
+        assert_eq!(
+            redact_url("postgresql://ls:s3cr@t@db.plant.local:5432/ls?sslmode=x"),
+            "postgresql://ls:***@db.plant.local:5432/ls?sslmode=x"
+        );
+        assert_eq!(
+            redact_url("postgresql://ls@db/ls?password=hunter2&application_name=a"),
+            "postgresql://ls@db/ls?password=***&application_name=a"
+        );
+        assert_eq!(
+            redact_url("host=db user=ls password=hunter2 dbname=ls"),
+            "host=db user=ls password=*** dbname=ls"
+        );
+        assert_eq!(redact_url("postgresql://ls@db/ls"), "postgresql://ls@db/ls");
     }
 }
