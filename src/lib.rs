@@ -5,14 +5,20 @@
 //! together. [`event`] is the model every stage (and the central collector) shares;
 //! [`config`] turns TOML files into validated settings; [`health`] serves the agent's own
 //! liveness and metrics and talks to systemd.
+//!
+//! `sim` (feature `sim`) serves simulated stations for the demo and the tests;
+//! `collector` (feature `collector`) is the central collector. Both are in the default
+//! features and left out of the agent built for gateways (Cargo.toml, `[features]`).
 
 pub mod agent;
 pub mod buffer;
+#[cfg(feature = "collector")]
 pub mod collector;
 pub mod config;
 pub mod event;
 pub mod forward;
 pub mod health;
 pub mod rules;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod source;

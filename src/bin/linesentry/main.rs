@@ -1,11 +1,16 @@
 //! `linesentry`: the edge agent's command line.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod buffer_cmd;
+#[cfg(feature = "sim")]
 mod demo;
 mod pki;
+#[cfg(feature = "sim")]
 mod sim;
 
+#[cfg(not(all(feature = "sim", feature = "bench")))]
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +18,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use linesentry::agent::{self, RunOptions};
 use linesentry::config;
-use linesentry::forward::ConsoleFormat;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -58,6 +62,7 @@ enum Command {
         command: buffer_cmd::BufferCommand,
     },
     /// Run the agent against built-in simulated stations and print the events it forwards.
+    #[cfg(feature = "sim")]
     Demo {
         #[arg(long, short, default_value = "config/demo.toml")]
         config: PathBuf,
@@ -66,6 +71,7 @@ enum Command {
         seconds: u64,
     },
     /// Measure the durable queue against raw redb on this machine.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
@@ -85,10 +91,42 @@ enum Command {
         json: bool,
     },
     /// Serve a simulated station over its protocol (Modbus TCP or OPC UA), with scenario actions.
+    #[cfg(feature = "sim")]
     Sim {
         #[command(flatten)]
         args: sim::SimArgs,
     },
+    /// A subcommand this build does not have: `demo`, `sim` and `bench` are left out of the
+    /// gateway build (`--no-default-features`), and get a message saying so.
+    #[cfg(not(all(feature = "sim", feature = "bench")))]
+    #[command(external_subcommand)]
+    NotBuilt(Vec<OsString>),
+}
+
+/// A subcommand missing from this build: says which feature it needs, or that it does not
+/// exist. Exit code 2, as clap's own usage errors.
+#[cfg(not(all(feature = "sim", feature = "bench")))]
+fn not_built(args: &[OsString]) -> ExitCode {
+    let name = args
+        .first()
+        .map(|a| a.to_string_lossy())
+        .unwrap_or_default();
+    let feature = match &*name {
+        "demo" | "sim" => Some("sim"),
+        "bench" => Some("bench"),
+        _ => None,
+    };
+    match feature {
+        Some(feature) => eprintln!(
+            "linesentry {name}: not in this build; this binary was built without the cargo \
+             feature `{feature}` (gateway builds leave out the simulators and benchmarks). \
+             Build with `cargo build --release` (default features) to use it."
+        ),
+        None => eprintln!(
+            "error: unrecognized subcommand '{name}'\n\nFor more information, try '--help'."
+        ),
+    }
+    ExitCode::from(2)
 }
 
 /// `linesentry identity`: the key the collector verifies batch signatures with.
@@ -158,9 +196,10 @@ fn main() -> ExitCode {
             None,
             false,
         ),
+        #[cfg(feature = "sim")]
         Command::Demo { config, seconds } => {
             let options = RunOptions {
-                console: Some(ConsoleFormat::Text),
+                console: Some(linesentry::forward::ConsoleFormat::Text),
                 ..RunOptions::default()
             };
             let stop = (seconds > 0).then(|| Duration::from_secs(seconds));
@@ -180,6 +219,7 @@ fn main() -> ExitCode {
             );
             buffer_cmd::run(command)
         }
+        #[cfg(feature = "bench")]
         Command::Bench { command } => {
             init_logs(
                 cli.log_format.unwrap_or(LogFormat::Text),
@@ -194,6 +234,7 @@ fn main() -> ExitCode {
             );
             pki::run(command)
         }
+        #[cfg(feature = "sim")]
         Command::Sim { args } => {
             init_logs(
                 cli.log_format.unwrap_or(LogFormat::Text),
@@ -201,6 +242,8 @@ fn main() -> ExitCode {
             );
             sim::run(args)
         }
+        #[cfg(not(all(feature = "sim", feature = "bench")))]
+        Command::NotBuilt(args) => not_built(&args),
     }
 }
 
@@ -232,7 +275,7 @@ fn run_agent(
     stop_after: Option<Duration>,
     demo: bool,
 ) -> ExitCode {
-    let mut config = match config::load(path) {
+    let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -275,6 +318,9 @@ fn run_agent(
         let mut options = options;
         options.reload = Some(signals.reloads());
         tokio::spawn(signals.watch(shutdown.clone(), stop_after, hard_limit));
+        #[cfg(feature = "sim")]
+        let mut config = config;
+        #[cfg(feature = "sim")]
         let sims = if demo {
             match demo::Simulators::start(&mut config).await {
                 Ok(sims) => Some(sims),
@@ -287,6 +333,7 @@ fn run_agent(
             None
         };
         let result = agent::run(config, options, shutdown).await;
+        #[cfg(feature = "sim")]
         if let Some(sims) = sims {
             sims.shutdown().await;
         }
