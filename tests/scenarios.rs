@@ -22,6 +22,10 @@ enum Link {
     OpcUa {
         password: &'static str,
     },
+    /// The same, with `acquisition = "polling"` (Read every poll instead of a subscription).
+    OpcUaPolled {
+        password: &'static str,
+    },
 }
 
 /// Runs `profile` simulated with `schedule` (seconds after start), the agent polling it every
@@ -62,7 +66,8 @@ async fn scenario(
             modbus_sim = Some(handle);
             format!("source = \"modbus_tcp\"\naddress = \"{address}\"\ntimeout_ms = 300")
         }
-        Link::OpcUa { password } => {
+        Link::OpcUa { password } | Link::OpcUaPolled { password } => {
+            let polled = matches!(link, Link::OpcUaPolled { .. });
             let sim = sim::opcua::start(
                 loaded,
                 &options,
@@ -80,8 +85,13 @@ async fn scenario(
             format!(
                 "source = \"opcua\"\nendpoint_url = \"{url}\"\nsecurity_mode = \"SignAndEncrypt\"\n\
                  security_policy = \"Basic256Sha256\"\n\
-                 identity = {{ kind = \"username\", user = \"operator\", password = {{ file = \"{}\" }} }}",
-                secret.display()
+                 identity = {{ kind = \"username\", user = \"operator\", password = {{ file = \"{}\" }} }}{}",
+                secret.display(),
+                if polled {
+                    "\nacquisition = \"polling\""
+                } else {
+                    ""
+                }
             )
         }
     };
@@ -629,4 +639,56 @@ async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
     assert!((540_000..660_000).contains(&skew), "{:?}", e.event_data);
     assert_eq!(e.event_data["limit_ms"], 5000);
     quiet_apart_from(&events, &["agent.clock_skew"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_that_change_under_one_source_timestamp_are_stale_once_per_tag() {
+    // Polled: async-opcua's subscriptions hold back a change whose source timestamp is not
+    // a sampling interval past the last one, so only a Read shows the replayed stamp.
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUaPolled {
+            password: "operator",
+        },
+        "",
+        "timestamps_freeze@4",
+        8.0,
+    )
+    .await;
+    let stale = of(&events, "value.stale");
+    assert!(!stale.is_empty(), "no value.stale");
+    let mut tags = Vec::new();
+    for e in &stale {
+        assert_eq!(e.severity, Severity::Warn);
+        assert_eq!(
+            e.event_data["reason"], "source_timestamp_not_advancing",
+            "{:?}",
+            e.event_data
+        );
+        tags.push(e.event_data["tag"].as_str().unwrap());
+    }
+    let all = tags.len();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), all, "one episode per tag: {tags:?}");
+    quiet_apart_from(&events, &["value.stale"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_running_is_a_mode_change() {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "server_suspend@3",
+        STATUS_REREAD_S,
+    )
+    .await;
+    let e = one(&events, "mode.changed", Severity::Error);
+    assert_eq!(e.event_data["tag"], "_server.state");
+    assert_eq!(e.event_data["state"], "Suspended");
+    assert_eq!(e.event_data["previous_state"], "Running");
+    quiet_apart_from(&events, &["mode.changed"]);
 }

@@ -142,6 +142,7 @@ struct SimTag {
 
 /// A simulated station of one profile. See the [module documentation](self).
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent scenario switches, each on or off
 pub struct StationModel {
     profile: Arc<Profile>,
     generator: Generator,
@@ -167,6 +168,10 @@ pub struct StationModel {
     intruder_sessions: u32,
     /// Failed logins an intruder still has to try (OPC UA).
     login_guesses: u32,
+    /// The server reports a state other than Running (OPC UA).
+    suspended: bool,
+    /// Source timestamp every value keeps while set (replayed data).
+    stamp_held: Option<Timestamp>,
     ticks: u64,
     updated: Option<Timestamp>,
 }
@@ -216,6 +221,8 @@ impl StationModel {
             weak_security: false,
             intruder_sessions: 0,
             login_guesses: 0,
+            suspended: false,
+            stamp_held: None,
             ticks: 0,
             updated: None,
         };
@@ -473,6 +480,26 @@ impl StationModel {
     /// Takes the failed logins still to try (the caller tries them).
     pub fn take_login_guesses(&mut self) -> u32 {
         std::mem::take(&mut self.login_guesses)
+    }
+
+    /// Whether the server reports itself Suspended rather than Running (OPC UA).
+    pub fn set_suspended(&mut self, suspended: bool) {
+        self.suspended = suspended;
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Holds the source timestamp of every value at the last tick's time while values keep
+    /// changing (replayed or spoofed data); `false` lets it follow the ticks again.
+    pub fn hold_source_time(&mut self, hold: bool) {
+        self.stamp_held = if hold { self.updated } else { None };
+    }
+
+    /// The source timestamp of the current values: the held one, else the last tick's.
+    pub fn source_time(&self) -> Option<Timestamp> {
+        self.stamp_held.or(self.updated)
     }
 
     pub fn set_link(&mut self, link: LinkBehaviour) {

@@ -10,7 +10,9 @@
 //! highest one used gets its own namespace (`urn:linesentry:sim:<profile>:ns<i>`), so
 //! `ns=3;s=...` is served at index 3. Tags in namespaces 0 and 1 are not served (logged).
 //! After each model tick the values that changed are written with the tick's time as source
-//! timestamp, which notifies subscriptions.
+//! timestamp ([`StationModel::source_time`]: a held one after `timestamps_freeze`), which
+//! notifies subscriptions. `ServerStatus.State` is Suspended while
+//! [`StationModel::is_suspended`], else Running.
 //!
 //! # Server
 //!
@@ -70,8 +72,8 @@ use opcua::server::{
     ANONYMOUS_USER_TOKEN_ID,
 };
 use opcua::types::{
-    BuildInfo, DataTypeId, DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode,
-    UserTokenPolicy, Variant,
+    BuildInfo, DataTypeId, DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, ServerState,
+    StatusCode, UserTokenPolicy, Variant,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -769,6 +771,7 @@ async fn update(
     stop: CancellationToken,
 ) {
     let mut last: Vec<Option<(Variant, StatusCode)>> = vec![None; served.tags.len()];
+    let mut served_state = None;
     let mut interval = tokio::time::interval(UPDATE_PERIOD);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -780,8 +783,17 @@ async fn update(
         {
             let model = lock(&model);
             let at = model
-                .updated()
+                .source_time()
                 .map_or_else(DateTime::now, |t| DateTime::from(t.to_datetime()));
+            let state = if model.is_suspended() {
+                ServerState::Suspended
+            } else {
+                ServerState::Running
+            };
+            if served_state != Some(state) {
+                served_state = Some(state);
+                handle.set_server_state(state);
+            }
             let link = model.link();
             for (i, tag) in served.tags.iter().enumerate() {
                 let value = variant(tag.data_type, model.value_at(tag.index));

@@ -19,6 +19,8 @@
 //! | `program_change` | program checksum tags change | `program.changed` |
 //! | `quality_burst` | the next [`QUALITY_BURST_CHECKS`] quality checks fail | `quality.anomaly` |
 //! | `freeze` / `unfreeze` | measurements stop / resume changing | `value.stale` |
+//! | `timestamps_freeze` | OPC UA: values keep changing under one source timestamp | `value.stale` |
+//! | `server_suspend` | OPC UA: `ServerStatus.State` becomes Suspended | `mode.changed` |
 //! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
 //! | `policy_downgrade` | OPC UA: the server restarts offering only None and Basic256Sha256 | `security_policy.downgraded` |
 //! | `session_flood` | OPC UA: an intruder holds [`INTRUDER_SESSIONS`] extra sessions open | `session.anomaly` |
@@ -75,6 +77,8 @@ pub enum Action {
     Freeze,
     Unfreeze,
     CountersReset,
+    TimestampsFreeze,
+    ServerSuspend,
     PolicyDowngrade,
     SessionFlood,
     PasswordGuess,
@@ -104,7 +108,7 @@ impl fmt::Display for Outcome {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::Fault,
         Action::Recover,
         Action::ModeProgram,
@@ -121,6 +125,8 @@ impl Action {
         Action::Freeze,
         Action::Unfreeze,
         Action::CountersReset,
+        Action::TimestampsFreeze,
+        Action::ServerSuspend,
         Action::PolicyDowngrade,
         Action::SessionFlood,
         Action::PasswordGuess,
@@ -149,6 +155,8 @@ impl Action {
             Action::Freeze => "freeze",
             Action::Unfreeze => "unfreeze",
             Action::CountersReset => "counters_reset",
+            Action::TimestampsFreeze => "timestamps_freeze",
+            Action::ServerSuspend => "server_suspend",
             Action::PolicyDowngrade => "policy_downgrade",
             Action::SessionFlood => "session_flood",
             Action::PasswordGuess => "password_guess",
@@ -248,9 +256,11 @@ impl Action {
                 }
                 applied_to(&tags, "0")
             }
-            Action::PolicyDowngrade | Action::SessionFlood | Action::PasswordGuess => {
-                opcua_action(self, model, &profile)
-            }
+            Action::TimestampsFreeze
+            | Action::ServerSuspend
+            | Action::PolicyDowngrade
+            | Action::SessionFlood
+            | Action::PasswordGuess => opcua_action(self, model, &profile),
             Action::Silent => link(model, LinkBehaviour::Silent),
             Action::Garbage => link(model, LinkBehaviour::Garbage),
             Action::Exceptions => link(model, LinkBehaviour::Exceptions),
@@ -301,6 +311,14 @@ fn opcua_action(action: Action, model: &mut StationModel, profile: &Profile) -> 
         return opcua_only(action);
     }
     match action {
+        Action::TimestampsFreeze => {
+            model.hold_source_time(true);
+            Outcome::Applied("source timestamps held".to_owned())
+        }
+        Action::ServerSuspend => {
+            model.set_suspended(true);
+            Outcome::Applied("server state -> Suspended".to_owned())
+        }
         Action::PolicyDowngrade => {
             model.set_weak_security(true);
             Outcome::Applied("security policies -> None, Basic256Sha256".to_owned())
@@ -815,6 +833,8 @@ node_id = "ns=2;s=A2"
         );
         let mut plc = StationModel::new(modbus, 1);
         for action in [
+            Action::TimestampsFreeze,
+            Action::ServerSuspend,
             Action::PolicyDowngrade,
             Action::SessionFlood,
             Action::PasswordGuess,
@@ -825,6 +845,16 @@ node_id = "ns=2;s=A2"
             );
         }
         assert!(!plc.weak_security());
+        assert!(!plc.is_suspended());
+        m.tick(crate::event::Timestamp::from_micros(7));
+        Action::TimestampsFreeze.apply(&mut m);
+        m.tick(crate::event::Timestamp::from_micros(8));
+        assert_eq!(
+            m.source_time(),
+            Some(crate::event::Timestamp::from_micros(7))
+        );
+        Action::ServerSuspend.apply(&mut m);
+        assert!(m.is_suspended());
     }
 
     #[test]
