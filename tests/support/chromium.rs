@@ -146,6 +146,30 @@ impl Browser {
         r["value"].clone()
     }
 
+    /// Clicks the element `css` selects, as a user would (WebDriver element click: the
+    /// element must be visible and not covered).
+    pub async fn click(&self, css: &str) {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        let id = r["value"]["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element `{css}`: {r}"))
+            .to_owned();
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{id}/click"),
+                Some(json!({})),
+            )
+            .await;
+        assert!(r["value"].is_null(), "click on `{css}` failed: {r}");
+    }
+
     /// Polls `script` until it returns something truthy (not null/false/empty); panics with
     /// the last value after `timeout`.
     pub async fn wait_for(&self, script: &str, timeout: Duration) -> Value {
