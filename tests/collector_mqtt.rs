@@ -17,14 +17,30 @@ fn mqtt_options(port: u16, client_id: &str) -> EnvOptions {
     }
 }
 
+fn mqtt5_options(port: u16, client_id: &str) -> EnvOptions {
+    EnvOptions {
+        mqtt_protocol: Some("5"),
+        ..mqtt_options(port, client_id)
+    }
+}
+
 async fn count(env: &Env, sql: &str) -> i64 {
     env.db().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_batch_is_committed_and_a_second_delivery_changes_nothing() {
+    published_batch_committed_once(mqtt_options).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_5_a_published_batch_is_committed_and_a_second_delivery_changes_nothing() {
+    published_batch_committed_once(mqtt5_options).await;
+}
+
+async fn published_batch_committed_once(options: fn(u16, &str) -> EnvOptions) {
     let broker = env::mosquitto();
-    let env = Env::start(mqtt_options(broker.port(), "collector-1")).await;
+    let env = Env::start(options(broker.port(), "collector-1")).await;
     let signer = env.gateway("gw-1").await;
     let events = Chain::new("gw-1").events("setpoint.changed", 5);
     let topic = events_topic("gw-1", &events[0]);
@@ -61,8 +77,18 @@ async fn a_published_batch_is_committed_and_a_second_delivery_changes_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_acknowledged_only_after_commit_so_a_crash_before_commit_loses_nothing() {
+    crash_before_commit_loses_nothing(mqtt_options).await;
+}
+
+/// MQTT 5 keeps a session past a disconnect only with a session expiry interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_5_the_session_outlives_a_crash_before_commit_and_nothing_is_lost() {
+    crash_before_commit_loses_nothing(mqtt5_options).await;
+}
+
+async fn crash_before_commit_loses_nothing(options: fn(u16, &str) -> EnvOptions) {
     let broker = env::mosquitto();
-    let mut first = Env::start(mqtt_options(broker.port(), "collector-crash")).await;
+    let mut first = Env::start(options(broker.port(), "collector-crash")).await;
     let signer = first.gateway("gw-1").await;
     let events = Chain::new("gw-1").events("mode.changed", 3);
     // Hold the events table so the collector cannot commit.
@@ -93,7 +119,7 @@ async fn a_message_is_acknowledged_only_after_commit_so_a_crash_before_commit_lo
     // unacknowledged message again.
     let second = Env::start(EnvOptions {
         database: Some(first.db_url.clone()),
-        ..mqtt_options(broker.port(), "collector-crash")
+        ..options(broker.port(), "collector-crash")
     })
     .await;
     assert_eq!(

@@ -161,6 +161,16 @@ pub struct MqttSettings {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub keep_alive: Duration,
+    pub protocol: MqttProtocol,
+}
+
+/// `mqtt.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1: a persistent session with `clean_session = false`.
+    V311,
+    /// MQTT 5: `clean_start = false` and a session that never expires.
+    V5,
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +344,7 @@ struct RawMqtt {
     username: Option<String>,
     password: Option<toml::Value>,
     keep_alive_s: Option<u64>,
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -892,7 +903,19 @@ impl Validator {
             defaults::MQTT_PORT_PLAIN
         });
         let password = self.secret("mqtt.password", raw.password);
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("3.1.1") => MqttProtocol::V311,
+            Some("5") => MqttProtocol::V5,
+            Some(other) => {
+                self.error(
+                    "mqtt.protocol",
+                    format!("`{other}`: expected \"3.1.1\" or \"5\""),
+                );
+                MqttProtocol::V311
+            }
+        };
         MqttSettings {
+            protocol,
             host: raw.host,
             port,
             client_id: raw.client_id,
@@ -1222,6 +1245,24 @@ mod tests {
         );
         assert!(e.contains("client_cert and client_key go together"), "{e}");
         assert!(e.contains("/nonexistent/ca.pem does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_mqtt_protocol_is_3_1_1_or_5() {
+        let mqtt = |v: &str| {
+            parse_str(&format!(
+                "{MINIMAL}\n[mqtt]\nhost = \"b\"\nclient_id = \"c\"\nplain = true\n{v}"
+            ))
+        };
+        let s = mqtt("").unwrap();
+        assert_eq!(s.mqtt.unwrap().protocol, MqttProtocol::V311);
+        let s = mqtt("protocol = \"5\"").unwrap();
+        assert_eq!(s.mqtt.unwrap().protocol, MqttProtocol::V5);
+        let e = mqtt("protocol = \"4\"").unwrap_err().to_string();
+        assert!(
+            e.contains("mqtt.protocol") && e.contains("\"3.1.1\" or \"5\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   kept in `gateways.status`; a change of state is recorded as `gateway.online` or
 //!   `gateway.offline`.
 //!
-//! The session is persistent (`clean_session = false`), so the broker keeps unacknowledged
-//! messages and their packet ids across reconnects. An acknowledgement carries the
+//! The session is persistent (MQTT 3.1.1: `clean_session = false`; MQTT 5, with
+//! `mqtt.protocol = "5"`: `clean_start = false` and a session expiry interval that never
+//! ends), so the broker keeps unacknowledged messages and their packet ids across
+//! reconnects. An acknowledgement carries the
 //! connection epoch it was received on; after a reconnect that lost the session (the broker
 //! restarted), old packet ids may name new messages, so acknowledgements of an older epoch
 //! are dropped: their messages are not in the new session anyway.
@@ -24,22 +26,153 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use rumqttc::v5::mqttbytes::v5 as v5p;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::config::MqttSettings;
+use super::config::{MqttProtocol, MqttSettings};
 use super::db::Pool;
 use super::ingest::{Ingest, Input, Job, Reply};
 use super::retry::Backoff;
 use super::store::local_event;
 use crate::event::Severity;
 
+/// The client handle of either protocol version.
+#[derive(Debug, Clone)]
+enum Client {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// The event loop of either protocol version.
+enum EventLoop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// What the subscriber needs of an incoming packet, whatever the version.
+enum Incoming {
+    ConnAck {
+        session_present: bool,
+    },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        ack: Acker,
+    },
+    Other,
+    Failed(String),
+}
+
+/// The client and the (payload-less) message to acknowledge.
+#[derive(Debug)]
+enum Acker {
+    V4(AsyncClient, Box<Publish>),
+    V5(rumqttc::v5::AsyncClient, Box<v5p::Publish>),
+}
+
+impl Acker {
+    fn pkid(&self) -> u16 {
+        match self {
+            Acker::V4(_, p) => p.pkid,
+            Acker::V5(_, p) => p.pkid,
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Acker::V4(client, publish) => {
+                if let Err(rumqttc::ClientError::TryRequest(_)) = client.try_ack(&publish) {
+                    tokio::spawn(async move {
+                        let _ = client.ack(&publish).await;
+                    });
+                }
+            }
+            Acker::V5(client, publish) => {
+                if let Err(rumqttc::v5::ClientError::TryRequest(_)) = client.try_ack(&publish) {
+                    tokio::spawn(async move {
+                        let _ = client.ack(&publish).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl EventLoop {
+    /// Cancel-safe, as rumqttc's `poll` is.
+    async fn poll(&mut self, client: &Client) -> Incoming {
+        match (self, client) {
+            (EventLoop::V4(el), Client::V4(c)) => match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => Incoming::ConnAck {
+                    session_present: ack.session_present,
+                },
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let mut bare = publish.clone();
+                    bare.payload = Bytes::new();
+                    Incoming::Publish {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        ack: Acker::V4(c.clone(), Box::new(bare)),
+                    }
+                }
+                Ok(_) => Incoming::Other,
+                Err(e) => Incoming::Failed(e.to_string()),
+            },
+            (EventLoop::V5(el), Client::V5(c)) => match el.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(v5p::Packet::ConnAck(ack))) => Incoming::ConnAck {
+                    session_present: ack.session_present,
+                },
+                Ok(rumqttc::v5::Event::Incoming(v5p::Packet::Publish(publish))) => {
+                    // No topic alias is allowed (topic_alias_max unset), so the topic is
+                    // always there.
+                    let Ok(topic) = String::from_utf8(publish.topic.to_vec()) else {
+                        return Incoming::Other;
+                    };
+                    let mut bare = publish.clone();
+                    bare.payload = Bytes::new();
+                    Incoming::Publish {
+                        topic,
+                        payload: publish.payload,
+                        ack: Acker::V5(c.clone(), Box::new(bare)),
+                    }
+                }
+                Ok(_) => Incoming::Other,
+                Err(e) => Incoming::Failed(e.to_string()),
+            },
+            _ => Incoming::Failed("MQTT client and event loop of different versions".into()),
+        }
+    }
+}
+
+impl Client {
+    async fn subscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V4(c) => c
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}
+
 /// Acknowledges one message once its events are committed.
 #[derive(Debug)]
 pub struct MqttAck {
-    client: AsyncClient,
-    publish: Publish,
+    acker: Acker,
     epoch: u64,
     current: Arc<AtomicU64>,
 }
@@ -50,16 +183,12 @@ impl MqttAck {
     pub fn ack(self) {
         if self.current.load(Ordering::Acquire) != self.epoch {
             tracing::debug!(
-                pkid = self.publish.pkid,
+                pkid = self.acker.pkid(),
                 "not acknowledging a message of an earlier connection"
             );
             return;
         }
-        if let Err(rumqttc::ClientError::TryRequest(_)) = self.client.try_ack(&self.publish) {
-            tokio::spawn(async move {
-                let _ = self.client.ack(&self.publish).await;
-            });
-        }
+        self.acker.send();
     }
 }
 
@@ -82,27 +211,62 @@ fn status_gateway<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
     (levels.next() == Some("status") && levels.next().is_none()).then_some(gateway)
 }
 
-fn options(settings: &MqttSettings, max_message: usize) -> Result<MqttOptions, String> {
-    let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
-    opts.set_keep_alive(settings.keep_alive)
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_max_packet_size(max_message + 64 * 1024, 64 * 1024);
-    if let (Some(user), pw) = (&settings.username, &settings.password) {
-        opts.set_credentials(
-            user,
-            pw.as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default(),
-        );
+fn transport(settings: &MqttSettings) -> Result<Option<rumqttc::Transport>, String> {
+    match &settings.tls {
+        Some(tls) => {
+            let config = super::http::tls::mqtt_client_config(tls)?;
+            Ok(Some(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+            )))
+        }
+        None => Ok(None),
     }
-    if let Some(tls) = &settings.tls {
-        let config = super::http::tls::mqtt_client_config(tls)?;
-        opts.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
-        ));
+}
+
+fn connect(settings: &MqttSettings, max_message: usize) -> Result<(Client, EventLoop), String> {
+    let password = settings
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_owned())
+        .unwrap_or_default();
+    let max_packet = max_message + 64 * 1024;
+    match settings.protocol {
+        MqttProtocol::V311 => {
+            let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            opts.set_keep_alive(settings.keep_alive)
+                .set_clean_session(false)
+                .set_manual_acks(true)
+                .set_max_packet_size(max_packet, 64 * 1024);
+            if let Some(user) = &settings.username {
+                opts.set_credentials(user, password);
+            }
+            if let Some(t) = transport(settings)? {
+                opts.set_transport(t);
+            }
+            let (client, eventloop) = AsyncClient::new(opts, 1024);
+            Ok((Client::V4(client), EventLoop::V4(Box::new(eventloop))))
+        }
+        MqttProtocol::V5 => {
+            let mut opts =
+                rumqttc::v5::MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            // clean_start = false alone keeps the session only while connected in MQTT 5:
+            // the expiry interval makes it outlive a disconnect, as in 3.1.1.
+            opts.set_keep_alive(settings.keep_alive)
+                .set_clean_start(false)
+                .set_session_expiry_interval(Some(u32::MAX))
+                .set_manual_acks(true)
+                .set_max_packet_size(Some(u32::try_from(max_packet).unwrap_or(u32::MAX)))
+                .set_request_channel_capacity(1024);
+            if let Some(user) = &settings.username {
+                opts.set_credentials(user, password);
+            }
+            if let Some(t) = transport(settings)? {
+                opts.set_transport(t);
+            }
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 1024);
+            Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
+        }
     }
-    Ok(opts)
 }
 
 /// Runs the subscriber until `shutdown`.
@@ -114,7 +278,7 @@ pub async fn run(
     collector_id: String,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let (client, mut eventloop) = AsyncClient::new(options(&settings, max_message)?, 1024);
+    let (client, mut eventloop) = connect(&settings, max_message)?;
     let epoch = Arc::new(AtomicU64::new(0));
     let (events_filter, status_filter) = filters(&settings);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -122,31 +286,32 @@ pub async fn run(
         let event = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            ev = eventloop.poll() => ev,
+            ev = eventloop.poll(&client) => ev,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Incoming::ConnAck { session_present } => {
                 epoch.fetch_add(1, Ordering::AcqRel);
                 backoff.reset();
-                tracing::info!(host = %settings.host, port = settings.port, session_present = ack.session_present, filter = %events_filter, "MQTT connected");
+                tracing::info!(host = %settings.host, port = settings.port, protocol = ?settings.protocol, session_present, filter = %events_filter, "MQTT connected");
                 // Subscriptions survive in a persistent session; subscribing again is
                 // harmless and covers a session the broker lost.
                 for f in [&events_filter, &status_filter] {
-                    if let Err(e) = client.subscribe(f.as_str(), QoS::AtLeastOnce).await {
+                    if let Err(e) = client.subscribe(f).await {
                         tracing::warn!(filter = %f, error = %e, "MQTT subscribe failed");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let mut bare = publish.clone();
-                bare.payload = axum::body::Bytes::new();
+            Incoming::Publish {
+                topic,
+                payload,
+                ack,
+            } => {
                 let ack = MqttAck {
-                    client: client.clone(),
-                    publish: bare,
+                    acker: ack,
                     epoch: epoch.load(Ordering::Acquire),
                     current: Arc::clone(&epoch),
                 };
-                if let Some(gw) = status_gateway(&publish.topic, &settings.topic_prefix) {
+                if let Some(gw) = status_gateway(&topic, &settings.topic_prefix) {
                     let (pool, ingest, id, gw) = (
                         pool.clone(),
                         ingest.clone(),
@@ -154,20 +319,17 @@ pub async fn run(
                         gw.to_owned(),
                     );
                     tokio::spawn(async move {
-                        status(&pool, &ingest, &id, &gw, &publish.payload).await;
+                        status(&pool, &ingest, &id, &gw, &payload).await;
                         ack.ack();
                     });
                     continue;
                 }
-                let hint = super::ingest::topic_gateway(&publish.topic, &settings.topic_prefix)
+                let hint = super::ingest::topic_gateway(&topic, &settings.topic_prefix)
                     .unwrap_or("")
                     .to_owned();
                 let job = Job {
-                    raw: Some(publish.payload.clone()),
-                    input: Input::Mqtt {
-                        topic: publish.topic,
-                        payload: publish.payload,
-                    },
+                    raw: Some(payload.clone()),
+                    input: Input::Mqtt { topic, payload },
                     reply: Reply::Mqtt(ack),
                     deadline: None,
                 };
@@ -178,8 +340,8 @@ pub async fn run(
                     r = ingest.submit(job, &hint) => if r.is_err() { break },
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
+            Incoming::Other => {}
+            Incoming::Failed(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(host = %settings.host, port = settings.port, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
@@ -283,6 +445,7 @@ mod tests {
             username: None,
             password: None,
             keep_alive: Duration::from_secs(30),
+            protocol: crate::collector::config::MqttProtocol::V311,
         }
     }
 

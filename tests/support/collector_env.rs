@@ -192,6 +192,8 @@ pub struct EnvOptions {
     pub mqtt_ca: Option<PathBuf>,
     /// More keys of the `[database]` table (sslmode, ca_file, ...).
     pub database_toml: String,
+    /// `mqtt.protocol` ("3.1.1" or "5"); None: the default.
+    pub mqtt_protocol: Option<&'static str>,
 }
 
 impl Default for EnvOptions {
@@ -207,6 +209,7 @@ impl Default for EnvOptions {
             database: None,
             mqtt_ca: None,
             database_toml: String::new(),
+            mqtt_protocol: None,
         }
     }
 }
@@ -294,6 +297,9 @@ client_ca = "{ca}"
             );
             if let Some(g) = &options.share_group {
                 let _ = writeln!(text, "share_group = \"{g}\"");
+            }
+            if let Some(p) = options.mqtt_protocol {
+                let _ = writeln!(text, "protocol = \"{p}\"");
             }
         }
         text.push_str(&options.extra);
