@@ -117,3 +117,88 @@ async fn verify_full_checks_the_host_name_and_require_with_a_ca_checks_only_the_
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_where_pg_hba_asks_for_one_and_its_absence_is_refused() {
+    use linesentry::collector::local::{LocalPostgres, PostgresOptions, PostgresTls};
+    use std::os::unix::fs::PermissionsExt as _;
+    env::install_crypto();
+    // A cluster of its own: certificate login for `collector`, trust for the superuser.
+    let pki = Pki::new();
+    let (cert_pem, key_pem) = pki.issue(&["127.0.0.1"], false);
+    let (client_cert, client_key) = pki.issue(&["collector"], true);
+    std::fs::write(pki.path("client.pem"), client_cert).unwrap();
+    std::fs::write(pki.path("client.key"), client_key).unwrap();
+    std::fs::write(
+        pki.path("pg_hba.conf"),
+        "hostssl all collector 127.0.0.1/32 cert\nhost all postgres 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    // The server runs as nobody when the tests run as root.
+    for (p, mode) in [
+        (pki.dir.path().to_owned(), 0o755),
+        (pki.path("ca.pem"), 0o644),
+        (pki.path("pg_hba.conf"), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let pg = LocalPostgres::start(&PostgresOptions {
+        tls: Some(PostgresTls { cert_pem, key_pem }),
+        settings: vec![
+            (
+                "ssl_ca_file".into(),
+                pki.path("ca.pem").display().to_string(),
+            ),
+            (
+                "hba_file".into(),
+                pki.path("pg_hba.conf").display().to_string(),
+            ),
+        ],
+        ..PostgresOptions::default()
+    })
+    .expect("a PostgreSQL with certificate login");
+    let admin = env::sql(&pg.url("postgres")).await;
+    // Two statements: CREATE DATABASE cannot share a transaction block.
+    for sql in [
+        "CREATE ROLE collector LOGIN SUPERUSER",
+        "CREATE DATABASE certdb OWNER collector",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    let url = format!("postgresql://collector@127.0.0.1:{}/certdb", pg.port());
+    let tls = format!(
+        "sslmode = \"verify-full\"\nca_file = \"{}\"",
+        pki.path("ca.pem").display()
+    );
+
+    let error = start_error(&with_database(&tls, Some(url.clone()))).await;
+    assert!(
+        error.contains(&format!("127.0.0.1:{}", pg.port())),
+        "{error}"
+    );
+    assert!(error.contains("certificate"), "{error}");
+
+    let with_cert = format!(
+        "{tls}\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        pki.path("client.pem").display(),
+        pki.path("client.key").display()
+    );
+    let env = Env::start(with_database(&with_cert, Some(url))).await;
+    let (status, _) = env
+        .get(&env.token(Role::Viewer, None).await, "/api/v1/status")
+        .await;
+    assert_eq!(status, 200);
+    // Looked at as the superuser: `collector` may log in with its certificate only.
+    let row = admin
+        .query_one(
+            "SELECT s.client_dn FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = 'linesentry-collector' AND a.usename = 'collector' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("/CN=collector")
+    );
+}
