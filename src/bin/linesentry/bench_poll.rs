@@ -161,7 +161,7 @@ fn measure(
         ));
     }
     let mut config = format!(
-        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[buffer]\ncommit_linger_ms = {linger_ms}\n",
+        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nenabled = false\n\n[buffer]\ncommit_linger_ms = {linger_ms}\n",
         dir.path().join("data").display(),
         devices.display()
     );

@@ -268,6 +268,9 @@ impl StationPlan {
                 return false;
             }
         };
+        // One reading per tag at most: growing the vector push by push was 3 % of the agent's
+        // CPU on `bench poll` (50 stations x 100 tags).
+        out.readings.reserve(block.tags.len());
         for &i in &block.tags {
             let tag = &self.tags[i];
             let decoded = match &data {
