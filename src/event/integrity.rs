@@ -28,7 +28,7 @@
 //! chain hashes, and a verifier recomputes the hashes it needs anyway. `key_id` is the first
 //! 16 hex digits of SHA-256 over the 32-byte public key.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -50,12 +50,10 @@ pub fn canonical_json(e: &SecurityEvent) -> String {
     out.extend_from_slice(b"{\"context\":");
     write_map(&mut out, &e.context);
     out.extend_from_slice(b",\"correlation_id\":");
-    write_opt(
-        &mut out,
-        e.correlation_id
-            .map(|u| u.hyphenated().to_string())
-            .as_deref(),
-    );
+    match e.correlation_id {
+        Some(u) => write_uuid(&mut out, &u),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"event_data\":");
     write_map(&mut out, &e.event_data);
     out.extend_from_slice(b",\"event_type\":");
@@ -63,13 +61,13 @@ pub fn canonical_json(e: &SecurityEvent) -> String {
     out.extend_from_slice(b",\"gateway_id\":");
     write_str(&mut out, &e.gateway_id);
     out.extend_from_slice(b",\"id\":");
-    write_str(&mut out, &e.id.hyphenated().to_string());
+    write_uuid(&mut out, &e.id);
     out.extend_from_slice(b",\"prev_hash\":");
     write_opt(&mut out, e.prev_hash.as_deref());
     out.extend_from_slice(b",\"schema_version\":");
-    out.extend_from_slice(e.schema_version.to_string().as_bytes());
+    let _ = write!(out, "{}", e.schema_version);
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(e.seq.to_string().as_bytes());
+    let _ = write!(out, "{}", e.seq);
     out.extend_from_slice(b",\"severity\":");
     write_str(&mut out, e.severity.as_str());
     out.extend_from_slice(b",\"source_ip\":");
@@ -77,12 +75,20 @@ pub fn canonical_json(e: &SecurityEvent) -> String {
     out.extend_from_slice(b",\"station_id\":");
     write_opt(&mut out, e.station_id.as_deref());
     out.extend_from_slice(b",\"timestamp\":");
-    write_str(&mut out, &e.timestamp.to_string());
+    // RFC 3339 text: digits, `-`, `:`, `.`, `T`, `Z`; nothing to escape.
+    let _ = write!(out, "\"{}\"", e.timestamp);
     out.extend_from_slice(b",\"user_id\":");
     write_opt(&mut out, e.user_id.as_deref());
     out.push(b'}');
     // Only valid UTF-8 went in.
     String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.push(b'"');
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut buf).as_bytes());
+    out.push(b'"');
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -135,24 +141,43 @@ pub fn event_hash(event: &SecurityEvent) -> EventHash {
     Sha256::digest(canonical_json(event).as_bytes()).into()
 }
 
-/// Lower-case hex of a hash.
-pub fn hex(hash: &[u8]) -> String {
-    let mut s = String::with_capacity(hash.len() * 2);
-    for b in hash {
-        let _ = write!(s, "{b:02x}");
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends the lower-case hex of `bytes` to `out` (forwarding writes thousands of these a
+/// second; `format!` per byte showed up in profiles).
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX_DIGITS[usize::from(b >> 4)]);
+        out.push(HEX_DIGITS[usize::from(b & 0x0f)]);
     }
-    s
 }
 
-/// Parses 64 hex digits.
+/// Lower-case hex of a hash.
+pub fn hex(hash: &[u8]) -> String {
+    let mut out = Vec::with_capacity(hash.len() * 2);
+    push_hex(&mut out, hash);
+    // Only ASCII hex digits went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Parses 64 hex digits (either case).
 pub fn parse_hash(text: &str) -> Option<EventHash> {
-    if text.len() != 64 {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
     Some(out)
 }
@@ -199,14 +224,18 @@ impl CanonicalParts {
         h.update(self.head.as_bytes());
         match prev {
             Some(p) => {
-                h.update(b"\"");
-                h.update(hex(p).as_bytes());
-                h.update(b"\"");
+                let mut quoted = Vec::with_capacity(66);
+                quoted.push(b'"');
+                push_hex(&mut quoted, p);
+                quoted.push(b'"');
+                h.update(&quoted);
             }
             None => h.update(b"null"),
         }
         h.update(self.mid.as_bytes());
-        h.update(seq.to_string().as_bytes());
+        let mut digits = Vec::with_capacity(20);
+        let _ = write!(digits, "{seq}");
+        h.update(&digits);
         h.update(self.tail.as_bytes());
         h.finalize().into()
     }
@@ -235,7 +264,7 @@ pub fn signing_message(gateway_id: &str, key_id: &str, hashes: &[EventHash]) -> 
     msg.extend_from_slice(key_id.as_bytes());
     msg.push(b'\n');
     for h in hashes {
-        msg.extend_from_slice(hex(h).as_bytes());
+        push_hex(&mut msg, h);
         msg.push(b'\n');
     }
     msg

@@ -79,6 +79,12 @@ pub(crate) enum BenchCommand {
         /// The forwarder's replay rate for the backlog (the config default).
         #[arg(long, default_value_t = 25_000)]
         replay_rate: u32,
+        /// Run only these parts (a: throughput, b: backlog drain, c: latency); all by default.
+        #[arg(long, value_delimiter = ',', default_values_t = ['a', 'b', 'c'])]
+        only: Vec<char>,
+        /// Events per message for part (a).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100])]
+        per_message: Vec<usize>,
     },
     /// Child of `bench poll`: serves the stations, prints their addresses, stops when stdin
     /// closes.
@@ -134,7 +140,12 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             events,
             backlog,
             replay_rate,
-        } => return forward::run(broker, events, backlog, replay_rate),
+            only,
+            per_message,
+        } => {
+            let parts = forward::Parts { only, per_message };
+            return forward::run(broker, events, backlog, replay_rate, &parts);
+        }
     };
     let tmp = match dir {
         Some(d) => {

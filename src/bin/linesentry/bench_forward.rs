@@ -9,7 +9,8 @@
 //! (c) append -> PUBACK latency at a paced 1,000 events/s, p50 / p99 / max.
 //!
 //! The broker is spawned by the bench (`mosquitto` on a free loopback port, its own config
-//! in a temp dir, no persistence), unless `--broker host:port` names one.
+//! in a temp dir, no persistence), unless `--broker host:port` names one. (a) runs twice when
+//! the bench spawns the broker: against Mosquitto's defaults and with `set_tcp_nodelay true`.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -41,7 +42,9 @@ impl Drop for Broker {
     }
 }
 
-fn spawn_broker() -> Result<Broker, String> {
+/// `nodelay`: the broker's `set_tcp_nodelay` (Mosquitto's default is off, so its small
+/// PUBACK segments wait behind Nagle's algorithm for the client's delayed ACK).
+fn spawn_broker(nodelay: bool) -> Result<Broker, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -57,7 +60,8 @@ fn spawn_broker() -> Result<Broker, String> {
         &conf,
         format!(
             "user {user}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\n"
+             max_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\n\
+             set_tcp_nodelay {nodelay}\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -343,8 +347,30 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub(super) fn run(broker: Option<String>, events: u64, backlog: u64, replay_rate: u32) -> ExitCode {
-    let mut _spawned: Option<Broker> = None;
+/// Which parts of the bench run.
+pub(super) struct Parts {
+    pub(super) only: Vec<char>,
+    pub(super) per_message: Vec<usize>,
+}
+
+pub(super) fn run(
+    broker: Option<String>,
+    events: u64,
+    backlog: u64,
+    replay_rate: u32,
+    parts: &Parts,
+) -> ExitCode {
+    if let Some(bad) = parts.only.iter().find(|p| !matches!(p, 'a' | 'b' | 'c')) {
+        eprintln!("bench forward: --only takes a, b and c, got `{bad}`");
+        return ExitCode::FAILURE;
+    }
+    if parts.per_message.contains(&0) {
+        eprintln!("bench forward: --per-message must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let mut _spawned: Vec<Broker> = Vec::new();
+    // With a spawned broker, (a) also runs against a second one with `set_tcp_nodelay true`.
+    let mut tuned: Option<u16> = None;
     let (host, port) = match broker {
         Some(addr) => {
             let parsed = addr
@@ -356,10 +382,13 @@ pub(super) fn run(broker: Option<String>, events: u64, backlog: u64, replay_rate
             };
             hp
         }
-        None => match spawn_broker() {
-            Ok(b) => {
+        None => match spawn_broker(false).and_then(|b| Ok((b, spawn_broker(true)?))) {
+            Ok((b, t)) => {
                 let port = b.port;
-                _spawned = Some(b);
+                if parts.only.contains(&'a') {
+                    tuned = Some(t.port);
+                }
+                _spawned.extend([b, t]);
                 ("127.0.0.1".to_owned(), port)
             }
             Err(e) => {
@@ -381,34 +410,43 @@ pub(super) fn run(broker: Option<String>, events: u64, backlog: u64, replay_rate
     };
     let result: Result<(), String> = rt.block_on(async {
         println!("broker: {host}:{port}; events per throughput run: {events}");
-        for per_message in [1usize, 100] {
-            let base = baseline(&host, port, per_message, events).await?;
+        let runs = if parts.only.contains(&'a') { parts.per_message.as_slice() } else { &[] };
+        let brokers = std::iter::once((port, "broker defaults"))
+            .chain(tuned.map(|p| (p, "broker set_tcp_nodelay true")));
+        for (port, label) in brokers {
+            for &per_message in runs {
+                let base = baseline(&host, port, per_message, events).await?;
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let full = sustained(dir.path(), &host, port, per_message, events).await?;
+                println!(
+                    "(a) {per_message:>3} events/message, {label}: sink alone {base:>9.0} events/s; queue -> broker -> PUBACK -> ack {full:>9.0} events/s ({:.0} % of the sink alone)",
+                    full / base * 100.0
+                );
+            }
+        }
+        if parts.only.contains(&'b') {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let full = sustained(dir.path(), &host, port, per_message, events).await?;
+            let (took, waits) = drain_with_live(dir.path(), &host, port, backlog, 1000, replay_rate).await?;
             println!(
-                "(a) {per_message:>3} events/message: sink alone {base:>9.0} events/s; queue -> broker -> PUBACK -> ack {full:>9.0} events/s ({:.0} % of the sink alone)",
-                full / base * 100.0
+                "(b) backlog {backlog} at replay rate {replay_rate}/s with 1000 live warn events/s: drained in {:.1} s; live events append -> PUBACK p50 {} p99 {} max {} ({} live events)",
+                took.as_secs_f64(),
+                ms(percentile(&waits, 0.5)),
+                ms(percentile(&waits, 0.99)),
+                ms(waits.last().copied().unwrap_or_default()),
+                waits.len()
             );
         }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (took, waits) = drain_with_live(dir.path(), &host, port, backlog, 1000, replay_rate).await?;
-        println!(
-            "(b) backlog {backlog} at replay rate {replay_rate}/s with 1000 live warn events/s: drained in {:.1} s; live events append -> PUBACK p50 {} p99 {} max {} ({} live events)",
-            took.as_secs_f64(),
-            ms(percentile(&waits, 0.5)),
-            ms(percentile(&waits, 0.99)),
-            ms(waits.last().copied().unwrap_or_default()),
-            waits.len()
-        );
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let lat = paced_latency(dir.path(), &host, port, 1000, 10).await?;
-        println!(
-            "(c) append -> PUBACK at 1000 events/s: p50 {} p99 {} max {} ({} events)",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            ms(lat.last().copied().unwrap_or_default()),
-            lat.len()
-        );
+        if parts.only.contains(&'c') {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let lat = paced_latency(dir.path(), &host, port, 1000, 10).await?;
+            println!(
+                "(c) append -> PUBACK at 1000 events/s: p50 {} p99 {} max {} ({} events)",
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+                ms(lat.last().copied().unwrap_or_default()),
+                lat.len()
+            );
+        }
         Ok(())
     });
     match result {

@@ -107,6 +107,9 @@ impl Link {
                 }
                 let (client, mut eventloop) = rumqttc::AsyncClient::new(o, capacity);
                 eventloop.network_options.set_connection_timeout(timeout_s);
+                // The sink batches events into messages itself; Nagle would only hold back
+                // the last segment of a burst.
+                eventloop.network_options.set_tcp_nodelay(true);
                 (Client::V4(client), tokio::spawn(drive_v4(eventloop, tx)))
             }
             MqttProtocol::V5 => {
@@ -129,6 +132,9 @@ impl Link {
                         None,
                     ));
                 o.set_connection_timeout(timeout_s);
+                let mut network = o.network_options();
+                network.set_tcp_nodelay(true);
+                o.set_network_options(network);
                 if let Some(user) = &settings.username {
                     o.set_credentials(user, password.unwrap_or_default());
                 }
