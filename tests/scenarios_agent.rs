@@ -2,6 +2,7 @@
 //! readings, where no other integration test shows them: the agent runs with a simulated
 //! station and a real forwarding target, and the test reads the durable queue afterwards.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use linesentry::agent::{self, RunOptions};
@@ -78,10 +79,11 @@ async fn a_store_filled_past_its_quota_raises_buffer_high_once_then_reports_what
     .iter()
     .enumerate()
     {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[[stations]]\nid = \"st-{i}\"\nprofile = \"{profile}\"\nsource = \"simulated\"\n\
              poll_interval_ms = 10\n"
-        ));
+        );
     }
     let mut events = Vec::new();
     for _round in 0..30 {

@@ -368,7 +368,7 @@ pub(super) fn run(
         eprintln!("bench forward: --per-message must be at least 1");
         return ExitCode::FAILURE;
     }
-    let mut _spawned: Vec<Broker> = Vec::new();
+    let mut spawned: Vec<Broker> = Vec::new();
     // With a spawned broker, (a) also runs against a second one with `set_tcp_nodelay true`.
     let mut tuned: Option<u16> = None;
     let (host, port) = match broker {
@@ -388,7 +388,7 @@ pub(super) fn run(
                 if parts.only.contains(&'a') {
                     tuned = Some(t.port);
                 }
-                _spawned.extend([b, t]);
+                spawned.extend([b, t]);
                 ("127.0.0.1".to_owned(), port)
             }
             Err(e) => {
