@@ -330,15 +330,21 @@ async fn a_refused_token_dead_letters_nothing_and_everything_goes_once_it_is_acc
     server
         .wait_until("three refused requests", WITHIN, |l| l.requests.len() >= 3)
         .await;
-    assert!(server.statuses().iter().all(|&s| s == 401));
-    assert_eq!(queue.stats().depth, 50);
-    assert!(queue.dead_letters(10).expect("dead letters").is_empty());
-    assert!(
+    // The server counts a request when it answers; the sink counts the failure once the
+    // answer has come back, a moment later.
+    let refused = || {
         stats
             .auth_failures
             .load(std::sync::atomic::Ordering::Relaxed)
-            >= 3
-    );
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused() >= 3, "the sink counted {} refusals", refused());
+    assert!(server.statuses().iter().all(|&s| s == 401));
+    assert_eq!(queue.stats().depth, 50);
+    assert!(queue.dead_letters(10).expect("dead letters").is_empty());
 
     // The collector is told about the gateway's token.
     server.set(|c| c.token = Some("an-old-token".into()));
