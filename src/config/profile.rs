@@ -271,6 +271,7 @@ fn tags(
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     // Each valid tag with its position, for the checks across tags.
     let mut out: Vec<(usize, TagSpec)> = Vec::with_capacity(items.len());
+    let mut declared = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let at = item("tags", i);
         let Some(raw) = report.deserialize::<raw::Tag>(&at, value) else {
@@ -284,11 +285,12 @@ fn tags(
         } else {
             seen.insert(raw.name.clone(), i);
         }
+        declared.push((raw.name.clone(), raw.role.clone()));
         if let Some(tag) = tag(report, &at, raw, protocol, addressing) {
             out.push((i, tag));
         }
     }
-    rules::alarm_links(report, &mut out);
+    rules::alarm_links(report, &mut out, &declared);
     Some(out.into_iter().map(|(_, tag)| tag).collect())
 }
 

@@ -355,23 +355,38 @@ fn article(role: TagRole) -> &'static str {
 /// every tag of the profile is known: alarm-limit tags for the limits, an alarm-active tag
 /// for the indication. A measurement with a limit and no `alarm_active` gets the profile's
 /// only alarm-active tag; with none or several, it must name one. `tags` pairs each valid
-/// tag with its position in `[[tags]]`, for the key paths.
-pub(super) fn alarm_links(report: &mut Report<'_>, tags: &mut [(usize, TagSpec)]) {
-    let role_of = |name: &str| {
+/// tag with its position in `[[tags]]`, for the key paths; `declared` is every tag's name
+/// and role as written, valid or not, so that a link to a tag with errors of its own is not
+/// reported a second time.
+pub(super) fn alarm_links(
+    report: &mut Report<'_>,
+    tags: &mut [(usize, TagSpec)],
+    declared: &[(String, String)],
+) {
+    let declared_as = |role: TagRole| {
+        let text = role.to_string();
+        declared
+            .iter()
+            .filter(|(_, r)| *r == text)
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (limits, actives) = (
+        declared_as(TagRole::AlarmLimit),
+        declared_as(TagRole::AlarmActive),
+    );
+    let valid = |name: &str| {
         tags.iter()
             .find(|(_, t)| t.name == name)
             .map(|(_, t)| t.role)
     };
-    let names_of = |role: TagRole| {
-        tags.iter()
-            .filter(|(_, t)| t.role == role)
-            .map(|(_, t)| format!("`{}`", t.name))
-            .collect::<Vec<_>>()
-    };
-    let (limits, actives) = (
-        names_of(TagRole::AlarmLimit),
-        names_of(TagRole::AlarmActive),
-    );
     let mut defaults = Vec::new();
     for (i, tag) in tags.iter() {
         let at = item("tags", *i);
@@ -396,14 +411,13 @@ pub(super) fn alarm_links(report: &mut Report<'_>, tags: &mut [(usize, TagSpec)]
             let expected = if candidates.is_empty() {
                 format!("expected the name of an {role} tag, and the profile has none")
             } else {
-                format!(
-                    "expected the name of an {role} tag: {}",
-                    candidates.join(", ")
-                )
+                format!("expected the name of an {role} tag: {}", quoted(candidates))
             };
-            let problem = match role_of(name) {
+            let problem = match valid(name) {
                 Some(found) if found == role => continue,
                 Some(found) => format!("`{name}` is {} {found} tag; {expected}", article(found)),
+                // Declared with errors of its own, already reported.
+                None if declared.iter().any(|(n, _)| n == name) => continue,
                 None => format!("no tag is named `{}`; {expected}", name.escape_debug()),
             };
             report.error(&child(&at, key), problem);
@@ -414,7 +428,11 @@ pub(super) fn alarm_links(report: &mut Report<'_>, tags: &mut [(usize, TagSpec)]
                 &child(&at, "alarm_active"),
                 "`alarm_active` without `alarm_high` or `alarm_low` has no limit to watch; expected an alarm limit with it",
             ),
-            (true, None, [_]) => defaults.push(*i),
+            (true, None, [only]) => {
+                if valid(only).is_some() {
+                    defaults.push((*i, only.clone()));
+                }
+            }
             (true, None, []) => report.error(
                 &child(
                     &at,
@@ -430,19 +448,15 @@ pub(super) fn alarm_links(report: &mut Report<'_>, tags: &mut [(usize, TagSpec)]
                 &child(&at, "alarm_active"),
                 format!(
                     "missing key `alarm_active`: the profile has several alarm_active tags; expected one of {}",
-                    several.join(", ")
+                    quoted(several)
                 ),
             ),
             _ => {}
         }
     }
-    let only = tags
-        .iter()
-        .find(|(_, t)| t.role == TagRole::AlarmActive)
-        .map(|(_, t)| t.name.clone());
     for (i, tag) in tags.iter_mut() {
-        if defaults.contains(i) {
-            tag.rules.alarm_active.clone_from(&only);
+        if let Some((_, only)) = defaults.iter().find(|(d, _)| d == i) {
+            tag.rules.alarm_active = Some(only.clone());
         }
     }
 }
