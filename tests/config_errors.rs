@@ -621,7 +621,7 @@ fn trend_and_alarm_keys_arrive_in_rule_settings_and_tag_rules_with_the_only_alar
         .unwrap_or_else(|e| panic!("{e}"));
     let press = &config.stations[0].profile;
     assert_eq!(press.rules.trend_points, 7);
-    assert_eq!(press.rules.trend_margin_percent, 10.0);
+    assert!((press.rules.trend_margin_percent - 10.0).abs() < f64::EPSILON);
     assert_eq!(press.rules.alarm_grace, Duration::from_secs(3));
     let temp = press.tag("die_temp").unwrap();
     assert_eq!(temp.rules.trend_points, Some(8));

@@ -90,22 +90,7 @@ pub(super) fn settings(
         raw.session_margin,
         defaults::SESSION_MARGIN,
     );
-    let trend_points = report.int(
-        &key("trend_points"),
-        raw.trend_points,
-        defaults::TREND_POINTS,
-    );
-    let trend_margin_percent = report.float(
-        &key("trend_margin_percent"),
-        raw.trend_margin_percent,
-        defaults::TREND_MARGIN_PERCENT,
-    );
-    let alarm_grace = seconds(
-        report,
-        &key("alarm_grace_s"),
-        raw.alarm_grace_s,
-        defaults::ALARM_GRACE_S,
-    );
+    let (trend_points, trend_margin_percent, alarm_grace) = trend_and_alarm(report, at, raw);
     if report.error_count() > before {
         return None;
     }
@@ -158,6 +143,32 @@ fn quality(report: &mut Report<'_>, at: &str, raw: &raw::Rules) -> (Option<i64>,
     (quality_window, quality_failures)
 }
 
+/// `trend_points`, `trend_margin_percent` and `alarm_grace_s`.
+fn trend_and_alarm(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Rules,
+) -> (Option<i64>, Option<f64>, Option<Duration>) {
+    let key = |k: &str| child(at, k);
+    let trend_points = report.int(
+        &key("trend_points"),
+        raw.trend_points,
+        defaults::TREND_POINTS,
+    );
+    let trend_margin_percent = report.float(
+        &key("trend_margin_percent"),
+        raw.trend_margin_percent,
+        defaults::TREND_MARGIN_PERCENT,
+    );
+    let alarm_grace = seconds(
+        report,
+        &key("alarm_grace_s"),
+        raw.alarm_grace_s,
+        defaults::ALARM_GRACE_S,
+    );
+    (trend_points, trend_margin_percent, alarm_grace)
+}
+
 /// A `*_s` key (or its default) as a duration.
 fn seconds(
     report: &mut Report<'_>,
@@ -192,6 +203,70 @@ pub(super) fn tag_rules(
     data_type: Option<DataType>,
 ) -> TagRules {
     let key = |k: &str| child(at, k);
+    let misplaced = misplaced(report, at, raw, role, data_type);
+    let mut rules = TagRules::default();
+    if let (Some(value), false) = (raw.deadband, misplaced[0]) {
+        if value.is_finite() && value >= defaults::DEADBAND_MIN {
+            rules.deadband_abs = Some(value);
+        } else {
+            let unit = raw
+                .unit
+                .as_deref()
+                .map_or_else(String::new, |u| format!(", {u}"));
+            report.error(
+                &key("deadband"),
+                format!(
+                    "expected a finite number >= {} (engineering units{unit}), found {value}",
+                    defaults::DEADBAND_MIN
+                ),
+            );
+        }
+    }
+    if let (Some(value), false) = (raw.deadband_percent, misplaced[1]) {
+        rules.deadband_percent =
+            report.float_range(&key("deadband_percent"), value, defaults::DEADBAND_PERCENT);
+        if raw.deadband.is_some() && !misplaced[0] {
+            report.error(
+                &key("deadband_percent"),
+                "`deadband` and `deadband_percent` are both given, and an absolute `deadband` replaces the percentage; expected one of them",
+            );
+        }
+    }
+    if let (Some(given), false) = (raw.heartbeat_s, misplaced[2]) {
+        // Status and measurement heartbeats share one range; either falls back to its own.
+        let setting = if role == Some(TagRole::Status) {
+            defaults::STATUS_HEARTBEAT_S
+        } else {
+            defaults::MEASUREMENT_HEARTBEAT_S
+        };
+        rules.heartbeat = tag_seconds(report, &key("heartbeat_s"), Some(given), setting);
+    }
+    if let Some(ms) = raw.debounce_ms {
+        if let Some(ms) = report.range(&key("debounce_ms"), ms, defaults::DEBOUNCE_MS) {
+            rules.debounce = Duration::from_millis(ms as u64);
+        }
+    }
+    if !misplaced[3] {
+        rules.stale_after = tag_seconds(
+            report,
+            &key("stale_after_s"),
+            raw.stale_after_s,
+            defaults::STALE_AFTER_S,
+        );
+    }
+    trend_and_alarm_keys(report, at, raw, &misplaced, &mut rules);
+    rules
+}
+
+/// Reports each rule key given on a tag it does not apply to; `true` at the key's index in
+/// the table below means it is to be ignored.
+fn misplaced(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Tag,
+    role: Option<TagRole>,
+    data_type: Option<DataType>,
+) -> [bool; 9] {
     let measurement = role.map(|r| r == TagRole::Measurement);
     let numeric_measurement = measurement.and_then(|m| data_type.map(|t| m && t.is_numeric()));
     let heartbeat_role = role.map(|r| matches!(r, TagRole::Status | TagRole::Measurement));
@@ -258,7 +333,7 @@ pub(super) fn tag_rules(
         // `applies` is known only when the role (and, where it matters, the type) is.
         if let (true, Some(false), Some(role)) = (given, applies, role) {
             report.error(
-                &key(name),
+                &child(at, name),
                 format!(
                     "`{name}` only applies to {what}; expected no `{name}` on a {role} tag of type {}",
                     raw.data_type
@@ -267,57 +342,18 @@ pub(super) fn tag_rules(
             misplaced[i] = true;
         }
     }
+    misplaced
+}
 
-    let mut rules = TagRules::default();
-    if let (Some(value), false) = (raw.deadband, misplaced[0]) {
-        if value.is_finite() && value >= defaults::DEADBAND_MIN {
-            rules.deadband_abs = Some(value);
-        } else {
-            let unit = raw
-                .unit
-                .as_deref()
-                .map_or_else(String::new, |u| format!(", {u}"));
-            report.error(
-                &key("deadband"),
-                format!(
-                    "expected a finite number >= {} (engineering units{unit}), found {value}",
-                    defaults::DEADBAND_MIN
-                ),
-            );
-        }
-    }
-    if let (Some(value), false) = (raw.deadband_percent, misplaced[1]) {
-        rules.deadband_percent =
-            report.float_range(&key("deadband_percent"), value, defaults::DEADBAND_PERCENT);
-        if raw.deadband.is_some() && !misplaced[0] {
-            report.error(
-                &key("deadband_percent"),
-                "`deadband` and `deadband_percent` are both given, and an absolute `deadband` replaces the percentage; expected one of them",
-            );
-        }
-    }
-    if let (Some(given), false) = (raw.heartbeat_s, misplaced[2]) {
-        // Status and measurement heartbeats share one range; either falls back to its own.
-        let setting = if role == Some(TagRole::Status) {
-            defaults::STATUS_HEARTBEAT_S
-        } else {
-            defaults::MEASUREMENT_HEARTBEAT_S
-        };
-        rules.heartbeat = tag_seconds(report, &key("heartbeat_s"), Some(given), setting);
-    }
-    if let Some(ms) = raw.debounce_ms {
-        if let Some(ms) = report.range(&key("debounce_ms"), ms, defaults::DEBOUNCE_MS) {
-            rules.debounce = Duration::from_millis(ms as u64);
-        }
-    }
-    if !misplaced[3] {
-        rules.stale_after = tag_seconds(
-            report,
-            &key("stale_after_s"),
-            raw.stale_after_s,
-            defaults::STALE_AFTER_S,
-        );
-    }
+/// The trend and alarm-link keys of a tag, where they apply (`misplaced` as above).
+fn trend_and_alarm_keys(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Tag,
+    misplaced: &[bool; 9],
+    rules: &mut TagRules,
+) {
+    let key = |k: &str| child(at, k);
     if let (Some(given), false) = (raw.trend_points, misplaced[4]) {
         rules.trend_points = report
             .range(&key("trend_points"), given, defaults::TREND_POINTS)
@@ -340,7 +376,6 @@ pub(super) fn tag_rules(
     if !misplaced[8] {
         rules.alarm_active.clone_from(&raw.alarm_active);
     }
-    rules
 }
 
 fn article(role: TagRole) -> &'static str {
@@ -428,11 +463,9 @@ pub(super) fn alarm_links(
                 &child(&at, "alarm_active"),
                 "`alarm_active` without `alarm_high` or `alarm_low` has no limit to watch; expected an alarm limit with it",
             ),
-            (true, None, [only]) => {
-                if valid(only).is_some() {
-                    defaults.push((*i, only.clone()));
-                }
-            }
+            (true, None, [only]) if valid(only).is_some() => defaults.push((*i, only.clone())),
+            // The only alarm output has errors of its own, already reported.
+            (true, None, [_]) => {}
             (true, None, []) => report.error(
                 &child(
                     &at,

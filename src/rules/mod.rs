@@ -1249,21 +1249,25 @@ impl StationRules {
     /// the last beyond the limit it moves towards or within `trend_margin_percent` of the
     /// limits' span of it. Once per episode; the episode ends when the value is back in the
     /// normal band (further than the margin from both limits).
-    fn trend(&mut self, i: usize, r: &Reading, v: f64, out: &mut Vec<SecurityEvent>) {
+    fn trend(&mut self, i: usize, reading: &Reading, v: f64, out: &mut Vec<SecurityEvent>) {
         let tag = &self.tags[i];
         let Some((min, max)) = tag.limits else {
             return;
         };
-        let s = &self.ctx.settings;
-        let points = tag.rules.trend_points.unwrap_or(s.trend_points).max(2);
+        let settings = &self.ctx.settings;
+        let points = tag
+            .rules
+            .trend_points
+            .unwrap_or(settings.trend_points)
+            .max(2);
         let percent = tag
             .rules
             .trend_margin_percent
-            .unwrap_or(s.trend_margin_percent);
+            .unwrap_or(settings.trend_margin_percent);
         let margin = (max - min).abs() * percent / 100.0;
-        let t = &mut self.state[i].trend;
-        let Some(last) = t.last else {
-            *t = Trend {
+        let run = &mut self.state[i].trend;
+        let Some(last) = run.last else {
+            *run = Trend {
                 last: Some(v),
                 points: 1,
                 first: v,
@@ -1276,38 +1280,38 @@ impl StationRules {
             return;
         }
         let direction = if v > last { 1 } else { -1 };
-        if direction == t.direction {
-            t.points = t.points.saturating_add(1);
+        if direction == run.direction {
+            run.points = run.points.saturating_add(1);
         } else {
-            t.direction = direction;
-            t.points = 2;
-            t.first = last;
+            run.direction = direction;
+            run.points = 2;
+            run.first = last;
         }
-        t.last = Some(v);
+        run.last = Some(v);
         let (high, low) = (v > max - margin, v < min + margin);
-        if t.episode && !high && !low {
-            t.episode = false;
+        if run.episode && !high && !low {
+            run.episode = false;
         }
         let towards = match direction {
             1 if high => ("max", max),
             -1 if low => ("min", min),
             _ => return,
         };
-        if t.episode || (t.points as usize) < points {
+        if run.episode || (run.points as usize) < points {
             return;
         }
-        t.episode = true;
-        let (run, first) = (t.points, t.first);
+        run.episode = true;
+        let (length, first) = (run.points, run.first);
         let (side, limit) = towards;
         let beyond = if direction > 0 { v > max } else { v < min };
         let moving = if direction > 0 { "rising" } else { "falling" };
         out.push(
             self.ctx
-                .tag_event("quality.anomaly", tag, &r.value, None, r.received)
+                .tag_event("quality.anomaly", tag, &reading.value, None, reading.received)
                 .correlation(Uuid::now_v7())
                 .data("kind", "trend")
                 .data("direction", moving)
-                .data("run", json!({ "points": run, "first": first, "last": v }))
+                .data("run", json!({ "points": length, "first": first, "last": v }))
                 .data("limit", json!({ "min": min, "max": max }))
                 .data("towards", side)
                 .data("beyond_limit", beyond)

@@ -902,6 +902,9 @@ fn trend_data(
     })
 }
 
+/// (case, tag rules, values, [(index of the reading that raises it, event_data)])
+type TrendCase = (&'static str, TagRules, Vec<f64>, Vec<(usize, Json)>);
+
 const RISING_6: &str =
     "6 values in a row rising, the last within 5 % of the limits' span of max (300) or beyond";
 
@@ -914,8 +917,7 @@ fn a_run_of_values_trending_to_a_limit_is_a_quality_anomaly_with_the_run_and_the
         trend_margin_percent: Some(0.0),
         ..TagRules::default()
     };
-    // (case, tag rules, values, [(index of the reading that raises it, event_data)])
-    let cases: Vec<(&str, TagRules, Vec<f64>, Vec<(usize, Json)>)> = vec![
+    let cases: Vec<TrendCase> = vec![
         (
             "six rising values, the last within the margin",
             TagRules::default(),
@@ -1092,6 +1094,9 @@ fn press(grace_s: u64) -> StationRules {
 /// One poll: (seconds, die_temp, press_alarm); the limits are 150 and 60 from the start.
 type Poll = (i64, f64, bool);
 
+/// (case, grace s, polls, [(seconds of the poll that raises it, event_data)])
+type SilentCase = (&'static str, u64, Vec<Poll>, Vec<(i64, Json)>);
+
 fn silent_alarms(grace_s: u64, polls: &[Poll]) -> Vec<(i64, SecurityEvent)> {
     let mut s = press(grace_s);
     let mut found = Vec::new();
@@ -1132,8 +1137,7 @@ fn silent_data(value: f64, side: &str, limit: f64, alarm: bool, for_s: f64, grac
 
 #[test]
 fn a_value_beyond_its_alarm_limit_with_the_alarm_off_past_the_grace_is_alarm_suppression() {
-    // (case, grace s, polls, [(seconds of the poll that raises it, event_data)])
-    let cases: Vec<(&str, u64, Vec<Poll>, Vec<(i64, Json)>)> = vec![
+    let cases: Vec<SilentCase> = vec![
         (
             "beyond the high limit, no alarm for the grace: once",
             10,

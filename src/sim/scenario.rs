@@ -457,7 +457,7 @@ fn alarm_silenced(model: &mut StationModel, profile: &Profile) -> Outcome {
             model.silence_alarms(true);
             Outcome::Applied(format!("alarms silenced, {what}"))
         }
-        other => other,
+        other @ Outcome::NoEffect(_) => other,
     }
 }
 
