@@ -20,7 +20,7 @@
 //! | `quality_burst` | the next [`QUALITY_BURST_CHECKS`] quality checks fail | `quality.anomaly` |
 //! | `freeze` / `unfreeze` | measurements stop / resume changing | `value.stale` |
 //! | `drift` | first measurement with limits ramps steadily up past its upper limit and stays there (its alarm, if linked, shows) | `quality.anomaly` (trend) |
-//! | `alarm_silenced` | first measurement linked to an alarm limit goes beyond it while every alarm-active tag stays off | `alarm.suppressed` |
+//! | `alarm_silenced` | first measurement linked to an alarm limit is pinned beyond it and every alarm-active tag stays off, both until the simulator stops | `alarm.suppressed` |
 //! | `timestamps_freeze` | OPC UA: values keep changing under one source timestamp | `value.stale` |
 //! | `server_suspend` | OPC UA: `ServerStatus.State` becomes Suspended | `mode.changed` |
 //! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
