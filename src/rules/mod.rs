@@ -15,14 +15,14 @@
 //! unit, limit) and the ATT&CK technique ids of its catalogue row under `attack`.
 //!
 //! Two rules look at more than one reading of a tag:
-//! - the trend rule ([`StationRules::trend`]): Nelson rule 3 on a measurement with limits.
-//!   Its state is one [`Trend`] per tag (the current run's direction, length, first and last
+//! - the trend rule (`StationRules::trend`): Nelson rule 3 on a measurement with limits.
+//!   Its state is one `Trend` per tag (the current run's direction, length, first and last
 //!   value), so it is bounded whatever the poll rate. Repeated values neither extend nor end
 //!   a run, since a poll faster than the process repeats values.
-//! - the silent-alarm rule ([`StationRules::check_alarms`]): a measurement linked to alarm
+//! - the silent-alarm rule (`StationRules::check_alarms`): a measurement linked to alarm
 //!   limit tags and an alarm-active tag. It runs after every reachable poll, on the values
 //!   then current, so the order of readings within a poll does not matter. One
-//!   [`AlarmWatch`] per linked measurement.
+//!   `AlarmWatch` per linked measurement.
 
 mod baseline;
 mod settings;
