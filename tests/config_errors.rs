@@ -568,6 +568,229 @@ fn rules_values_of_a_profile_arrive_in_profile_rules_and_tag_rules() {
     assert_eq!(press.tags[0].rules, linesentry::rules::TagRules::default());
 }
 
+/// A press whose die temperature alarms above a limit tag on its one alarm output, with the
+/// trend rule tuned (line numbers matter to the tests).
+const PRESS_ALARMS: &str = r#"[profile]
+name = "press"
+protocol = "modbus"
+
+[rules]
+trend_points = 7
+trend_margin_percent = 10.0
+alarm_grace_s = 3
+
+[[tags]]
+name = "die_temp"
+role = "measurement"
+type = "i16"
+area = "input_register"
+address = 0
+scale = 0.1
+limits = { min = 20.0, max = 250.0 }
+alarm_high = "die_temp_high"
+trend_points = 8
+
+[[tags]]
+name = "die_temp_high"
+role = "alarm_limit"
+type = "i16"
+area = "holding_register"
+address = 0
+scale = 0.1
+
+[[tags]]
+name = "press_alarm"
+role = "alarm_active"
+type = "bool"
+area = "discrete_input"
+address = 0
+"#;
+
+fn press_station() -> String {
+    format!("{AGENT}[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\n")
+}
+
+#[test]
+fn trend_and_alarm_keys_arrive_in_rule_settings_and_tag_rules_with_the_only_alarm_output() {
+    use std::time::Duration;
+
+    let tree = Tree::new();
+    tree.profile("press", PRESS_ALARMS);
+    let config = tree
+        .load(&press_station())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let press = &config.stations[0].profile;
+    assert_eq!(press.rules.trend_points, 7);
+    assert!((press.rules.trend_margin_percent - 10.0).abs() < f64::EPSILON);
+    assert_eq!(press.rules.alarm_grace, Duration::from_secs(3));
+    let temp = press.tag("die_temp").unwrap();
+    assert_eq!(temp.rules.trend_points, Some(8));
+    assert_eq!(temp.rules.trend_margin_percent, None);
+    assert_eq!(temp.rules.alarm_high.as_deref(), Some("die_temp_high"));
+    assert_eq!(temp.rules.alarm_low, None);
+    assert_eq!(
+        temp.rules.alarm_active.as_deref(),
+        Some("press_alarm"),
+        "the profile's only alarm output"
+    );
+    let tags = linesentry::agent::rule_tags(&config.stations[0]);
+    assert_eq!(tags[0].rules, temp.rules);
+}
+
+#[test]
+fn alarm_links_to_a_missing_tag_or_a_tag_of_another_role_are_refused() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        &PRESS_ALARMS.replace(
+            "alarm_high = \"die_temp_high\"\n",
+            "alarm_high = \"die_temp_hi\"\nalarm_low = \"press_alarm\"\n",
+        ),
+    );
+    let errors = tree.errors(&press_station());
+    assert_eq!(errors.len(), 2, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        18,
+        "tags[0].alarm_high",
+        "no tag is named `die_temp_hi`; expected the name of an alarm_limit tag: `die_temp_high`",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        19,
+        "tags[0].alarm_low",
+        "`press_alarm` is an alarm_active tag; expected the name of an alarm_limit tag: `die_temp_high`",
+    );
+}
+
+#[test]
+fn an_alarm_limit_needs_an_alarm_output_and_one_named_when_there_are_several() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        &PRESS_ALARMS.replace("role = \"alarm_active\"", "role = \"alarm_enable\""),
+    );
+    let errors = tree.errors(&press_station());
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        18,
+        "tags[0].alarm_high",
+        "an alarm limit needs an alarm indication to check; expected a tag with role = \"alarm_active\" in the profile",
+    );
+
+    let second = "\n[[tags]]\nname = \"horn\"\nrole = \"alarm_active\"\ntype = \"u16\"\narea = \"input_register\"\naddress = 5\n";
+    tree.profile("press", &format!("{PRESS_ALARMS}{second}"));
+    let errors = tree.errors(&press_station());
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        10,
+        "tags[0].alarm_active",
+        "missing key `alarm_active`: the profile has several alarm_active tags; expected one of `press_alarm`, `horn`",
+    );
+    // Naming one settles it.
+    tree.profile(
+        "press",
+        &format!("{PRESS_ALARMS}{second}").replace(
+            "trend_points = 8\n",
+            "trend_points = 8\nalarm_active = \"horn\"\n",
+        ),
+    );
+    let config = tree
+        .load(&press_station())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let temp = config.stations[0].profile.tag("die_temp").unwrap();
+    assert_eq!(temp.rules.alarm_active.as_deref(), Some("horn"));
+}
+
+#[test]
+fn trend_and_alarm_keys_out_of_range_misplaced_or_without_effect_are_each_reported() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        &PRESS_ALARMS
+            .replace("trend_points = 7", "trend_points = 2")
+            .replace("trend_margin_percent = 10.0", "trend_margin_percent = 60.0")
+            .replace("alarm_grace_s = 3", "alarm_grace_s = 3601")
+            .replace(
+                "scale = 0.1\n\n",
+                "scale = 0.1\ntrend_points = 8\nalarm_active = \"press_alarm\"\n\n",
+            )
+            .replace("type = \"bool\"", "type = \"f32\"")
+            .replace("area = \"discrete_input\"", "area = \"input_register\""),
+    );
+    let errors = tree.errors(&press_station());
+    assert_eq!(errors.len(), 6, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        6,
+        "rules.trend_points",
+        "expected an integer between 3 and 100 (values), found 2",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        7,
+        "rules.trend_margin_percent",
+        "expected a finite number between 0 and 50 (% of the limits' span), found 60",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        8,
+        "rules.alarm_grace_s",
+        "expected an integer between 0 and 3600 (s), found 3601",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        28,
+        "tags[1].trend_points",
+        "`trend_points` only applies to numeric measurement tags with limits; expected no `trend_points` on a alarm_limit tag of type i16",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        29,
+        "tags[1].alarm_active",
+        "`alarm_active` only applies to numeric measurement tags",
+    );
+    assert_reported(
+        &errors,
+        "press.toml",
+        34,
+        "tags[2].type",
+        "an alarm_active tag is on (non-zero) or off (zero); expected type bool or an integer type, found f32",
+    );
+}
+
+#[test]
+fn an_alarm_output_named_without_an_alarm_limit_is_refused_as_without_effect() {
+    let tree = Tree::new();
+    tree.profile(
+        "press",
+        &PRESS_ALARMS.replace(
+            "alarm_high = \"die_temp_high\"",
+            "alarm_active = \"press_alarm\"",
+        ),
+    );
+    let errors = tree.errors(&press_station());
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_reported(
+        &errors,
+        "press.toml",
+        18,
+        "tags[0].alarm_active",
+        "`alarm_active` without `alarm_high` or `alarm_low` has no limit to watch",
+    );
+}
+
 #[test]
 fn a_stations_change_windows_arrive_in_its_config_and_in_its_rule_settings() {
     use linesentry::event::Timestamp;

@@ -304,6 +304,57 @@ async fn a_burst_of_failed_inspections_is_a_quality_anomaly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_measurement_drifting_steadily_past_its_limit_is_one_trend_anomaly() {
+    // die_temp ramps 4.6 degC per 100 ms tick from about 135 degC to 261.5 degC (limit 250):
+    // the rule fires within 11.5 degC (5 % of the span) of the limit, about 2.3 s in. On the
+    // way it passes its alarm limit, and the press alarms: no suppression.
+    let events = scenario("stamping_press", Link::Modbus, "", "drift@1", 5.0).await;
+    let e = one(&events, "quality.anomaly", Severity::Warn);
+    assert_eq!(e.event_data["kind"], "trend");
+    assert_eq!(e.event_data["tag"], "die_temp");
+    assert_eq!(e.event_data["unit"], "°C");
+    assert_eq!(e.event_data["direction"], "rising");
+    assert_eq!(e.event_data["towards"], "max");
+    assert_eq!(e.event_data["limit"]["max"], 250.0);
+    assert_eq!(e.event_data["attack"], serde_json::json!(["T0831"]));
+    let value = e.event_data["value"].as_f64().unwrap();
+    assert!(value > 238.5, "{value}");
+    let run = &e.event_data["run"];
+    assert!(run["points"].as_u64().unwrap() >= 6, "{run}");
+    assert!(run["first"].as_f64().unwrap() < run["last"].as_f64().unwrap());
+    assert!(e.correlation_id.is_some());
+    quiet_apart_from(&events, &["quality.anomaly"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_beyond_its_alarm_limit_while_the_alarm_stays_off_is_alarm_suppression() {
+    let events = scenario(
+        "stamping_press",
+        Link::Modbus,
+        "alarm_grace_s = 1",
+        "alarm_silenced@1",
+        3.5,
+    )
+    .await;
+    let e = one(&events, "alarm.suppressed", Severity::Error);
+    assert_eq!(e.event_data["reason"], "no_alarm_beyond_limit");
+    assert_eq!(e.event_data["tag"], "die_temp");
+    assert_eq!(e.event_data["limit_tag"], "die_temp_high_limit");
+    assert_eq!(e.event_data["limit_side"], "high");
+    assert_eq!(e.event_data["alarm_tag"], "press_alarm");
+    assert_eq!(e.event_data["alarm_value"], false);
+    assert_eq!(e.event_data["attack"], serde_json::json!(["T0878"]));
+    let (value, limit) = (
+        e.event_data["value"].as_f64().unwrap(),
+        e.event_data["limit"].as_f64().unwrap(),
+    );
+    assert!(value > limit, "{value} beyond {limit}");
+    assert!(e.event_data["unalarmed_for_s"].as_f64().unwrap() >= 1.0);
+    assert!(e.correlation_id.is_some());
+    quiet_apart_from(&events, &["alarm.suppressed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_rejected_logins_are_a_security_violation() {
     let events = scenario(
         "cell_controller",

@@ -151,9 +151,14 @@ pub(super) const EXCEPTION_WINDOW_S: Int = int(60, 1, 86_400, "s");
 pub(super) const STALE_AFTER_S: Int = int(60, 1, 86_400, "s");
 pub(super) const CLOCK_SKEW_MS: Int = int(5000, 1, 3_600_000, "ms");
 pub(super) const SESSION_MARGIN: Int = int(2, 0, 10_000, "sessions");
+/// Nelson rule 3 uses 6 values; fewer than 3 is no trend.
+pub(super) const TREND_POINTS: Int = int(6, 3, 100, "values");
+pub(super) const TREND_MARGIN_PERCENT: Float = float(5.0, 0.0, 50.0, "% of the limits' span");
+/// 0: the first poll that shows the value beyond its limit without the alarm.
+pub(super) const ALARM_GRACE_S: Int = int(10, 0, 3600, "s");
 
-// Station profiles: per-tag rule keys in `[[tags]]`. `deadband_percent`, `heartbeat_s` and
-// `stale_after_s` take the ranges of their `[rules]` counterparts and default to them.
+// Station profiles: per-tag rule keys in `[[tags]]`. `deadband_percent`, `heartbeat_s`,
+// `stale_after_s`, `trend_points` and `trend_margin_percent` take the ranges of their `[rules]` counterparts and default to them.
 /// `deadband`: finite and at least this (engineering units); no default (percentage applies).
 pub(super) const DEADBAND_MIN: f64 = 0.0;
 pub(super) const DEBOUNCE_MS: Int = int(0, 0, 600_000, "ms");

@@ -269,7 +269,9 @@ fn tags(
         }
     };
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = Vec::with_capacity(items.len());
+    // Each valid tag with its position, for the checks across tags.
+    let mut out: Vec<(usize, TagSpec)> = Vec::with_capacity(items.len());
+    let mut declared = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let at = item("tags", i);
         let Some(raw) = report.deserialize::<raw::Tag>(&at, value) else {
@@ -283,11 +285,13 @@ fn tags(
         } else {
             seen.insert(raw.name.clone(), i);
         }
+        declared.push((raw.name.clone(), raw.role.clone()));
         if let Some(tag) = tag(report, &at, raw, protocol, addressing) {
-            out.push(tag);
+            out.push((i, tag));
         }
     }
-    Some(out)
+    rules::alarm_links(report, &mut out, &declared);
+    Some(out.into_iter().map(|(_, tag)| tag).collect())
 }
 
 /// Validates one tag; `None` when it had any error (each already reported).
@@ -450,6 +454,12 @@ fn type_rules(
         report.error(
             &child(at, "states"),
             format!("`states` maps integer raw values to names; expected no `states` on a tag of type {type_name}"),
+        );
+    }
+    if role == Some(TagRole::AlarmActive) && !(integer || data_type == DataType::Bool) {
+        report.error(
+            &child(at, "type"),
+            format!("an alarm_active tag is on (non-zero) or off (zero); expected type bool or an integer type, found {type_name}"),
         );
     }
     if let Some(role @ (TagRole::Status | TagRole::Mode)) = role {

@@ -185,6 +185,13 @@ pub(super) struct Tag {
     pub(super) heartbeat_s: Option<i64>,
     pub(super) debounce_ms: Option<i64>,
     pub(super) stale_after_s: Option<i64>,
+    pub(super) trend_points: Option<i64>,
+    pub(super) trend_margin_percent: Option<f64>,
+    /// Names of the alarm-limit tags holding this measurement's alarm limits, and of the
+    /// alarm-active tag that shows its alarm.
+    pub(super) alarm_high: Option<String>,
+    pub(super) alarm_low: Option<String>,
+    pub(super) alarm_active: Option<String>,
     /// OPC UA monitored-item deadband, applied by the server.
     pub(super) server_deadband: Option<ServerDeadband>,
 }
@@ -215,6 +222,9 @@ pub(super) struct Rules {
     pub(super) stale_after_s: Option<i64>,
     pub(super) clock_skew_ms: Option<i64>,
     pub(super) session_margin: Option<i64>,
+    pub(super) trend_points: Option<i64>,
+    pub(super) trend_margin_percent: Option<f64>,
+    pub(super) alarm_grace_s: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

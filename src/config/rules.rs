@@ -12,6 +12,7 @@ use super::defaults::{self, Int};
 use super::raw;
 use super::report::{type_name, Report};
 use super::spans::{child, item};
+use super::TagSpec;
 use crate::event::Timestamp;
 use crate::rules::{ChangeWindow, RuleSettings, TagRules};
 use crate::source::{DataType, TagRole};
@@ -89,6 +90,7 @@ pub(super) fn settings(
         raw.session_margin,
         defaults::SESSION_MARGIN,
     );
+    let (trend_points, trend_margin_percent, alarm_grace) = trend_and_alarm(report, at, raw);
     if report.error_count() > before {
         return None;
     }
@@ -108,6 +110,9 @@ pub(super) fn settings(
         stale_after: stale_after?,
         clock_skew: clock_skew?,
         session_margin: session_margin? as u64,
+        trend_points: trend_points? as usize,
+        trend_margin_percent: trend_margin_percent?,
+        alarm_grace: alarm_grace?,
         change_windows: Vec::new(),
     })
 }
@@ -136,6 +141,32 @@ fn quality(report: &mut Report<'_>, at: &str, raw: &raw::Rules) -> (Option<i64>,
         }
     }
     (quality_window, quality_failures)
+}
+
+/// `trend_points`, `trend_margin_percent` and `alarm_grace_s`.
+fn trend_and_alarm(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Rules,
+) -> (Option<i64>, Option<f64>, Option<Duration>) {
+    let key = |k: &str| child(at, k);
+    let trend_points = report.int(
+        &key("trend_points"),
+        raw.trend_points,
+        defaults::TREND_POINTS,
+    );
+    let trend_margin_percent = report.float(
+        &key("trend_margin_percent"),
+        raw.trend_margin_percent,
+        defaults::TREND_MARGIN_PERCENT,
+    );
+    let alarm_grace = seconds(
+        report,
+        &key("alarm_grace_s"),
+        raw.alarm_grace_s,
+        defaults::ALARM_GRACE_S,
+    );
+    (trend_points, trend_margin_percent, alarm_grace)
 }
 
 /// A `*_s` key (or its default) as a duration.
@@ -172,51 +203,7 @@ pub(super) fn tag_rules(
     data_type: Option<DataType>,
 ) -> TagRules {
     let key = |k: &str| child(at, k);
-    let measurement = role.map(|r| r == TagRole::Measurement);
-    let numeric_measurement = measurement.and_then(|m| data_type.map(|t| m && t.is_numeric()));
-    let heartbeat_role = role.map(|r| matches!(r, TagRole::Status | TagRole::Measurement));
-    // (key, given, applies, to what it applies)
-    let applicability = [
-        (
-            "deadband",
-            raw.deadband.is_some(),
-            numeric_measurement,
-            "numeric measurement tags",
-        ),
-        (
-            "deadband_percent",
-            raw.deadband_percent.is_some(),
-            numeric_measurement,
-            "numeric measurement tags",
-        ),
-        (
-            "heartbeat_s",
-            raw.heartbeat_s.is_some(),
-            heartbeat_role,
-            "status and measurement tags",
-        ),
-        (
-            "stale_after_s",
-            raw.stale_after_s.is_some(),
-            measurement,
-            "measurement tags",
-        ),
-    ];
-    let mut misplaced = [false; 4];
-    for (i, (name, given, applies, what)) in applicability.into_iter().enumerate() {
-        // `applies` is known only when the role (and, where it matters, the type) is.
-        if let (true, Some(false), Some(role)) = (given, applies, role) {
-            report.error(
-                &key(name),
-                format!(
-                    "`{name}` only applies to {what}; expected no `{name}` on a {role} tag of type {}",
-                    raw.data_type
-                ),
-            );
-            misplaced[i] = true;
-        }
-    }
-
+    let misplaced = misplaced(report, at, raw, role, data_type);
     let mut rules = TagRules::default();
     if let (Some(value), false) = (raw.deadband, misplaced[0]) {
         if value.is_finite() && value >= defaults::DEADBAND_MIN {
@@ -267,7 +254,244 @@ pub(super) fn tag_rules(
             defaults::STALE_AFTER_S,
         );
     }
+    trend_and_alarm_keys(report, at, raw, &misplaced, &mut rules);
     rules
+}
+
+/// Reports each rule key given on a tag it does not apply to; `true` at the key's index in
+/// the table below means it is to be ignored.
+fn misplaced(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Tag,
+    role: Option<TagRole>,
+    data_type: Option<DataType>,
+) -> [bool; 9] {
+    let measurement = role.map(|r| r == TagRole::Measurement);
+    let numeric_measurement = measurement.and_then(|m| data_type.map(|t| m && t.is_numeric()));
+    let heartbeat_role = role.map(|r| matches!(r, TagRole::Status | TagRole::Measurement));
+    let with_limits = numeric_measurement.map(|m| m && raw.limits.is_some());
+    // (key, given, applies, to what it applies)
+    let applicability = [
+        (
+            "deadband",
+            raw.deadband.is_some(),
+            numeric_measurement,
+            "numeric measurement tags",
+        ),
+        (
+            "deadband_percent",
+            raw.deadband_percent.is_some(),
+            numeric_measurement,
+            "numeric measurement tags",
+        ),
+        (
+            "heartbeat_s",
+            raw.heartbeat_s.is_some(),
+            heartbeat_role,
+            "status and measurement tags",
+        ),
+        (
+            "stale_after_s",
+            raw.stale_after_s.is_some(),
+            measurement,
+            "measurement tags",
+        ),
+        (
+            "trend_points",
+            raw.trend_points.is_some(),
+            with_limits,
+            "numeric measurement tags with limits",
+        ),
+        (
+            "trend_margin_percent",
+            raw.trend_margin_percent.is_some(),
+            with_limits,
+            "numeric measurement tags with limits",
+        ),
+        (
+            "alarm_high",
+            raw.alarm_high.is_some(),
+            numeric_measurement,
+            "numeric measurement tags",
+        ),
+        (
+            "alarm_low",
+            raw.alarm_low.is_some(),
+            numeric_measurement,
+            "numeric measurement tags",
+        ),
+        (
+            "alarm_active",
+            raw.alarm_active.is_some(),
+            numeric_measurement,
+            "numeric measurement tags",
+        ),
+    ];
+    let mut misplaced = [false; 9];
+    for (i, (name, given, applies, what)) in applicability.into_iter().enumerate() {
+        // `applies` is known only when the role (and, where it matters, the type) is.
+        if let (true, Some(false), Some(role)) = (given, applies, role) {
+            report.error(
+                &child(at, name),
+                format!(
+                    "`{name}` only applies to {what}; expected no `{name}` on a {role} tag of type {}",
+                    raw.data_type
+                ),
+            );
+            misplaced[i] = true;
+        }
+    }
+    misplaced
+}
+
+/// The trend and alarm-link keys of a tag, where they apply (`misplaced` as above).
+fn trend_and_alarm_keys(
+    report: &mut Report<'_>,
+    at: &str,
+    raw: &raw::Tag,
+    misplaced: &[bool; 9],
+    rules: &mut TagRules,
+) {
+    let key = |k: &str| child(at, k);
+    if let (Some(given), false) = (raw.trend_points, misplaced[4]) {
+        rules.trend_points = report
+            .range(&key("trend_points"), given, defaults::TREND_POINTS)
+            .map(|n| n as usize);
+    }
+    if let (Some(given), false) = (raw.trend_margin_percent, misplaced[5]) {
+        rules.trend_margin_percent = report.float_range(
+            &key("trend_margin_percent"),
+            given,
+            defaults::TREND_MARGIN_PERCENT,
+        );
+    }
+    // Tag names only here; what they name is checked once every tag is known (`alarm_links`).
+    if !misplaced[6] {
+        rules.alarm_high.clone_from(&raw.alarm_high);
+    }
+    if !misplaced[7] {
+        rules.alarm_low.clone_from(&raw.alarm_low);
+    }
+    if !misplaced[8] {
+        rules.alarm_active.clone_from(&raw.alarm_active);
+    }
+}
+
+fn article(role: TagRole) -> &'static str {
+    if role.to_string().starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// Checks what the measurements' `alarm_high`, `alarm_low` and `alarm_active` name, once
+/// every tag of the profile is known: alarm-limit tags for the limits, an alarm-active tag
+/// for the indication. A measurement with a limit and no `alarm_active` gets the profile's
+/// only alarm-active tag; with none or several, it must name one. `tags` pairs each valid
+/// tag with its position in `[[tags]]`, for the key paths; `declared` is every tag's name
+/// and role as written, valid or not, so that a link to a tag with errors of its own is not
+/// reported a second time.
+pub(super) fn alarm_links(
+    report: &mut Report<'_>,
+    tags: &mut [(usize, TagSpec)],
+    declared: &[(String, String)],
+) {
+    let declared_as = |role: TagRole| {
+        let text = role.to_string();
+        declared
+            .iter()
+            .filter(|(_, r)| *r == text)
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (limits, actives) = (
+        declared_as(TagRole::AlarmLimit),
+        declared_as(TagRole::AlarmActive),
+    );
+    let valid = |name: &str| {
+        tags.iter()
+            .find(|(_, t)| t.name == name)
+            .map(|(_, t)| t.role)
+    };
+    let mut defaults = Vec::new();
+    for (i, tag) in tags.iter() {
+        let at = item("tags", *i);
+        let rules = &tag.rules;
+        let links = [
+            (
+                "alarm_high",
+                &rules.alarm_high,
+                TagRole::AlarmLimit,
+                &limits,
+            ),
+            ("alarm_low", &rules.alarm_low, TagRole::AlarmLimit, &limits),
+            (
+                "alarm_active",
+                &rules.alarm_active,
+                TagRole::AlarmActive,
+                &actives,
+            ),
+        ];
+        for (key, name, role, candidates) in links {
+            let Some(name) = name else { continue };
+            let expected = if candidates.is_empty() {
+                format!("expected the name of an {role} tag, and the profile has none")
+            } else {
+                format!("expected the name of an {role} tag: {}", quoted(candidates))
+            };
+            let problem = match valid(name) {
+                Some(found) if found == role => continue,
+                Some(found) => format!("`{name}` is {} {found} tag; {expected}", article(found)),
+                // Declared with errors of its own, already reported.
+                None if declared.iter().any(|(n, _)| n == name) => continue,
+                None => format!("no tag is named `{}`; {expected}", name.escape_debug()),
+            };
+            report.error(&child(&at, key), problem);
+        }
+        let limited = rules.alarm_high.is_some() || rules.alarm_low.is_some();
+        match (limited, &rules.alarm_active, actives.as_slice()) {
+            (false, Some(_), _) => report.error(
+                &child(&at, "alarm_active"),
+                "`alarm_active` without `alarm_high` or `alarm_low` has no limit to watch; expected an alarm limit with it",
+            ),
+            (true, None, [only]) if valid(only).is_some() => defaults.push((*i, only.clone())),
+            // The only alarm output has errors of its own, already reported.
+            (true, None, [_]) => {}
+            (true, None, []) => report.error(
+                &child(
+                    &at,
+                    if rules.alarm_high.is_some() {
+                        "alarm_high"
+                    } else {
+                        "alarm_low"
+                    },
+                ),
+                "an alarm limit needs an alarm indication to check; expected a tag with role = \"alarm_active\" in the profile",
+            ),
+            (true, None, several) => report.error(
+                &child(&at, "alarm_active"),
+                format!(
+                    "missing key `alarm_active`: the profile has several alarm_active tags; expected one of {}",
+                    quoted(several)
+                ),
+            ),
+            _ => {}
+        }
+    }
+    for (i, tag) in tags.iter_mut() {
+        if let Some((_, only)) = defaults.iter().find(|(d, _)| d == i) {
+            tag.rules.alarm_active = Some(only.clone());
+        }
+    }
 }
 
 /// A station's `change_windows` at `at`; `None` when any window had an error.

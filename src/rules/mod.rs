@@ -13,6 +13,16 @@
 //!
 //! Every event carries the reading that triggered it in `event_data` (tag, value, previous,
 //! unit, limit) and the ATT&CK technique ids of its catalogue row under `attack`.
+//!
+//! Two rules look at more than one reading of a tag:
+//! - the trend rule (`StationRules::trend`): Nelson rule 3 on a measurement with limits.
+//!   Its state is one `Trend` per tag (the current run's direction, length, first and last
+//!   value), so it is bounded whatever the poll rate. Repeated values neither extend nor end
+//!   a run, since a poll faster than the process repeats values.
+//! - the silent-alarm rule (`StationRules::check_alarms`): a measurement linked to alarm
+//!   limit tags and an alarm-active tag. It runs after every reachable poll, on the values
+//!   then current, so the order of readings within a poll does not matter. One
+//!   `AlarmWatch` per linked measurement.
 
 mod baseline;
 mod settings;
@@ -156,6 +166,39 @@ struct TagState {
     stamp_stuck: bool,
     /// An open bad-quality episode.
     bad: bool,
+    trend: Trend,
+}
+
+/// The current run of one measurement's values (trend rule).
+#[derive(Debug, Clone, Copy, Default)]
+struct Trend {
+    last: Option<f64>,
+    /// 1 rising, -1 falling, 0 before the second distinct value.
+    direction: i8,
+    /// Values in the run, its first included (saturating).
+    points: u32,
+    first: f64,
+    /// A reported trend whose value has not yet returned to the normal band.
+    episode: bool,
+}
+
+/// A measurement watched for being beyond its alarm limit with no alarm showing.
+#[derive(Debug)]
+struct AlarmWatch {
+    measurement: usize,
+    high: Option<usize>,
+    low: Option<usize>,
+    active: usize,
+    /// The open excursion beyond a limit.
+    excursion: Option<Excursion>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Excursion {
+    id: Uuid,
+    /// Since when the value is beyond the limit with the alarm off; `None` while it shows.
+    unalarmed_since: Option<Timestamp>,
+    reported: bool,
 }
 
 /// An open outage.
@@ -187,6 +230,7 @@ pub struct StationRules {
     quality_anomaly: bool,
     auth: HashMap<String, Burst>,
     exceptions: Burst,
+    alarms: Vec<AlarmWatch>,
     cert_invalid: bool,
     session_anomaly: bool,
     clock_skewed: bool,
@@ -250,6 +294,45 @@ fn elapsed(from: Timestamp, to: Timestamp) -> i64 {
     to.as_micros() - from.as_micros()
 }
 
+/// The measurements linked to alarm limits, with the tags resolved to indices. A link to a
+/// missing tag or a tag of another role is left out (the profile loader refuses both); a
+/// measurement without its own `alarm_active` uses the station's only alarm-active tag.
+fn alarm_watches(tags: &[RuleTag]) -> Vec<AlarmWatch> {
+    let find = |name: Option<&String>, role: TagRole| {
+        name.and_then(|n| tags.iter().position(|t| t.name == *n && t.role == role))
+    };
+    let mut actives = tags
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.role == TagRole::AlarmActive);
+    let only_active = match (actives.next(), actives.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    };
+    tags.iter()
+        .enumerate()
+        .filter(|(_, t)| t.role == TagRole::Measurement)
+        .filter_map(|(i, t)| {
+            let high = find(t.rules.alarm_high.as_ref(), TagRole::AlarmLimit);
+            let low = find(t.rules.alarm_low.as_ref(), TagRole::AlarmLimit);
+            let active = match &t.rules.alarm_active {
+                Some(_) => find(t.rules.alarm_active.as_ref(), TagRole::AlarmActive),
+                None => only_active,
+            };
+            match (high.is_some() || low.is_some(), active) {
+                (true, Some(active)) => Some(AlarmWatch {
+                    measurement: i,
+                    high,
+                    low,
+                    active,
+                    excursion: None,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 impl StationRules {
     pub fn new(
         gateway_id: Arc<str>,
@@ -263,7 +346,9 @@ impl StationRules {
             .map(|(i, t)| (Arc::from(t.name.as_str()), i))
             .collect();
         let settings = RuleSettings::default();
+        let alarms = alarm_watches(&tags);
         Self {
+            alarms,
             quality: NofM::new(settings.quality_window),
             exceptions: Burst::default(),
             ctx: Ctx {
@@ -378,6 +463,9 @@ impl StationRules {
             self.reading(i, r, restarted, &mut out);
         }
         self.check_stale(now, &mut out);
+        if poll.reachable {
+            self.check_alarms(now, &mut out);
+        }
         out
     }
 
@@ -1118,10 +1206,11 @@ impl StationRules {
         out: &mut Vec<SecurityEvent>,
     ) {
         let now = r.received;
-        let tag = &self.tags[i];
         let Some(v) = r.value.as_f64() else {
             return;
         };
+        self.trend(i, r, v, out);
+        let tag = &self.tags[i];
         let s = &self.ctx.settings;
         let heartbeat = micros(tag.rules.heartbeat.unwrap_or(s.measurement_heartbeat));
         let report = match self.state[i].reported {
@@ -1153,6 +1242,149 @@ impl StationRules {
                 e = e.data("heartbeat", true);
             }
             out.push(e);
+        }
+    }
+
+    /// Nelson rule 3 towards a limit: `trend_points` values in a row each moving the same way,
+    /// the last beyond the limit it moves towards or within `trend_margin_percent` of the
+    /// limits' span of it. Once per episode; the episode ends when the value is back in the
+    /// normal band (further than the margin from both limits).
+    fn trend(&mut self, i: usize, reading: &Reading, v: f64, out: &mut Vec<SecurityEvent>) {
+        let tag = &self.tags[i];
+        let Some((min, max)) = tag.limits else {
+            return;
+        };
+        let settings = &self.ctx.settings;
+        let points = tag
+            .rules
+            .trend_points
+            .unwrap_or(settings.trend_points)
+            .max(2);
+        let percent = tag
+            .rules
+            .trend_margin_percent
+            .unwrap_or(settings.trend_margin_percent);
+        let margin = (max - min).abs() * percent / 100.0;
+        let run = &mut self.state[i].trend;
+        let Some(last) = run.last else {
+            *run = Trend {
+                last: Some(v),
+                points: 1,
+                first: v,
+                ..Trend::default()
+            };
+            return;
+        };
+        #[allow(clippy::float_cmp)] // a repeat is the same reading again, exactly
+        if v == last {
+            return;
+        }
+        let direction = if v > last { 1 } else { -1 };
+        if direction == run.direction {
+            run.points = run.points.saturating_add(1);
+        } else {
+            run.direction = direction;
+            run.points = 2;
+            run.first = last;
+        }
+        run.last = Some(v);
+        let (high, low) = (v > max - margin, v < min + margin);
+        if run.episode && !high && !low {
+            run.episode = false;
+        }
+        let towards = match direction {
+            1 if high => ("max", max),
+            -1 if low => ("min", min),
+            _ => return,
+        };
+        if run.episode || (run.points as usize) < points {
+            return;
+        }
+        run.episode = true;
+        let (length, first) = (run.points, run.first);
+        let (side, limit) = towards;
+        let beyond = if direction > 0 { v > max } else { v < min };
+        let moving = if direction > 0 { "rising" } else { "falling" };
+        out.push(
+            self.ctx
+                .tag_event("quality.anomaly", tag, &reading.value, None, reading.received)
+                .correlation(Uuid::now_v7())
+                .data("kind", "trend")
+                .data("direction", moving)
+                .data("run", json!({ "points": length, "first": first, "last": v }))
+                .data("limit", json!({ "min": min, "max": max }))
+                .data("towards", side)
+                .data("beyond_limit", beyond)
+                .data("margin", margin)
+                .data(
+                    "rule",
+                    format!(
+                        "{points} values in a row {moving}, the last within {percent} % of the limits' span of {side} ({limit}) or beyond"
+                    ),
+                ),
+        );
+    }
+
+    /// A measurement beyond its alarm limit while its alarm indication stays off for
+    /// `alarm_grace`: `alarm.suppressed`, once per excursion beyond the limit. The grace
+    /// restarts whenever the alarm shows, so an alarm cleared while the value is still
+    /// beyond the limit counts too. Values of tags with bad quality, or not read yet, decide
+    /// nothing.
+    fn check_alarms(&mut self, now: Timestamp, out: &mut Vec<SecurityEvent>) {
+        let grace = micros(self.ctx.settings.alarm_grace);
+        let (state, tags, ctx) = (&self.state, &self.tags, &self.ctx);
+        let good = |i: usize| {
+            let st = &state[i];
+            st.last.as_ref().filter(|_| !st.bad)
+        };
+        let number = |i: Option<usize>| i.and_then(good).and_then(Value::as_f64);
+        for w in &mut self.alarms {
+            let Some(value) = good(w.measurement) else {
+                continue;
+            };
+            let Some(v) = value.as_f64() else {
+                continue;
+            };
+            let beyond = match (number(w.high), number(w.low)) {
+                (Some(h), _) if v > h => w.high.map(|i| ("high", i, h)),
+                (_, Some(l)) if v < l => w.low.map(|i| ("low", i, l)),
+                _ => None,
+            };
+            let Some((side, limit_tag, limit)) = beyond else {
+                w.excursion = None;
+                continue;
+            };
+            let Some(alarm) = good(w.active) else {
+                continue;
+            };
+            let ex = w.excursion.get_or_insert_with(|| Excursion {
+                id: Uuid::now_v7(),
+                unalarmed_since: None,
+                reported: false,
+            });
+            if truthy(alarm) {
+                ex.unalarmed_since = None;
+                continue;
+            }
+            let since = *ex.unalarmed_since.get_or_insert(now);
+            if ex.reported || elapsed(since, now) < grace {
+                continue;
+            }
+            ex.reported = true;
+            let tag = &tags[w.measurement];
+            let unalarmed_s = elapsed(since, now) as f64 / 1e6;
+            out.push(
+                ctx.tag_event("alarm.suppressed", tag, value, None, now)
+                    .correlation(ex.id)
+                    .data("reason", "no_alarm_beyond_limit")
+                    .data("limit", limit)
+                    .data("limit_side", side)
+                    .data("limit_tag", tags[limit_tag].name.clone())
+                    .data("alarm_tag", tags[w.active].name.clone())
+                    .data("alarm_value", json_of(alarm))
+                    .data("unalarmed_for_s", (unalarmed_s * 10.0).round() / 10.0)
+                    .data("grace_s", ctx.settings.alarm_grace.as_secs_f64()),
+            );
         }
     }
 

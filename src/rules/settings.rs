@@ -37,6 +37,14 @@ pub struct RuleSettings {
     pub clock_skew: Duration,
     /// `session.anomaly` when the session count exceeds its baseline by more than this.
     pub session_margin: u64,
+    /// `quality.anomaly` (trend) when this many values of a measurement with limits in a row
+    /// each move the same way (repeats ignored, Nelson rule 3) and the last one is beyond a
+    /// limit or within `trend_margin_percent` of the limits' span of it, moving towards it.
+    pub trend_points: usize,
+    pub trend_margin_percent: f64,
+    /// `alarm.suppressed` when a measurement has been beyond its alarm limit this long with
+    /// its alarm indication off.
+    pub alarm_grace: Duration,
     /// Authorised change windows (management-of-change tickets): inside one,
     /// `setpoint.changed` and `mode.changed` are info and tagged authorised.
     pub change_windows: Vec<ChangeWindow>,
@@ -59,6 +67,9 @@ impl Default for RuleSettings {
             stale_after: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
             session_margin: 2,
+            trend_points: 6,
+            trend_margin_percent: 5.0,
+            alarm_grace: Duration::from_secs(10),
             change_windows: Vec::new(),
         }
     }
@@ -87,6 +98,15 @@ pub struct TagRules {
     /// A boolean or state must hold this long before its change counts (flapping inputs).
     pub debounce: Duration,
     pub stale_after: Option<Duration>,
+    /// Trend rule overrides for this measurement (see [`RuleSettings::trend_points`]).
+    pub trend_points: Option<usize>,
+    pub trend_margin_percent: Option<f64>,
+    /// Alarm-limit tags whose values are this measurement's high and low alarm limits.
+    pub alarm_high: Option<String>,
+    pub alarm_low: Option<String>,
+    /// The alarm-active tag that shows this measurement's alarm; `None` with a limit linked
+    /// means the station's only alarm-active tag.
+    pub alarm_active: Option<String>,
 }
 
 pub(super) fn micros(d: Duration) -> i64 {

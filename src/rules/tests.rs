@@ -848,3 +848,490 @@ fn a_reconnect_after_an_outage_does_not_re_alarm_unchanged_values() {
     let out = s.observe(&poll(values(), true, vec![]), at(10));
     assert_eq!(kinds(&out), vec![("device.recovered", Severity::Info)]);
 }
+
+// ---- trend rule (quality.anomaly, Nelson rule 3 towards a limit) --------------------------
+
+/// `zone1_temp` (limits 0-300 degC, default 6 values, 5 % margin = 15 degC) read once a
+/// second with `values`, tuned by `rules`; the `quality.anomaly` events, each with the index
+/// of the reading that raised it.
+fn trend_run(rules: TagRules, values: &[f64]) -> Vec<(usize, SecurityEvent)> {
+    let mut s = StationRules::new(
+        Arc::from("gw-1"),
+        Arc::from("oven-1"),
+        Arc::new(SeverityMap::default()),
+        vec![RuleTag {
+            unit: Some("degC".into()),
+            limits: Some((0.0, 300.0)),
+            rules,
+            ..tag("zone1_temp", TagRole::Measurement)
+        }],
+    );
+    let mut found = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let secs = i64::try_from(i).unwrap();
+        for e in s.process(&[reading_at("zone1_temp", Value::Float(*v), secs)]) {
+            if e.event_type == "quality.anomaly" {
+                found.push((i, e));
+            }
+        }
+    }
+    found
+}
+
+fn trend_data(
+    value: f64,
+    direction: &str,
+    (points, first): (u32, f64),
+    towards: &str,
+    beyond: bool,
+    (margin, rule): (f64, &str),
+) -> Json {
+    json!({
+        "tag": "zone1_temp",
+        "value": value,
+        "unit": "degC",
+        "attack": ["T0831"],
+        "kind": "trend",
+        "direction": direction,
+        "run": { "points": points, "first": first, "last": value },
+        "limit": { "min": 0.0, "max": 300.0 },
+        "towards": towards,
+        "beyond_limit": beyond,
+        "margin": margin,
+        "rule": rule,
+    })
+}
+
+/// (case, tag rules, values, [(index of the reading that raises it, event_data)])
+type TrendCase = (&'static str, TagRules, Vec<f64>, Vec<(usize, Json)>);
+
+const RISING_6: &str =
+    "6 values in a row rising, the last within 5 % of the limits' span of max (300) or beyond";
+
+#[test]
+fn a_run_of_values_trending_to_a_limit_is_a_quality_anomaly_with_the_run_and_the_limit() {
+    let falling_6 =
+        "6 values in a row falling, the last within 5 % of the limits' span of min (0) or beyond";
+    let tight = TagRules {
+        trend_points: Some(3),
+        trend_margin_percent: Some(0.0),
+        ..TagRules::default()
+    };
+    let cases: Vec<TrendCase> = vec![
+        (
+            "six rising values, the last within the margin",
+            TagRules::default(),
+            vec![250.0, 260.0, 270.0, 280.0, 286.0, 290.0],
+            vec![(
+                5,
+                trend_data(290.0, "rising", (6, 250.0), "max", false, (15.0, RISING_6)),
+            )],
+        ),
+        (
+            "five rising values are no run, even beyond the limit",
+            TagRules::default(),
+            vec![270.0, 280.0, 286.0, 295.0, 305.0],
+            vec![],
+        ),
+        (
+            "repeated values neither extend nor break the run",
+            TagRules::default(),
+            vec![250.0, 250.0, 260.0, 260.0, 270.0, 280.0, 286.0, 286.0, 290.0],
+            vec![(
+                8,
+                trend_data(290.0, "rising", (6, 250.0), "max", false, (15.0, RISING_6)),
+            )],
+        ),
+        (
+            "a step back starts a new run from the value before it",
+            TagRules::default(),
+            vec![250.0, 260.0, 270.0, 265.0, 280.0, 286.0, 290.0, 295.0, 296.0],
+            vec![(
+                8,
+                trend_data(296.0, "rising", (6, 265.0), "max", false, (15.0, RISING_6)),
+            )],
+        ),
+        (
+            "six falling values towards the lower limit",
+            TagRules::default(),
+            vec![50.0, 40.0, 30.0, 20.0, 14.0, 10.0],
+            vec![(
+                5,
+                trend_data(10.0, "falling", (6, 50.0), "min", false, (15.0, falling_6)),
+            )],
+        ),
+        (
+            "a long run that ends mid-range is no anomaly",
+            TagRules::default(),
+            (0..10).map(|i| 100.0 + 10.0 * f64::from(i)).collect(),
+            vec![],
+        ),
+        (
+            "a run rising away from the lower limit is no anomaly",
+            TagRules::default(),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            vec![],
+        ),
+        (
+            "per-tag tuning: three values or more, only beyond the limit",
+            tight.clone(),
+            vec![280.0, 290.0, 299.0, 301.0],
+            vec![(
+                3,
+                trend_data(
+                    301.0,
+                    "rising",
+                    (4, 280.0),
+                    "max",
+                    true,
+                    (
+                        0.0,
+                        "3 values in a row rising, the last within 0 % of the limits' span of max (300) or beyond",
+                    ),
+                ),
+            )],
+        ),
+        (
+            "per-tag tuning: a run of three ending at the limit is not beyond it",
+            tight,
+            vec![280.0, 290.0, 300.0],
+            vec![],
+        ),
+    ];
+    for (case, rules, values, expected) in cases {
+        let found = trend_run(rules, &values);
+        let got: Vec<(usize, Json)> = found
+            .iter()
+            .map(|(i, e)| (*i, Json::Object(e.event_data.clone())))
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        for (_, e) in &found {
+            assert_eq!(e.severity, Severity::Warn, "{case}");
+            assert!(e.correlation_id.is_some(), "{case}: an episode id");
+        }
+    }
+}
+
+#[test]
+fn a_trend_is_reported_once_until_the_value_is_back_in_the_normal_band() {
+    let mut values = vec![250.0, 260.0, 270.0, 280.0, 286.0, 290.0];
+    // Still rising, then beyond the limit and falling a little: the same episode.
+    values.extend([291.0, 292.0, 293.0, 294.0, 295.0, 296.0, 310.0, 305.0]);
+    // Back in the normal band, then a climb again: a new episode, its run from 200.
+    values.push(200.0);
+    values.extend([250.0, 260.0, 270.0, 280.0, 286.0]);
+    let found = trend_run(TagRules::default(), &values);
+    let at: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
+    assert_eq!(at, vec![5, 19]);
+    assert_eq!(found[1].1.event_data["run"]["first"], json!(200.0));
+    assert_ne!(found[0].1.correlation_id, found[1].1.correlation_id);
+}
+
+#[test]
+fn a_measurement_without_limits_has_no_trend_rule_and_station_tuning_applies_to_the_rest() {
+    let mut flow = StationRules::new(
+        Arc::from("gw-1"),
+        Arc::from("oven-1"),
+        Arc::new(SeverityMap::default()),
+        vec![tag("flow", TagRole::Measurement)],
+    );
+    for i in 0..20 {
+        let v = Value::Float(100.0 + 50.0 * f64::from(i));
+        let out = flow.process(&[reading_at("flow", v, i64::from(i))]);
+        assert!(out.iter().all(|e| e.event_type != "quality.anomaly"));
+    }
+    // `zone1_temp` has no override: the station's three values and no margin apply.
+    let mut s = measured(RuleSettings {
+        trend_points: 3,
+        trend_margin_percent: 0.0,
+        ..RuleSettings::default()
+    });
+    let mut raised = Vec::new();
+    for (i, v) in [290.0, 299.0, 300.0, 301.0].into_iter().enumerate() {
+        let out = s.process(&[reading_at(
+            "zone1_temp",
+            Value::Float(v),
+            i64::try_from(i).unwrap(),
+        )]);
+        if out.iter().any(|e| e.event_type == "quality.anomaly") {
+            raised.push(i);
+        }
+    }
+    assert_eq!(raised, vec![3], "at the limit is not beyond it");
+}
+
+// ---- silent alarms (alarm.suppressed: a value beyond its alarm limit, no alarm) ----------
+
+/// A press: `die_temp` (limits 20-250 degC) alarms above `die_temp_high` and below
+/// `die_temp_low` on `press_alarm` (the station's only alarm-active tag, not named).
+fn press(grace_s: u64) -> StationRules {
+    StationRules::new(
+        Arc::from("gw-1"),
+        Arc::from("press-1"),
+        Arc::new(SeverityMap::default()),
+        vec![
+            RuleTag {
+                unit: Some("degC".into()),
+                limits: Some((20.0, 250.0)),
+                rules: TagRules {
+                    alarm_high: Some("die_temp_high".into()),
+                    alarm_low: Some("die_temp_low".into()),
+                    ..TagRules::default()
+                },
+                ..tag("die_temp", TagRole::Measurement)
+            },
+            tag("die_temp_high", TagRole::AlarmLimit),
+            tag("die_temp_low", TagRole::AlarmLimit),
+            tag("press_alarm", TagRole::AlarmActive),
+        ],
+    )
+    .with_settings(RuleSettings {
+        alarm_grace: std::time::Duration::from_secs(grace_s),
+        ..RuleSettings::default()
+    })
+}
+
+/// One poll: (seconds, die_temp, press_alarm); the limits are 150 and 60 from the start.
+type Poll = (i64, f64, bool);
+
+/// (case, grace s, polls, [(seconds of the poll that raises it, event_data)])
+type SilentCase = (&'static str, u64, Vec<Poll>, Vec<(i64, Json)>);
+
+fn silent_alarms(grace_s: u64, polls: &[Poll]) -> Vec<(i64, SecurityEvent)> {
+    let mut s = press(grace_s);
+    let mut found = Vec::new();
+    for (i, &(secs, temp, alarm)) in polls.iter().enumerate() {
+        let mut readings = vec![
+            reading_at("die_temp", Value::Float(temp), secs),
+            reading_at("press_alarm", Value::Bool(alarm), secs),
+        ];
+        if i == 0 {
+            readings.push(reading_at("die_temp_high", Value::Float(150.0), secs));
+            readings.push(reading_at("die_temp_low", Value::Float(60.0), secs));
+        }
+        for e in s.process(&readings) {
+            if e.event_type == "alarm.suppressed" {
+                found.push((secs, e));
+            }
+        }
+    }
+    found
+}
+
+fn silent_data(value: f64, side: &str, limit: f64, alarm: bool, for_s: f64, grace: f64) -> Json {
+    json!({
+        "tag": "die_temp",
+        "value": value,
+        "unit": "degC",
+        "attack": ["T0878"],
+        "reason": "no_alarm_beyond_limit",
+        "limit": limit,
+        "limit_side": side,
+        "limit_tag": format!("die_temp_{side}"),
+        "alarm_tag": "press_alarm",
+        "alarm_value": alarm,
+        "unalarmed_for_s": for_s,
+        "grace_s": grace,
+    })
+}
+
+#[test]
+fn a_value_beyond_its_alarm_limit_with_the_alarm_off_past_the_grace_is_alarm_suppression() {
+    let cases: Vec<SilentCase> = vec![
+        (
+            "beyond the high limit, no alarm for the grace: once",
+            10,
+            vec![
+                (0, 140.0, false),
+                (5, 155.0, false),
+                (10, 158.0, false),
+                (15, 160.0, false),
+                (20, 161.0, false),
+                (40, 162.0, false),
+            ],
+            vec![(15, silent_data(160.0, "high", 150.0, false, 10.0, 10.0))],
+        ),
+        (
+            "the alarm shows within the grace: nothing",
+            10,
+            vec![
+                (0, 140.0, false),
+                (5, 155.0, false),
+                (8, 158.0, true),
+                (30, 160.0, true),
+                (40, 140.0, false),
+            ],
+            vec![],
+        ),
+        (
+            "the alarm cleared while the value stays beyond: the grace counts from then",
+            10,
+            vec![
+                (0, 140.0, false),
+                (5, 155.0, true),
+                (20, 156.0, false),
+                (25, 157.0, false),
+                (30, 157.0, false),
+            ],
+            vec![(30, silent_data(157.0, "high", 150.0, false, 10.0, 10.0))],
+        ),
+        (
+            "each excursion beyond the limit is an episode",
+            10,
+            vec![
+                (0, 155.0, false),
+                (10, 155.0, false),
+                (20, 140.0, false),
+                (30, 152.0, false),
+                (35, 152.0, false),
+                (40, 153.0, false),
+            ],
+            vec![
+                (10, silent_data(155.0, "high", 150.0, false, 10.0, 10.0)),
+                (40, silent_data(153.0, "high", 150.0, false, 10.0, 10.0)),
+            ],
+        ),
+        (
+            "below the low limit",
+            0,
+            vec![(0, 100.0, false), (1, 55.0, false), (2, 50.0, false)],
+            vec![(1, silent_data(55.0, "low", 60.0, false, 0.0, 0.0))],
+        ),
+        (
+            "at the limit is not beyond it",
+            0,
+            vec![(0, 150.0, false), (1, 60.0, false)],
+            vec![],
+        ),
+        (
+            "within the grace the value returns: nothing",
+            10,
+            vec![
+                (0, 140.0, false),
+                (1, 155.0, false),
+                (9, 149.0, false),
+                (30, 149.0, false),
+            ],
+            vec![],
+        ),
+    ];
+    for (case, grace, polls, expected) in cases {
+        let found = silent_alarms(grace, &polls);
+        let got: Vec<(i64, Json)> = found
+            .iter()
+            .map(|(t, e)| (*t, Json::Object(e.event_data.clone())))
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        for (_, e) in &found {
+            assert_eq!(e.severity, Severity::Error, "{case}");
+            assert!(e.correlation_id.is_some(), "{case}");
+        }
+        if found.len() == 2 {
+            assert_ne!(
+                found[0].1.correlation_id, found[1].1.correlation_id,
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_limits_bad_readings_and_unreachable_polls_decide_no_silent_alarm() {
+    // No limit read yet: nothing, however long the value is high.
+    let mut s = press(0);
+    for secs in 0..5 {
+        let out = s.process(&[
+            reading_at("die_temp", Value::Float(200.0), secs),
+            reading_at("press_alarm", Value::Bool(false), secs),
+        ]);
+        assert!(out.iter().all(|e| e.event_type != "alarm.suppressed"));
+    }
+    // An alarm tag with bad quality shows nothing either way.
+    let mut s = press(0);
+    let bad = Reading {
+        quality: Quality::Bad,
+        ..reading_at("press_alarm", Value::Bool(false), 1)
+    };
+    let out = s.process(&[
+        reading_at("die_temp_high", Value::Float(150.0), 1),
+        reading_at("die_temp", Value::Float(200.0), 1),
+        bad,
+    ]);
+    assert!(out.iter().all(|e| e.event_type != "alarm.suppressed"));
+    // An unreachable device: the last values are not current, so the grace decides nothing.
+    let mut s = press(5);
+    s.process(&[
+        reading_at("die_temp_high", Value::Float(150.0), 0),
+        reading_at("die_temp", Value::Float(200.0), 0),
+        reading_at("press_alarm", Value::Bool(false), 0),
+    ]);
+    let down = poll(vec![], false, vec![SourceError::Timeout(1000)]);
+    let out = s.observe(&down, at(10));
+    assert!(out.iter().all(|e| e.event_type != "alarm.suppressed"));
+    let out = s.observe(&poll(vec![], true, vec![]), at(11));
+    assert_eq!(
+        out.iter()
+            .filter(|e| e.event_type == "alarm.suppressed")
+            .count(),
+        1,
+        "reachable again, with the value still high and the alarm off"
+    );
+}
+
+#[test]
+fn a_lowered_alarm_limit_that_the_alarm_ignores_is_alarm_suppression_too() {
+    let mut s = press(0);
+    s.process(&[
+        reading_at("die_temp_high", Value::Float(150.0), 0),
+        reading_at("die_temp", Value::Float(140.0), 0),
+        reading_at("press_alarm", Value::Bool(false), 0),
+    ]);
+    let out = s.process(&[reading_at("die_temp_high", Value::Float(130.0), 1)]);
+    assert_eq!(
+        kinds(&out),
+        vec![
+            ("alarm_limit.changed", Severity::Warn),
+            ("alarm.suppressed", Severity::Error)
+        ]
+    );
+    assert_eq!(out[1].event_data["limit"], json!(130.0));
+    assert_eq!(out[1].event_data["value"], json!(140.0));
+}
+
+#[test]
+fn a_measurement_names_its_own_alarm_tag_when_a_station_has_several() {
+    let mut s = StationRules::new(
+        Arc::from("gw-1"),
+        Arc::from("press-1"),
+        Arc::new(SeverityMap::default()),
+        vec![
+            RuleTag {
+                rules: TagRules {
+                    alarm_high: Some("limit".into()),
+                    alarm_active: Some("temp_alarm".into()),
+                    ..TagRules::default()
+                },
+                ..tag("temp", TagRole::Measurement)
+            },
+            tag("limit", TagRole::AlarmLimit),
+            tag("horn", TagRole::AlarmActive),
+            tag("temp_alarm", TagRole::AlarmActive),
+        ],
+    )
+    .with_settings(RuleSettings {
+        alarm_grace: std::time::Duration::ZERO,
+        ..RuleSettings::default()
+    });
+    let out = s.process(&[
+        reading_at("limit", Value::Float(100.0), 0),
+        reading_at("temp", Value::Float(120.0), 0),
+        reading_at("horn", Value::Bool(true), 0),
+        reading_at("temp_alarm", Value::UInt(0), 0),
+    ]);
+    let e = out
+        .iter()
+        .find(|e| e.event_type == "alarm.suppressed")
+        .expect("the horn is not this measurement's alarm");
+    assert_eq!(e.event_data["alarm_tag"], "temp_alarm");
+    assert_eq!(e.event_data["alarm_value"], json!(0));
+}

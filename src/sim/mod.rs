@@ -7,7 +7,7 @@
 //! - [`StationModel`]: one station's tag values, with normal production dynamics and the
 //!   state a scenario changes (forced status and mode, pinned setpoints, alarm limits and
 //!   alarm-enable bits, program checksum, firmware, identity, quality bursts, frozen values,
-//!   [`LinkBehaviour`]). `tick(now)` advances one sample; `value(tag)` reads.
+//!   a drifting measurement, silenced alarm outputs, [`LinkBehaviour`]). `tick(now)` advances one sample; `value(tag)` reads.
 //! - [`Action`]: the named changes (`fault`, `mode_program`, `silent`, ...), applied with
 //!   [`Action::apply`]; [`Schedule`] / [`SchedulePlayer`]: actions at times after the start.
 //!

@@ -15,6 +15,15 @@
 //!    quality checks of a burst, the program checksum and firmware revision;
 //! 3. otherwise the generated value. Frozen measurements keep the last generated value.
 //!
+//! A drifting measurement ([`StationModel::start_drift`]) follows a steady ramp instead of its
+//! generated value: [`DRIFT_STEP_PERCENT`] of its limits' span per tick, up to
+//! [`DRIFT_BEYOND_PERCENT`] beyond its upper limit, where it stays.
+//!
+//! An alarm-active tag (not pinned) behaves like the controller's alarm output: on while a
+//! measurement linked to it (`alarm_active`, `alarm_high`, `alarm_low` in the profile) is
+//! beyond the current value of its alarm-limit tag, unless the alarms are silenced
+//! ([`StationModel::silence_alarms`]), when it stays off whatever the values.
+//!
 //! Status and mode in normal production are the tag's production state, found by name
 //! (`run`, `running`, `inspecting`, `producing`; `run`, `auto`, `automatic`, `continuous`,
 //! `remote`), so every shipped profile reads as a running machine; a two-state bool status
@@ -56,6 +65,11 @@ const BASE_FIRMWARE: Revision = Revision {
 /// Program checksum before any program change, and after the first one (the generator's).
 const BASE_CHECKSUM: u32 = 0x1A2B_3C4D;
 const CHANGED_CHECKSUM: u32 = 0x5A17_C0DE;
+
+/// A drifting measurement moves this share of its limits' span per tick.
+pub const DRIFT_STEP_PERCENT: f64 = 2.0;
+/// ... until it is this share of the span beyond its upper limit.
+pub const DRIFT_BEYOND_PERCENT: f64 = 5.0;
 
 /// State names that mean "producing" for a status tag, in order of preference.
 const PRODUCTION_STATUS: &[&str] = &["run", "running", "inspecting", "producing"];
@@ -129,6 +143,15 @@ impl fmt::Display for Revision {
     }
 }
 
+/// A measurement on a steady ramp towards `target`.
+#[derive(Debug, Clone, Copy)]
+struct Drift {
+    tag: usize,
+    level: f64,
+    step: f64,
+    target: f64,
+}
+
 #[derive(Debug)]
 struct SimTag {
     /// The generator's last value (held while the tag is a frozen measurement).
@@ -172,6 +195,9 @@ pub struct StationModel {
     suspended: bool,
     /// Source timestamp every value keeps while set (replayed data).
     stamp_held: Option<Timestamp>,
+    drift: Option<Drift>,
+    /// Alarm-active tags stay off whatever the values.
+    alarms_silenced: bool,
     ticks: u64,
     updated: Option<Timestamp>,
 }
@@ -223,6 +249,8 @@ impl StationModel {
             login_guesses: 0,
             suspended: false,
             stamp_held: None,
+            drift: None,
+            alarms_silenced: false,
             ticks: 0,
             updated: None,
         };
@@ -238,6 +266,9 @@ impl StationModel {
             if !(self.frozen && spec.role == TagRole::Measurement) {
                 tag.generated = reading.value;
             }
+        }
+        if let (Some(d), false) = (&mut self.drift, self.frozen) {
+            d.level = (d.level + d.step).min(d.target);
         }
         self.failing = self.failures_pending > 0;
         self.failures_pending = self.failures_pending.saturating_sub(1);
@@ -383,6 +414,46 @@ impl StationModel {
 
     pub fn is_frozen(&self) -> bool {
         self.frozen
+    }
+
+    /// Starts the first numeric measurement with limits drifting upwards (see the module
+    /// documentation); a drift under way restarts from where it is. Returns the tag's name
+    /// and the value the drift ends at, `None` when the profile has no such measurement.
+    pub fn start_drift(&mut self) -> Option<(String, f64)> {
+        let (i, spec) = self.profile.tags.iter().enumerate().find(|(_, t)| {
+            t.role == TagRole::Measurement && t.data_type.is_numeric() && t.limits.is_some()
+        })?;
+        let limits = spec.limits?;
+        let span = (limits.max - limits.min).abs();
+        let level = self.tags[i]
+            .value
+            .as_f64()
+            .unwrap_or_else(|| generator::nominal(spec));
+        let target = limits.max + span * DRIFT_BEYOND_PERCENT / 100.0;
+        self.drift = Some(Drift {
+            tag: i,
+            level,
+            step: span * DRIFT_STEP_PERCENT / 100.0,
+            target,
+        });
+        let name = spec.name.clone();
+        self.settle();
+        Some((name, target))
+    }
+
+    /// The drifting measurement, if any.
+    pub fn drifting(&self) -> Option<&str> {
+        self.drift.map(|d| self.profile.tags[d.tag].name.as_str())
+    }
+
+    /// While silenced, alarm-active tags stay off even with a value beyond its alarm limit.
+    pub fn silence_alarms(&mut self, silenced: bool) {
+        self.alarms_silenced = silenced;
+        self.settle();
+    }
+
+    pub fn alarms_silenced(&self) -> bool {
+        self.alarms_silenced
     }
 
     /// Loads a new program: program checksum tags change (and stay changed).
@@ -555,12 +626,37 @@ impl StationModel {
         Ok(affected)
     }
 
-    /// Recomputes every value from the generated ones and the scenario state.
+    /// Recomputes every value from the generated ones and the scenario state; alarm-active
+    /// tags last, since they follow the others.
     fn settle(&mut self) {
         for i in 0..self.tags.len() {
             let value = self.resolve(i);
             self.tags[i].value = value;
         }
+        for i in 0..self.tags.len() {
+            let spec = &self.profile.tags[i];
+            if spec.role == TagRole::AlarmActive && self.tags[i].pinned.is_none() {
+                let on = !self.alarms_silenced && self.alarm_due(&spec.name);
+                self.tags[i].value = conform(spec, generator::typed(spec, f64::from(u8::from(on))));
+            }
+        }
+    }
+
+    /// Whether a measurement whose alarm shows on the alarm-active tag `name` is beyond the
+    /// current value of its alarm-limit tag.
+    fn alarm_due(&self, name: &str) -> bool {
+        let number = |tag: Option<&String>| tag.and_then(|t| self.value(t)).and_then(Value::as_f64);
+        self.values().any(|(spec, value)| {
+            let rules = &spec.rules;
+            if spec.role != TagRole::Measurement || rules.alarm_active.as_deref() != Some(name) {
+                return false;
+            }
+            let Some(v) = value.as_f64() else {
+                return false;
+            };
+            number(rules.alarm_high.as_ref()).is_some_and(|h| v > h)
+                || number(rules.alarm_low.as_ref()).is_some_and(|l| v < l)
+        })
     }
 
     fn resolve(&self, i: usize) -> Value {
@@ -582,6 +678,10 @@ impl StationModel {
                 .and_then(|name| state_of(spec, name))
                 .or_else(|| production_state(spec, PRODUCTION_MODE))
                 .unwrap_or_else(|| tag.generated.clone()),
+            TagRole::Measurement if self.drift.is_some_and(|d| d.tag == i) => {
+                let level = self.drift.map_or(0.0, |d| d.level);
+                generator::typed(spec, level)
+            }
             TagRole::QualityResult if self.failing => generator::quality_value(spec, true, 0.5),
             TagRole::Counter if tag.offset > 0.0 => generator::typed(
                 spec,

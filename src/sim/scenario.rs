@@ -19,6 +19,8 @@
 //! | `program_change` | program checksum tags change | `program.changed` |
 //! | `quality_burst` | the next [`QUALITY_BURST_CHECKS`] quality checks fail | `quality.anomaly` |
 //! | `freeze` / `unfreeze` | measurements stop / resume changing | `value.stale` |
+//! | `drift` | first measurement with limits ramps steadily up past its upper limit and stays there (its alarm, if linked, shows) | `quality.anomaly` (trend) |
+//! | `alarm_silenced` | first measurement linked to an alarm limit is pinned beyond it and every alarm-active tag stays off, both until the simulator stops | `alarm.suppressed` |
 //! | `timestamps_freeze` | OPC UA: values keep changing under one source timestamp | `value.stale` |
 //! | `server_suspend` | OPC UA: `ServerStatus.State` becomes Suspended | `mode.changed` |
 //! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
@@ -76,6 +78,8 @@ pub enum Action {
     QualityBurst,
     Freeze,
     Unfreeze,
+    Drift,
+    AlarmSilenced,
     CountersReset,
     TimestampsFreeze,
     ServerSuspend,
@@ -108,7 +112,7 @@ impl fmt::Display for Outcome {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 27] = [
         Action::Fault,
         Action::Recover,
         Action::ModeProgram,
@@ -124,6 +128,8 @@ impl Action {
         Action::QualityBurst,
         Action::Freeze,
         Action::Unfreeze,
+        Action::Drift,
+        Action::AlarmSilenced,
         Action::CountersReset,
         Action::TimestampsFreeze,
         Action::ServerSuspend,
@@ -154,6 +160,8 @@ impl Action {
             Action::QualityBurst => "quality_burst",
             Action::Freeze => "freeze",
             Action::Unfreeze => "unfreeze",
+            Action::Drift => "drift",
+            Action::AlarmSilenced => "alarm_silenced",
             Action::CountersReset => "counters_reset",
             Action::TimestampsFreeze => "timestamps_freeze",
             Action::ServerSuspend => "server_suspend",
@@ -249,6 +257,11 @@ impl Action {
                 model.set_frozen(false);
                 Outcome::Applied("measurements moving".to_owned())
             }
+            Action::Drift => match model.start_drift() {
+                Some((tag, target)) => Outcome::Applied(format!("{tag} drifting to {target}")),
+                None => Outcome::NoEffect("no numeric measurement tag has limits".to_owned()),
+            },
+            Action::AlarmSilenced => alarm_silenced(model, &profile),
             Action::CountersReset => {
                 let tags = model.reset_counters();
                 if tags.is_empty() {
@@ -414,6 +427,38 @@ fn out_of_range(model: &mut StationModel, profile: &Profile) -> Outcome {
         return outcome;
     }
     pin(model, spec, Value::Float(l.min - margin))
+}
+
+/// Silences the alarms and puts the first measurement linked to an alarm limit beyond it:
+/// 5 % of its limits' span (at least one raw step, at least 1) above its high limit, or below
+/// its low one.
+fn alarm_silenced(model: &mut StationModel, profile: &Profile) -> Outcome {
+    let Some(spec) = profile.tags.iter().find(|t| {
+        t.role == TagRole::Measurement
+            && (t.rules.alarm_high.is_some() || t.rules.alarm_low.is_some())
+    }) else {
+        return Outcome::NoEffect("no measurement tag is linked to an alarm limit".to_owned());
+    };
+    let limit = |tag: Option<&String>| tag.and_then(|t| model.value(t)).and_then(Value::as_f64);
+    let span = spec.limits.map_or(10.0, |l| (l.max - l.min).abs());
+    let margin = (span * 0.05).max(spec.scale.abs()).max(1.0);
+    let target = match (
+        limit(spec.rules.alarm_high.as_ref()),
+        limit(spec.rules.alarm_low.as_ref()),
+    ) {
+        (Some(high), _) => high + margin,
+        (None, Some(low)) => low - margin,
+        (None, None) => {
+            return Outcome::NoEffect(format!("{} has no alarm limit value", spec.name))
+        }
+    };
+    match pin(model, spec, Value::Float(target)) {
+        Outcome::Applied(what) => {
+            model.silence_alarms(true);
+            Outcome::Applied(format!("alarms silenced, {what}"))
+        }
+        other @ Outcome::NoEffect(_) => other,
+    }
 }
 
 /// One action at a time after the start.
@@ -699,6 +744,79 @@ node_id = "ns=2;s=A2"
         assert_eq!(names(p.due(Duration::from_secs(60))), vec![Action::Normal]);
         assert!(p.is_finished());
         assert_eq!(p.next_at(), None);
+    }
+
+    fn press() -> StationModel {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/stamping_press.toml");
+        StationModel::new(crate::sim::load_profile(&path).unwrap(), 3)
+    }
+
+    fn tick(m: &mut StationModel, n: i64) {
+        for i in 0..n {
+            m.tick(crate::event::Timestamp::from_micros(i * 100_000));
+        }
+    }
+
+    fn number(m: &StationModel, tag: &str) -> f64 {
+        m.value(tag).and_then(Value::as_f64).unwrap()
+    }
+
+    #[test]
+    fn drift_ramps_the_first_limited_measurement_steadily_past_its_limit_and_holds_it() {
+        let mut m = press();
+        assert_eq!(
+            Action::Drift.apply(&mut m),
+            Outcome::Applied("die_temp drifting to 261.5".into())
+        );
+        assert_eq!(m.drifting(), Some("die_temp"));
+        let mut values = vec![number(&m, "die_temp")];
+        for _ in 0..80 {
+            tick(&mut m, 1);
+            values.push(number(&m, "die_temp"));
+        }
+        // 2 % of the 230 degC span per tick, never back, ending 5 % beyond 250 degC.
+        let steps: Vec<f64> = values.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|d| *d >= 0.0), "{values:?}");
+        assert!((steps[0] - 4.6).abs() < 0.11, "{steps:?}");
+        assert!((values[80] - 261.5).abs() < 0.05, "{values:?}");
+        // The press alarms above its die temperature alarm limit, as its controller would.
+        assert_eq!(m.value("press_alarm"), Some(&Value::Bool(true)));
+        assert!(number(&m, "die_temp") > number(&m, "die_temp_high_limit"));
+    }
+
+    #[test]
+    fn alarm_silenced_puts_a_value_beyond_its_alarm_limit_with_the_alarm_off() {
+        let mut m = press();
+        assert_eq!(
+            m.value("press_alarm"),
+            Some(&Value::Bool(false)),
+            "production"
+        );
+        let limit = number(&m, "die_temp_high_limit");
+        assert!(matches!(
+            Action::AlarmSilenced.apply(&mut m),
+            Outcome::Applied(ref what) if what.starts_with("alarms silenced, die_temp -> ")
+        ));
+        tick(&mut m, 10);
+        // 5 % of the 230 degC span above the limit, and no alarm showing.
+        assert!((number(&m, "die_temp") - (limit + 11.5)).abs() < 0.05);
+        assert!(m.alarms_silenced());
+        assert_eq!(m.value("press_alarm"), Some(&Value::Bool(false)));
+        // Unsilenced, the same value alarms.
+        m.silence_alarms(false);
+        assert_eq!(m.value("press_alarm"), Some(&Value::Bool(true)));
+    }
+
+    #[test]
+    fn drift_and_alarm_silenced_have_no_effect_without_their_tags() {
+        let mut m = aoi_like();
+        assert!(matches!(Action::Drift.apply(&mut m), Outcome::NoEffect(_)));
+        assert!(matches!(
+            Action::AlarmSilenced.apply(&mut m),
+            Outcome::NoEffect(_)
+        ));
+        assert!(!m.alarms_silenced());
     }
 
     #[test]

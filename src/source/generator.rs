@@ -152,6 +152,8 @@ impl Generator {
             TagRole::AlarmEnable | TagRole::ChangeWindow => {
                 Value::Bool(spec.role == TagRole::AlarmEnable)
             }
+            // Normal production shows no alarm.
+            TagRole::AlarmActive => typed(spec, 0.0),
             TagRole::Measurement => {
                 let (lo, hi) = spec.limits.map_or((t.nominal * 0.9, t.nominal * 1.1), |l| {
                     let margin = (l.max - l.min) * 0.1;

@@ -83,6 +83,9 @@ pub enum TagRole {
     AlarmLimit,
     /// An alarm-enable bit.
     AlarmEnable,
+    /// An alarm indication (alarm-active bit, common alarm output, beacon): non-zero while
+    /// the station shows an alarm.
+    AlarmActive,
     /// A quality verdict (pass / fail) or a measurement checked against spec limits.
     QualityResult,
     /// Part or panel id that quality results refer to.
