@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::tls::{client_config, TlsError};
-use super::{SendFuture, Sink, SinkError};
+use super::{PushFuture, Pushed, SendFuture, Sink, SinkError};
 use crate::config::MqttSettings;
 use crate::event::integrity::{canonical_json, BatchSigner, EventHash};
 use crate::event::SecurityEvent;
@@ -62,6 +62,8 @@ pub struct MqttSink {
     status: Status,
     info: GatewayInfo,
     link: Option<Link>,
+    /// Messages of the current link not yet acknowledged.
+    pending: Pending,
     stats: Arc<MqttStats>,
     metrics: Option<crate::health::SinkMetrics>,
 }
@@ -100,6 +102,7 @@ impl MqttSink {
             status,
             info,
             link: None,
+            pending: Pending::default(),
             stats: Arc::new(MqttStats::default()),
             metrics: None,
         })
@@ -170,6 +173,8 @@ impl MqttSink {
     }
 
     fn drop_link(&mut self, reason: &str) {
+        // What was in flight on this connection is read from the queue again.
+        self.pending = Pending::default();
         if self.link.take().is_some() {
             self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
             self.stats.connected.store(false, Ordering::Relaxed);
@@ -202,8 +207,42 @@ impl MqttSink {
         Ok(())
     }
 
-    async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+    /// Publishes `batch` with at most `inflight` messages unacknowledged (its own and
+    /// earlier pushes'), and returns once all of it is handed to the client, with whatever
+    /// was confirmed meanwhile. A rejection is reported only when nothing is in flight any
+    /// more; after a transient failure nothing is (the link is dropped).
+    async fn push_batch(&mut self, batch: &[SecurityEvent]) -> Result<Pushed, SinkError> {
         self.ensure_connected().await?;
+        let mut out = Outcome::default();
+        self.publish_batch(batch, &mut out).await;
+        if out.transient.is_none() {
+            self.take_ready(&mut out);
+        }
+        if out.transient.is_none() && out.refusal.is_some() {
+            self.wait_all(&mut out).await;
+        }
+        self.finish(out)
+    }
+
+    /// Waits until every message pushed is acknowledged.
+    async fn flush_all(&mut self) -> Result<Pushed, SinkError> {
+        let mut out = Outcome::default();
+        self.wait_all(&mut out).await;
+        self.finish(out)
+    }
+
+    /// Everything of `batch` confirmed, or the error. The forwarder flushes before it
+    /// sends, so nothing of earlier pushes is in flight here.
+    async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+        let pushed = self.push_batch(batch).await?;
+        self.flush_all().await.map(|_| ()).map_err(|mut e| {
+            e.add_delivered(pushed.confirmed);
+            e
+        })
+    }
+
+    /// Plans and publishes one batch; stops at the first failure.
+    async fn publish_batch(&mut self, batch: &[SecurityEvent], out: &mut Outcome) {
         // Each event is serialised once, canonically: the same text sizes the messages,
         // is hashed for the signature and goes on the wire.
         let texts: Vec<String> = batch.iter().map(canonical_json).collect();
@@ -220,86 +259,110 @@ impl MqttSink {
             self.settings.events_per_message,
             self.settings.max_packet_bytes,
         );
-        let mut delivered: Vec<u64> = Vec::new();
-        let mut culprits: Vec<u64> = oversized.iter().map(|&i| batch[i].seq).collect();
-        let mut refusal: Option<String> = (!oversized.is_empty()).then(|| {
-            format!(
-                "event larger than the MQTT packet limit of {} bytes (forward.mqtt.max_packet_kib)",
-                self.settings.max_packet_bytes
-            )
-        });
+        if !oversized.is_empty() {
+            // Nothing of this batch goes: the forwarder dead-letters the culprits and
+            // sends the rest again.
+            out.culprits.extend(oversized.iter().map(|&i| batch[i].seq));
+            out.refusal.get_or_insert_with(|| {
+                format!(
+                    "event larger than the MQTT packet limit of {} bytes (forward.mqtt.max_packet_kib)",
+                    self.settings.max_packet_bytes
+                )
+            });
+            return;
+        }
         let window = usize::from(self.settings.inflight.max(1));
         let timeout = self.settings.ack_timeout;
         let Some(link) = self.link.as_mut() else {
-            return Err(SinkError::transient(NAME, "not connected"));
+            out.transient = Some("not connected".into());
+            return;
         };
-        let mut next = 0;
-        // Published, packet id not yet known (rumqttc reports them in publish order).
-        let mut unsent: VecDeque<usize> = VecDeque::new();
-        let mut inflight: HashMap<u16, usize> = HashMap::new();
-        let mut transient: Option<String> = None;
-        let mut done = 0;
-        let mut last_progress = Instant::now();
-        while done < messages.len() {
-            while next < messages.len() && unsent.len() + inflight.len() < window {
-                let m = &messages[next];
-                let pieces: Vec<(&str, EventHash)> = m
-                    .events
-                    .iter()
-                    .map(|&i| (texts[i].as_str(), hashes[i]))
-                    .collect();
-                let payload = self.signer.seal_canonical(&pieces);
-                if let Err(e) = link.publish(&m.topic, payload, false) {
-                    transient = Some(format!("publish refused by the client: {e}"));
-                    break;
+        for m in &messages {
+            while self.pending.len() >= window {
+                if !self.pending.step(link, timeout, out, &self.stats).await {
+                    return;
                 }
-                unsent.push_back(next);
-                next += 1;
             }
-            if transient.is_some() {
-                break;
+            let pieces: Vec<(&str, EventHash)> = m
+                .events
+                .iter()
+                .map(|&i| (texts[i].as_str(), hashes[i]))
+                .collect();
+            let payload = self.signer.seal_canonical(&pieces);
+            if let Err(e) = link.publish(&m.topic, payload, false) {
+                out.transient = Some(format!("publish refused by the client: {e}"));
+                return;
             }
-            let left = timeout.saturating_sub(last_progress.elapsed());
-            match link.next(left).await {
-                Some(LinkEvent::Sent(pkid)) => {
-                    if let Some(m) = unsent.pop_front() {
-                        inflight.insert(pkid, m);
-                    }
-                }
-                Some(LinkEvent::Acked { pkid, refused }) => {
-                    let Some(m) = inflight.remove(&pkid) else {
-                        continue;
-                    };
-                    last_progress = Instant::now();
-                    done += 1;
-                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
-                    let seqs = messages[m].events.iter().map(|&i| batch[i].seq);
-                    match refused {
-                        None => delivered.extend(seqs),
-                        Some(r) if r.permanent => {
-                            culprits.extend(seqs);
-                            refusal.get_or_insert(r.reason);
-                        }
-                        Some(r) => {
-                            transient.get_or_insert(r.reason);
-                        }
-                    }
-                }
-                Some(LinkEvent::Connected) => {}
-                Some(LinkEvent::Down(reason)) => {
-                    transient = Some(reason);
-                    break;
-                }
-                None => {
-                    transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
-                    break;
-                }
+            self.pending
+                .published(m.events.iter().map(|&i| batch[i].seq).collect());
+        }
+    }
+
+    /// Takes the link's events that are already there, without waiting.
+    fn take_ready(&mut self, out: &mut Outcome) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        while let Some(ev) = link.try_next() {
+            if !self.pending.handle(ev, out, &self.stats) {
+                return;
             }
         }
-        if let Some(reason) = &transient {
-            self.drop_link(reason);
+    }
+
+    async fn wait_all(&mut self, out: &mut Outcome) {
+        let timeout = self.settings.ack_timeout;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        while !self.pending.is_empty() {
+            if !self.pending.step(link, timeout, out, &self.stats).await {
+                return;
+            }
         }
-        outcome(transient, refusal, culprits, delivered)
+    }
+
+    /// A transient failure wins over a rejection the sink cannot pin on events: those are
+    /// found again on the retry, and undelivered events must not be dead-lettered. A
+    /// refusal that names its messages wins even when the connection then dropped:
+    /// Mosquitto 2.0.11 closes the connection right after a PUBACK "not authorised", and
+    /// retrying such a message would reconnect for ever.
+    fn finish(&mut self, out: Outcome) -> Result<Pushed, SinkError> {
+        let Outcome {
+            delivered,
+            culprits,
+            refusal,
+            transient,
+        } = out;
+        match (transient, refusal) {
+            (Some(down), Some(reason)) if !culprits.is_empty() => {
+                self.drop_link(&down);
+                Err(SinkError::Rejected {
+                    sink: NAME,
+                    reason,
+                    culprits,
+                    delivered,
+                })
+            }
+            (Some(reason), _) => {
+                self.drop_link(&reason);
+                Err(SinkError::Transient {
+                    sink: NAME,
+                    reason,
+                    delivered,
+                })
+            }
+            (None, Some(reason)) => Err(SinkError::Rejected {
+                sink: NAME,
+                reason,
+                culprits,
+                delivered,
+            }),
+            (None, None) => Ok(Pushed {
+                confirmed: delivered,
+                lost: false,
+            }),
+        }
     }
 
     /// Publishes the retained offline status and disconnects cleanly.
@@ -330,27 +393,93 @@ impl MqttSink {
     }
 }
 
-/// A transient failure wins over a rejection: the rejected events are found again on the
-/// retry, the undelivered ones must not be dead-lettered.
-fn outcome(
-    transient: Option<String>,
-    refusal: Option<String>,
-    culprits: Vec<u64>,
+/// What one `push` or `flush` saw.
+#[derive(Debug, Default)]
+struct Outcome {
     delivered: Vec<u64>,
-) -> Result<(), SinkError> {
-    match (transient, refusal) {
-        (Some(reason), _) => Err(SinkError::Transient {
-            sink: NAME,
-            reason,
-            delivered,
-        }),
-        (None, Some(reason)) => Err(SinkError::Rejected {
-            sink: NAME,
-            reason,
-            culprits,
-            delivered,
-        }),
-        (None, None) => Ok(()),
+    culprits: Vec<u64>,
+    refusal: Option<String>,
+    transient: Option<String>,
+}
+
+/// Messages handed to the client and not yet acknowledged, with the seqs each carries.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Published, packet id not yet known (rumqttc reports them in publish order).
+    unsent: VecDeque<Vec<u64>>,
+    by_pkid: HashMap<u16, Vec<u64>>,
+    /// The last publish into an empty window or the last PUBACK: the ack timeout runs
+    /// from here.
+    last_progress: Option<Instant>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.unsent.len() + self.by_pkid.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn published(&mut self, seqs: Vec<u64>) {
+        if self.is_empty() {
+            self.last_progress = Some(Instant::now());
+        }
+        self.unsent.push_back(seqs);
+    }
+
+    /// Waits for one event of the link, at most `timeout` after the last progress.
+    /// False when the link failed (`out.transient` says why).
+    async fn step(
+        &mut self,
+        link: &mut Link,
+        timeout: std::time::Duration,
+        out: &mut Outcome,
+        stats: &MqttStats,
+    ) -> bool {
+        let since = self.last_progress.unwrap_or_else(Instant::now);
+        match link.next(timeout.saturating_sub(since.elapsed())).await {
+            Some(ev) => self.handle(ev, out, stats),
+            None => {
+                out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
+                false
+            }
+        }
+    }
+
+    /// False when the link failed.
+    fn handle(&mut self, ev: LinkEvent, out: &mut Outcome, stats: &MqttStats) -> bool {
+        match ev {
+            LinkEvent::Sent(pkid) => {
+                if let Some(seqs) = self.unsent.pop_front() {
+                    self.by_pkid.insert(pkid, seqs);
+                }
+            }
+            LinkEvent::Acked { pkid, refused } => {
+                let Some(seqs) = self.by_pkid.remove(&pkid) else {
+                    return true;
+                };
+                self.last_progress = Some(Instant::now());
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                match refused {
+                    None => out.delivered.extend(seqs),
+                    Some(r) if r.permanent => {
+                        out.culprits.extend(seqs);
+                        out.refusal.get_or_insert(r.reason);
+                    }
+                    Some(r) => {
+                        out.transient.get_or_insert(r.reason);
+                    }
+                }
+            }
+            LinkEvent::Connected => {}
+            LinkEvent::Down(reason) => {
+                out.transient = Some(reason);
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -361,6 +490,14 @@ impl Sink for MqttSink {
 
     fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
         Box::pin(self.send_batch(batch))
+    }
+
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        Box::pin(self.push_batch(batch))
+    }
+
+    fn flush(&mut self) -> PushFuture<'_> {
+        Box::pin(self.flush_all())
     }
 
     fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
