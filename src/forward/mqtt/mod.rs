@@ -64,6 +64,8 @@ pub struct MqttSink {
     link: Option<Link>,
     /// Messages of the current link not yet acknowledged.
     pending: Pending,
+    /// Messages the broker may be closing the connection on.
+    suspect: Suspect,
     stats: Arc<MqttStats>,
     metrics: Option<crate::health::SinkMetrics>,
 }
@@ -103,6 +105,7 @@ impl MqttSink {
             info,
             link: None,
             pending: Pending::default(),
+            suspect: Suspect::default(),
             stats: Arc::new(MqttStats::default()),
             metrics: None,
         })
@@ -218,6 +221,9 @@ impl MqttSink {
         if out.transient.is_none() {
             self.take_ready(&mut out);
         }
+        if out.transient.is_none() && self.suspect.isolating() {
+            self.wait_all(&mut out).await;
+        }
         if out.transient.is_none() && out.refusal.is_some() {
             self.wait_all(&mut out).await;
         }
@@ -271,7 +277,13 @@ impl MqttSink {
             });
             return;
         }
-        let window = usize::from(self.settings.inflight.max(1));
+        // While a message the broker drops the connection on is being looked for, one at
+        // a time.
+        let window = if self.suspect.isolating() {
+            1
+        } else {
+            usize::from(self.settings.inflight.max(1))
+        };
         let timeout = self.settings.ack_timeout;
         let Some(link) = self.link.as_mut() else {
             out.transient = Some("not connected".into());
@@ -330,10 +342,24 @@ impl MqttSink {
     fn finish(&mut self, out: Outcome) -> Result<Pushed, SinkError> {
         let Outcome {
             delivered,
-            culprits,
-            refusal,
+            mut culprits,
+            mut refusal,
             transient,
         } = out;
+        self.suspect.confirmed(&delivered);
+        if transient.is_some() && culprits.is_empty() {
+            if let Some((seqs, drops)) = self.suspect.dropped(&self.pending) {
+                refusal = Some(format!(
+                    "the broker closed the connection each of the last {drops} times this message \
+                     was the only one in flight (brokers close on a publish they refuse, e.g. \
+                     one their ACL denies)"
+                ));
+                culprits = seqs;
+            }
+        }
+        if !culprits.is_empty() {
+            self.suspect = Suspect::default();
+        }
         match (transient, refusal) {
             (Some(down), Some(reason)) if !culprits.is_empty() => {
                 self.drop_link(&down);
@@ -483,6 +509,84 @@ impl Pending {
     }
 }
 
+/// Closing the connection is how MQTT 3.1.1 brokers (and Mosquitto 2.0 for MQTT 5) answer
+/// a publish they refuse. Retrying such a message would reconnect for ever, so after a drop
+/// with messages in flight the sink publishes one message at a time until those are
+/// through; the same events alone in flight at [`SUSPECT_DROPS`] drops in a row are
+/// reported as rejected. A broker restart hits the same message so often only by chance.
+#[derive(Debug, Default)]
+struct Suspect {
+    /// Isolating until a message with a seq at least this is confirmed.
+    until_seq: Option<u64>,
+    /// Events alone in flight at every one of the last `drops` drops.
+    alone: Vec<u64>,
+    drops: u32,
+}
+
+const SUSPECT_DROPS: u32 = 3;
+
+impl Suspect {
+    fn isolating(&self) -> bool {
+        self.until_seq.is_some()
+    }
+
+    /// The connection dropped (or a PUBACK never came) with `pending` in flight. Returns
+    /// the seqs to reject and the number of drops when the verdict is in.
+    fn dropped(&mut self, pending: &Pending) -> Option<(Vec<u64>, u32)> {
+        let in_flight: Vec<&Vec<u64>> = pending
+            .unsent
+            .iter()
+            .chain(pending.by_pkid.values())
+            .collect();
+        let highest = in_flight.iter().flat_map(|m| m.iter()).copied().max()?;
+        self.until_seq = Some(self.until_seq.map_or(highest, |u| u.max(highest)));
+        let [alone] = in_flight[..] else {
+            self.alone.clear();
+            self.drops = 0;
+            return None;
+        };
+        let overlap: Vec<u64> = if self.alone.is_empty() {
+            alone.clone()
+        } else {
+            alone
+                .iter()
+                .copied()
+                .filter(|s| self.alone.contains(s))
+                .collect()
+        };
+        self.drops = if overlap.is_empty() || self.alone.is_empty() {
+            1
+        } else {
+            self.drops + 1
+        };
+        self.alone = if overlap.is_empty() {
+            alone.clone()
+        } else {
+            overlap
+        };
+        if self.drops < SUSPECT_DROPS {
+            return None;
+        }
+        let drops = std::mem::take(&mut self.drops);
+        Some((std::mem::take(&mut self.alone), drops))
+    }
+
+    fn confirmed(&mut self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        if seqs.iter().any(|s| self.alone.contains(s)) {
+            self.alone.clear();
+            self.drops = 0;
+        }
+        if let (Some(until), Some(&top)) = (self.until_seq, seqs.iter().max()) {
+            if top >= until {
+                self.until_seq = None;
+            }
+        }
+    }
+}
+
 impl Sink for MqttSink {
     fn name(&self) -> &'static str {
         NAME
@@ -502,5 +606,58 @@ impl Sink for MqttSink {
 
     fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.goodbye())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight(messages: &[&[u64]]) -> Pending {
+        Pending {
+            unsent: messages.iter().map(|m| m.to_vec()).collect(),
+            ..Pending::default()
+        }
+    }
+
+    #[test]
+    fn a_drop_with_several_messages_in_flight_starts_isolating_without_a_verdict() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[1, 2], &[3, 4], &[5]])), None);
+        assert!(s.isolating());
+        s.confirmed(&[1, 2]);
+        assert!(s.isolating(), "5 was in flight too");
+        s.confirmed(&[3, 4, 5]);
+        assert!(!s.isolating());
+    }
+
+    #[test]
+    fn the_same_message_alone_in_flight_at_three_drops_in_a_row_is_the_culprit() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[7, 8, 9], &[10]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[7, 8, 9]])), None);
+        // Messages planned differently after progress: the overlap is what stays.
+        s.confirmed(&[5, 6]);
+        assert_eq!(s.dropped(&in_flight(&[&[8, 9]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[8, 9, 11]])), Some((vec![8, 9], 3)));
+        assert_eq!(s.drops, 0, "starts over after a verdict");
+    }
+
+    #[test]
+    fn a_suspect_that_gets_through_is_cleared() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None);
+        s.confirmed(&[3]);
+        assert!(!s.isolating());
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None, "count starts again");
+        assert_eq!(s.drops, 1);
+    }
+
+    #[test]
+    fn nothing_in_flight_at_a_drop_is_no_evidence() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&Pending::default()), None);
+        assert!(!s.isolating());
     }
 }
