@@ -153,8 +153,6 @@ async fn collectors_in_a_share_group_split_the_messages_and_store_each_event_onc
         ..mqtt_options(broker.port(), "collector-b")
     })
     .await;
-    // Both subscribed before anything is published.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut signers = Vec::new();
     for g in 0..4 {
         signers.push(a.gateway(&format!("gw-{g}")).await);
@@ -408,6 +406,13 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
     broker.restart().expect("broker restarts");
     // The broker lost every session (no persistence): the collector subscribes again.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..600 {
+        if env.collector().mqtt_subscribed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(env.collector().mqtt_subscribed(), "subscribed again");
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
     let events = chain.events("equipment.status", 2);
     publisher
@@ -439,14 +444,6 @@ async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
     })
     .await;
     let signer = env.gateway("gw-1").await;
-    // The TLS session takes a moment longer: publish once the collector is subscribed.
-    for _ in 0..200 {
-        if broker.log().contains("as collector-tls") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     // The gateway publishes on the plain listener; the collector reads over TLS.
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
     let mut chain = Chain::new("gw-1");
@@ -472,6 +469,7 @@ async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
         mqtt_port: Some(tls_port),
         mqtt_ca: Some(other.path("ca.pem")),
         database: Some(env.db_url.clone()),
+        wait_subscribed: false,
         ..mqtt_options(0, "collector-stranger")
     })
     .await;

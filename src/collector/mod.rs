@@ -40,6 +40,7 @@ pub mod stream;
 pub mod webhook;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ pub struct Collector {
     ingest: Ingest,
     hub: Hub,
     pool: Pool,
+    /// The MQTT ingest holds both its subscriptions on a live connection.
+    mqtt_subscribed: Arc<AtomicBool>,
 }
 
 impl Collector {
@@ -144,16 +147,18 @@ impl Collector {
             .await
             .map_err(StartError::Http)?;
         let mut tasks = vec![http_task];
+        let mqtt_subscribed = Arc::new(AtomicBool::new(false));
         if let Some(mqtt) = settings.mqtt.clone() {
-            let (ingest, pool, id, stop) = (
+            let (ingest, pool, id, subscribed, stop) = (
                 ingest.clone(),
                 pool.clone(),
                 settings.collector_id.clone(),
+                Arc::clone(&mqtt_subscribed),
                 shutdown.clone(),
             );
             let max = settings.ingest.limits.max_bytes;
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = mqtt::run(mqtt, max, ingest, pool, id, stop).await {
+                if let Err(e) = mqtt::run(mqtt, max, ingest, pool, id, subscribed, stop).await {
                     tracing::error!(error = %e, "MQTT ingest stopped");
                 }
             }));
@@ -186,7 +191,15 @@ impl Collector {
             ingest,
             hub,
             pool,
+            mqtt_subscribed,
         })
+    }
+
+    /// The MQTT ingest is connected and the broker granted its subscriptions (false
+    /// without MQTT).
+    pub fn mqtt_subscribed(&self) -> bool {
+        self.mqtt_subscribed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Where the HTTP(S) listener is bound.

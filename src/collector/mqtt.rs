@@ -22,7 +22,7 @@
 //! stops reading the socket: backpressure goes to the broker, which queues for this client
 //! (`max_queued_messages`) and stops sending beyond its in-flight window.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,10 @@ enum Incoming {
         topic: String,
         payload: Bytes,
         ack: Acker,
+    },
+    /// A SUBACK; `refused` says why the broker refused the subscription, if it did.
+    SubAck {
+        refused: Option<String>,
     },
     Other,
     Failed(String),
@@ -118,6 +122,13 @@ impl EventLoop {
                         ack: Acker::V4(c.clone(), Box::new(bare)),
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => Incoming::SubAck {
+                    refused: ack
+                        .return_codes
+                        .iter()
+                        .find(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                        .map(|c| format!("{c:?}")),
+                },
                 Ok(_) => Incoming::Other,
                 Err(e) => Incoming::Failed(e.to_string()),
             },
@@ -139,6 +150,13 @@ impl EventLoop {
                         ack: Acker::V5(c.clone(), Box::new(bare)),
                     }
                 }
+                Ok(rumqttc::v5::Event::Incoming(v5p::Packet::SubAck(ack))) => Incoming::SubAck {
+                    refused: ack
+                        .return_codes
+                        .iter()
+                        .find(|c| !matches!(c, v5p::SubscribeReasonCode::Success(_)))
+                        .map(|c| format!("{c:?}")),
+                },
                 Ok(_) => Incoming::Other,
                 Err(e) => Incoming::Failed(e.to_string()),
             },
@@ -276,12 +294,15 @@ pub async fn run(
     ingest: Ingest,
     pool: Pool,
     collector_id: String,
+    subscribed: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (client, mut eventloop) = connect(&settings, max_message)?;
     let epoch = Arc::new(AtomicU64::new(0));
     let (events_filter, status_filter) = filters(&settings);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // Filters the broker granted on the current connection.
+    let mut granted = 0;
     loop {
         let event = tokio::select! {
             biased;
@@ -290,6 +311,8 @@ pub async fn run(
         };
         match event {
             Incoming::ConnAck { session_present } => {
+                subscribed.store(false, Ordering::Release);
+                granted = 0;
                 epoch.fetch_add(1, Ordering::AcqRel);
                 backoff.reset();
                 tracing::info!(host = %settings.host, port = settings.port, protocol = ?settings.protocol, session_present, filter = %events_filter, "MQTT connected");
@@ -340,8 +363,22 @@ pub async fn run(
                     r = ingest.submit(job, &hint) => if r.is_err() { break },
                 }
             }
+            Incoming::SubAck {
+                refused: Some(reason),
+            } => {
+                tracing::error!(%reason, filter = %events_filter,
+                    "the MQTT broker refused a subscription: check its ACL for this collector");
+            }
+            Incoming::SubAck { refused: None } => {
+                granted += 1;
+                if granted == 2 {
+                    subscribed.store(true, Ordering::Release);
+                    tracing::info!(filter = %events_filter, "MQTT subscribed");
+                }
+            }
             Incoming::Other => {}
             Incoming::Failed(e) => {
+                subscribed.store(false, Ordering::Release);
                 let delay = backoff.next_delay();
                 tracing::warn!(host = %settings.host, port = settings.port, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
@@ -353,6 +390,7 @@ pub async fn run(
     }
     // Unacknowledged messages stay with the broker for the next session or another
     // collector of the share group.
+    subscribed.store(false, Ordering::Release);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
     Ok(())
 }

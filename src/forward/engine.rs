@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Sink, SinkError, TokenBucket};
+use super::{Backoff, Pushed, Sink, SinkError, TokenBucket};
 use crate::buffer::{Ack, Lane, Queue, QueueError};
 use crate::event::{SecurityEvent, SeverityMap};
 use crate::health::{FailureKind, Heartbeat, SinkMetrics};
@@ -114,6 +114,11 @@ pub struct Forwarder<S> {
     /// The one ack in flight, if any.
     pending_ack: Option<tokio::task::JoinHandle<Result<crate::buffer::AckReport, QueueError>>>,
     requeues_seen: u64,
+    /// Events pushed to the sink and not confirmed yet (they stay in the queue).
+    outstanding: usize,
+    /// The next round sends and waits (`Sink::send`), narrowing a rejection down: set
+    /// after a pipelined push was rejected.
+    careful: bool,
 }
 
 impl<S: Sink> Forwarder<S> {
@@ -137,6 +142,8 @@ impl<S: Sink> Forwarder<S> {
             cursor: [None, None],
             pending_ack: None,
             requeues_seen: 0,
+            outstanding: 0,
+            careful: false,
         }
     }
 
@@ -238,11 +245,11 @@ impl<S: Sink> Forwarder<S> {
         let room = self.opts.batch_events - alerts.len();
         let telemetry = match self.telemetry_allowance(room)? {
             Ok(n) if n > 0 => self.queue.peek_lane(Lane::Telemetry, self.cursor[1], n)?,
-            Err(held) if alerts.is_empty() => return Ok(Ok(held)),
+            Err(held) if alerts.is_empty() => return self.quiet(held).await,
             Ok(_) | Err(_) => Vec::new(),
         };
         if alerts.is_empty() && telemetry.is_empty() {
-            return Ok(Ok(Round::Idle));
+            return self.quiet(Round::Idle).await;
         }
         self.bucket.take(telemetry.len() as u64, Instant::now());
         let last = [
@@ -253,15 +260,91 @@ impl<S: Sink> Forwarder<S> {
         batch.extend(telemetry);
         // Which events go is decided by priority; within the round they go in seq order.
         batch.sort_unstable_by_key(|e| e.seq);
-        let result = self.deliver(batch).await?;
-        if result.is_ok() {
-            for (cursor, last) in self.cursor.iter_mut().zip(last) {
-                *cursor = last.or(*cursor);
+        if self.careful {
+            let result = self.deliver(batch).await?;
+            if result.is_ok() {
+                self.careful = false;
+                self.advance(last);
+            } else {
+                self.settle().await?;
             }
-        } else {
+            return Ok(result.map(|_| Round::Sent));
+        }
+        match self.sink.push(&batch).await {
+            Ok(pushed) => {
+                // In flight or confirmed: the next read starts behind this batch.
+                self.outstanding += batch.len();
+                self.advance(last);
+                self.confirmed(pushed).await?;
+                Ok(Ok(Round::Sent))
+            }
+            Err(e) => self.push_failed(e).await,
+        }
+    }
+
+    fn advance(&mut self, last: [Option<u64>; 2]) {
+        for (cursor, last) in self.cursor.iter_mut().zip(last) {
+            *cursor = last.or(*cursor);
+        }
+    }
+
+    /// Acks what a push or flush confirmed.
+    async fn confirmed(&mut self, pushed: Pushed) -> Result<(), QueueError> {
+        if !pushed.confirmed.is_empty() {
+            self.outstanding = self.outstanding.saturating_sub(pushed.confirmed.len());
+            self.acked(&pushed.confirmed).await?;
+            self.on_success();
+        }
+        if pushed.lost {
+            // The sink gave up on earlier pushes: read from the head again.
             self.settle().await?;
         }
-        Ok(result.map(|_| Round::Sent))
+        Ok(())
+    }
+
+    /// What was confirmed is acked, the rest is read again. After a transient failure
+    /// nothing is in flight; after a rejection the sink may still hold pushes, which
+    /// `settle` waits for. A rejection is narrowed down by the next round, which sends the
+    /// same events again and waits for each answer.
+    async fn push_failed(&mut self, e: SinkError) -> Result<Result<Round, SinkError>, QueueError> {
+        self.outstanding = match e {
+            SinkError::Transient { .. } => 0,
+            SinkError::Rejected { .. } => self.outstanding.saturating_sub(e.delivered().len()),
+        };
+        if !e.delivered().is_empty() {
+            self.acked(e.delivered()).await?;
+        }
+        self.settle().await?;
+        if matches!(e, SinkError::Rejected { .. }) {
+            tracing::debug!(error = %e, "a pushed batch was rejected; sending it again to find the culprits");
+            self.careful = true;
+            return Ok(Ok(Round::Sent));
+        }
+        Ok(Err(e))
+    }
+
+    /// Nothing to send now: waits for what is still in flight before going quiet.
+    async fn quiet(&mut self, round: Round) -> Result<Result<Round, SinkError>, QueueError> {
+        if self.outstanding == 0 {
+            return Ok(Ok(round));
+        }
+        match self.sink.flush().await {
+            Ok(pushed) => {
+                self.confirmed(pushed).await?;
+                if self.outstanding > 0 {
+                    tracing::warn!(
+                        sink = self.sink.name(),
+                        unconfirmed = self.outstanding,
+                        "the sink flushed without confirming every event pushed; sending them again"
+                    );
+                    self.outstanding = 0;
+                    self.settle().await?;
+                    return Ok(Ok(Round::Sent));
+                }
+                Ok(Ok(round))
+            }
+            Err(e) => self.push_failed(e).await,
+        }
     }
 
     /// How many telemetry events may go now (at most `room`), or why none: held back by
@@ -293,8 +376,22 @@ impl<S: Sink> Forwarder<S> {
         Ok(Ok((tokens as usize).min(room)))
     }
 
-    /// Waits for the ack in flight and forgets the cursors.
+    /// Waits for what the sink has in flight and for the ack in flight, and forgets the
+    /// cursors: the next read starts at the head of the queue.
     async fn settle(&mut self) -> Result<(), QueueError> {
+        if self.outstanding > 0 {
+            self.outstanding = 0;
+            let confirmed = match self.sink.flush().await {
+                Ok(pushed) => pushed.confirmed,
+                Err(e) => {
+                    tracing::debug!(error = %e, "flush before reading from the head failed");
+                    e.delivered().to_vec()
+                }
+            };
+            if !confirmed.is_empty() {
+                self.acked(&confirmed).await?;
+            }
+        }
         if let Some(task) = self.pending_ack.take() {
             task.await.map_err(|_| QueueError::Closed)??;
         }
@@ -435,7 +532,11 @@ impl<S: Sink> Forwarder<S> {
                     .map(|e| e.event_type.clone())
                     .collect::<Vec<_>>(),
             );
-        let moved = self.queue.dead_letter(items, Some(&report)).await?;
+        // A receiver refusing the reports themselves would otherwise get a new report for
+        // every report it refuses, without end: the table and the log keep those.
+        let only_reports = bad.iter().all(|e| e.event_type == "forward.dead_lettered");
+        let report = (!only_reports).then_some(&report);
+        let moved = self.queue.dead_letter(items, report).await?;
         self.stats.dead_lettered.fetch_add(moved, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.dead_lettered(moved as usize);

@@ -83,6 +83,15 @@ impl SinkError {
         }
     }
 
+    /// Adds seqs the receiver confirmed before the error.
+    pub fn add_delivered(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        match self {
+            SinkError::Transient { delivered, .. } | SinkError::Rejected { delivered, .. } => {
+                delivered.extend(seqs);
+            }
+        }
+    }
+
     /// Seqs confirmed despite the error.
     pub fn delivered(&self) -> &[u64] {
         match self {
@@ -96,6 +105,22 @@ impl SinkError {
 /// What `Sink::send` returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
+/// What a pipelined `Sink::push` or `Sink::flush` achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Seqs the receiver confirmed during the call, of this batch or of earlier pushes.
+    pub confirmed: Vec<u64>,
+    /// Events pushed earlier and not confirmed will never be: the sink gave up on them
+    /// without an error (a fallback took over). The forwarder reads them again.
+    pub lost: bool,
+}
+
+/// What `Sink::push` and `Sink::flush` return. After a transient error nothing is in
+/// flight any more: what was not confirmed (`SinkError::delivered`) is read from the queue
+/// again. After a rejection the forwarder flushes, then sends the events again with `send`
+/// to find the culprits.
+pub type PushFuture<'a> = Pin<Box<dyn Future<Output = Result<Pushed, SinkError>> + Send + 'a>>;
+
 /// A receiver of event batches. `send` resolves only when the receiver has confirmed every
 /// event of the batch, or with the error that says what it has and what it refused. Not
 /// cancel-safe in general: a cancelled send may have delivered events it never reported,
@@ -103,6 +128,23 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a>;
+    /// Pipelined delivery: hands `batch` to the receiver and may return before every
+    /// confirmation is in; later `push` or `flush` calls report the rest. A round trip
+    /// then overlaps with reading and encoding the next batch instead of following it.
+    /// The default waits for the whole batch, like `send`.
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        Box::pin(async move {
+            self.send(batch).await?;
+            Ok(Pushed {
+                confirmed: batch.iter().map(|e| e.seq).collect(),
+                lost: false,
+            })
+        })
+    }
+    /// Waits until nothing pushed is still unconfirmed.
+    fn flush(&mut self) -> PushFuture<'_> {
+        Box::pin(async { Ok(Pushed::default()) })
+    }
     /// Called when the forwarder stops, to say goodbye (e.g. the MQTT offline status).
     fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
@@ -116,6 +158,14 @@ impl Sink for Box<dyn Sink> {
 
     fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
         (**self).send(batch)
+    }
+
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        (**self).push(batch)
+    }
+
+    fn flush(&mut self) -> PushFuture<'_> {
+        (**self).flush()
     }
 
     fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{SendFuture, Sink, SinkError};
+use super::{PushFuture, Pushed, SendFuture, Sink, SinkError};
 use crate::event::SecurityEvent;
 
 /// Sends to `primary`; once it has failed continuously for `after`, sends to `secondary`
@@ -17,6 +17,8 @@ pub struct Fallback<P, S> {
     retry_primary: Duration,
     failing_since: Option<Instant>,
     last_primary_try: Option<Instant>,
+    /// Which sink the last push went to (what a flush waits for).
+    pushed_to_secondary: bool,
 }
 
 impl<P: Sink, S: Sink> Fallback<P, S> {
@@ -28,6 +30,7 @@ impl<P: Sink, S: Sink> Fallback<P, S> {
             retry_primary: Duration::from_secs(30),
             failing_since: None,
             last_primary_try: None,
+            pushed_to_secondary: false,
         }
     }
 
@@ -80,12 +83,7 @@ impl<P: Sink, S: Sink> Sink for Fallback<P, S> {
                     match self.secondary.send(&rest).await {
                         Ok(()) => Ok(()),
                         Err(mut e2) => {
-                            match &mut e2 {
-                                SinkError::Transient { delivered: d, .. }
-                                | SinkError::Rejected { delivered: d, .. } => {
-                                    d.extend(delivered);
-                                }
-                            }
+                            e2.add_delivered(delivered);
                             Err(e2)
                         }
                     }
@@ -94,11 +92,97 @@ impl<P: Sink, S: Sink> Sink for Fallback<P, S> {
         })
     }
 
+    /// Pipelined like the sink in use. Leaving one sink for the other waits for what the
+    /// one left still has in flight; when the primary fails for good within a push, the
+    /// batch goes to the secondary at once and the primary's unconfirmed pushes are
+    /// reported lost, so the forwarder reads them again.
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let to_secondary = self.use_secondary(now);
+            let mut earlier = Pushed::default();
+            if to_secondary != self.pushed_to_secondary {
+                let left = if self.pushed_to_secondary {
+                    self.secondary.flush().await
+                } else {
+                    self.primary.flush().await
+                };
+                match left {
+                    Ok(p) => earlier = p,
+                    Err(e) => {
+                        earlier.confirmed = e.delivered().to_vec();
+                        earlier.lost = true;
+                    }
+                }
+                self.pushed_to_secondary = to_secondary;
+            }
+            if to_secondary {
+                return merge(self.secondary.push(batch).await, earlier);
+            }
+            self.last_primary_try = Some(now);
+            match self.primary.push(batch).await {
+                Ok(p) => {
+                    if !p.confirmed.is_empty() && self.failing_since.take().is_some() {
+                        tracing::info!(primary = self.primary.name(), "primary sink is back");
+                    }
+                    merge(Ok(p), earlier)
+                }
+                Err(e @ SinkError::Rejected { .. }) => merge(Err(e), earlier),
+                Err(e) => {
+                    let since = *self.failing_since.get_or_insert(now);
+                    if now.duration_since(since) < self.after {
+                        return merge(Err(e), earlier);
+                    }
+                    tracing::warn!(primary = self.primary.name(), secondary = self.secondary.name(),
+                        error = %e, "primary sink down; using the fallback");
+                    let delivered = e.delivered().to_vec();
+                    let rest: Vec<SecurityEvent> = batch
+                        .iter()
+                        .filter(|ev| !delivered.contains(&ev.seq))
+                        .cloned()
+                        .collect();
+                    earlier.confirmed.extend(delivered);
+                    earlier.lost = true;
+                    self.pushed_to_secondary = true;
+                    merge(self.secondary.push(&rest).await, earlier)
+                }
+            }
+        })
+    }
+
+    fn flush(&mut self) -> PushFuture<'_> {
+        Box::pin(async move {
+            if self.pushed_to_secondary {
+                return self.secondary.flush().await;
+            }
+            let r = self.primary.flush().await;
+            if matches!(r, Err(SinkError::Transient { .. })) {
+                self.failing_since.get_or_insert_with(Instant::now);
+            }
+            r
+        })
+    }
+
     fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             self.primary.close().await;
             self.secondary.close().await;
         })
+    }
+}
+
+/// Adds what an earlier step confirmed (and whether it lost events) to a push's result.
+fn merge(result: Result<Pushed, SinkError>, earlier: Pushed) -> Result<Pushed, SinkError> {
+    match result {
+        Ok(mut p) => {
+            p.confirmed.extend(earlier.confirmed);
+            p.lost |= earlier.lost;
+            Ok(p)
+        }
+        Err(mut e) => {
+            e.add_delivered(earlier.confirmed);
+            Err(e)
+        }
     }
 }
 

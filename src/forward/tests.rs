@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 struct Recorder {
     got: Arc<Mutex<Vec<u64>>>,
     fail_first: Arc<Mutex<u32>>,
+    /// Also rejects every event of this type.
+    reject_type: Option<&'static str>,
 }
 
 impl Sink for Recorder {
@@ -28,7 +30,10 @@ impl Sink for Recorder {
                     return Err(SinkError::transient("recorder", "down"));
                 }
             }
-            if batch.iter().any(|e| e.event_data.get("poison").is_some()) {
+            if batch.iter().any(|e| {
+                e.event_data.get("poison").is_some()
+                    || Some(e.event_type.as_str()) == self.reject_type
+            }) {
                 return Err(SinkError::rejected("recorder", "HTTP 400: poison"));
             }
             self.got.lock().unwrap().extend(batch.iter().map(|e| e.seq));
@@ -277,4 +282,240 @@ async fn the_fallback_takes_over_after_the_primary_failed_long_enough_and_hands_
         vec![4],
         "the primary is tried again and used"
     );
+}
+
+/// A pipelined receiver: a push confirms everything pushed before it and keeps its own
+/// batch in flight until the next push or flush. It can fail once at a given push
+/// (losing what is in flight, as a dropped connection does), and refuses events whose
+/// `event_data.poison` is set after accepting them, naming them, as an MQTT 5 broker's
+/// PUBACK does.
+#[derive(Debug, Clone)]
+struct Pipe {
+    queue: Queue,
+    state: Arc<Mutex<PipeState>>,
+}
+
+#[derive(Debug, Default)]
+struct PipeState {
+    in_flight: Vec<SecurityEvent>,
+    confirmed: Vec<u64>,
+    pushes: u32,
+    fail_at_push: Option<u32>,
+    /// Every time events were in flight: were they all still in the queue?
+    in_flight_still_buffered: Vec<bool>,
+}
+
+impl Pipe {
+    fn new(queue: &Queue) -> Self {
+        Self {
+            queue: queue.clone(),
+            state: Arc::new(Mutex::new(PipeState::default())),
+        }
+    }
+
+    /// Confirms what is in flight, or names the poisoned events.
+    fn settle(&self, st: &mut PipeState) -> Result<Pushed, SinkError> {
+        let depth = self.queue.stats().depth as usize;
+        st.in_flight_still_buffered
+            .push(depth >= st.in_flight.len());
+        let (bad, good): (Vec<_>, Vec<_>) = std::mem::take(&mut st.in_flight)
+            .into_iter()
+            .partition(|e| e.event_data.get("poison").is_some());
+        let good: Vec<u64> = good.iter().map(|e| e.seq).collect();
+        st.confirmed.extend(&good);
+        if bad.is_empty() {
+            return Ok(Pushed {
+                confirmed: good,
+                lost: false,
+            });
+        }
+        Err(SinkError::Rejected {
+            sink: "pipe",
+            reason: "PUBACK NotAuthorized".into(),
+            culprits: bad.iter().map(|e| e.seq).collect(),
+            delivered: good,
+        })
+    }
+}
+
+impl Sink for Pipe {
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
+
+    fn send<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> SendFuture<'a> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            assert!(st.in_flight.is_empty(), "send with pushes in flight");
+            st.in_flight = batch.to_vec();
+            self.settle(&mut st).map(|_| ())
+        })
+    }
+
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            st.pushes += 1;
+            if st.fail_at_push == Some(st.pushes) {
+                st.in_flight.clear();
+                return Err(SinkError::transient("pipe", "connection reset"));
+            }
+            let earlier = self.settle(&mut st);
+            st.in_flight = batch.to_vec();
+            earlier
+        })
+    }
+
+    fn flush(&mut self) -> PushFuture<'_> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            self.settle(&mut st)
+        })
+    }
+}
+
+async fn run_pipe(
+    events: usize,
+    poison: Option<usize>,
+    fail_at_push: Option<u32>,
+) -> (Queue, Pipe, ForwardCounters, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
+    let batch: Vec<_> = (0..events)
+        .map(|n| {
+            let e = SecurityEvent::new("gw", "a.b").data("n", n);
+            if Some(n) == poison {
+                e.data("poison", true)
+            } else {
+                e
+            }
+        })
+        .collect();
+    q.append(&batch).await.unwrap();
+    let sink = Pipe::new(&q);
+    sink.state.lock().unwrap().fail_at_push = fail_at_push;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        Forwarder::new(q.clone(), sink.clone(), options())
+            .run(shutdown.clone(), Duration::from_secs(1)),
+    );
+    wait_until(|| q.stats().depth == 0 && sink.state.lock().unwrap().in_flight.is_empty()).await;
+    shutdown.cancel();
+    let counters = task.await.unwrap().unwrap();
+    (q, sink, counters, dir)
+}
+
+#[tokio::test]
+async fn pushed_events_leave_the_queue_only_once_confirmed_and_each_arrives_once() {
+    let (q, sink, counters, _dir) = run_pipe(95, None, None).await;
+    let st = sink.state.lock().unwrap();
+    assert_eq!(st.confirmed, (1..=95).collect::<Vec<u64>>());
+    assert!(
+        st.pushes >= 10,
+        "pipelined in batches of 10: {} pushes",
+        st.pushes
+    );
+    assert!(
+        st.in_flight_still_buffered.iter().all(|b| *b),
+        "an event left the queue before it was confirmed"
+    );
+    assert_eq!(counters.events, 95);
+    assert_eq!(q.stats().depth, 0);
+}
+
+#[tokio::test]
+async fn a_connection_lost_with_pushes_in_flight_sends_the_unconfirmed_events_again() {
+    let (q, sink, counters, _dir) = run_pipe(50, None, Some(3)).await;
+    let st = sink.state.lock().unwrap();
+    let mut confirmed = st.confirmed.clone();
+    confirmed.sort_unstable();
+    assert_eq!(
+        confirmed,
+        (1..=50).collect::<Vec<u64>>(),
+        "every event once"
+    );
+    assert_eq!(counters.failures, 1);
+    assert_eq!(q.stats().depth, 0);
+}
+
+#[tokio::test]
+async fn a_refusal_reported_after_a_push_dead_letters_only_the_refused_event() {
+    let (q, sink, counters, _dir) = run_pipe(30, Some(14), None).await;
+    let dead = q.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, 15);
+    assert_eq!(dead[0].reason, "PUBACK NotAuthorized");
+    let st = sink.state.lock().unwrap();
+    let mut confirmed = st.confirmed.clone();
+    confirmed.sort_unstable();
+    confirmed.dedup();
+    // The 29 good ones and the forward.dead_lettered report (seq 31).
+    let mut want: Vec<u64> = (1..=31).filter(|s| *s != 15).collect();
+    want.sort_unstable();
+    assert_eq!(confirmed, want);
+    assert_eq!(counters.dead_lettered, 1);
+    assert_eq!(counters.failures, 0, "a rejection is no outage");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_taking_over_mid_push_has_the_primarys_unconfirmed_pushes_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
+    let primary = Pipe::new(&q);
+    let p_state = primary.state.clone();
+    let secondary = Recorder::default();
+    let s_got = secondary.got.clone();
+    let mut route = route::Fallback::new(primary, secondary, Duration::ZERO);
+    let batch = |seqs: std::ops::RangeInclusive<u64>| -> Vec<SecurityEvent> {
+        seqs.map(|s| {
+            let mut e = SecurityEvent::new("gw", "a.b");
+            e.seq = s;
+            e
+        })
+        .collect()
+    };
+    let first = route.push(&batch(1..=3)).await.unwrap();
+    assert!(first.confirmed.is_empty(), "in flight");
+    p_state.lock().unwrap().fail_at_push = Some(2);
+    let second = route.push(&batch(4..=6)).await.unwrap();
+    assert!(second.lost, "1..=3 were in flight on the primary");
+    assert_eq!(second.confirmed, vec![4, 5, 6]);
+    assert_eq!(*s_got.lock().unwrap(), vec![4, 5, 6]);
+    assert!(route.flush().await.unwrap().confirmed.is_empty());
+}
+
+#[tokio::test]
+async fn a_receiver_refusing_the_dead_letter_report_does_not_get_a_report_of_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
+    let events: Vec<_> = (0..5)
+        .map(|n| {
+            let e = SecurityEvent::new("gw", "a.b").data("n", n);
+            if n == 2 {
+                e.data("poison", true)
+            } else {
+                e
+            }
+        })
+        .collect();
+    q.append(&events).await.unwrap();
+    let sink = Recorder {
+        reject_type: Some("forward.dead_lettered"),
+        ..Recorder::default()
+    };
+    let got = sink.got.clone();
+    let shutdown = CancellationToken::new();
+    let forwarder = Forwarder::new(q.clone(), sink, options());
+    let stats = forwarder.stats();
+    let task = tokio::spawn(forwarder.run(shutdown.clone(), Duration::from_secs(1)));
+    wait_until(|| stats.snapshot().dead_lettered == 2 && q.stats().depth == 0).await;
+    // Time for a runaway chain of reports to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let dead = q.dead_letters(10).unwrap();
+    let types: Vec<&str> = dead.iter().map(|d| d.event.event_type.as_str()).collect();
+    assert_eq!(types, vec!["a.b", "forward.dead_lettered"], "{dead:?}");
+    assert_eq!(q.stats().depth, 0);
+    assert_eq!(*got.lock().unwrap(), vec![1, 2, 4, 5]);
 }

@@ -194,6 +194,10 @@ pub struct EnvOptions {
     pub database_toml: String,
     /// `mqtt.protocol` ("3.1.1" or "5"); None: the default.
     pub mqtt_protocol: Option<&'static str>,
+    /// With MQTT: `start` returns once the broker granted the subscriptions, so what a
+    /// test publishes next reaches the collector. False for a collector that must not
+    /// get a session.
+    pub wait_subscribed: bool,
 }
 
 impl Default for EnvOptions {
@@ -210,6 +214,7 @@ impl Default for EnvOptions {
             mqtt_ca: None,
             database_toml: String::new(),
             mqtt_protocol: None,
+            wait_subscribed: true,
         }
     }
 }
@@ -242,6 +247,16 @@ impl Env {
         let collector = Collector::start(settings.clone())
             .await
             .unwrap_or_else(|e| panic!("collector did not start: {e}"));
+        if options.mqtt_port.is_some() && options.wait_subscribed {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !collector.mqtt_subscribed() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the collector did not subscribe within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let base = format!("https://127.0.0.1:{}", collector.http_addr().port());
         let http = Self::client(&pki, None);
         Self {

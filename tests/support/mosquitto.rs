@@ -75,6 +75,8 @@ pub struct BrokerOptions {
     pub user: Option<(String, String)>,
     /// Refuse packets larger than this (mosquitto's message_size_limit is for payloads).
     pub max_packet: Option<usize>,
+    /// Contents of an ACL file (`pattern` lines apply to every client).
+    pub acl: Option<String>,
 }
 
 pub struct Broker {
@@ -128,6 +130,11 @@ impl Broker {
                 ));
             }
             None => conf.push_str("allow_anonymous true\n"),
+        }
+        if let Some(acl) = &options.acl {
+            let file = dir.path().join("acl");
+            std::fs::write(&file, acl).unwrap();
+            conf.push_str(&format!("acl_file {}\n", file.display()));
         }
         conf.push_str(&format!("listener {port} 127.0.0.1\n"));
         if let Some(tls) = tls_port {

@@ -183,6 +183,17 @@ impl Link {
         }
     }
 
+    /// The next event if one is waiting; never waits.
+    pub(super) fn try_next(&mut self) -> Option<LinkEvent> {
+        match self.events.try_recv() {
+            Ok(ev) => Some(ev),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                Some(LinkEvent::Down("connection task ended".into()))
+            }
+        }
+    }
+
     /// Waits for the next event, at most `timeout`.
     pub(super) async fn next(&mut self, timeout: Duration) -> Option<LinkEvent> {
         match tokio::time::timeout(timeout, self.events.recv()).await {

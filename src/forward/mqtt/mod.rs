@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::tls::{client_config, TlsError};
-use super::{SendFuture, Sink, SinkError};
+use super::{PushFuture, Pushed, SendFuture, Sink, SinkError};
 use crate::config::MqttSettings;
 use crate::event::integrity::{canonical_json, BatchSigner, EventHash};
 use crate::event::SecurityEvent;
@@ -62,6 +62,10 @@ pub struct MqttSink {
     status: Status,
     info: GatewayInfo,
     link: Option<Link>,
+    /// Messages of the current link not yet acknowledged.
+    pending: Pending,
+    /// Messages the broker may be closing the connection on.
+    suspect: Suspect,
     stats: Arc<MqttStats>,
     metrics: Option<crate::health::SinkMetrics>,
 }
@@ -100,6 +104,8 @@ impl MqttSink {
             status,
             info,
             link: None,
+            pending: Pending::default(),
+            suspect: Suspect::default(),
             stats: Arc::new(MqttStats::default()),
             metrics: None,
         })
@@ -170,6 +176,8 @@ impl MqttSink {
     }
 
     fn drop_link(&mut self, reason: &str) {
+        // What was in flight on this connection is read from the queue again.
+        self.pending = Pending::default();
         if self.link.take().is_some() {
             self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
             self.stats.connected.store(false, Ordering::Relaxed);
@@ -202,8 +210,45 @@ impl MqttSink {
         Ok(())
     }
 
-    async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+    /// Publishes `batch` with at most `inflight` messages unacknowledged (its own and
+    /// earlier pushes'), and returns once all of it is handed to the client, with whatever
+    /// was confirmed meanwhile. A rejection is reported only when nothing is in flight any
+    /// more; after a transient failure nothing is (the link is dropped).
+    async fn push_batch(&mut self, batch: &[SecurityEvent]) -> Result<Pushed, SinkError> {
         self.ensure_connected().await?;
+        let mut out = Outcome::default();
+        self.publish_batch(batch, &mut out).await;
+        if out.transient.is_none() {
+            self.take_ready(&mut out);
+        }
+        if out.transient.is_none() && self.suspect.isolating() {
+            self.wait_all(&mut out).await;
+        }
+        if out.transient.is_none() && out.refusal.is_some() {
+            self.wait_all(&mut out).await;
+        }
+        self.finish(out)
+    }
+
+    /// Waits until every message pushed is acknowledged.
+    async fn flush_all(&mut self) -> Result<Pushed, SinkError> {
+        let mut out = Outcome::default();
+        self.wait_all(&mut out).await;
+        self.finish(out)
+    }
+
+    /// Everything of `batch` confirmed, or the error. The forwarder flushes before it
+    /// sends, so nothing of earlier pushes is in flight here.
+    async fn send_batch(&mut self, batch: &[SecurityEvent]) -> Result<(), SinkError> {
+        let pushed = self.push_batch(batch).await?;
+        self.flush_all().await.map(|_| ()).map_err(|mut e| {
+            e.add_delivered(pushed.confirmed);
+            e
+        })
+    }
+
+    /// Plans and publishes one batch; stops at the first failure.
+    async fn publish_batch(&mut self, batch: &[SecurityEvent], out: &mut Outcome) {
         // Each event is serialised once, canonically: the same text sizes the messages,
         // is hashed for the signature and goes on the wire.
         let texts: Vec<String> = batch.iter().map(canonical_json).collect();
@@ -220,86 +265,130 @@ impl MqttSink {
             self.settings.events_per_message,
             self.settings.max_packet_bytes,
         );
-        let mut delivered: Vec<u64> = Vec::new();
-        let mut culprits: Vec<u64> = oversized.iter().map(|&i| batch[i].seq).collect();
-        let mut refusal: Option<String> = (!oversized.is_empty()).then(|| {
-            format!(
-                "event larger than the MQTT packet limit of {} bytes (forward.mqtt.max_packet_kib)",
-                self.settings.max_packet_bytes
-            )
-        });
-        let window = usize::from(self.settings.inflight.max(1));
+        if !oversized.is_empty() {
+            // Nothing of this batch goes: the forwarder dead-letters the culprits and
+            // sends the rest again.
+            out.culprits.extend(oversized.iter().map(|&i| batch[i].seq));
+            out.refusal.get_or_insert_with(|| {
+                format!(
+                    "event larger than the MQTT packet limit of {} bytes (forward.mqtt.max_packet_kib)",
+                    self.settings.max_packet_bytes
+                )
+            });
+            return;
+        }
+        // While a message the broker drops the connection on is being looked for, one at
+        // a time.
+        let window = if self.suspect.isolating() {
+            1
+        } else {
+            usize::from(self.settings.inflight.max(1))
+        };
         let timeout = self.settings.ack_timeout;
         let Some(link) = self.link.as_mut() else {
-            return Err(SinkError::transient(NAME, "not connected"));
+            out.transient = Some("not connected".into());
+            return;
         };
-        let mut next = 0;
-        // Published, packet id not yet known (rumqttc reports them in publish order).
-        let mut unsent: VecDeque<usize> = VecDeque::new();
-        let mut inflight: HashMap<u16, usize> = HashMap::new();
-        let mut transient: Option<String> = None;
-        let mut done = 0;
-        let mut last_progress = Instant::now();
-        while done < messages.len() {
-            while next < messages.len() && unsent.len() + inflight.len() < window {
-                let m = &messages[next];
-                let pieces: Vec<(&str, EventHash)> = m
-                    .events
-                    .iter()
-                    .map(|&i| (texts[i].as_str(), hashes[i]))
-                    .collect();
-                let payload = self.signer.seal_canonical(&pieces);
-                if let Err(e) = link.publish(&m.topic, payload, false) {
-                    transient = Some(format!("publish refused by the client: {e}"));
-                    break;
+        for m in &messages {
+            while self.pending.len() >= window {
+                if !self.pending.step(link, timeout, out, &self.stats).await {
+                    return;
                 }
-                unsent.push_back(next);
-                next += 1;
             }
-            if transient.is_some() {
-                break;
+            let pieces: Vec<(&str, EventHash)> = m
+                .events
+                .iter()
+                .map(|&i| (texts[i].as_str(), hashes[i]))
+                .collect();
+            let payload = self.signer.seal_canonical(&pieces);
+            if let Err(e) = link.publish(&m.topic, payload, false) {
+                out.transient = Some(format!("publish refused by the client: {e}"));
+                return;
             }
-            let left = timeout.saturating_sub(last_progress.elapsed());
-            match link.next(left).await {
-                Some(LinkEvent::Sent(pkid)) => {
-                    if let Some(m) = unsent.pop_front() {
-                        inflight.insert(pkid, m);
-                    }
-                }
-                Some(LinkEvent::Acked { pkid, refused }) => {
-                    let Some(m) = inflight.remove(&pkid) else {
-                        continue;
-                    };
-                    last_progress = Instant::now();
-                    done += 1;
-                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
-                    let seqs = messages[m].events.iter().map(|&i| batch[i].seq);
-                    match refused {
-                        None => delivered.extend(seqs),
-                        Some(r) if r.permanent => {
-                            culprits.extend(seqs);
-                            refusal.get_or_insert(r.reason);
-                        }
-                        Some(r) => {
-                            transient.get_or_insert(r.reason);
-                        }
-                    }
-                }
-                Some(LinkEvent::Connected) => {}
-                Some(LinkEvent::Down(reason)) => {
-                    transient = Some(reason);
-                    break;
-                }
-                None => {
-                    transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
-                    break;
-                }
+            self.pending
+                .published(m.events.iter().map(|&i| batch[i].seq).collect());
+        }
+    }
+
+    /// Takes the link's events that are already there, without waiting.
+    fn take_ready(&mut self, out: &mut Outcome) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        while let Some(ev) = link.try_next() {
+            if !self.pending.handle(ev, out, &self.stats) {
+                return;
             }
         }
-        if let Some(reason) = &transient {
-            self.drop_link(reason);
+    }
+
+    async fn wait_all(&mut self, out: &mut Outcome) {
+        let timeout = self.settings.ack_timeout;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        while !self.pending.is_empty() {
+            if !self.pending.step(link, timeout, out, &self.stats).await {
+                return;
+            }
         }
-        outcome(transient, refusal, culprits, delivered)
+    }
+
+    /// A transient failure wins over a rejection the sink cannot pin on events: those are
+    /// found again on the retry, and undelivered events must not be dead-lettered. A
+    /// refusal that names its messages wins even when the connection then dropped:
+    /// Mosquitto 2.0.11 closes the connection right after a PUBACK "not authorised", and
+    /// retrying such a message would reconnect for ever.
+    fn finish(&mut self, out: Outcome) -> Result<Pushed, SinkError> {
+        let Outcome {
+            delivered,
+            mut culprits,
+            mut refusal,
+            transient,
+        } = out;
+        self.suspect.confirmed(&delivered);
+        if transient.is_some() && culprits.is_empty() {
+            if let Some((seqs, drops)) = self.suspect.dropped(&self.pending) {
+                refusal = Some(format!(
+                    "the broker closed the connection each of the last {drops} times this message \
+                     was the only one in flight (brokers close on a publish they refuse, e.g. \
+                     one their ACL denies)"
+                ));
+                culprits = seqs;
+            }
+        }
+        if !culprits.is_empty() {
+            self.suspect = Suspect::default();
+        }
+        match (transient, refusal) {
+            (Some(down), Some(reason)) if !culprits.is_empty() => {
+                self.drop_link(&down);
+                Err(SinkError::Rejected {
+                    sink: NAME,
+                    reason,
+                    culprits,
+                    delivered,
+                })
+            }
+            (Some(reason), _) => {
+                self.drop_link(&reason);
+                Err(SinkError::Transient {
+                    sink: NAME,
+                    reason,
+                    delivered,
+                })
+            }
+            (None, Some(reason)) => Err(SinkError::Rejected {
+                sink: NAME,
+                reason,
+                culprits,
+                delivered,
+            }),
+            (None, None) => Ok(Pushed {
+                confirmed: delivered,
+                lost: false,
+            }),
+        }
     }
 
     /// Publishes the retained offline status and disconnects cleanly.
@@ -330,27 +419,171 @@ impl MqttSink {
     }
 }
 
-/// A transient failure wins over a rejection: the rejected events are found again on the
-/// retry, the undelivered ones must not be dead-lettered.
-fn outcome(
-    transient: Option<String>,
-    refusal: Option<String>,
-    culprits: Vec<u64>,
+/// What one `push` or `flush` saw.
+#[derive(Debug, Default)]
+struct Outcome {
     delivered: Vec<u64>,
-) -> Result<(), SinkError> {
-    match (transient, refusal) {
-        (Some(reason), _) => Err(SinkError::Transient {
-            sink: NAME,
-            reason,
-            delivered,
-        }),
-        (None, Some(reason)) => Err(SinkError::Rejected {
-            sink: NAME,
-            reason,
-            culprits,
-            delivered,
-        }),
-        (None, None) => Ok(()),
+    culprits: Vec<u64>,
+    refusal: Option<String>,
+    transient: Option<String>,
+}
+
+/// Messages handed to the client and not yet acknowledged, with the seqs each carries.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Published, packet id not yet known (rumqttc reports them in publish order).
+    unsent: VecDeque<Vec<u64>>,
+    by_pkid: HashMap<u16, Vec<u64>>,
+    /// The last publish into an empty window or the last PUBACK: the ack timeout runs
+    /// from here.
+    last_progress: Option<Instant>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.unsent.len() + self.by_pkid.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn published(&mut self, seqs: Vec<u64>) {
+        if self.is_empty() {
+            self.last_progress = Some(Instant::now());
+        }
+        self.unsent.push_back(seqs);
+    }
+
+    /// Waits for one event of the link, at most `timeout` after the last progress.
+    /// False when the link failed (`out.transient` says why).
+    async fn step(
+        &mut self,
+        link: &mut Link,
+        timeout: std::time::Duration,
+        out: &mut Outcome,
+        stats: &MqttStats,
+    ) -> bool {
+        let since = self.last_progress.unwrap_or_else(Instant::now);
+        match link.next(timeout.saturating_sub(since.elapsed())).await {
+            Some(ev) => self.handle(ev, out, stats),
+            None => {
+                out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
+                false
+            }
+        }
+    }
+
+    /// False when the link failed.
+    fn handle(&mut self, ev: LinkEvent, out: &mut Outcome, stats: &MqttStats) -> bool {
+        match ev {
+            LinkEvent::Sent(pkid) => {
+                if let Some(seqs) = self.unsent.pop_front() {
+                    self.by_pkid.insert(pkid, seqs);
+                }
+            }
+            LinkEvent::Acked { pkid, refused } => {
+                let Some(seqs) = self.by_pkid.remove(&pkid) else {
+                    return true;
+                };
+                self.last_progress = Some(Instant::now());
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                match refused {
+                    None => out.delivered.extend(seqs),
+                    Some(r) if r.permanent => {
+                        out.culprits.extend(seqs);
+                        out.refusal.get_or_insert(r.reason);
+                    }
+                    Some(r) => {
+                        out.transient.get_or_insert(r.reason);
+                    }
+                }
+            }
+            LinkEvent::Connected => {}
+            LinkEvent::Down(reason) => {
+                out.transient = Some(reason);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Closing the connection is how MQTT 3.1.1 brokers (and Mosquitto 2.0 for MQTT 5) answer
+/// a publish they refuse. Retrying such a message would reconnect for ever, so after a drop
+/// with messages in flight the sink publishes one message at a time until those are
+/// through; the same events alone in flight at [`SUSPECT_DROPS`] drops in a row are
+/// reported as rejected. A broker restart hits the same message so often only by chance.
+#[derive(Debug, Default)]
+struct Suspect {
+    /// Isolating until a message with a seq at least this is confirmed.
+    until_seq: Option<u64>,
+    /// Events alone in flight at every one of the last `drops` drops.
+    alone: Vec<u64>,
+    drops: u32,
+}
+
+const SUSPECT_DROPS: u32 = 3;
+
+impl Suspect {
+    fn isolating(&self) -> bool {
+        self.until_seq.is_some()
+    }
+
+    /// The connection dropped (or a PUBACK never came) with `pending` in flight. Returns
+    /// the seqs to reject and the number of drops when the verdict is in.
+    fn dropped(&mut self, pending: &Pending) -> Option<(Vec<u64>, u32)> {
+        let in_flight: Vec<&Vec<u64>> = pending
+            .unsent
+            .iter()
+            .chain(pending.by_pkid.values())
+            .collect();
+        let highest = in_flight.iter().flat_map(|m| m.iter()).copied().max()?;
+        self.until_seq = Some(self.until_seq.map_or(highest, |u| u.max(highest)));
+        let [alone] = in_flight[..] else {
+            self.alone.clear();
+            self.drops = 0;
+            return None;
+        };
+        let overlap: Vec<u64> = if self.alone.is_empty() {
+            alone.clone()
+        } else {
+            alone
+                .iter()
+                .copied()
+                .filter(|s| self.alone.contains(s))
+                .collect()
+        };
+        self.drops = if overlap.is_empty() || self.alone.is_empty() {
+            1
+        } else {
+            self.drops + 1
+        };
+        self.alone = if overlap.is_empty() {
+            alone.clone()
+        } else {
+            overlap
+        };
+        if self.drops < SUSPECT_DROPS {
+            return None;
+        }
+        let drops = std::mem::take(&mut self.drops);
+        Some((std::mem::take(&mut self.alone), drops))
+    }
+
+    fn confirmed(&mut self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        if seqs.iter().any(|s| self.alone.contains(s)) {
+            self.alone.clear();
+            self.drops = 0;
+        }
+        if let (Some(until), Some(&top)) = (self.until_seq, seqs.iter().max()) {
+            if top >= until {
+                self.until_seq = None;
+            }
+        }
     }
 }
 
@@ -363,7 +596,68 @@ impl Sink for MqttSink {
         Box::pin(self.send_batch(batch))
     }
 
+    fn push<'a>(&'a mut self, batch: &'a [SecurityEvent]) -> PushFuture<'a> {
+        Box::pin(self.push_batch(batch))
+    }
+
+    fn flush(&mut self) -> PushFuture<'_> {
+        Box::pin(self.flush_all())
+    }
+
     fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.goodbye())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight(messages: &[&[u64]]) -> Pending {
+        Pending {
+            unsent: messages.iter().map(|m| m.to_vec()).collect(),
+            ..Pending::default()
+        }
+    }
+
+    #[test]
+    fn a_drop_with_several_messages_in_flight_starts_isolating_without_a_verdict() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[1, 2], &[3, 4], &[5]])), None);
+        assert!(s.isolating());
+        s.confirmed(&[1, 2]);
+        assert!(s.isolating(), "5 was in flight too");
+        s.confirmed(&[3, 4, 5]);
+        assert!(!s.isolating());
+    }
+
+    #[test]
+    fn the_same_message_alone_in_flight_at_three_drops_in_a_row_is_the_culprit() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[7, 8, 9], &[10]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[7, 8, 9]])), None);
+        // Messages planned differently after progress: the overlap is what stays.
+        s.confirmed(&[5, 6]);
+        assert_eq!(s.dropped(&in_flight(&[&[8, 9]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[8, 9, 11]])), Some((vec![8, 9], 3)));
+        assert_eq!(s.drops, 0, "starts over after a verdict");
+    }
+
+    #[test]
+    fn a_suspect_that_gets_through_is_cleared() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None);
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None);
+        s.confirmed(&[3]);
+        assert!(!s.isolating());
+        assert_eq!(s.dropped(&in_flight(&[&[3]])), None, "count starts again");
+        assert_eq!(s.drops, 1);
+    }
+
+    #[test]
+    fn nothing_in_flight_at_a_drop_is_no_evidence() {
+        let mut s = Suspect::default();
+        assert_eq!(s.dropped(&Pending::default()), None);
+        assert!(!s.isolating());
     }
 }
