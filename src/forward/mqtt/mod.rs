@@ -470,13 +470,11 @@ impl Pending {
         stats: &MqttStats,
     ) -> bool {
         let since = self.last_progress.unwrap_or_else(Instant::now);
-        match link.next(timeout.saturating_sub(since.elapsed())).await {
-            Some(ev) => self.handle(ev, out, stats),
-            None => {
-                out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
-                false
-            }
-        }
+        let Some(ev) = link.next(timeout.saturating_sub(since.elapsed())).await else {
+            out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
+            return false;
+        };
+        self.handle(ev, out, stats)
     }
 
     /// False when the link failed.
