@@ -18,7 +18,7 @@ use linesentry::event::{SecurityEvent, Severity};
 use linesentry::forward::identity::Identity;
 use linesentry::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry::forward::{ForwardOptions, Forwarder, Sink, SinkError};
-use support::mosquitto::{Broker, BrokerOptions};
+use support::mosquitto::{Broker, BrokerOptions, Subscriber};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-test";
@@ -120,6 +120,15 @@ fn received_test_events(messages: &[(String, String)]) -> std::collections::Hash
         }
     }
     seen
+}
+
+/// The subscriber has `n` test events and a `forward.dead_lettered` report.
+fn delivered_and_reported(sub: &Subscriber, n: usize) -> impl Fn() -> bool + '_ {
+    move || {
+        let m = sub.messages();
+        received_test_events(&m).len() == n
+            && m.iter().any(|(t, _)| t.contains("forward.dead_lettered"))
+    }
 }
 
 fn agent_config(dir: &Path, port: u16, rate: u32) -> std::path::PathBuf {
@@ -464,11 +473,7 @@ async fn an_event_too_large_for_a_packet_is_dead_lettered_and_the_rest_delivered
         sink,
         events,
         &dir.path().join("q"),
-        || {
-            let m = sub.messages();
-            received_test_events(&m).len() == 19
-                && m.iter().any(|(t, _)| t.contains("forward.dead_lettered"))
-        },
+        delivered_and_reported(&sub, 19),
         Duration::from_secs(20),
     )
     .await;
@@ -568,11 +573,7 @@ async fn events_an_mqtt_5_broker_refuses_by_acl_are_dead_lettered_and_the_rest_d
         sink,
         events,
         &dir.path().join("q"),
-        || {
-            let m = sub.messages();
-            received_test_events(&m).len() == 600 - denied.len()
-                && m.iter().any(|(t, _)| t.contains("forward.dead_lettered"))
-        },
+        delivered_and_reported(&sub, 600 - denied.len()),
         Duration::from_secs(30),
     )
     .await;

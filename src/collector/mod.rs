@@ -149,19 +149,14 @@ impl Collector {
         let mut tasks = vec![http_task];
         let mqtt_subscribed = Arc::new(AtomicBool::new(false));
         if let Some(mqtt) = settings.mqtt.clone() {
-            let (ingest, pool, id, subscribed, stop) = (
-                ingest.clone(),
-                pool.clone(),
-                settings.collector_id.clone(),
-                Arc::clone(&mqtt_subscribed),
-                shutdown.clone(),
-            );
-            let max = settings.ingest.limits.max_bytes;
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = mqtt::run(mqtt, max, ingest, pool, id, subscribed, stop).await {
-                    tracing::error!(error = %e, "MQTT ingest stopped");
-                }
-            }));
+            tasks.push(Self::spawn_mqtt(
+                mqtt,
+                &settings,
+                &ingest,
+                &pool,
+                &mqtt_subscribed,
+                &shutdown,
+            ));
         }
         tasks.push(tokio::spawn(housekeeping.run(shutdown.clone())));
         tasks.push(tokio::spawn(webhook::run(
@@ -192,6 +187,29 @@ impl Collector {
             hub,
             pool,
             mqtt_subscribed,
+        })
+    }
+
+    fn spawn_mqtt(
+        mqtt: config::MqttSettings,
+        settings: &Settings,
+        ingest: &Ingest,
+        pool: &Pool,
+        subscribed: &Arc<AtomicBool>,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let (ingest, pool, id, subscribed, stop) = (
+            ingest.clone(),
+            pool.clone(),
+            settings.collector_id.clone(),
+            Arc::clone(subscribed),
+            shutdown.clone(),
+        );
+        let max = settings.ingest.limits.max_bytes;
+        tokio::spawn(async move {
+            if let Err(e) = mqtt::run(mqtt, max, ingest, pool, id, subscribed, stop).await {
+                tracing::error!(error = %e, "MQTT ingest stopped");
+            }
         })
     }
 

@@ -243,10 +243,17 @@ impl<S: Sink> Forwarder<S> {
         // Telemetry fills what alerts leave of the batch, within its pace: a steady trickle
         // of alerts then does not cost a round trip per alert while the backlog waits.
         let room = self.opts.batch_events - alerts.len();
-        let telemetry = match self.telemetry_allowance(room)? {
-            Ok(n) if n > 0 => self.queue.peek_lane(Lane::Telemetry, self.cursor[1], n)?,
+        // Drained: this round takes all that may go now (the alerts did not fill it, and
+        // telemetry gave fewer than it could or is held back).
+        let (telemetry, drained) = match self.telemetry_allowance(room)? {
+            Ok(n) if n > 0 => {
+                let t = self.queue.peek_lane(Lane::Telemetry, self.cursor[1], n)?;
+                let drained = t.len() < n;
+                (t, drained)
+            }
             Err(held) if alerts.is_empty() => return self.quiet(held).await,
-            Ok(_) | Err(_) => Vec::new(),
+            Ok(_) => (Vec::new(), false),
+            Err(_) => (Vec::new(), true),
         };
         if alerts.is_empty() && telemetry.is_empty() {
             return self.quiet(Round::Idle).await;
@@ -276,6 +283,12 @@ impl<S: Sink> Forwarder<S> {
                 self.outstanding += batch.len();
                 self.advance(last);
                 self.confirmed(pushed).await?;
+                if drained {
+                    // Nothing more to overlap with: wait for the confirmations now. Leaving
+                    // messages in flight while the client is silent lets a broker without
+                    // TCP_NODELAY hold its last PUBACKs for our delayed ACK (40 ms).
+                    return self.quiet(Round::Sent).await;
+                }
                 Ok(Ok(Round::Sent))
             }
             Err(e) => self.push_failed(e).await,

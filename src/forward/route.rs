@@ -44,6 +44,26 @@ impl<P: Sink, S: Sink> Fallback<P, S> {
             .is_none_or(|t| now.duration_since(t) >= self.retry_primary);
         failed_long && !retry_due
     }
+
+    /// The primary failed transiently: has it failed long enough to use the secondary?
+    fn switch_now(&mut self, e: &SinkError, now: Instant) -> bool {
+        let since = *self.failing_since.get_or_insert(now);
+        if now.duration_since(since) < self.after {
+            return false;
+        }
+        tracing::warn!(primary = self.primary.name(), secondary = self.secondary.name(),
+            error = %e, "primary sink down; using the fallback");
+        true
+    }
+}
+
+/// The events of `batch` not among `delivered`.
+fn undelivered(batch: &[SecurityEvent], delivered: &[u64]) -> Vec<SecurityEvent> {
+    batch
+        .iter()
+        .filter(|ev| !delivered.contains(&ev.seq))
+        .cloned()
+        .collect()
 }
 
 impl<P: Sink, S: Sink> Sink for Fallback<P, S> {
@@ -67,19 +87,12 @@ impl<P: Sink, S: Sink> Sink for Fallback<P, S> {
                 }
                 Err(e @ SinkError::Rejected { .. }) => Err(e),
                 Err(e) => {
-                    let since = *self.failing_since.get_or_insert(now);
-                    if now.duration_since(since) < self.after {
+                    if !self.switch_now(&e, now) {
                         return Err(e);
                     }
-                    tracing::warn!(primary = self.primary.name(), secondary = self.secondary.name(),
-                        error = %e, "primary sink down; using the fallback");
                     // What the primary confirmed is not sent again.
                     let delivered = e.delivered().to_vec();
-                    let rest: Vec<SecurityEvent> = batch
-                        .iter()
-                        .filter(|ev| !delivered.contains(&ev.seq))
-                        .cloned()
-                        .collect();
+                    let rest = undelivered(batch, &delivered);
                     match self.secondary.send(&rest).await {
                         Ok(()) => Ok(()),
                         Err(mut e2) => {
@@ -129,18 +142,11 @@ impl<P: Sink, S: Sink> Sink for Fallback<P, S> {
                 }
                 Err(e @ SinkError::Rejected { .. }) => merge(Err(e), earlier),
                 Err(e) => {
-                    let since = *self.failing_since.get_or_insert(now);
-                    if now.duration_since(since) < self.after {
+                    if !self.switch_now(&e, now) {
                         return merge(Err(e), earlier);
                     }
-                    tracing::warn!(primary = self.primary.name(), secondary = self.secondary.name(),
-                        error = %e, "primary sink down; using the fallback");
                     let delivered = e.delivered().to_vec();
-                    let rest: Vec<SecurityEvent> = batch
-                        .iter()
-                        .filter(|ev| !delivered.contains(&ev.seq))
-                        .cloned()
-                        .collect();
+                    let rest = undelivered(batch, &delivered);
                     earlier.confirmed.extend(delivered);
                     earlier.lost = true;
                     self.pushed_to_secondary = true;

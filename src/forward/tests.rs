@@ -42,6 +42,20 @@ impl Sink for Recorder {
     }
 }
 
+/// `n` events numbered in `event_data.n`; the one numbered `poison` carries `poison`.
+fn numbered(n: usize, poison: Option<usize>) -> Vec<SecurityEvent> {
+    (0..n)
+        .map(|i| {
+            let e = SecurityEvent::new("gw", "a.b").data("n", i);
+            if Some(i) == poison {
+                e.data("poison", true)
+            } else {
+                e
+            }
+        })
+        .collect()
+}
+
 fn options() -> ForwardOptions {
     ForwardOptions {
         batch_events: 10,
@@ -112,16 +126,7 @@ async fn a_sink_that_never_accepts_leaves_everything_buffered() {
 async fn one_poison_event_is_dead_lettered_and_the_rest_of_its_batch_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
-    let events: Vec<_> = (0..10)
-        .map(|n| {
-            let e = SecurityEvent::new("gw", "a.b").data("n", n);
-            if n == 6 {
-                e.data("poison", true)
-            } else {
-                e
-            }
-        })
-        .collect();
+    let events = numbered(10, Some(6));
     q.append(&events).await.unwrap();
     let sink = Recorder::default();
     let got = sink.got.clone();
@@ -381,16 +386,7 @@ async fn run_pipe(
 ) -> (Queue, Pipe, ForwardCounters, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
-    let batch: Vec<_> = (0..events)
-        .map(|n| {
-            let e = SecurityEvent::new("gw", "a.b").data("n", n);
-            if Some(n) == poison {
-                e.data("poison", true)
-            } else {
-                e
-            }
-        })
-        .collect();
+    let batch = numbered(events, poison);
     q.append(&batch).await.unwrap();
     let sink = Pipe::new(&q);
     sink.state.lock().unwrap().fail_at_push = fail_at_push;
@@ -488,16 +484,7 @@ async fn a_fallback_taking_over_mid_push_has_the_primarys_unconfirmed_pushes_sen
 async fn a_receiver_refusing_the_dead_letter_report_does_not_get_a_report_of_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
-    let events: Vec<_> = (0..5)
-        .map(|n| {
-            let e = SecurityEvent::new("gw", "a.b").data("n", n);
-            if n == 2 {
-                e.data("poison", true)
-            } else {
-                e
-            }
-        })
-        .collect();
+    let events = numbered(5, Some(2));
     q.append(&events).await.unwrap();
     let sink = Recorder {
         reject_type: Some("forward.dead_lettered"),

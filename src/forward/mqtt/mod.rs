@@ -7,13 +7,18 @@
 //! `{"state":"offline","reason":"connection lost"}` published by the broker if the
 //! connection dies, and `{"state":"offline","reason":"shutdown"}` on a clean stop.
 //!
-//! Each message is one [`BatchSigner`] envelope. `send` plans the batch into messages,
-//! publishes them with up to `inflight` unacknowledged at once, maps the packet ids rumqttc
-//! reports back to messages, and returns when every message is acknowledged. It returns a
-//! transient error (with the seqs already acknowledged) when the connection fails or a
-//! PUBACK is later than `ack_timeout`, and drops the connection; the next `send` connects
-//! anew. Events too large for `max_packet_kib`, and messages an MQTT 5 broker refuses for
-//! good (not authorised, invalid topic or payload), are reported as rejected.
+//! Each message is one [`BatchSigner`] envelope. `push` plans the batch into messages and
+//! publishes them with up to `inflight` unacknowledged at once (counting earlier pushes'),
+//! maps the packet ids rumqttc reports back to messages, and returns once the batch is
+//! handed to the client, with the seqs whose PUBACK came meanwhile; `flush` waits for the
+//! rest and `send` is push and flush. The forwarder thus reads and encodes the next batch
+//! while the last PUBACKs are on their way. A dropped connection or a PUBACK later than
+//! `ack_timeout` is a transient error (with the seqs acknowledged before it) and drops the
+//! connection; the next call connects anew and the forwarder re-reads what was not
+//! acknowledged. Events too large for `max_packet_kib`, and messages an MQTT 5 broker
+//! refuses for good (not authorised, invalid topic or payload), are reported as rejected;
+//! so are the events of a message the broker closed the connection on three times in a
+//! row (see `Suspect`).
 
 mod link;
 pub mod plan;
@@ -465,13 +470,11 @@ impl Pending {
         stats: &MqttStats,
     ) -> bool {
         let since = self.last_progress.unwrap_or_else(Instant::now);
-        match link.next(timeout.saturating_sub(since.elapsed())).await {
-            Some(ev) => self.handle(ev, out, stats),
-            None => {
-                out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
-                false
-            }
-        }
+        let Some(ev) = link.next(timeout.saturating_sub(since.elapsed())).await else {
+            out.transient = Some(format!("no PUBACK within {} ms", timeout.as_millis()));
+            return false;
+        };
+        self.handle(ev, out, stats)
     }
 
     /// False when the link failed.
