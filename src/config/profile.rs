@@ -14,6 +14,7 @@ use super::raw;
 use super::report::{type_name, Report};
 use super::rules;
 use super::spans::{child, item};
+use crate::source::modbus::{DiagCounter, DiagnosticsConfig};
 use crate::source::{ByteOrder, DataType, ModbusAddress, RegisterArea, TagRole};
 
 /// The protocol a profile's addresses are written for.
@@ -46,6 +47,8 @@ pub struct Profile {
     /// Station-wide rule tuning from `[rules]` (defaults where not given). No change
     /// windows: those are per station (`StationConfig::change_windows`).
     pub rules: crate::rules::RuleSettings,
+    /// Modbus only: the diagnostic counters to read (`[diagnostics]`); `None` reads none.
+    pub diagnostics: Option<DiagnosticsConfig>,
 }
 
 impl Profile {
@@ -154,7 +157,7 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
     let Some(mut table) = report.parse() else {
         return (None, report.into_errors());
     };
-    report.unknown_keys("", &table, &["profile", "rules", "tags"]);
+    report.unknown_keys("", &table, &["profile", "rules", "diagnostics", "tags"]);
     let raw_header = table.get("profile").cloned();
     let header = if let Some(value) = table.remove("profile") {
         report
@@ -177,6 +180,9 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
             .and_then(|raw| rules::settings(&mut report, "rules", &raw)),
         None => rules::settings(&mut report, "rules", &raw::Rules::default()),
     };
+    let diagnostics = table
+        .remove("diagnostics")
+        .and_then(|value| diagnostics(&mut report, value, protocol));
     let tags = tags(&mut report, table.remove("tags"), protocol, addressing);
     let profile = match (header, tags, rules) {
         (Some(h), Some(tags), Some(rules)) if report.error_count() == 0 => Some(Profile {
@@ -186,10 +192,64 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
             protocol: h.protocol,
             tags,
             rules,
+            diagnostics,
         }),
         _ => None,
     };
     (profile, report.into_errors())
+}
+
+/// Validates `[diagnostics]`; `None` when it had an error (each reported at its key).
+fn diagnostics(
+    report: &mut Report<'_>,
+    value: toml::Value,
+    protocol: Option<Protocol>,
+) -> Option<DiagnosticsConfig> {
+    let raw = report.deserialize::<raw::Diagnostics>("diagnostics", value)?;
+    if protocol == Some(Protocol::OpcUa) {
+        report.error(
+            "diagnostics",
+            "`[diagnostics]` reads Modbus diagnostic counters (FC 08 / FC 11); remove it from an \
+             opcua profile",
+        );
+        return None;
+    }
+    let before = report.error_count();
+    let every = report.int("diagnostics.every_s", raw.every_s, defaults::DIAGNOSTICS_EVERY_S);
+    let counters = match raw.counters {
+        None => DiagCounter::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            report.error(
+                "diagnostics.counters",
+                format!(
+                    "expected at least one counter of {}; remove `[diagnostics]` to read none",
+                    DiagCounter::ALL.map(DiagCounter::name).join(", ")
+                ),
+            );
+            Vec::new()
+        }
+        Some(names) => {
+            let mut counters = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let at = item("diagnostics.counters", i);
+                let Some(counter) = report.choice::<DiagCounter>(&at, name) else {
+                    continue;
+                };
+                if counters.contains(&counter) {
+                    report.error(&at, format!("duplicate counter `{name}`; expected each once"));
+                } else {
+                    counters.push(counter);
+                }
+            }
+            counters.sort_unstable();
+            counters
+        }
+    };
+    let every = every?;
+    (report.error_count() == before).then(|| DiagnosticsConfig {
+        counters,
+        every: std::time::Duration::from_secs(u64::try_from(every).unwrap_or(60)),
+    })
 }
 
 /// Protocol and addressing read straight from a `[profile]` table that failed to

@@ -312,6 +312,7 @@ mod tests {
             description: String::new(),
             protocol: Protocol::Modbus,
             rules: RuleSettings::default(),
+            diagnostics: None,
             tags: vec![
                 TagSpec {
                     states,

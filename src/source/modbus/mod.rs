@@ -15,11 +15,13 @@
 pub mod breaker;
 mod client;
 pub mod codec;
+pub mod diag;
 pub mod plan;
 pub mod rtu;
 mod station;
 
 pub use client::TcpStation;
+pub use diag::{DiagCounter, DiagnosticsConfig};
 pub use codec::{
     decode_bit, decode_registers, encode_bit, encode_into, encode_value, pack_bits, unpack_bits,
     DecodeError, EncodeError, TagEncoding,
