@@ -990,4 +990,46 @@ mod tests {
             errors[0].contains("`tags[1].name`: duplicate tag name `c`; first defined in tags[0]")
         );
     }
+
+    const ONE_TAG: &str = "[[tags]]\nname = \"c\"\nrole = \"counter\"\ntype = \"u16\"\narea = \"input_register\"\naddress = 1\n";
+
+    #[test]
+    fn diagnostics_default_to_every_counter_once_a_minute() {
+        let (profile, errors) = parse_text(&format!("{HEAD}[diagnostics]\n{ONE_TAG}"));
+        assert!(errors.is_empty(), "{errors:?}");
+        let diagnostics = profile.unwrap().diagnostics.unwrap();
+        assert_eq!(diagnostics.counters, DiagCounter::ALL);
+        assert_eq!(diagnostics.every, std::time::Duration::from_secs(60));
+        let (profile, _) = parse_text(&format!("{HEAD}{ONE_TAG}"));
+        assert_eq!(profile.unwrap().diagnostics, None, "no table, no diagnostics");
+    }
+
+    #[test]
+    fn diagnostics_keys_are_checked_and_each_error_names_its_key() {
+        let text = format!(
+            "{HEAD}[diagnostics]\nevery_s = 0\ncounters = [\"bus_message_count\", \"bus_mesage_count\", \"bus_message_count\"]\n{ONE_TAG}"
+        );
+        let (profile, errors) = parse_text(&text);
+        assert!(profile.is_none());
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("/d/press.toml:5: `diagnostics.every_s`: expected an integer between 1 and 86400 (s), found 0"), "{errors:?}");
+        assert!(errors[1].contains("`diagnostics.counters[1]`") && errors[1].contains("bus_mesage_count"), "{errors:?}");
+        assert!(errors[2].contains("`diagnostics.counters[2]`: duplicate counter"), "{errors:?}");
+
+        let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\nevery = 5\n{ONE_TAG}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("`diagnostics.every`: unknown key `every`"), "{errors:?}");
+
+        let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\ncounters = []\n{ONE_TAG}"));
+        assert!(errors[0].contains("`diagnostics.counters`: expected at least one counter"), "{errors:?}");
+    }
+
+    #[test]
+    fn diagnostics_are_refused_in_an_opcua_profile() {
+        let text = "[profile]\nname = \"press\"\nprotocol = \"opcua\"\n[diagnostics]\n\
+                    [[tags]]\nname = \"s\"\nrole = \"counter\"\ntype = \"u32\"\nnode_id = \"ns=2;i=7\"\n";
+        let (_, errors) = parse_text(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("`diagnostics`: `[diagnostics]` reads Modbus"), "{errors:?}");
+    }
 }

@@ -45,6 +45,7 @@
 //! Every action applied (from the schedule, the control port or [`SimHandle::apply`]) is
 //! logged at INFO with its origin and outcome.
 
+pub mod diag;
 pub mod modbus;
 pub mod model;
 pub mod opcua;

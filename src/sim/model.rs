@@ -46,6 +46,8 @@ use crate::event::Timestamp;
 use crate::source::generator::{self, Generator};
 use crate::source::{DataType, DeviceIdentity, TagRole, Value};
 
+use super::diag::DiagCounters;
+
 /// Firmware revision of a fresh model (the generator's too).
 const BASE_FIRMWARE: Revision = Revision {
     major: 2,
@@ -172,6 +174,8 @@ pub struct StationModel {
     suspended: bool,
     /// Source timestamp every value keeps while set (replayed data).
     stamp_held: Option<Timestamp>,
+    /// Modbus diagnostic counters (FC 08 / FC 11) of what the front end served.
+    diag: DiagCounters,
     ticks: u64,
     updated: Option<Timestamp>,
 }
@@ -223,6 +227,7 @@ impl StationModel {
             login_guesses: 0,
             suspended: false,
             stamp_held: None,
+            diag: DiagCounters::default(),
             ticks: 0,
             updated: None,
         };
@@ -452,6 +457,16 @@ impl StationModel {
         }
         self.settle();
         reset
+    }
+
+    /// The Modbus diagnostic counters.
+    pub fn diag(&self) -> &DiagCounters {
+        &self.diag
+    }
+
+    /// The Modbus diagnostic counters, for the front end to count and a clear to reset.
+    pub fn diag_mut(&mut self) -> &mut DiagCounters {
+        &mut self.diag
     }
 
     /// Whether the server offers only part of its security policies (its strongest gone).

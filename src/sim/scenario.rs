@@ -22,6 +22,7 @@
 //! | `timestamps_freeze` | OPC UA: values keep changing under one source timestamp | `value.stale` |
 //! | `server_suspend` | OPC UA: `ServerStatus.State` becomes Suspended | `mode.changed` |
 //! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
+//! | `diag_clear` | Modbus: the diagnostic counters (FC 08 / FC 11) are cleared, as by FC 08 sub-function 0x0A | `diag.counters_reset` |
 //! | `policy_downgrade` | OPC UA: the server restarts offering only None and Basic256Sha256 | `security_policy.downgraded` |
 //! | `session_flood` | OPC UA: an intruder holds [`INTRUDER_SESSIONS`] extra sessions open | `session.anomaly` |
 //! | `password_guess` | OPC UA: an intruder tries [`LOGIN_GUESSES`] wrong passwords | `auth.failed`, `security.violation` |
@@ -77,6 +78,7 @@ pub enum Action {
     Freeze,
     Unfreeze,
     CountersReset,
+    DiagClear,
     TimestampsFreeze,
     ServerSuspend,
     PolicyDowngrade,
@@ -108,7 +110,7 @@ impl fmt::Display for Outcome {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::Fault,
         Action::Recover,
         Action::ModeProgram,
@@ -125,6 +127,7 @@ impl Action {
         Action::Freeze,
         Action::Unfreeze,
         Action::CountersReset,
+        Action::DiagClear,
         Action::TimestampsFreeze,
         Action::ServerSuspend,
         Action::PolicyDowngrade,
@@ -155,6 +158,7 @@ impl Action {
             Action::Freeze => "freeze",
             Action::Unfreeze => "unfreeze",
             Action::CountersReset => "counters_reset",
+            Action::DiagClear => "diag_clear",
             Action::TimestampsFreeze => "timestamps_freeze",
             Action::ServerSuspend => "server_suspend",
             Action::PolicyDowngrade => "policy_downgrade",
@@ -255,6 +259,13 @@ impl Action {
                     return no_tag(TagRole::Counter);
                 }
                 applied_to(&tags, "0")
+            }
+            Action::DiagClear => {
+                if profile.protocol != Protocol::Modbus {
+                    return Outcome::NoEffect(format!("{self} needs a Modbus station"));
+                }
+                model.diag_mut().clear();
+                Outcome::Applied("diagnostic counters (FC 08 / FC 11) -> 0".to_owned())
             }
             Action::TimestampsFreeze
             | Action::ServerSuspend
