@@ -68,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, ConfigError, ConfigErrors, Profile, Protocol};
 use crate::event::Timestamp;
 
-pub use model::{LinkBehaviour, ModelError, StationModel};
+pub use model::{LinkBehaviour, ModelError, SecurityOffer, StationModel};
 pub use scenario::{
     Action, Outcome, Schedule, ScheduleError, SchedulePlayer, ScheduledAction, UnknownAction,
 };

@@ -64,6 +64,19 @@ const PRODUCTION_STATUS: &[&str] = &["run", "running", "inspecting", "producing"
 /// State names of the normal operating mode, in order of preference.
 const PRODUCTION_MODE: &[&str] = &["run", "auto", "automatic", "continuous", "remote"];
 
+/// Which security policies an OPC UA server offers; every variant offers None as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecurityOffer {
+    /// Basic256Sha256, Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss.
+    #[default]
+    Full,
+    /// Basic256Sha256 only: the strongest policy is gone, the usual one stays.
+    WithoutStrongest,
+    /// Aes128_Sha256_RsaOaep only: weaker than Basic256Sha256, so a client that insists on
+    /// Basic256Sha256 finds no endpoint.
+    OnlyWeaker,
+}
+
 /// How the station's link answers requests. Each protocol front end maps the variants onto
 /// its protocol; the Modbus mapping is given with each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -164,8 +177,8 @@ pub struct StationModel {
     identity: DeviceIdentity,
     identity_generation: u32,
     link: LinkBehaviour,
-    /// The server offers only part of its security policies (OPC UA).
-    weak_security: bool,
+    /// The security policies the server offers (OPC UA).
+    security: SecurityOffer,
     /// Extra client sessions an intruder holds open on the server (OPC UA).
     intruder_sessions: u32,
     /// Failed logins an intruder still has to try (OPC UA).
@@ -222,7 +235,7 @@ impl StationModel {
             identity,
             identity_generation: 0,
             link: LinkBehaviour::Normal,
-            weak_security: false,
+            security: SecurityOffer::Full,
             intruder_sessions: 0,
             login_guesses: 0,
             suspended: false,
@@ -469,13 +482,18 @@ impl StationModel {
         &mut self.diag
     }
 
-    /// Whether the server offers only part of its security policies (its strongest gone).
-    pub fn set_weak_security(&mut self, weak: bool) {
-        self.weak_security = weak;
+    /// Which security policies the server offers.
+    pub fn set_security(&mut self, offer: SecurityOffer) {
+        self.security = offer;
     }
 
+    pub fn security(&self) -> SecurityOffer {
+        self.security
+    }
+
+    /// Whether the server offers less than its full set of security policies.
     pub fn weak_security(&self) -> bool {
-        self.weak_security
+        self.security != SecurityOffer::Full
     }
 
     /// Extra sessions an intruder should hold open on the server.

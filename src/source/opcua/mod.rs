@@ -239,6 +239,9 @@ struct Inner {
     /// Set when a subscription reports a bad status (lifetime expired): re-create now.
     subscription_lost: bool,
     status_due: bool,
+    /// Discovery found no endpoint with the configured policy and mode: the offered security
+    /// goes to the rules with the next poll that has no session.
+    offered_due: bool,
     stats: ClientStats,
 }
 
@@ -370,6 +373,7 @@ impl OpcUaSource {
                 last_notification: None,
                 subscription_lost: false,
                 status_due: true,
+                offered_due: false,
                 stats: ClientStats::default(),
             }),
             connects: Arc::default(),
@@ -418,6 +422,8 @@ impl OpcUaSource {
         }
         if let Some(session) = &session {
             self.read_status_if_due(session, &mut result).await;
+        } else {
+            self.offered_security(&mut result);
         }
         if result.identity.is_none() {
             // What endpoint discovery saw, even when no session could be made: a server that
@@ -636,10 +642,7 @@ impl OpcUaSource {
             identity
                 .certificate_thumbprint
                 .clone_from(&facts.certificate_thumbprint);
-            if let Some(best) = facts.best_policy {
-                values.push((reserved::BEST_POLICY, Value::Text(best)));
-            }
-            values.push((reserved::OFFERS_NONE, Value::Bool(facts.offers_none)));
+            values.extend(security_values(&facts));
         }
         result
             .readings
@@ -652,6 +655,32 @@ impl OpcUaSource {
                 received,
             }));
         result.identity = Some(identity);
+    }
+
+    /// Without a session: what the endpoints offer, when discovery found the configured
+    /// endpoint missing since the last poll. The rules compare it with the baseline.
+    fn offered_security(&self, result: &mut PollResult) {
+        let facts = {
+            let mut inner = self.shared.lock();
+            if !std::mem::take(&mut inner.offered_due) {
+                return;
+            }
+            inner.endpoint.clone()
+        };
+        let Some(facts) = facts else {
+            return;
+        };
+        let received = Timestamp::now();
+        result
+            .readings
+            .extend(security_values(&facts).into_iter().map(|(tag, value)| Reading {
+                station_id: self.station.id.clone(),
+                tag: Arc::from(tag),
+                value,
+                quality: super::Quality::Good,
+                source_time: None,
+                received,
+            }));
     }
 
     /// A service call under the station timeout, its failure classified.
@@ -676,6 +705,17 @@ impl OpcUaSource {
             ..DeviceIdentity::default()
         })
     }
+}
+
+/// The readings of the security the endpoints offer: `_security.best_policy` (when any
+/// policy is known) and `_security.offers_none`.
+fn security_values(facts: &EndpointFacts) -> Vec<(&'static str, Value)> {
+    let mut values = Vec::with_capacity(2);
+    if let Some(best) = &facts.best_policy {
+        values.push((reserved::BEST_POLICY, Value::Text(best.clone())));
+    }
+    values.push((reserved::OFFERS_NONE, Value::Bool(facts.offers_none)));
+    values
 }
 
 /// The identity token a session activates with; a user certificate is read here, once.
