@@ -225,8 +225,10 @@ async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counte
         "{}\n[diagnostics]\nevery_s = 1\n",
         profile("interop_diag", false, &points)
     );
-    let (_config_dir, stations) =
-        load_stations(&[("interop_diag", &text)], &station("diag", "interop_diag", port));
+    let (_config_dir, stations) = load_stations(
+        &[("interop_diag", &text)],
+        &station("diag", "interop_diag", port),
+    );
     let mut source = Source::for_station(&stations[0], &ctx(7)).unwrap();
     let diag = |result: &linesentry::source::PollResult| {
         values(result)
@@ -259,7 +261,11 @@ async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counte
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let second = source.poll().await;
     assert_eq!(second.errors, []);
-    assert!(diag(&second).values().all(|v| *v == Value::UInt(0)), "{:?}", diag(&second));
+    assert!(
+        diag(&second).values().all(|v| *v == Value::UInt(0)),
+        "{:?}",
+        diag(&second)
+    );
     assert_eq!(diag(&second).len(), preset.len());
 
     let mut rules = StationRules::new(

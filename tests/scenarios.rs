@@ -474,7 +474,10 @@ async fn diagnostic_counters_cleared_on_the_device_are_a_counters_reset() {
         "stamping_press",
         Link::Modbus,
         |text| {
-            assert!(text.contains("\n[diagnostics]\n"), "the press ships diagnostics");
+            assert!(
+                text.contains("\n[diagnostics]\n"),
+                "the press ships diagnostics"
+            );
             text.replace("every_s = 60", "every_s = 1")
         },
         "diag_clear@2.5",
@@ -601,7 +604,10 @@ async fn a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_n
             .all(|m| m.timestamp < after),
         "no readings once the configured endpoint is gone"
     );
-    quiet_apart_from(&events, &["security_policy.downgraded", "device.unreachable"]);
+    quiet_apart_from(
+        &events,
+        &["security_policy.downgraded", "device.unreachable"],
+    );
 }
 
 /// Server diagnostics are re-read every 30 s (and on a new session): these run past that.

@@ -215,7 +215,11 @@ fn diagnostics(
         return None;
     }
     let before = report.error_count();
-    let every = report.int("diagnostics.every_s", raw.every_s, defaults::DIAGNOSTICS_EVERY_S);
+    let every = report.int(
+        "diagnostics.every_s",
+        raw.every_s,
+        defaults::DIAGNOSTICS_EVERY_S,
+    );
     let counters = match raw.counters {
         None => DiagCounter::ALL.to_vec(),
         Some(names) if names.is_empty() => {
@@ -236,7 +240,10 @@ fn diagnostics(
                     continue;
                 };
                 if counters.contains(&counter) {
-                    report.error(&at, format!("duplicate counter `{name}`; expected each once"));
+                    report.error(
+                        &at,
+                        format!("duplicate counter `{name}`; expected each once"),
+                    );
                 } else {
                     counters.push(counter);
                 }
@@ -1001,7 +1008,11 @@ mod tests {
         assert_eq!(diagnostics.counters, DiagCounter::ALL);
         assert_eq!(diagnostics.every, std::time::Duration::from_secs(60));
         let (profile, _) = parse_text(&format!("{HEAD}{ONE_TAG}"));
-        assert_eq!(profile.unwrap().diagnostics, None, "no table, no diagnostics");
+        assert_eq!(
+            profile.unwrap().diagnostics,
+            None,
+            "no table, no diagnostics"
+        );
     }
 
     #[test]
@@ -1013,15 +1024,28 @@ mod tests {
         assert!(profile.is_none());
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("/d/press.toml:5: `diagnostics.every_s`: expected an integer between 1 and 86400 (s), found 0"), "{errors:?}");
-        assert!(errors[1].contains("`diagnostics.counters[1]`") && errors[1].contains("bus_mesage_count"), "{errors:?}");
-        assert!(errors[2].contains("`diagnostics.counters[2]`: duplicate counter"), "{errors:?}");
+        assert!(
+            errors[1].contains("`diagnostics.counters[1]`")
+                && errors[1].contains("bus_mesage_count"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].contains("`diagnostics.counters[2]`: duplicate counter"),
+            "{errors:?}"
+        );
 
         let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\nevery = 5\n{ONE_TAG}"));
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("`diagnostics.every`: unknown key `every`"), "{errors:?}");
+        assert!(
+            errors[0].contains("`diagnostics.every`: unknown key `every`"),
+            "{errors:?}"
+        );
 
         let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\ncounters = []\n{ONE_TAG}"));
-        assert!(errors[0].contains("`diagnostics.counters`: expected at least one counter"), "{errors:?}");
+        assert!(
+            errors[0].contains("`diagnostics.counters`: expected at least one counter"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -1030,6 +1054,9 @@ mod tests {
                     [[tags]]\nname = \"s\"\nrole = \"counter\"\ntype = \"u32\"\nnode_id = \"ns=2;i=7\"\n";
         let (_, errors) = parse_text(text);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("`diagnostics`: `[diagnostics]` reads Modbus"), "{errors:?}");
+        assert!(
+            errors[0].contains("`diagnostics`: `[diagnostics]` reads Modbus"),
+            "{errors:?}"
+        );
     }
 }

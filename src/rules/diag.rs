@@ -157,7 +157,10 @@ impl StationRules {
                 "Modbus diagnostic counters went backwards while the link stayed up",
             )
         };
-        out.push(e.data("source", "modbus_diagnostics").data("counters", counters));
+        out.push(
+            e.data("source", "modbus_diagnostics")
+                .data("counters", counters),
+        );
         interrupted
     }
 }
@@ -168,7 +171,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{SeverityMap, Severity};
+    use crate::event::{Severity, SeverityMap};
     use crate::rules::{RuleTag, TagRules};
     use crate::source::{Reading, TagRole, Value};
 
@@ -251,7 +254,10 @@ mod tests {
             errors: vec![SourceError::Timeout(1000)],
             ..PollResult::default()
         };
-        assert!(s.observe(&down, at(30)).iter().all(|e| e.event_type != "diag.counters_reset"));
+        assert!(s
+            .observe(&down, at(30))
+            .iter()
+            .all(|e| e.event_type != "diag.counters_reset"));
         let out = s.observe(&poll(2, 1, Some(0), 60), at(60));
         assert_eq!(kinds(&out), [("device.restarted", Severity::Warn)]);
         assert_eq!(out[0].event_data["source"], "modbus_diagnostics");
@@ -298,6 +304,10 @@ mod tests {
             Movement::Back,
             "936 is more than twice the largest step"
         );
-        assert_eq!(movement(65_530, 10, 0), Movement::Up(16), "small wraps always");
+        assert_eq!(
+            movement(65_530, 10, 0),
+            Movement::Up(16),
+            "small wraps always"
+        );
     }
 }

@@ -20,8 +20,6 @@
 //! other than 0x0000 (or a request of the wrong length) exception 03. All counters are
 //! 16 bits and wrap.
 
-use std::borrow::Cow;
-
 use tokio_modbus::bytes::Bytes;
 use tokio_modbus::{ExceptionCode, Request, Response};
 
@@ -95,8 +93,8 @@ impl DiagCounters {
         }
     }
 
-    fn diagnostics(&mut self, data: &Cow<'_, [u8]>) -> Result<Response, ExceptionCode> {
-        let [s0, s1, d0, d1] = data.as_ref() else {
+    fn diagnostics(&mut self, data: &[u8]) -> Result<Response, ExceptionCode> {
+        let [s0, s1, d0, d1] = data else {
             return Err(ExceptionCode::IllegalDataValue);
         };
         let sub = u16::from_be_bytes([*s0, *s1]);
@@ -125,13 +123,19 @@ impl DiagCounters {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
-    use crate::source::modbus::diag::{decode_comm_event_counter, diagnostics_request, DiagCounter};
+    use crate::source::modbus::diag::{
+        decode_comm_event_counter, diagnostics_request, DiagCounter,
+    };
 
     /// Serves `request` the way the Modbus front end does.
     fn serve(c: &mut DiagCounters, request: &Request<'_>) -> Result<Response, ExceptionCode> {
         c.arrived();
-        let answer = c.answer(request).unwrap_or(Err(ExceptionCode::IllegalFunction));
+        let answer = c
+            .answer(request)
+            .unwrap_or(Err(ExceptionCode::IllegalFunction));
         let served = if answer.is_ok() {
             Served::Answered
         } else {

@@ -877,7 +877,10 @@ node_id = "ns=2;s=A2"
         assert!(!plc.weak_security());
         assert!(!plc.is_suspended());
         plc.diag_mut().arrived();
-        assert!(matches!(Action::DiagClear.apply(&mut plc), Outcome::Applied(_)));
+        assert!(matches!(
+            Action::DiagClear.apply(&mut plc),
+            Outcome::Applied(_)
+        ));
         assert_eq!(*plc.diag(), crate::sim::diag::DiagCounters::default());
         m.tick(crate::event::Timestamp::from_micros(7));
         Action::TimestampsFreeze.apply(&mut m);

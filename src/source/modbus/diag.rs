@@ -290,7 +290,10 @@ mod tests {
         let answer = custom(0x08, &[0x00, 0x0E, 0x12, 0x34]);
         assert_eq!(DiagCounter::ServerMessageCount.decode(&answer), Ok(0x1234));
         let error = DiagCounter::BusMessageCount.decode(&answer).unwrap_err();
-        assert!(error.contains("0x000e") && error.contains("0x000b"), "{error}");
+        assert!(
+            error.contains("0x000e") && error.contains("0x000b"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -319,7 +322,10 @@ mod tests {
         );
         assert_eq!(DiagCounter::CommEventCount.decode(&idle), Ok(264));
         let busy = custom(0x0B, &[0xFF, 0xFF, 0x00, 0x02]);
-        assert_eq!(decode_comm_event_counter(&busy).map(|c| c.status), Ok(0xFFFF));
+        assert_eq!(
+            decode_comm_event_counter(&busy).map(|c| c.status),
+            Ok(0xFFFF)
+        );
         let odd = custom(0x0B, &[0x12, 0x00, 0x00, 0x02]);
         assert!(decode_comm_event_counter(&odd)
             .unwrap_err()

@@ -21,11 +21,11 @@ pub mod rtu;
 mod station;
 
 pub use client::TcpStation;
-pub use diag::{DiagCounter, DiagnosticsConfig};
 pub use codec::{
     decode_bit, decode_registers, encode_bit, encode_into, encode_value, pack_bits, unpack_bits,
     DecodeError, EncodeError, TagEncoding,
 };
+pub use diag::{DiagCounter, DiagnosticsConfig};
 pub use plan::{
     extract, plan_reads, ExtractError, PlanError, PlanLimits, ReadBlock, TagSpan, MAX_READ_BITS,
     MAX_READ_REGISTERS,

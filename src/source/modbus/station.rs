@@ -666,16 +666,9 @@ impl Poller {
             }
         }
         if lost.is_none() {
-            let due = self
-                .diagnostics
-                .as_mut()
-                .map(|d| d.due(Instant::now()))
-                .unwrap_or_default();
-            if !due.is_empty() {
-                let read = self.read_diagnostics(link, &due, &mut result).await;
-                garbage |= read.garbage;
-                lost = read.lost;
-            }
+            let read = self.read_diagnostics_if_due(link, &mut result).await;
+            garbage |= read.garbage;
+            lost = read.lost;
         }
 
         match &lost {
@@ -754,16 +747,20 @@ impl Poller {
         }
     }
 
-    /// Reads `due` diagnostic counters into `result`, one request each, in order; stops at a
+    /// Reads the diagnostic counters due into `result`, one request each, in order; stops at a
     /// link failure. Exception 01 retires the counter's function code for good.
-    async fn read_diagnostics(
+    async fn read_diagnostics_if_due(
         &mut self,
         link: &mut impl Link,
-        due: &[DiagCounter],
         result: &mut PollResult,
     ) -> IdentityRead {
         let mut read = IdentityRead::answer(IdentityOutcome::Answered);
-        for &counter in due {
+        let due: Vec<DiagCounter> = self
+            .diagnostics
+            .as_mut()
+            .map(|d| d.due(Instant::now()))
+            .unwrap_or_default();
+        for counter in due {
             let function = counter.function();
             if self
                 .diagnostics
@@ -800,7 +797,9 @@ impl Poller {
                     self.counters.responses += 1;
                     *self.counters.exceptions.entry(u8::from(code)).or_insert(0) += 1;
                     result.reachable = true;
-                    result.errors.push(exception_error(code, counter.describe()));
+                    result
+                        .errors
+                        .push(exception_error(code, counter.describe()));
                     let first = code == ExceptionCode::IllegalFunction
                         && self
                             .diagnostics
@@ -1400,10 +1399,7 @@ address = 0
 
     fn fc08(sub: u8, count: u16) -> CallResult {
         let [hi, lo] = count.to_be_bytes();
-        Ok(Ok(Response::Custom(
-            0x08,
-            vec![0x00, sub, hi, lo].into(),
-        )))
+        Ok(Ok(Response::Custom(0x08, vec![0x00, sub, hi, lo].into())))
     }
 
     fn fc11(count: u16) -> CallResult {

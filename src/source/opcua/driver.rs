@@ -206,8 +206,8 @@ async fn connect(
         {
             let mut inner = shared.lock();
             let facts = offered_facts(&endpoints, inner.endpoint.as_ref());
+            inner.offered = Some(facts.clone());
             inner.endpoint = Some(facts);
-            inner.offered_due = true;
         }
         return Err(SourceError::Other(format!(
             "{url} offers no endpoint with security policy {policy} and mode {mode:?}; it offers: {offered}"
@@ -743,7 +743,10 @@ mod tests {
         assert_eq!(facts.best_policy.as_deref(), Some("Basic128Rsa15"));
         assert!(facts.offers_none);
         assert_eq!(
-            (facts.application_uri.as_deref(), facts.certificate_thumbprint.as_deref()),
+            (
+                facts.application_uri.as_deref(),
+                facts.certificate_thumbprint.as_deref()
+            ),
             (Some("urn:press"), Some("ab12")),
             "identity stays that of the endpoint the agent used"
         );
@@ -759,8 +762,16 @@ mod tests {
     fn the_chosen_endpoint_gives_identity_and_all_endpoints_the_security() {
         let all = [
             endpoint("None", MessageSecurityMode::None, "urn:press"),
-            endpoint("Basic256Sha256", MessageSecurityMode::SignAndEncrypt, "urn:press"),
-            endpoint("Aes256_Sha256_RsaPss", MessageSecurityMode::SignAndEncrypt, "urn:press"),
+            endpoint(
+                "Basic256Sha256",
+                MessageSecurityMode::SignAndEncrypt,
+                "urn:press",
+            ),
+            endpoint(
+                "Aes256_Sha256_RsaPss",
+                MessageSecurityMode::SignAndEncrypt,
+                "urn:press",
+            ),
         ];
         let facts = facts(&all, &all[1]);
         assert_eq!(facts.application_uri.as_deref(), Some("urn:press"));

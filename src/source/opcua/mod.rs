@@ -44,6 +44,11 @@
 //! | `_security.best_policy` | the strongest security policy any endpoint offers (short name) |
 //! | `_security.offers_none` | true when an endpoint offers security mode None |
 //!
+//! The two `_security` readings also come without a session: when discovery finds no
+//! endpoint with the configured policy and mode, the connection fails (and is retried with
+//! backoff, never on a weaker endpoint) and the next poll carries what the server does offer,
+//! so the rules can compare it with the learned baseline.
+//!
 //! Identity: `vendor` = ManufacturerName, `product_name` = ProductName, `product_code` =
 //! ProductUri, `revision` = SoftwareVersion, `application_uri` and `certificate_thumbprint`
 //! (SHA-1 hex) from the discovered endpoint. The names the rules use are the constants of
@@ -239,9 +244,9 @@ struct Inner {
     /// Set when a subscription reports a bad status (lifetime expired): re-create now.
     subscription_lost: bool,
     status_due: bool,
-    /// Discovery found no endpoint with the configured policy and mode: the offered security
-    /// goes to the rules with the next poll that has no session.
-    offered_due: bool,
+    /// Discovery found no endpoint with the configured policy and mode: what it offers goes
+    /// to the rules with the next poll that has no session.
+    offered: Option<EndpointFacts>,
     stats: ClientStats,
 }
 
@@ -373,7 +378,7 @@ impl OpcUaSource {
                 last_notification: None,
                 subscription_lost: false,
                 status_due: true,
-                offered_due: false,
+                offered: None,
                 stats: ClientStats::default(),
             }),
             connects: Arc::default(),
@@ -660,27 +665,22 @@ impl OpcUaSource {
     /// Without a session: what the endpoints offer, when discovery found the configured
     /// endpoint missing since the last poll. The rules compare it with the baseline.
     fn offered_security(&self, result: &mut PollResult) {
-        let facts = {
-            let mut inner = self.shared.lock();
-            if !std::mem::take(&mut inner.offered_due) {
-                return;
-            }
-            inner.endpoint.clone()
-        };
-        let Some(facts) = facts else {
+        let Some(facts) = self.shared.lock().offered.take() else {
             return;
         };
         let received = Timestamp::now();
-        result
-            .readings
-            .extend(security_values(&facts).into_iter().map(|(tag, value)| Reading {
-                station_id: self.station.id.clone(),
-                tag: Arc::from(tag),
-                value,
-                quality: super::Quality::Good,
-                source_time: None,
-                received,
-            }));
+        result.readings.extend(
+            security_values(&facts)
+                .into_iter()
+                .map(|(tag, value)| Reading {
+                    station_id: self.station.id.clone(),
+                    tag: Arc::from(tag),
+                    value,
+                    quality: super::Quality::Good,
+                    source_time: None,
+                    received,
+                }),
+        );
     }
 
     /// A service call under the station timeout, its failure classified.
