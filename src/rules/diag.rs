@@ -91,9 +91,9 @@ impl StationRules {
         now: Timestamp,
         out: &mut Vec<SecurityEvent>,
     ) -> bool {
-        if !poll.reachable || poll.errors.iter().any(link_lost) {
-            self.diag.interrupted = true;
-        }
+        // A link lost in this poll came after its readings (a failure ends a Modbus poll),
+        // so it speaks about the next read, not this one.
+        let lost_now = !poll.reachable || poll.errors.iter().any(link_lost);
         let mut back = Vec::new();
         let mut read = false;
         for r in poll.readings.iter().filter(|r| is_diag(&r.tag)) {
@@ -130,10 +130,8 @@ impl StationRules {
                 }
             }
         }
-        if !read {
-            return false;
-        }
-        let interrupted = std::mem::take(&mut self.diag.interrupted);
+        let interrupted = self.diag.interrupted;
+        self.diag.interrupted = lost_now || (interrupted && !read);
         if back.is_empty() {
             return false;
         }
@@ -276,6 +274,17 @@ mod tests {
         assert!(s.observe(&poll(150, 140, None, 60), at(60)).is_empty());
         let out = s.observe(&poll(1, 1, None, 120), at(120));
         assert_eq!(kinds(&out), [("diag.counters_reset", Severity::Warn)]);
+    }
+
+    #[test]
+    fn a_link_lost_right_after_a_read_counts_for_the_next_read() {
+        let mut s = rules();
+        s.observe(&poll(100, 90, None, 0), at(0));
+        let mut cut = poll(160, 150, None, 60);
+        cut.errors.push(SourceError::Timeout(300));
+        assert!(s.observe(&cut, at(60)).is_empty());
+        let out = s.observe(&poll(3, 2, None, 120), at(120));
+        assert_eq!(kinds(&out), [("device.restarted", Severity::Warn)]);
     }
 
     #[test]
