@@ -264,13 +264,7 @@ impl Action {
                 }
                 applied_to(&tags, "0")
             }
-            Action::DiagClear => {
-                if profile.protocol != Protocol::Modbus {
-                    return Outcome::NoEffect(format!("{self} needs a Modbus station"));
-                }
-                model.diag_mut().clear();
-                Outcome::Applied("diagnostic counters (FC 08 / FC 11) -> 0".to_owned())
-            }
+            Action::DiagClear => diag_clear(model, &profile),
             Action::TimestampsFreeze
             | Action::ServerSuspend
             | Action::PolicyDowngrade
@@ -353,6 +347,15 @@ fn opcua_action(action: Action, model: &mut StationModel, profile: &Profile) -> 
         }
         other => Outcome::NoEffect(format!("{other} is not an OPC UA action")),
     }
+}
+
+/// `diag_clear`: what FC 08 sub-function 0x0A does to a Modbus device's counters.
+fn diag_clear(model: &mut StationModel, profile: &Profile) -> Outcome {
+    if profile.protocol != Protocol::Modbus {
+        return Outcome::NoEffect(format!("{} needs a Modbus station", Action::DiagClear));
+    }
+    model.diag_mut().clear();
+    Outcome::Applied("diagnostic counters (FC 08 / FC 11) -> 0".to_owned())
 }
 
 fn opcua_only(action: Action) -> Outcome {
