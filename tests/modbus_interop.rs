@@ -192,3 +192,101 @@ async fn a_stations_coalescing_and_identification_keys_change_what_it_asks_the_d
     assert_eq!(tuned_second, tuned_first);
     assert!(tuned_identity.is_some());
 }
+
+/// The station's FC 08 / FC 11 requests against pymodbus's implementation of both functions:
+/// every counter decodes to what pymodbus serves, and after another client clears them
+/// (FC 08 sub-function 0x0A, as an attacker would) the rules raise one counters reset.
+#[tokio::test]
+async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counters_reset() {
+    use linesentry::event::SeverityMap;
+    use linesentry::rules::StationRules;
+    use linesentry::source::modbus::diag::{diagnostics_request, SUB_CLEAR_COUNTERS};
+    use tokio_modbus::client::Client as _;
+
+    let points = points();
+    let dir = tempfile::tempdir().unwrap();
+    let preset = [
+        ("BusMessage", "bus_message_count", 4660),
+        ("BusCommunicationError", "bus_comm_error_count", 2),
+        ("BusExceptionError", "bus_exception_error_count", 3),
+        ("DeviceMessage", "server_message_count", 4321),
+        ("DeviceNoResponse", "server_no_response_count", 5),
+        ("Event", "comm_event_count", 777),
+    ];
+    let spec = json!({
+        "size": 400,
+        "identity": {"vendor": VENDOR, "product_code": PRODUCT_CODE, "revision": REVISION},
+        "points": points.iter().map(Point::spec).collect::<Vec<_>>(),
+        "diagnostics": preset.iter().map(|(py, _, v)| ((*py).to_owned(), json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let (_server, port) = start_pymodbus(dir.path(), &spec);
+    let text = format!(
+        "{}\n[diagnostics]\nevery_s = 1\n",
+        profile("interop_diag", false, &points)
+    );
+    let (_config_dir, stations) = load_stations(
+        &[("interop_diag", &text)],
+        &station("diag", "interop_diag", port),
+    );
+    let mut source = Source::for_station(&stations[0], &ctx(7)).unwrap();
+    let diag = |result: &linesentry::source::PollResult| {
+        values(result)
+            .into_iter()
+            .filter_map(|(tag, v)| Some((tag.strip_prefix("_modbus.diag.")?.to_owned(), v)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    let first = source.poll().await;
+    assert_eq!(first.errors, []);
+    let want: std::collections::BTreeMap<String, Value> = preset
+        .iter()
+        .map(|(_, name, v)| ((*name).to_owned(), Value::UInt(*v)))
+        .collect();
+    assert_eq!(diag(&first), want);
+
+    // Another client clears the counters.
+    let mut intruder = tokio_modbus::client::tcp::connect(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    let echo = intruder
+        .call(diagnostics_request(SUB_CLEAR_COUNTERS, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        echo,
+        tokio_modbus::Response::Custom(0x08, vec![0x00, 0x0A, 0x00, 0x00].into())
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = source.poll().await;
+    assert_eq!(second.errors, []);
+    assert!(
+        diag(&second).values().all(|v| *v == Value::UInt(0)),
+        "{:?}",
+        diag(&second)
+    );
+    assert_eq!(diag(&second).len(), preset.len());
+
+    let mut rules = StationRules::new(
+        "gw-interop".into(),
+        "diag".into(),
+        std::sync::Arc::new(SeverityMap::default()),
+        linesentry::agent::rule_tags(&stations[0]),
+    );
+    let now = linesentry::event::Timestamp::now();
+    let loud = |events: Vec<linesentry::event::SecurityEvent>| -> Vec<_> {
+        events
+            .into_iter()
+            .filter(|e| e.severity >= linesentry::event::Severity::Warn)
+            .collect()
+    };
+    assert!(loud(rules.observe(&first, now)).is_empty());
+    let events = loud(rules.observe(&second, now));
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, ["diag.counters_reset"]);
+    assert_eq!(
+        events[0].event_data["counters"]["bus_message_count"]["previous"],
+        4660
+    );
+}

@@ -37,16 +37,32 @@ async fn scenario(
     schedule: &str,
     seconds: f64,
 ) -> Vec<SecurityEvent> {
+    let rules = rules.to_owned();
+    let edit = move |text: String| {
+        if rules.is_empty() {
+            text
+        } else {
+            format!("{text}\n[rules]\n{rules}\n")
+        }
+    };
+    scenario_with(profile, link, edit, schedule, seconds).await
+}
+
+/// [`scenario`] with the shipped profile's text passed through `edit` instead.
+async fn scenario_with(
+    profile: &str,
+    link: Link,
+    edit: impl FnOnce(String) -> String,
+    schedule: &str,
+    seconds: f64,
+) -> Vec<SecurityEvent> {
     let dir = tempfile::tempdir().unwrap();
     let devices = dir.path().join("devices");
     std::fs::create_dir_all(&devices).unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("devices")
         .join(format!("{profile}.toml"));
-    let mut text = std::fs::read_to_string(&shipped).unwrap();
-    if !rules.is_empty() {
-        text = format!("{text}\n[rules]\n{rules}\n");
-    }
+    let text = edit(std::fs::read_to_string(&shipped).unwrap());
     let profile_path = devices.join(format!("{profile}.toml"));
     std::fs::write(&profile_path, text).unwrap();
     let data = dir.path().join("data");
@@ -503,6 +519,41 @@ async fn counters_that_start_again_from_zero_without_a_restart_are_a_reset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostic_counters_cleared_on_the_device_are_a_counters_reset() {
+    // The shipped press reads its FC 08 / FC 11 counters every minute; every second here.
+    let events = scenario_with(
+        "stamping_press",
+        Link::Modbus,
+        |text| {
+            assert!(
+                text.contains("\n[diagnostics]\n"),
+                "the press ships diagnostics"
+            );
+            text.replace("every_s = 60", "every_s = 1")
+        },
+        "diag_clear@2.5",
+        4.5,
+    )
+    .await;
+    let e = one(&events, "diag.counters_reset", Severity::Warn);
+    assert_eq!(e.event_data["source"], "modbus_diagnostics");
+    let counters = e.event_data["counters"].as_object().unwrap();
+    for name in [
+        "bus_message_count",
+        "server_message_count",
+        "comm_event_count",
+    ] {
+        let c = &counters[name];
+        assert!(
+            c["value"].as_u64().unwrap() < c["previous"].as_u64().unwrap(),
+            "{name}: {c:?}"
+        );
+    }
+    assert_eq!(e.event_data["attack"], serde_json::json!(["T0872"]));
+    quiet_apart_from(&events, &["diag.counters_reset"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_illegal_address_exceptions_is_a_scan() {
     let events = scenario(
         "stamping_press",
@@ -572,6 +623,42 @@ async fn a_server_that_drops_its_strongest_security_policy_is_a_downgrade() {
     assert_eq!(e.event_data["value"], "Basic256Sha256");
     // The server restarted to change its endpoints; nothing else is loud.
     quiet_apart_from(&events, &["security_policy.downgraded", "device.restarted"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_no_fallback() {
+    // The agent asks for Basic256Sha256 / SignAndEncrypt; after the restart the server offers
+    // only None and Aes128_Sha256_RsaOaep.
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+        },
+        "",
+        "policy_downgrade_all@4",
+        12.0,
+    )
+    .await;
+    let e = one(&events, "security_policy.downgraded", Severity::Warn);
+    assert_eq!(e.event_data["previous"], "Aes256_Sha256_RsaPss");
+    assert_eq!(e.event_data["value"], "Aes128_Sha256_RsaOaep");
+    // No session on a weaker endpoint: the station stays unreachable (no data, T0815) and
+    // never recovers, nothing is read after the restart, and the server status is never
+    // re-read (no device.restarted, which needs a session to see StartTime).
+    one(&events, "device.unreachable", Severity::Warn);
+    assert!(of(&events, "device.recovered").is_empty(), "{events:?}");
+    assert!(of(&events, "device.restarted").is_empty(), "{events:?}");
+    let after = e.timestamp;
+    assert!(
+        of(&events, "equipment.measurement")
+            .iter()
+            .all(|m| m.timestamp < after),
+        "no readings once the configured endpoint is gone"
+    );
+    quiet_apart_from(
+        &events,
+        &["security_policy.downgraded", "device.unreachable"],
+    );
 }
 
 /// Server diagnostics are re-read every 30 s (and on a new session): these run past that.

@@ -80,6 +80,8 @@ pub(super) const BREAKER_FAILURES: Int = int(3, 1, 1000, "polls");
 pub(super) const BREAKER_OPEN_MS: Int = int(1000, 10, 3_600_000, "ms");
 pub(super) const BREAKER_OPEN_MAX_MS: Int = int(30_000, 10, 3_600_000, "ms");
 /// Polls between two FC 43/14 reads; 0 = only on each new connection.
+/// Seconds between two reads of a profile's Modbus diagnostic counters (`[diagnostics]`).
+pub(super) const DIAGNOSTICS_EVERY_S: Int = int(60, 1, 86_400, "s");
 pub(super) const IDENTITY_EVERY_POLLS: Int = int(60, 0, 1_000_000, "polls");
 /// First reconnect delay, doubling with ±20 % jitter: Modbus TCP and OPC UA defaults.
 pub(super) const RECONNECT_INITIAL_MS_MODBUS: Int = int(200, 10, 600_000, "ms");

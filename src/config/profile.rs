@@ -14,6 +14,7 @@ use super::raw;
 use super::report::{type_name, Report};
 use super::rules;
 use super::spans::{child, item};
+use crate::source::modbus::{DiagCounter, DiagnosticsConfig};
 use crate::source::{ByteOrder, DataType, ModbusAddress, RegisterArea, TagRole};
 
 /// The protocol a profile's addresses are written for.
@@ -46,6 +47,8 @@ pub struct Profile {
     /// Station-wide rule tuning from `[rules]` (defaults where not given). No change
     /// windows: those are per station (`StationConfig::change_windows`).
     pub rules: crate::rules::RuleSettings,
+    /// Modbus only: the diagnostic counters to read (`[diagnostics]`); `None` reads none.
+    pub diagnostics: Option<DiagnosticsConfig>,
 }
 
 impl Profile {
@@ -154,7 +157,7 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
     let Some(mut table) = report.parse() else {
         return (None, report.into_errors());
     };
-    report.unknown_keys("", &table, &["profile", "rules", "tags"]);
+    report.unknown_keys("", &table, &["profile", "rules", "diagnostics", "tags"]);
     let raw_header = table.get("profile").cloned();
     let header = if let Some(value) = table.remove("profile") {
         report
@@ -177,6 +180,9 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
             .and_then(|raw| rules::settings(&mut report, "rules", &raw)),
         None => rules::settings(&mut report, "rules", &raw::Rules::default()),
     };
+    let diagnostics = table
+        .remove("diagnostics")
+        .and_then(|value| diagnostics(&mut report, value, protocol));
     let tags = tags(&mut report, table.remove("tags"), protocol, addressing);
     let profile = match (header, tags, rules) {
         (Some(h), Some(tags), Some(rules)) if report.error_count() == 0 => Some(Profile {
@@ -186,10 +192,71 @@ pub(super) fn parse(path: &Path, stem: &str, text: &str) -> (Option<Profile>, Ve
             protocol: h.protocol,
             tags,
             rules,
+            diagnostics,
         }),
         _ => None,
     };
     (profile, report.into_errors())
+}
+
+/// Validates `[diagnostics]`; `None` when it had an error (each reported at its key).
+fn diagnostics(
+    report: &mut Report<'_>,
+    value: toml::Value,
+    protocol: Option<Protocol>,
+) -> Option<DiagnosticsConfig> {
+    let raw = report.deserialize::<raw::Diagnostics>("diagnostics", value)?;
+    if protocol == Some(Protocol::OpcUa) {
+        report.error(
+            "diagnostics",
+            "`[diagnostics]` reads Modbus diagnostic counters (FC 08 / FC 11); remove it from an \
+             opcua profile",
+        );
+        return None;
+    }
+    let before = report.error_count();
+    let every = report.int(
+        "diagnostics.every_s",
+        raw.every_s,
+        defaults::DIAGNOSTICS_EVERY_S,
+    );
+    let counters = match raw.counters {
+        None => DiagCounter::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            report.error(
+                "diagnostics.counters",
+                format!(
+                    "expected at least one counter of {}; remove `[diagnostics]` to read none",
+                    DiagCounter::ALL.map(DiagCounter::name).join(", ")
+                ),
+            );
+            Vec::new()
+        }
+        Some(names) => {
+            let mut counters = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let at = item("diagnostics.counters", i);
+                let Some(counter) = report.choice::<DiagCounter>(&at, name) else {
+                    continue;
+                };
+                if counters.contains(&counter) {
+                    report.error(
+                        &at,
+                        format!("duplicate counter `{name}`; expected each once"),
+                    );
+                } else {
+                    counters.push(counter);
+                }
+            }
+            counters.sort_unstable();
+            counters
+        }
+    };
+    let every = every?;
+    (report.error_count() == before).then(|| DiagnosticsConfig {
+        counters,
+        every: std::time::Duration::from_secs(u64::try_from(every).unwrap_or(60)),
+    })
 }
 
 /// Protocol and addressing read straight from a `[profile]` table that failed to
@@ -938,6 +1005,68 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].contains("`tags[1].name`: duplicate tag name `c`; first defined in tags[0]")
+        );
+    }
+
+    const ONE_TAG: &str = "[[tags]]\nname = \"c\"\nrole = \"counter\"\ntype = \"u16\"\narea = \"input_register\"\naddress = 1\n";
+
+    #[test]
+    fn diagnostics_default_to_every_counter_once_a_minute() {
+        let (profile, errors) = parse_text(&format!("{HEAD}[diagnostics]\n{ONE_TAG}"));
+        assert!(errors.is_empty(), "{errors:?}");
+        let diagnostics = profile.unwrap().diagnostics.unwrap();
+        assert_eq!(diagnostics.counters, DiagCounter::ALL);
+        assert_eq!(diagnostics.every, std::time::Duration::from_secs(60));
+        let (profile, _) = parse_text(&format!("{HEAD}{ONE_TAG}"));
+        assert_eq!(
+            profile.unwrap().diagnostics,
+            None,
+            "no table, no diagnostics"
+        );
+    }
+
+    #[test]
+    fn diagnostics_keys_are_checked_and_each_error_names_its_key() {
+        let text = format!(
+            "{HEAD}[diagnostics]\nevery_s = 0\ncounters = [\"bus_message_count\", \"bus_mesage_count\", \"bus_message_count\"]\n{ONE_TAG}"
+        );
+        let (profile, errors) = parse_text(&text);
+        assert!(profile.is_none());
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("/d/press.toml:5: `diagnostics.every_s`: expected an integer between 1 and 86400 (s), found 0"), "{errors:?}");
+        assert!(
+            errors[1].contains("`diagnostics.counters[1]`")
+                && errors[1].contains("bus_mesage_count"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].contains("`diagnostics.counters[2]`: duplicate counter"),
+            "{errors:?}"
+        );
+
+        let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\nevery = 5\n{ONE_TAG}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`diagnostics.every`: unknown key `every`"),
+            "{errors:?}"
+        );
+
+        let (_, errors) = parse_text(&format!("{HEAD}[diagnostics]\ncounters = []\n{ONE_TAG}"));
+        assert!(
+            errors[0].contains("`diagnostics.counters`: expected at least one counter"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn diagnostics_are_refused_in_an_opcua_profile() {
+        let text = "[profile]\nname = \"press\"\nprotocol = \"opcua\"\n[diagnostics]\n\
+                    [[tags]]\nname = \"s\"\nrole = \"counter\"\ntype = \"u32\"\nnode_id = \"ns=2;i=7\"\n";
+        let (_, errors) = parse_text(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`diagnostics`: `[diagnostics]` reads Modbus"),
+            "{errors:?}"
         );
     }
 }

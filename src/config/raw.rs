@@ -204,6 +204,15 @@ pub(super) struct ServerDeadband {
     pub(super) percent: Option<f64>,
 }
 
+/// `[diagnostics]` of a Modbus station profile: the device's diagnostic counters
+/// (FC 08 / FC 11) the poller reads; every key optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Diagnostics {
+    pub(super) counters: Option<Vec<String>>,
+    pub(super) every_s: Option<i64>,
+}
+
 /// `[rules]` of a station profile: station-wide rule tuning, every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,6 +25,7 @@
 //!   `AlarmWatch` per linked measurement.
 
 mod baseline;
+mod diag;
 mod settings;
 mod window;
 
@@ -235,6 +236,8 @@ pub struct StationRules {
     session_anomaly: bool,
     clock_skewed: bool,
     counters: RuleCounters,
+    /// Modbus diagnostic counters (`diag.rs`).
+    diag: diag::DiagState,
 }
 
 fn json_of(v: &Value) -> Json {
@@ -374,6 +377,7 @@ impl StationRules {
             session_anomaly: false,
             clock_skewed: false,
             counters: RuleCounters::default(),
+            diag: diag::DiagState::default(),
         }
     }
 
@@ -449,7 +453,7 @@ impl StationRules {
                 2
             }
         });
-        let mut restarted = false;
+        let mut restarted = self.modbus_diagnostics(poll, now, &mut out);
         for r in order {
             self.counters.readings += 1;
             if reserved::is_reserved(&r.tag) {
@@ -829,6 +833,7 @@ impl StationRules {
                 }
             }
             reserved::BEST_POLICY | reserved::OFFERS_NONE => self.policy(r, out),
+            t if diag::is_diag(t) => {} // modbus_diagnostics, before the readings
             _ => self.counters.unknown_tag += 1,
         }
         restarted

@@ -45,6 +45,7 @@
 //! Every action applied (from the schedule, the control port or [`SimHandle::apply`]) is
 //! logged at INFO with its origin and outcome.
 
+pub mod diag;
 pub mod modbus;
 pub mod model;
 pub mod opcua;
@@ -67,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, ConfigError, ConfigErrors, Profile, Protocol};
 use crate::event::Timestamp;
 
-pub use model::{LinkBehaviour, ModelError, StationModel};
+pub use model::{LinkBehaviour, ModelError, SecurityOffer, StationModel};
 pub use scenario::{
     Action, Outcome, Schedule, ScheduleError, SchedulePlayer, ScheduledAction, UnknownAction,
 };

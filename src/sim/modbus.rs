@@ -15,6 +15,10 @@
 //! exception 03. Writes and every other function are exception 01 (illegal function): the
 //! simulator is read-only, and a station is changed through scenario actions.
 //!
+//! FC 08 (diagnostics) and FC 11 (comm event counter) are answered from the model's
+//! [`DiagCounters`](super::diag::DiagCounters), which count every request this front end
+//! serves (see [`super::diag`]).
+//!
 //! FC 43 / 14 (read device identification) is answered from [`StationModel::identity`]
 //! (tokio-modbus decodes the request and encodes the answer): objects 0x00 vendor name,
 //! 0x01 product code, 0x02 revision (basic), 0x04 product name (regular); conformity level
@@ -57,6 +61,7 @@ use tokio_modbus::server::tcp::Server;
 use tokio_modbus::{ExceptionCode, Request, Response};
 use tokio_util::sync::CancellationToken;
 
+use super::diag::Served;
 use super::{lock, LinkBehaviour, SharedModel, SimError, SimHandle, SimOptions, StationModel};
 use crate::config::{Profile, Protocol, TagSpec};
 use crate::source::modbus::codec::{self, TagEncoding};
@@ -175,8 +180,24 @@ impl tokio_modbus::server::Service for Service {
     type Future = Ready<Result<Self::Response, Self::Exception>>;
 
     fn call(&self, request: Self::Request) -> Self::Future {
-        let model = lock(&self.shared.model);
-        ready(answer(&self.shared.map, &model, &request))
+        let mut model = lock(&self.shared.model);
+        model.diag_mut().arrived();
+        let result = if model.link() == LinkBehaviour::Silent {
+            Ok(None)
+        } else if let Some(diagnostics) = model.diag_mut().answer(&request) {
+            diagnostics.map(Some)
+        } else {
+            answer(&self.shared.map, &model, &request)
+        };
+        let served = match &result {
+            Ok(Some(_)) => Served::Answered,
+            Ok(None) => Served::NoResponse,
+            Err(_) => Served::Exception,
+        };
+        model
+            .diag_mut()
+            .record(request.function_code().value(), served);
+        ready(result)
     }
 }
 

@@ -55,6 +55,8 @@ use crate::event::Timestamp;
 use crate::source::generator::{self, Generator};
 use crate::source::{DataType, DeviceIdentity, TagRole, Value};
 
+use super::diag::DiagCounters;
+
 /// Firmware revision of a fresh model (the generator's too).
 const BASE_FIRMWARE: Revision = Revision {
     major: 2,
@@ -75,6 +77,19 @@ pub const DRIFT_BEYOND_PERCENT: f64 = 5.0;
 const PRODUCTION_STATUS: &[&str] = &["run", "running", "inspecting", "producing"];
 /// State names of the normal operating mode, in order of preference.
 const PRODUCTION_MODE: &[&str] = &["run", "auto", "automatic", "continuous", "remote"];
+
+/// Which security policies an OPC UA server offers; every variant offers None as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecurityOffer {
+    /// Basic256Sha256, Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss.
+    #[default]
+    Full,
+    /// Basic256Sha256 only: the strongest policy is gone, the usual one stays.
+    WithoutStrongest,
+    /// Aes128_Sha256_RsaOaep only: weaker than Basic256Sha256, so a client that insists on
+    /// Basic256Sha256 finds no endpoint.
+    OnlyWeaker,
+}
 
 /// How the station's link answers requests. Each protocol front end maps the variants onto
 /// its protocol; the Modbus mapping is given with each.
@@ -185,8 +200,8 @@ pub struct StationModel {
     identity: DeviceIdentity,
     identity_generation: u32,
     link: LinkBehaviour,
-    /// The server offers only part of its security policies (OPC UA).
-    weak_security: bool,
+    /// The security policies the server offers (OPC UA).
+    security: SecurityOffer,
     /// Extra client sessions an intruder holds open on the server (OPC UA).
     intruder_sessions: u32,
     /// Failed logins an intruder still has to try (OPC UA).
@@ -198,6 +213,8 @@ pub struct StationModel {
     drift: Option<Drift>,
     /// Alarm-active tags stay off whatever the values.
     alarms_silenced: bool,
+    /// Modbus diagnostic counters (FC 08 / FC 11) of what the front end served.
+    diag: DiagCounters,
     ticks: u64,
     updated: Option<Timestamp>,
 }
@@ -244,13 +261,14 @@ impl StationModel {
             identity,
             identity_generation: 0,
             link: LinkBehaviour::Normal,
-            weak_security: false,
+            security: SecurityOffer::Full,
             intruder_sessions: 0,
             login_guesses: 0,
             suspended: false,
             stamp_held: None,
             drift: None,
             alarms_silenced: false,
+            diag: DiagCounters::default(),
             ticks: 0,
             updated: None,
         };
@@ -525,13 +543,28 @@ impl StationModel {
         reset
     }
 
-    /// Whether the server offers only part of its security policies (its strongest gone).
-    pub fn set_weak_security(&mut self, weak: bool) {
-        self.weak_security = weak;
+    /// The Modbus diagnostic counters.
+    pub fn diag(&self) -> &DiagCounters {
+        &self.diag
     }
 
+    /// The Modbus diagnostic counters, for the front end to count and a clear to reset.
+    pub fn diag_mut(&mut self) -> &mut DiagCounters {
+        &mut self.diag
+    }
+
+    /// Which security policies the server offers.
+    pub fn set_security(&mut self, offer: SecurityOffer) {
+        self.security = offer;
+    }
+
+    pub fn security(&self) -> SecurityOffer {
+        self.security
+    }
+
+    /// Whether the server offers less than its full set of security policies.
     pub fn weak_security(&self) -> bool {
-        self.weak_security
+        self.security != SecurityOffer::Full
     }
 
     /// Extra sessions an intruder should hold open on the server.

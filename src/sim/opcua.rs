@@ -31,8 +31,10 @@
 //!
 //! # Security and intruders
 //!
-//! With [`StationModel::weak_security`] on, the server restarts offering only None and
-//! Basic256Sha256 (a downgrade from Aes256_Sha256_RsaPss as the strongest). An intruder task
+//! When [`StationModel::security`] changes, the server restarts offering only None and
+//! Basic256Sha256 (`WithoutStrongest`: a downgrade from Aes256_Sha256_RsaPss as the
+//! strongest) or only None and Aes128_Sha256_RsaOaep (`OnlyWeaker`: a client configured for
+//! Basic256Sha256 finds no endpoint). An intruder task
 //! plays the network side of an attack with real client connections over the None
 //! endpoint: it holds [`StationModel::intruder_sessions`] extra anonymous sessions open and
 //! tries wrong passwords for the configured user ([`StationModel::take_login_guesses`]).
@@ -80,7 +82,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, LinkBehaviour, SharedModel, SimError, SimHandle, SimOptions, StationModel};
+use super::{
+    lock, LinkBehaviour, SecurityOffer, SharedModel, SimError, SimHandle, SimOptions, StationModel,
+};
 use crate::config::{Profile, Protocol, TagSpec};
 use crate::source::opcua::Pki;
 use crate::source::{DataType, DeviceIdentity, Value};
@@ -304,8 +308,8 @@ struct Running {
     updater: JoinHandle<()>,
     stop: CancellationToken,
     identity: DeviceIdentity,
-    /// Served with [`StationModel::weak_security`] on.
-    weak: bool,
+    /// The security policies served.
+    security: SecurityOffer,
 }
 
 impl Running {
@@ -318,12 +322,12 @@ impl Running {
         opcua: &OpcUaSimOptions,
         served: &Served,
     ) -> Result<Self, SimError> {
-        let (identity, weak) = {
+        let (identity, security) = {
             let model = lock(model);
-            (model.identity().clone(), model.weak_security())
+            (model.identity().clone(), model.security())
         };
         let info = Arc::new(std::sync::OnceLock::new());
-        let builder = server_builder(&identity, weak, addr, opcua, served, &info)?;
+        let builder = server_builder(&identity, security, addr, opcua, served, &info)?;
         let (instance, handle) = builder.build().map_err(|e| build_error(addr, e))?;
         let _ = info.set(Arc::clone(handle.info()));
         let managers = populate(&handle, model, served, addr)?;
@@ -345,7 +349,7 @@ impl Running {
             updater,
             stop,
             identity,
-            weak,
+            security,
         })
     }
 
@@ -366,7 +370,7 @@ impl Running {
 /// namespace index the profile uses.
 fn server_builder(
     identity: &DeviceIdentity,
-    weak: bool,
+    security: SecurityOffer,
     addr: SocketAddr,
     opcua: &OpcUaSimOptions,
     served: &Served,
@@ -430,14 +434,14 @@ fn server_builder(
     for (id, path) in x509_ids.iter().zip(&opcua.x509_users) {
         builder = builder.add_user_token(id, ServerUserToken::x509(id.as_str(), path));
     }
-    let policies: &[SecurityPolicy] = if weak {
-        &[SecurityPolicy::Basic256Sha256]
-    } else {
-        &[
+    let policies: &[SecurityPolicy] = match security {
+        SecurityOffer::Full => &[
             SecurityPolicy::Basic256Sha256,
             SecurityPolicy::Aes128Sha256RsaOaep,
             SecurityPolicy::Aes256Sha256RsaPss,
-        ]
+        ],
+        SecurityOffer::WithoutStrongest => &[SecurityPolicy::Basic256Sha256],
+        SecurityOffer::OnlyWeaker => &[SecurityPolicy::Aes128Sha256RsaOaep],
     };
     for &policy in policies {
         for mode in [
@@ -875,13 +879,13 @@ async fn supervise(
                 None => break,
             },
             _ = interval.tick() => {
-                let (identity, link, weak) = {
+                let (identity, link, security) = {
                     let model = lock(&model);
-                    (model.identity().clone(), model.link(), model.weak_security())
+                    (model.identity().clone(), model.link(), model.security())
                 };
                 let silent = link == LinkBehaviour::Silent;
                 match running.take() {
-                    Some(run) if silent || run.identity != identity || run.weak != weak => {
+                    Some(run) if silent || run.identity != identity || run.security != security => {
                         run.stop().await;
                         if silent {
                             tracing::info!(%addr, "link silent: OPC UA simulator server stopped");

@@ -24,7 +24,9 @@
 //! | `timestamps_freeze` | OPC UA: values keep changing under one source timestamp | `value.stale` |
 //! | `server_suspend` | OPC UA: `ServerStatus.State` becomes Suspended | `mode.changed` |
 //! | `counters_reset` | counter tags start again from zero, without a restart | `diag.counters_reset` |
+//! | `diag_clear` | Modbus: the diagnostic counters (FC 08 / FC 11) are cleared, as by FC 08 sub-function 0x0A | `diag.counters_reset` |
 //! | `policy_downgrade` | OPC UA: the server restarts offering only None and Basic256Sha256 | `security_policy.downgraded` |
+//! | `policy_downgrade_all` | OPC UA: the server restarts offering only None and Aes128_Sha256_RsaOaep, weaker than the agent's Basic256Sha256 | `security_policy.downgraded` |
 //! | `session_flood` | OPC UA: an intruder holds [`INTRUDER_SESSIONS`] extra sessions open | `session.anomaly` |
 //! | `password_guess` | OPC UA: an intruder tries [`LOGIN_GUESSES`] wrong passwords | `auth.failed`, `security.violation` |
 //! | `silent`, `garbage`, `exceptions`, `normal` | the link behaviour | `device.unreachable`, `security.violation` |
@@ -44,7 +46,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::model::{LinkBehaviour, StationModel};
+use super::model::{LinkBehaviour, SecurityOffer, StationModel};
 use crate::config::{Profile, Protocol, TagSpec};
 use crate::source::generator;
 use crate::source::{DataType, TagRole, Value};
@@ -81,9 +83,11 @@ pub enum Action {
     Drift,
     AlarmSilenced,
     CountersReset,
+    DiagClear,
     TimestampsFreeze,
     ServerSuspend,
     PolicyDowngrade,
+    PolicyDowngradeAll,
     SessionFlood,
     PasswordGuess,
     Silent,
@@ -112,7 +116,7 @@ impl fmt::Display for Outcome {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 29] = [
         Action::Fault,
         Action::Recover,
         Action::ModeProgram,
@@ -131,9 +135,11 @@ impl Action {
         Action::Drift,
         Action::AlarmSilenced,
         Action::CountersReset,
+        Action::DiagClear,
         Action::TimestampsFreeze,
         Action::ServerSuspend,
         Action::PolicyDowngrade,
+        Action::PolicyDowngradeAll,
         Action::SessionFlood,
         Action::PasswordGuess,
         Action::Silent,
@@ -163,9 +169,11 @@ impl Action {
             Action::Drift => "drift",
             Action::AlarmSilenced => "alarm_silenced",
             Action::CountersReset => "counters_reset",
+            Action::DiagClear => "diag_clear",
             Action::TimestampsFreeze => "timestamps_freeze",
             Action::ServerSuspend => "server_suspend",
             Action::PolicyDowngrade => "policy_downgrade",
+            Action::PolicyDowngradeAll => "policy_downgrade_all",
             Action::SessionFlood => "session_flood",
             Action::PasswordGuess => "password_guess",
             Action::Silent => "silent",
@@ -269,9 +277,11 @@ impl Action {
                 }
                 applied_to(&tags, "0")
             }
+            Action::DiagClear => diag_clear(model, &profile),
             Action::TimestampsFreeze
             | Action::ServerSuspend
             | Action::PolicyDowngrade
+            | Action::PolicyDowngradeAll
             | Action::SessionFlood
             | Action::PasswordGuess => opcua_action(self, model, &profile),
             Action::Silent => link(model, LinkBehaviour::Silent),
@@ -333,8 +343,12 @@ fn opcua_action(action: Action, model: &mut StationModel, profile: &Profile) -> 
             Outcome::Applied("server state -> Suspended".to_owned())
         }
         Action::PolicyDowngrade => {
-            model.set_weak_security(true);
+            model.set_security(SecurityOffer::WithoutStrongest);
             Outcome::Applied("security policies -> None, Basic256Sha256".to_owned())
+        }
+        Action::PolicyDowngradeAll => {
+            model.set_security(SecurityOffer::OnlyWeaker);
+            Outcome::Applied("security policies -> None, Aes128_Sha256_RsaOaep".to_owned())
         }
         Action::SessionFlood => {
             model.set_intruder_sessions(INTRUDER_SESSIONS);
@@ -346,6 +360,15 @@ fn opcua_action(action: Action, model: &mut StationModel, profile: &Profile) -> 
         }
         other => Outcome::NoEffect(format!("{other} is not an OPC UA action")),
     }
+}
+
+/// `diag_clear`: what FC 08 sub-function 0x0A does to a Modbus device's counters.
+fn diag_clear(model: &mut StationModel, profile: &Profile) -> Outcome {
+    if profile.protocol != Protocol::Modbus {
+        return Outcome::NoEffect(format!("{} needs a Modbus station", Action::DiagClear));
+    }
+    model.diag_mut().clear();
+    Outcome::Applied("diagnostic counters (FC 08 / FC 11) -> 0".to_owned())
 }
 
 fn opcua_only(action: Action) -> Outcome {
@@ -940,7 +963,9 @@ node_id = "ns=2;s=A2"
         Action::PolicyDowngrade.apply(&mut m);
         Action::SessionFlood.apply(&mut m);
         Action::PasswordGuess.apply(&mut m);
-        assert!(m.weak_security());
+        assert_eq!(m.security(), SecurityOffer::WithoutStrongest);
+        Action::PolicyDowngradeAll.apply(&mut m);
+        assert_eq!(m.security(), SecurityOffer::OnlyWeaker);
         assert_eq!(m.intruder_sessions(), INTRUDER_SESSIONS);
         assert_eq!(m.take_login_guesses(), LOGIN_GUESSES);
         assert_eq!(m.take_login_guesses(), 0);
@@ -954,16 +979,30 @@ node_id = "ns=2;s=A2"
             Action::TimestampsFreeze,
             Action::ServerSuspend,
             Action::PolicyDowngrade,
+            Action::PolicyDowngradeAll,
             Action::SessionFlood,
             Action::PasswordGuess,
+            Action::DiagClear,
         ] {
+            // diag_clear is the Modbus action: no effect on the OPC UA station.
+            let target = if action == Action::DiagClear {
+                &mut m
+            } else {
+                &mut plc
+            };
             assert!(
-                matches!(action.apply(&mut plc), Outcome::NoEffect(_)),
+                matches!(action.apply(target), Outcome::NoEffect(_)),
                 "{action}"
             );
         }
         assert!(!plc.weak_security());
         assert!(!plc.is_suspended());
+        plc.diag_mut().arrived();
+        assert!(matches!(
+            Action::DiagClear.apply(&mut plc),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(*plc.diag(), crate::sim::diag::DiagCounters::default());
         m.tick(crate::event::Timestamp::from_micros(7));
         Action::TimestampsFreeze.apply(&mut m);
         m.tick(crate::event::Timestamp::from_micros(8));

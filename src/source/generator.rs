@@ -314,6 +314,7 @@ mod tests {
             description: String::new(),
             protocol: Protocol::Modbus,
             rules: RuleSettings::default(),
+            diagnostics: None,
             tags: vec![
                 TagSpec {
                     states,

@@ -16,7 +16,8 @@ SPEC.json describes the data the test expects to read back:
         {"table": "input_register", "address": 60, "type": "string", "length": 4,
          "value": "AB-12"},
         ...
-      ]
+      ],
+      "diagnostics": {"BusMessage": 4660, "Event": 321, ...}   # optional
     }
 
 Addresses are zero-based protocol addresses. Every value is encoded here, by pymodbus's own
@@ -29,7 +30,9 @@ and Python's struct module, never by the Rust code under test:
     DCBA  struct.pack("<", ...): the value's bytes fully little-endian
 
 The server listens on 127.0.0.1:PORT, answers FC 1/2/3/4 from the tables and FC 43/14 with
-the given identity, prints "READY <port>" on stdout once it listens and runs until killed.
+the given identity, FC 08 (diagnostics) and FC 11 (comm event counter) from pymodbus's
+control block, whose counters "diagnostics" presets by their pymodbus names (pymodbus's TCP
+server does not count what it serves itself; FC 08 sub-function 0x0A clears them), prints "READY <port>" on stdout once it listens and runs until killed.
 Reads past `size` get exception 02 (illegal data address).
 """
 
@@ -40,7 +43,7 @@ import struct
 import sys
 
 from pymodbus.client.mixin import ModbusClientMixin
-from pymodbus.pdu.device import ModbusDeviceIdentification
+from pymodbus.pdu.device import ModbusControlBlock, ModbusDeviceIdentification
 from pymodbus.server import ModbusTcpServer
 
 try:  # pymodbus >= 3.10
@@ -129,6 +132,9 @@ async def main(port, spec_path):
             "MajorMinorRevision": ident["revision"],
         }
     )
+    counters = ModbusControlBlock().Counter
+    for name, value in spec.get("diagnostics", {}).items():
+        setattr(counters, name, value)
     server = ModbusTcpServer(context, identity=identity, address=("127.0.0.1", port))
     await server.serve_forever(background=True)
     print(f"READY {port}", flush=True)

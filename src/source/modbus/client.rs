@@ -41,7 +41,8 @@ use tokio_modbus::{Request, Slave};
 
 use super::breaker::{Backoff, BreakerState};
 use super::station::{
-    millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller, StationOptions,
+    custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
+    StationOptions,
 };
 use crate::config::{SourceConfig, StationConfig};
 use crate::source::{PollResult, SourceError};
@@ -301,6 +302,9 @@ impl Link for TcpLink {
                 }))
             }
             Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+                if let Some(code) = custom_exception(&e) {
+                    return Ok(Err(code));
+                }
                 self.disconnect();
                 Err(LinkError::Protocol(e.to_string()))
             }

@@ -15,6 +15,7 @@
 pub mod breaker;
 mod client;
 pub mod codec;
+pub mod diag;
 pub mod plan;
 pub mod rtu;
 mod station;
@@ -24,6 +25,7 @@ pub use codec::{
     decode_bit, decode_registers, encode_bit, encode_into, encode_value, pack_bits, unpack_bits,
     DecodeError, EncodeError, TagEncoding,
 };
+pub use diag::{DiagCounter, DiagnosticsConfig};
 pub use plan::{
     extract, plan_reads, ExtractError, PlanError, PlanLimits, ReadBlock, TagSpan, MAX_READ_BITS,
     MAX_READ_REGISTERS,

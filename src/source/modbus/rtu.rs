@@ -65,7 +65,8 @@ use tokio_modbus::{Request, Slave};
 
 use super::breaker::{Backoff, BackoffPolicy, BreakerState};
 use super::station::{
-    millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller, StationOptions,
+    custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
+    StationOptions,
 };
 use crate::config::{Parity, SourceConfig, StationConfig};
 use crate::source::{PollResult, SourceError};
@@ -522,6 +523,11 @@ impl OpenPort {
         match outcome {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => {
+                if let tokio_modbus::Error::Protocol(e) = &error {
+                    if let Some(code) = custom_exception(e) {
+                        return Ok(Err(code));
+                    }
+                }
                 // A failed read may leave the framed decoder unusable: start afresh.
                 self.client = None;
                 Err(match error {

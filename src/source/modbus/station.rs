@@ -21,7 +21,12 @@
 //! 4. reads the device identification (FC 43/14, basic objects) on every new connection and
 //!    then every `identity_every` polls, unless the device said "illegal function" on this
 //!    connection;
-//! 5. tells the breaker how it went. A poll fails when the link failed (connect, timeout,
+//! 5. reads the diagnostic counters its profile's `[diagnostics]` lists (FC 08 / FC 11, see
+//!    [`diag`](super::diag)) every `every_s` seconds, each request under the same timeout. A
+//!    function the device answers with exception 01 (illegal function) is not asked again
+//!    for the life of the station: one warning, one count (`diagnostics_refused`), never a
+//!    retry on every poll. Each counter becomes a reading `_modbus.diag.<counter>`;
+//! 6. tells the breaker how it went. A poll fails when the link failed (connect, timeout,
 //!    transport, mismatched transaction) or the device answered garbage (a response of the
 //!    wrong length). Exceptions are answers: a device that says "illegal address" is alive and
 //!    stays in service. Tag values that do not decode are not counted either: one
@@ -39,6 +44,7 @@ use tokio_modbus::{Request, Response};
 
 use super::breaker::{Admission, BackoffPolicy, Breaker, BreakerPolicy, BreakerState, Transition};
 use super::codec::{decode_bit, decode_registers, TagEncoding};
+use super::diag::{DiagCounter, DiagSchedule};
 use super::plan::{extract, plan_reads, PlanError, PlanLimits, ReadBlock, TagSpan};
 use crate::config::StationConfig;
 use crate::event::Timestamp;
@@ -130,6 +136,9 @@ pub struct ModbusCounters {
     pub reconnects: u64,
     /// Times the breaker isolated the device.
     pub circuit_opens: u64,
+    /// Diagnostic functions (FC 08, FC 11) the device refused with exception 01 and that are
+    /// no longer asked.
+    pub diagnostics_refused: u64,
     /// Wall time of the last poll.
     pub last_poll_latency: Option<Duration>,
 }
@@ -403,6 +412,20 @@ pub fn exception_name(code: u8) -> &'static str {
     }
 }
 
+/// The exception inside a function-code mismatch that is none: tokio-modbus 0.17 files an
+/// exception to a function it has no type for (FC 08, FC 11, sent as `Request::Custom`)
+/// under the function's named code, which then differs from the request's `Custom` code.
+/// The device did answer; the link is in step.
+pub(crate) fn custom_exception(error: &tokio_modbus::ProtocolError) -> Option<ExceptionCode> {
+    match error {
+        tokio_modbus::ProtocolError::FunctionCodeMismatch {
+            request,
+            result: Err(exception),
+        } if request.value() == exception.function.value() => Some(exception.exception),
+        _ => None,
+    }
+}
+
 fn exception_error(code: ExceptionCode, what: String) -> SourceError {
     let code = u8::from(code);
     SourceError::Exception {
@@ -529,6 +552,7 @@ pub(crate) struct Poller {
     timeout: Duration,
     breaker: Breaker,
     identity: IdentityTracker,
+    diagnostics: Option<DiagSchedule>,
     counters: ModbusCounters,
 }
 
@@ -543,6 +567,7 @@ impl Poller {
             timeout: station.timeout,
             breaker: Breaker::new(options.breaker, seed),
             identity: IdentityTracker::new(options.identity_every),
+            diagnostics: station.profile.diagnostics.clone().map(DiagSchedule::new),
             counters: ModbusCounters::default(),
         })
     }
@@ -640,6 +665,11 @@ impl Poller {
                 lost = read.lost;
             }
         }
+        if lost.is_none() {
+            let read = self.read_diagnostics_if_due(link, &mut result).await;
+            garbage |= read.garbage;
+            lost = read.lost;
+        }
 
         match &lost {
             // The serial bus is down: not this unit's fault, and nothing was learnt about it.
@@ -717,6 +747,85 @@ impl Poller {
         }
     }
 
+    /// Reads the diagnostic counters due into `result`, one request each, in order; stops at a
+    /// link failure. Exception 01 retires the counter's function code for good.
+    async fn read_diagnostics_if_due(
+        &mut self,
+        link: &mut impl Link,
+        result: &mut PollResult,
+    ) -> IdentityRead {
+        let mut read = IdentityRead::answer(IdentityOutcome::Answered);
+        let due: Vec<DiagCounter> = self
+            .diagnostics
+            .as_mut()
+            .map(|d| d.due(Instant::now()))
+            .unwrap_or_default();
+        for counter in due {
+            let function = counter.function();
+            if self
+                .diagnostics
+                .as_ref()
+                .is_some_and(|d| d.is_refused(function))
+            {
+                continue;
+            }
+            self.counters.requests += 1;
+            match link.call(counter.request(), self.timeout).await {
+                Ok(Ok(response)) => {
+                    self.counters.responses += 1;
+                    result.reachable = true;
+                    match counter.decode(&response) {
+                        Ok(count) => result.readings.push(Reading {
+                            station_id: self.plan.station_id.clone(),
+                            tag: Arc::from(counter.tag()),
+                            value: crate::source::Value::UInt(u64::from(count)),
+                            quality: Quality::Good,
+                            source_time: None,
+                            received: Timestamp::now(),
+                        }),
+                        Err(reason) => {
+                            self.counters.decode_errors += 1;
+                            read.garbage = true;
+                            result.errors.push(SourceError::Decode {
+                                what: counter.describe(),
+                                reason,
+                            });
+                        }
+                    }
+                }
+                Ok(Err(code)) => {
+                    self.counters.responses += 1;
+                    *self.counters.exceptions.entry(u8::from(code)).or_insert(0) += 1;
+                    result.reachable = true;
+                    result
+                        .errors
+                        .push(exception_error(code, counter.describe()));
+                    let first = code == ExceptionCode::IllegalFunction
+                        && self
+                            .diagnostics
+                            .as_mut()
+                            .is_some_and(|d| d.refuse(function));
+                    if first {
+                        self.counters.diagnostics_refused += 1;
+                        tracing::warn!(
+                            station = %self.plan.station_id,
+                            function,
+                            "the device does not implement this diagnostics function \
+                             (exception 01); its counters are no longer read"
+                        );
+                    }
+                }
+                Err(e) => {
+                    let error = self.link_error(&e, &counter.describe());
+                    result.errors.push(error.clone());
+                    read.lost = Some((e, error));
+                    break;
+                }
+            }
+        }
+        read
+    }
+
     /// Counts a failed request and turns it into the poll's error.
     fn link_error(&mut self, e: &LinkError, what: &str) -> SourceError {
         match e {
@@ -764,6 +873,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::source::Value;
     use tokio_modbus::prelude::{ConformityLevel, DeviceIdObject};
+
+    use super::super::diag::DiagCounter;
 
     /// The only station of an agent configuration with `profile` (the body of
     /// `devices/test.toml` after its `[profile]` table) and the station keys `source`.
@@ -1268,6 +1379,170 @@ address = 0
         assert_eq!(identity.vendor.as_deref(), Some("Acme"));
         assert_eq!(identity.revision, None);
         assert!(matches!(&errors[..], [SourceError::Decode { what, .. }] if what.contains("0x02")));
+    }
+
+    fn diag_poller() -> Poller {
+        let profile = format!(
+            "[diagnostics]\ncounters = [\"bus_message_count\", \"comm_event_count\", \
+             \"server_message_count\"]\nevery_s = 60\n{PROFILE}"
+        );
+        let station = load_station(
+            &profile,
+            "source = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\ntimeout_ms = 50",
+        );
+        let options = StationOptions {
+            identity_every: 0,
+            ..StationOptions::default()
+        };
+        Poller::new(&station, &options, 1).unwrap()
+    }
+
+    fn fc08(sub: u8, count: u16) -> CallResult {
+        let [hi, lo] = count.to_be_bytes();
+        Ok(Ok(Response::Custom(0x08, vec![0x00, sub, hi, lo].into())))
+    }
+
+    fn fc11(count: u16) -> CallResult {
+        let [hi, lo] = count.to_be_bytes();
+        Ok(Ok(Response::Custom(0x0B, vec![0x00, 0x00, hi, lo].into())))
+    }
+
+    fn diag_values(result: &PollResult) -> Vec<(String, Value)> {
+        values(result)
+            .into_iter()
+            .filter(|(t, _)| t.starts_with("_modbus.diag."))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn diagnostic_counters_are_read_every_interval_and_become_readings() {
+        let mut p = diag_poller();
+        let mut link = Scripted::answering(good_answers());
+        link.push([identity_answer(), fc11(17), fc08(0x0B, 40), fc08(0x0E, 38)]);
+        let result = p.poll(&mut link).await;
+        assert_eq!(result.errors, []);
+        assert_eq!(
+            diag_values(&result),
+            [
+                ("_modbus.diag.comm_event_count".into(), Value::UInt(17)),
+                ("_modbus.diag.bus_message_count".into(), Value::UInt(40)),
+                ("_modbus.diag.server_message_count".into(), Value::UInt(38)),
+            ]
+        );
+        assert_eq!(
+            link.calls[link.calls.len() - 3..],
+            [
+                DiagCounter::CommEventCount.request(),
+                DiagCounter::BusMessageCount.request(),
+                DiagCounter::ServerMessageCount.request(),
+            ]
+        );
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        link.push(good_answers());
+        let result = p.poll(&mut link).await;
+        assert_eq!(diag_values(&result), [], "not due before its interval");
+        assert_eq!(result.errors, []);
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        link.push(good_answers());
+        link.push([fc11(18), fc08(0x0B, 50), fc08(0x0E, 47)]);
+        let result = p.poll(&mut link).await;
+        assert_eq!(diag_values(&result).len(), 3);
+        assert_eq!(p.counters().requests, 4 + 1 + 3 + 4 + 4 + 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_without_fc08_is_asked_once_and_keeps_its_fc11_counter() {
+        let mut p = diag_poller();
+        let mut link = Scripted::answering(good_answers());
+        link.push([
+            identity_answer(),
+            fc11(5),
+            exception(ExceptionCode::IllegalFunction),
+        ]);
+        let result = p.poll(&mut link).await;
+        assert_eq!(
+            diag_values(&result),
+            [("_modbus.diag.comm_event_count".into(), Value::UInt(5))]
+        );
+        assert!(matches!(
+            &result.errors[..],
+            [SourceError::Exception { code: 1, what, .. }] if what.contains("FC 08/0x0b")
+        ));
+        assert_eq!(p.counters().diagnostics_refused, 1);
+        assert_eq!(p.breaker_state(), BreakerState::Closed { failures: 0 });
+
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(60)).await;
+            link.push(good_answers());
+            link.push([fc11(6)]);
+            let result = p.poll(&mut link).await;
+            assert_eq!(result.errors, [], "FC 08 is not asked again");
+            assert_eq!(diag_values(&result).len(), 1);
+        }
+        let fc08_requests = link
+            .calls
+            .iter()
+            .filter(|r| matches!(r, Request::Custom(0x08, _)))
+            .count();
+        assert_eq!(fc08_requests, 1);
+        assert_eq!(p.counters().diagnostics_refused, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_garbled_diagnostics_answer_fails_its_counter_and_counts_against_the_device() {
+        let mut p = diag_poller();
+        let mut link = Scripted::answering(good_answers());
+        link.push([identity_answer(), fc11(5), fc08(0x0C, 9), fc08(0x0E, 3)]);
+        let result = p.poll(&mut link).await;
+        assert_eq!(diag_values(&result).len(), 2);
+        assert!(matches!(
+            &result.errors[..],
+            [SourceError::Decode { what, reason }]
+                if what.contains("bus_message_count") && reason.contains("sub-function")
+        ));
+        assert_eq!(p.breaker_state(), BreakerState::Closed { failures: 1 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_diagnostics_request_that_times_out_ends_the_poll_and_waits_for_the_next_interval() {
+        let mut p = diag_poller();
+        let mut link = Scripted::answering(good_answers());
+        link.push([identity_answer(), fc11(5), Err(LinkError::Timeout)]);
+        let result = p.poll(&mut link).await;
+        assert_eq!(diag_values(&result).len(), 1);
+        assert_eq!(
+            result.errors,
+            [SourceError::Timeout(50)],
+            "the rest of the counters are not sent"
+        );
+        assert_eq!(link.calls.len(), 4 + 1 + 2);
+        assert_eq!(p.breaker_state(), BreakerState::Closed { failures: 1 });
+        link.push(good_answers());
+        let result = p.poll(&mut link).await;
+        assert_eq!(result.errors, [], "no diagnostics on the next poll");
+    }
+
+    #[test]
+    fn an_exception_to_a_custom_function_is_an_answer_not_a_mismatch() {
+        use tokio_modbus::{ExceptionResponse, FunctionCode, ProtocolError};
+        let mismatch = |function| ProtocolError::FunctionCodeMismatch {
+            request: FunctionCode::Custom(0x08),
+            result: Err(ExceptionResponse {
+                function,
+                exception: ExceptionCode::IllegalFunction,
+            }),
+        };
+        assert_eq!(
+            custom_exception(&mismatch(FunctionCode::Diagnostics)),
+            Some(ExceptionCode::IllegalFunction)
+        );
+        assert_eq!(
+            custom_exception(&mismatch(FunctionCode::ReadCoils)),
+            None,
+            "an exception to another function is a real mismatch"
+        );
     }
 
     #[test]

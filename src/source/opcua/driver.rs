@@ -201,6 +201,14 @@ async fn connect(
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // What the server offers now still goes to the rules (a weaker set than the baseline
+        // is a downgrade); the agent never falls back to a weaker endpoint itself.
+        {
+            let mut inner = shared.lock();
+            let facts = offered_facts(&endpoints, inner.endpoint.as_ref());
+            inner.offered = Some(facts.clone());
+            inner.endpoint = Some(facts);
+        }
         return Err(SourceError::Other(format!(
             "{url} offers no endpoint with security policy {policy} and mode {mode:?}; it offers: {offered}"
         )));
@@ -228,8 +236,12 @@ async fn rediscover(client: &Client, station: &Station, shared: &Shared) {
         Ok(endpoints) => {
             let policy = convert::security_policy(station.security_policy);
             let mode = convert::security_mode(station.security_mode);
+            let mut inner = shared.lock();
             if let Some(chosen) = Client::find_matching_endpoint(&endpoints, url, policy, mode) {
-                shared.lock().endpoint = Some(facts(&endpoints, &chosen));
+                inner.endpoint = Some(facts(&endpoints, &chosen));
+            } else {
+                let facts = offered_facts(&endpoints, inner.endpoint.as_ref());
+                inner.endpoint = Some(facts);
             }
         }
         Err(e) => tracing::debug!(station = %station.id, error = %e, "endpoint rediscovery failed"),
@@ -241,6 +253,20 @@ fn facts(all: &[EndpointDescription], chosen: &EndpointDescription) -> EndpointF
     EndpointFacts {
         application_uri: (!uri.is_empty()).then(|| uri.to_owned()),
         certificate_thumbprint: convert::certificate_thumbprint(&chosen.server_certificate),
+        ..offered_facts(all, None)
+    }
+}
+
+/// The security the endpoints offer (strongest policy, None offered) when none of them is
+/// the configured one. Identity stays what `previous` learned from the endpoint the agent
+/// uses: another endpoint's certificate or an empty one says nothing about the server.
+pub(super) fn offered_facts(
+    all: &[EndpointDescription],
+    previous: Option<&EndpointFacts>,
+) -> EndpointFacts {
+    EndpointFacts {
+        application_uri: previous.and_then(|p| p.application_uri.clone()),
+        certificate_thumbprint: previous.and_then(|p| p.certificate_thumbprint.clone()),
         best_policy: convert::best_policy(all.iter().map(|e| e.security_policy_uri.as_ref())),
         offers_none: all
             .iter()
@@ -683,5 +709,73 @@ impl OnSubscriptionNotificationCore for Collector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(policy: &str, mode: MessageSecurityMode, uri: &str) -> EndpointDescription {
+        let mut e = EndpointDescription {
+            security_policy_uri: format!("http://opcfoundation.org/UA/SecurityPolicy#{policy}")
+                .into(),
+            security_mode: mode,
+            ..EndpointDescription::default()
+        };
+        e.server.application_uri = uri.into();
+        e
+    }
+
+    #[test]
+    fn the_offered_security_is_extracted_when_the_configured_endpoint_is_missing() {
+        let before = EndpointFacts {
+            application_uri: Some("urn:press".into()),
+            certificate_thumbprint: Some("ab12".into()),
+            best_policy: Some("Aes256_Sha256_RsaPss".into()),
+            offers_none: false,
+        };
+        let weaker = [
+            endpoint("None", MessageSecurityMode::None, "urn:other"),
+            endpoint("Basic128Rsa15", MessageSecurityMode::Sign, "urn:other"),
+        ];
+        let facts = offered_facts(&weaker, Some(&before));
+        assert_eq!(facts.best_policy.as_deref(), Some("Basic128Rsa15"));
+        assert!(facts.offers_none);
+        assert_eq!(
+            (
+                facts.application_uri.as_deref(),
+                facts.certificate_thumbprint.as_deref()
+            ),
+            (Some("urn:press"), Some("ab12")),
+            "identity stays that of the endpoint the agent used"
+        );
+
+        let facts = offered_facts(&weaker[1..], None);
+        assert!(!facts.offers_none);
+        assert_eq!(facts.application_uri, None);
+        let nothing = offered_facts(&[], None);
+        assert_eq!((nothing.best_policy, nothing.offers_none), (None, false));
+    }
+
+    #[test]
+    fn the_chosen_endpoint_gives_identity_and_all_endpoints_the_security() {
+        let all = [
+            endpoint("None", MessageSecurityMode::None, "urn:press"),
+            endpoint(
+                "Basic256Sha256",
+                MessageSecurityMode::SignAndEncrypt,
+                "urn:press",
+            ),
+            endpoint(
+                "Aes256_Sha256_RsaPss",
+                MessageSecurityMode::SignAndEncrypt,
+                "urn:press",
+            ),
+        ];
+        let facts = facts(&all, &all[1]);
+        assert_eq!(facts.application_uri.as_deref(), Some("urn:press"));
+        assert_eq!(facts.best_policy.as_deref(), Some("Aes256_Sha256_RsaPss"));
+        assert!(facts.offers_none);
     }
 }

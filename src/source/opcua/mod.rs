@@ -44,6 +44,11 @@
 //! | `_security.best_policy` | the strongest security policy any endpoint offers (short name) |
 //! | `_security.offers_none` | true when an endpoint offers security mode None |
 //!
+//! The two `_security` readings also come without a session: when discovery finds no
+//! endpoint with the configured policy and mode, the connection fails (and is retried with
+//! backoff, never on a weaker endpoint) and the next poll carries what the server does offer,
+//! so the rules can compare it with the learned baseline.
+//!
 //! Identity: `vendor` = ManufacturerName, `product_name` = ProductName, `product_code` =
 //! ProductUri, `revision` = SoftwareVersion, `application_uri` and `certificate_thumbprint`
 //! (SHA-1 hex) from the discovered endpoint. The names the rules use are the constants of
@@ -239,6 +244,9 @@ struct Inner {
     /// Set when a subscription reports a bad status (lifetime expired): re-create now.
     subscription_lost: bool,
     status_due: bool,
+    /// Discovery found no endpoint with the configured policy and mode: what it offers goes
+    /// to the rules with the next poll that has no session.
+    offered: Option<EndpointFacts>,
     stats: ClientStats,
 }
 
@@ -370,6 +378,7 @@ impl OpcUaSource {
                 last_notification: None,
                 subscription_lost: false,
                 status_due: true,
+                offered: None,
                 stats: ClientStats::default(),
             }),
             connects: Arc::default(),
@@ -418,6 +427,8 @@ impl OpcUaSource {
         }
         if let Some(session) = &session {
             self.read_status_if_due(session, &mut result).await;
+        } else {
+            self.offered_security(&mut result);
         }
         if result.identity.is_none() {
             // What endpoint discovery saw, even when no session could be made: a server that
@@ -636,10 +647,7 @@ impl OpcUaSource {
             identity
                 .certificate_thumbprint
                 .clone_from(&facts.certificate_thumbprint);
-            if let Some(best) = facts.best_policy {
-                values.push((reserved::BEST_POLICY, Value::Text(best)));
-            }
-            values.push((reserved::OFFERS_NONE, Value::Bool(facts.offers_none)));
+            values.extend(security_values(&facts));
         }
         result
             .readings
@@ -652,6 +660,27 @@ impl OpcUaSource {
                 received,
             }));
         result.identity = Some(identity);
+    }
+
+    /// Without a session: what the endpoints offer, when discovery found the configured
+    /// endpoint missing since the last poll. The rules compare it with the baseline.
+    fn offered_security(&self, result: &mut PollResult) {
+        let Some(facts) = self.shared.lock().offered.take() else {
+            return;
+        };
+        let received = Timestamp::now();
+        result.readings.extend(
+            security_values(&facts)
+                .into_iter()
+                .map(|(tag, value)| Reading {
+                    station_id: self.station.id.clone(),
+                    tag: Arc::from(tag),
+                    value,
+                    quality: super::Quality::Good,
+                    source_time: None,
+                    received,
+                }),
+        );
     }
 
     /// A service call under the station timeout, its failure classified.
@@ -676,6 +705,17 @@ impl OpcUaSource {
             ..DeviceIdentity::default()
         })
     }
+}
+
+/// The readings of the security the endpoints offer: `_security.best_policy` (when any
+/// policy is known) and `_security.offers_none`.
+fn security_values(facts: &EndpointFacts) -> Vec<(&'static str, Value)> {
+    let mut values = Vec::with_capacity(2);
+    if let Some(best) = &facts.best_policy {
+        values.push((reserved::BEST_POLICY, Value::Text(best.clone())));
+    }
+    values.push((reserved::OFFERS_NONE, Value::Bool(facts.offers_none)));
+    values
 }
 
 /// The identity token a session activates with; a user certificate is read here, once.
