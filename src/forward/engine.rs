@@ -267,32 +267,45 @@ impl<S: Sink> Forwarder<S> {
         batch.extend(telemetry);
         // Which events go is decided by priority; within the round they go in seq order.
         batch.sort_unstable_by_key(|e| e.seq);
-        if self.careful {
-            let result = self.deliver(batch).await?;
-            if result.is_ok() {
-                self.careful = false;
-                self.advance(last);
-            } else {
-                self.settle().await?;
-            }
-            return Ok(result.map(|_| Round::Sent));
-        }
-        match self.sink.push(&batch).await {
-            Ok(pushed) => {
-                // In flight or confirmed: the next read starts behind this batch.
-                self.outstanding += batch.len();
-                self.advance(last);
-                self.confirmed(pushed).await?;
-                if drained {
-                    // Nothing more to overlap with: wait for the confirmations now. Leaving
-                    // messages in flight while the client is silent lets a broker without
-                    // TCP_NODELAY hold its last PUBACKs for our delayed ACK (40 ms).
-                    return self.quiet(Round::Sent).await;
+        let before = self.outstanding;
+        let known = if self.careful {
+            None
+        } else {
+            match self.sink.push(&batch).await {
+                Ok(pushed) => {
+                    // In flight or confirmed: the next read starts behind this batch.
+                    self.outstanding += batch.len();
+                    self.advance(last);
+                    self.confirmed(pushed).await?;
+                    if drained {
+                        // Nothing more to overlap with: wait for the confirmations now.
+                        // Leaving messages in flight while the client is silent lets a
+                        // broker without TCP_NODELAY hold its last PUBACKs for our delayed
+                        // ACK (40 ms).
+                        return self.quiet(Round::Sent).await;
+                    }
+                    return Ok(Ok(Round::Sent));
                 }
-                Ok(Ok(Round::Sent))
+                // Nothing of earlier pushes was in flight: the rejection is about this
+                // batch, which is narrowed down here (a sink that does not pipeline).
+                Err(mut e @ SinkError::Rejected { .. }) if before == 0 => {
+                    match self.sink.flush().await {
+                        Ok(p) => e.add_delivered(p.confirmed),
+                        Err(f) => e.add_delivered(f.delivered().iter().copied()),
+                    }
+                    Some(Err(e))
+                }
+                Err(e) => return self.push_failed(e).await,
             }
-            Err(e) => self.push_failed(e).await,
+        };
+        let result = self.deliver_after(batch, known).await?;
+        if result.is_ok() {
+            self.careful = false;
+            self.advance(last);
+        } else {
+            self.settle().await?;
         }
+        Ok(result.map(|_| Round::Sent))
     }
 
     fn advance(&mut self, last: [Option<u64>; 2]) {
@@ -418,6 +431,15 @@ impl<S: Sink> Forwarder<S> {
         &mut self,
         batch: Vec<SecurityEvent>,
     ) -> Result<Result<usize, SinkError>, QueueError> {
+        self.deliver_after(batch, None).await
+    }
+
+    /// `deliver`, where the sink's answer to the whole batch may already be known.
+    async fn deliver_after(
+        &mut self,
+        batch: Vec<SecurityEvent>,
+        mut first: Option<Result<(), SinkError>>,
+    ) -> Result<Result<usize, SinkError>, QueueError> {
         let original = batch.len();
         let mut delivered_total = 0;
         // Events found by narrowing (rejected alone, not named by the receiver).
@@ -425,7 +447,10 @@ impl<S: Sink> Forwarder<S> {
         let mut found_why: Option<(&'static str, String)> = None;
         let mut work = vec![batch];
         while let Some(part) = work.pop() {
-            let result = self.sink.send(&part).await;
+            let result = match first.take() {
+                Some(known) => known,
+                None => self.sink.send(&part).await,
+            };
             let delivered: Vec<u64> = match &result {
                 Ok(()) => part.iter().map(|e| e.seq).collect(),
                 Err(e) => e.delivered().to_vec(),
