@@ -506,3 +506,47 @@ async fn a_receiver_refusing_the_dead_letter_report_does_not_get_a_report_of_the
     assert_eq!(q.stats().depth, 0);
     assert_eq!(*got.lock().unwrap(), vec![1, 2, 4, 5]);
 }
+
+#[tokio::test]
+async fn an_outage_longer_than_upstream_down_after_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
+    q.append(&numbered(3, None)).await.unwrap();
+    let sink = Recorder {
+        fail_first: Arc::new(Mutex::new(u32::MAX)),
+        ..Recorder::default()
+    };
+    let opts = ForwardOptions {
+        upstream_down_after: Duration::from_millis(150),
+        backoff_cap: Duration::from_millis(40),
+        ..options()
+    };
+    let shutdown = CancellationToken::new();
+    let forwarder = Forwarder::new(q.clone(), sink, opts);
+    let stats = forwarder.stats();
+    let task = tokio::spawn(forwarder.run(shutdown.clone(), Duration::ZERO));
+    // Many failed attempts, well past the threshold.
+    wait_until(|| stats.snapshot().failures >= 15).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let reports: Vec<SecurityEvent> = q
+        .peek(None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "forward.upstream_down")
+        .collect();
+    assert_eq!(reports.len(), 1, "one report per outage");
+    let r = &reports[0];
+    assert_eq!(r.event_data["sink"], "recorder");
+    assert!(r.event_data["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("down"));
+    assert!(r.event_data["down_for_ms"].as_u64().unwrap() >= 150);
+    assert_eq!(r.event_data["buffered"], 3);
+    assert_eq!(
+        q.stats().depth,
+        4,
+        "the three events and the report stay buffered"
+    );
+}
