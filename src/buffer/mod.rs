@@ -23,6 +23,7 @@ pub mod bench;
 mod inspect;
 mod seqfloor;
 mod store;
+mod trim;
 mod writer;
 
 use std::fmt;
@@ -353,6 +354,7 @@ impl Queue {
             last_drop_report: None,
             last_commit: None,
             requeues: 0,
+            trim_at: None,
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.
