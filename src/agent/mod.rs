@@ -93,6 +93,7 @@ pub fn queue_options(config: &Config) -> QueueOptions {
         high_watermark_percent: b.high_watermark_percent,
         drop_report_interval: b.drop_report_interval,
         max_event_bytes: b.max_event_bytes,
+        cache_bytes: b.cache_bytes,
         ..QueueOptions::new(&config.agent.data_dir, &config.agent.gateway_id)
     }
 }
