@@ -74,6 +74,8 @@ pub struct RunSummary {
     pub forwarded: ForwardCounters,
     pub buffered: u64,
     pub dropped_unconfirmed: u64,
+    /// Durable commits of the buffer during the run.
+    pub commits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +95,7 @@ pub fn queue_options(config: &Config) -> QueueOptions {
         high_watermark_percent: b.high_watermark_percent,
         drop_report_interval: b.drop_report_interval,
         max_event_bytes: b.max_event_bytes,
+        cache_bytes: b.cache_bytes,
         ..QueueOptions::new(&config.agent.data_dir, &config.agent.gateway_id)
     }
 }
@@ -186,7 +189,9 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "forwarder task failed"),
         }
     }
-    summary.buffered = queue.stats().depth;
+    let stats = queue.stats();
+    summary.buffered = stats.depth;
+    summary.commits = stats.commits;
     health_stop.cancel();
     if let Some(task) = health {
         let _ = task.await;

@@ -23,6 +23,7 @@ pub mod bench;
 mod inspect;
 mod seqfloor;
 mod store;
+mod trim;
 mod writer;
 
 use std::fmt;
@@ -46,9 +47,11 @@ pub use store::Lane;
 use store::{DeadRecord, Encoded, Meta, ALERTS, DEAD, LAYOUT_VERSION, META, STATE, TELEMETRY};
 use writer::{Command, Writer};
 
-/// redb's page cache. The queue reads mostly what it just wrote, in order, so a small cache
-/// serves it; the default (up to 1 GiB) would let a backlog grow the agent's memory.
-const CACHE_BYTES: usize = 8 << 20;
+/// redb's page cache by default. The queue reads mostly what it just wrote, in order, so a
+/// small cache serves it; redb's default (up to 1 GiB) would let a backlog grow the agent's
+/// memory. 8 MiB filled up in `bench poll` (1,250 events/s appended, nothing forwarded) and
+/// was a quarter of the agent's memory; 2 MiB cost no CPU there (docs/BENCHMARKS.md).
+const CACHE_BYTES: usize = 2 << 20;
 
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "queue.redb";
@@ -73,6 +76,8 @@ pub struct QueueOptions {
     pub max_event_bytes: usize,
     /// Events accepted by `append` but not yet committed, at most.
     pub inflight_events: usize,
+    /// redb's page cache, at most.
+    pub cache_bytes: usize,
 }
 
 impl QueueOptions {
@@ -88,6 +93,7 @@ impl QueueOptions {
             drop_report_interval: Duration::from_secs(10),
             max_event_bytes: 64 << 10,
             inflight_events: 65_536,
+            cache_bytes: CACHE_BYTES,
         }
     }
 }
@@ -293,7 +299,7 @@ impl Queue {
         probe_writable(&opts.dir)?;
         let path = opts.dir.join(STORE_FILE);
         let mut report = OpenReport::default();
-        let mut db = match open_db(&path) {
+        let mut db = match open_db(&path, opts.cache_bytes) {
             Ok(db) => db,
             Err(Unusable::Fatal(e)) => return Err(e),
             Err(Unusable::Corrupt(reason)) => {
@@ -301,7 +307,7 @@ impl Queue {
                 tracing::error!(store = %path.display(), moved_to = %moved_to.display(), %reason,
                     "buffer store unreadable; moved aside and starting a fresh one");
                 report.reset = Some(ResetInfo { moved_to, reason });
-                open_db(&path).map_err(|e| match e {
+                open_db(&path, opts.cache_bytes).map_err(|e| match e {
                     Unusable::Fatal(e) => e,
                     Unusable::Corrupt(message) => OpenError::Storage {
                         path: path.clone(),
@@ -353,6 +359,7 @@ impl Queue {
             last_drop_report: None,
             last_commit: None,
             requeues: 0,
+            trim_at: None,
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.
@@ -669,11 +676,11 @@ enum Unusable {
 }
 
 /// Opens the store with a full integrity check; a panic inside redb counts as corruption.
-fn open_db(path: &Path) -> Result<Database, Unusable> {
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, Unusable> {
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         let db = Database::builder()
             .set_check_integrity_on_open(true)
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)?;
         check_layout(&db)?;
         Ok::<_, DbOpenError>(db)

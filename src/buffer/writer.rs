@@ -95,6 +95,8 @@ pub(super) struct Writer {
     pub(super) last_commit: Option<Instant>,
     /// Requeue commands that moved something, so readers know to rescan from the head.
     pub(super) requeues: u64,
+    /// When to hand the memory of a large batch back to the system (see [`super::trim`]).
+    pub(super) trim_at: Option<Instant>,
 }
 
 /// What a command asks of the transaction, apart from where its answer goes.
@@ -126,6 +128,10 @@ const IDLE_TICK: Duration = Duration::from_millis(500);
 /// Batches smaller than this, following a commit closer than `TRICKLE_GAP`, linger.
 const TRICKLE_COMMANDS: usize = 4;
 const TRICKLE_GAP: Duration = Duration::from_millis(20);
+/// A commit of at least this many events was a burst: its memory is released [`TRIM_DELAY`]
+/// later, once the appenders have dropped their copies too.
+const TRIM_AFTER_EVENTS: usize = 1024;
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
@@ -137,6 +143,7 @@ impl Writer {
                     if self.drop_report_due() {
                         self.commit(Vec::new());
                     }
+                    self.trim_if_due();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -177,10 +184,14 @@ impl Writer {
                     }
                 }
             }
+            if batch.weight >= TRIM_AFTER_EVENTS {
+                self.trim_at = Some(Instant::now() + TRIM_DELAY);
+            }
             let batch = batch.commands;
             if !batch.is_empty() || self.drop_report_due() {
                 self.commit(batch);
             }
+            self.trim_if_due();
         }
         if let Some(reply) = closing {
             let _ = reply.send(());
@@ -200,6 +211,13 @@ impl Writer {
                 }]);
             }
             Err(e) => tracing::error!(error = %e, "could not encode {}", event.event_type),
+        }
+    }
+
+    fn trim_if_due(&mut self) {
+        if self.trim_at.is_some_and(|at| Instant::now() >= at) {
+            self.trim_at = None;
+            super::trim::release_free_memory();
         }
     }
 

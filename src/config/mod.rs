@@ -230,6 +230,7 @@ mod tests {
         assert_eq!(config.buffer.quota_bytes, 256 * 1024 * 1024);
         assert_eq!(config.buffer.max_event_bytes, 64 * 1024);
         assert_eq!(config.buffer.commit_max_events, 4096);
+        assert_eq!(config.buffer.cache_bytes, 2 * 1024 * 1024);
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.level, "info");
         assert!(config.stations.is_empty());

@@ -24,6 +24,7 @@ pub(super) struct Buffer {
     pub(super) high_watermark_percent: Option<i64>,
     pub(super) drop_report_interval_s: Option<i64>,
     pub(super) max_event_kib: Option<i64>,
+    pub(super) cache_mib: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

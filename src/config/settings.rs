@@ -30,6 +30,8 @@ pub struct BufferSettings {
     pub high_watermark_percent: u8,
     pub drop_report_interval: Duration,
     pub max_event_bytes: usize,
+    /// redb's page cache, at most.
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +212,7 @@ pub(super) fn buffer(
         raw.max_event_kib,
         defaults::MAX_EVENT_KIB,
     );
+    let cache = report.int("buffer.cache_mib", raw.cache_mib, defaults::CACHE_MIB);
     Some(BufferSettings {
         quota_bytes: quota? as u64 * 1024 * 1024,
         commit_max_events: commit? as usize,
@@ -217,6 +220,7 @@ pub(super) fn buffer(
         high_watermark_percent: watermark? as u8,
         drop_report_interval: Duration::from_secs(drop_report? as u64),
         max_event_bytes: max_event? as usize * 1024,
+        cache_bytes: cache? as usize * 1024 * 1024,
     })
 }
 

@@ -47,41 +47,56 @@ pub type EventHash = [u8; 32];
 /// without an intermediate `serde_json::Value`: forwarding serialises every event this way.
 pub fn canonical_json(e: &SecurityEvent) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(512);
+    write_head(&mut out, e);
+    write_opt(&mut out, e.prev_hash.as_deref());
+    write_mid(&mut out, e.schema_version);
+    let _ = write!(out, "{}", e.seq);
+    write_tail(&mut out, e);
+    // Only valid UTF-8 went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The keys before `prev_hash`'s value, up to and including `"prev_hash":`.
+fn write_head(out: &mut Vec<u8>, e: &SecurityEvent) {
     out.extend_from_slice(b"{\"context\":");
-    write_map(&mut out, &e.context);
+    write_map(out, &e.context);
     out.extend_from_slice(b",\"correlation_id\":");
     match e.correlation_id {
-        Some(u) => write_uuid(&mut out, &u),
+        Some(u) => write_uuid(out, &u),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"event_data\":");
-    write_map(&mut out, &e.event_data);
+    write_map(out, &e.event_data);
     out.extend_from_slice(b",\"event_type\":");
-    write_str(&mut out, &e.event_type);
+    write_str(out, &e.event_type);
     out.extend_from_slice(b",\"gateway_id\":");
-    write_str(&mut out, &e.gateway_id);
+    write_str(out, &e.gateway_id);
     out.extend_from_slice(b",\"id\":");
-    write_uuid(&mut out, &e.id);
+    write_uuid(out, &e.id);
     out.extend_from_slice(b",\"prev_hash\":");
-    write_opt(&mut out, e.prev_hash.as_deref());
+}
+
+/// Between `prev_hash`'s value and `seq`'s: `,"schema_version":N,"seq":`.
+fn write_mid(out: &mut Vec<u8>, schema_version: u32) {
     out.extend_from_slice(b",\"schema_version\":");
-    let _ = write!(out, "{}", e.schema_version);
+    let _ = write!(out, "{schema_version}");
     out.extend_from_slice(b",\"seq\":");
-    let _ = write!(out, "{}", e.seq);
+}
+
+/// The keys after `seq`, from `,"severity":` to the closing brace.
+fn write_tail(out: &mut Vec<u8>, e: &SecurityEvent) {
     out.extend_from_slice(b",\"severity\":");
-    write_str(&mut out, e.severity.as_str());
+    write_str(out, e.severity.as_str());
     out.extend_from_slice(b",\"source_ip\":");
-    write_opt(&mut out, e.source_ip.map(|ip| ip.to_string()).as_deref());
+    write_opt(out, e.source_ip.map(|ip| ip.to_string()).as_deref());
     out.extend_from_slice(b",\"station_id\":");
-    write_opt(&mut out, e.station_id.as_deref());
+    write_opt(out, e.station_id.as_deref());
     out.extend_from_slice(b",\"timestamp\":");
     // RFC 3339 text: digits, `-`, `:`, `.`, `T`, `Z`; nothing to escape.
     let _ = write!(out, "\"{}\"", e.timestamp);
     out.extend_from_slice(b",\"user_id\":");
-    write_opt(&mut out, e.user_id.as_deref());
+    write_opt(out, e.user_id.as_deref());
     out.push(b'}');
-    // Only valid UTF-8 went in.
-    String::from_utf8(out).unwrap_or_default()
 }
 
 fn write_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
@@ -185,64 +200,60 @@ pub fn parse_hash(text: &str) -> Option<EventHash> {
 /// The content-dependent pieces of an event's canonical JSON; see the module doc.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalParts {
-    /// Up to and including `"prev_hash":`.
-    head: String,
-    /// `,"schema_version":N,"seq":` is fixed by the version; kept for exactness.
-    mid: String,
-    /// From `,"severity":` to the closing brace.
-    tail: String,
+    /// Head, mid and tail in one allocation (one per queued event).
+    text: String,
+    /// The head is `text[..head_end]`, up to and including `"prev_hash":`; the mid,
+    /// `,"schema_version":N,"seq":`, ends at `mid_end`; the tail runs from `,"severity":` to
+    /// the closing brace.
+    head_end: usize,
+    mid_end: usize,
 }
 
 impl CanonicalParts {
+    /// Written piece by piece from the event (no copy of it, no search in the text).
     pub fn new(event: &SecurityEvent) -> Self {
-        let mut probe = event.clone();
-        probe.prev_hash = None;
-        probe.seq = 0;
-        let text = canonical_json(&probe);
-        // Nested objects (context, event_data) sort before these keys, and every top-level
-        // key after them holds a scalar: the last occurrence of each marker is the top-level
-        // one, even if event_data holds look-alike keys.
-        let head_end = text
-            .rfind(",\"prev_hash\":null,\"schema_version\":")
-            .map_or(text.len(), |i| i + ",\"prev_hash\":".len());
-        let seq_marker = ",\"seq\":0,\"severity\":";
-        let seq_at = text[head_end..]
-            .rfind(seq_marker)
-            .map_or(text.len(), |i| head_end + i);
-        let mid = text[head_end + "null".len()..seq_at].to_owned() + ",\"seq\":";
-        let tail = text[seq_at + ",\"seq\":0".len()..].to_owned();
+        let mut out = Vec::with_capacity(512);
+        write_head(&mut out, event);
+        let head_end = out.len();
+        write_mid(&mut out, event.schema_version);
+        let mid_end = out.len();
+        write_tail(&mut out, event);
+        out.shrink_to_fit();
         Self {
-            head: text[..head_end].to_owned(),
-            mid,
-            tail,
+            // Only valid UTF-8 went in.
+            text: String::from_utf8(out).unwrap_or_default(),
+            head_end,
+            mid_end,
         }
     }
 
     /// The hash the event has once numbered `seq` and linked to `prev`.
     pub fn hash(&self, seq: u64, prev: Option<&EventHash>) -> EventHash {
+        let bytes = self.text.as_bytes();
         let mut h = Sha256::new();
-        h.update(self.head.as_bytes());
+        h.update(&bytes[..self.head_end]);
         match prev {
             Some(p) => {
-                let mut quoted = Vec::with_capacity(66);
-                quoted.push(b'"');
-                push_hex(&mut quoted, p);
-                quoted.push(b'"');
-                h.update(&quoted);
+                let mut quoted = [b'"'; 66];
+                for (pair, b) in quoted[1..65].chunks_exact_mut(2).zip(p) {
+                    pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+                    pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
+                }
+                h.update(quoted);
             }
             None => h.update(b"null"),
         }
-        h.update(self.mid.as_bytes());
+        h.update(&bytes[self.head_end..self.mid_end]);
         let mut digits = Vec::with_capacity(20);
         let _ = write!(digits, "{seq}");
         h.update(&digits);
-        h.update(self.tail.as_bytes());
+        h.update(&bytes[self.mid_end..]);
         h.finalize().into()
     }
 
     /// Bytes held, for memory accounting.
     pub fn len(&self) -> usize {
-        self.head.len() + self.mid.len() + self.tail.len()
+        self.text.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -439,28 +439,29 @@ impl StationRules {
         }
         // Part ids first, so a quality result of the same poll refers to its own part;
         // device-level readings before tags, so a restart explains counters going back.
-        let mut order: Vec<&Reading> = poll.readings.iter().collect();
-        order.sort_by_key(|r| {
-            if reserved::is_reserved(&r.tag) {
-                0
-            } else if self
-                .index
-                .get(r.tag.as_ref())
-                .is_some_and(|&i| self.tags[i].role == TagRole::PartId)
-            {
-                1
-            } else {
-                2
-            }
-        });
+        // One tag lookup per reading, then a stable sort on the class alone (a poll is
+        // usually one class already, which the sort sees in one pass).
+        let mut order: Vec<(u8, &Reading, Option<usize>)> = poll
+            .readings
+            .iter()
+            .map(|r| {
+                if reserved::is_reserved(&r.tag) {
+                    return (0, r, None);
+                }
+                let i = self.index.get(r.tag.as_ref()).copied();
+                let part_id = i.is_some_and(|i| self.tags[i].role == TagRole::PartId);
+                (if part_id { 1 } else { 2 }, r, i)
+            })
+            .collect();
+        order.sort_by_key(|&(class, ..)| class);
         let mut restarted = self.modbus_diagnostics(poll, now, &mut out);
-        for r in order {
+        for (class, r, i) in order {
             self.counters.readings += 1;
-            if reserved::is_reserved(&r.tag) {
+            if class == 0 {
                 restarted |= self.reserved(r, &mut out);
                 continue;
             }
-            let Some(&i) = self.index.get(r.tag.as_ref()) else {
+            let Some(i) = i else {
                 self.counters.unknown_tag += 1;
                 continue;
             };
@@ -986,7 +987,10 @@ impl StationRules {
     ) {
         let now = r.received;
         let tag = &self.tags[i];
-        let authorised = changed && self.in_change_window(now);
+        // Only modes and setpoints use it, and it scans every tag: not per measurement.
+        let authorised = changed
+            && matches!(tag.role, TagRole::Mode | TagRole::Setpoint)
+            && self.in_change_window(now);
         match tag.role {
             TagRole::Status => self.status(i, r, prev, changed, out),
             TagRole::Mode if changed => {

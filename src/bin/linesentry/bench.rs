@@ -62,6 +62,12 @@ pub(crate) enum BenchCommand {
         /// The agent's `buffer.commit_linger_ms`.
         #[arg(long, default_value_t = 0)]
         commit_linger_ms: u64,
+        /// The agent's `buffer.cache_mib`.
+        #[arg(long, default_value_t = 2)]
+        cache_mib: u64,
+        /// Tokio worker threads of the agent's runtime (`linesentry run` uses 2).
+        #[arg(long, default_value_t = 2)]
+        worker_threads: usize,
     },
     /// The MQTT forwarder against a local Mosquitto (spawned unless `--broker` is given):
     /// throughput at 1 and 100 events per message vs the sink alone, backlog drain with live
@@ -124,15 +130,19 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             seconds,
             role,
             commit_linger_ms,
+            cache_mib,
+            worker_threads,
         } => {
-            return poll::run(
+            return poll::run(&poll::Options {
                 stations,
                 registers,
                 interval_ms,
                 seconds,
-                &role,
-                commit_linger_ms,
-            )
+                role,
+                linger_ms: commit_linger_ms,
+                cache_mib,
+                worker_threads,
+            })
         }
         BenchCommand::PollServe { profile, stations } => return poll::serve(&profile, stations),
         BenchCommand::Forward {

@@ -98,15 +98,21 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) fn run(
-    stations: u16,
-    registers: u16,
-    interval_ms: u64,
-    seconds: u64,
-    role: &str,
-    linger_ms: u64,
-) -> ExitCode {
-    match measure(stations, registers, interval_ms, seconds, role, linger_ms) {
+/// What `bench poll` runs.
+#[derive(Debug)]
+pub(super) struct Options {
+    pub(super) stations: u16,
+    pub(super) registers: u16,
+    pub(super) interval_ms: u64,
+    pub(super) seconds: u64,
+    pub(super) role: String,
+    pub(super) linger_ms: u64,
+    pub(super) cache_mib: u64,
+    pub(super) worker_threads: usize,
+}
+
+pub(super) fn run(options: &Options) -> ExitCode {
+    match measure(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench poll: {e}");
@@ -115,14 +121,17 @@ pub(super) fn run(
     }
 }
 
-fn measure(
-    stations: u16,
-    registers: u16,
-    interval_ms: u64,
-    seconds: u64,
-    role: &str,
-    linger_ms: u64,
-) -> Result<(), String> {
+fn measure(options: &Options) -> Result<(), String> {
+    let &Options {
+        stations,
+        registers,
+        interval_ms,
+        seconds,
+        ref role,
+        linger_ms,
+        cache_mib,
+        worker_threads,
+    } = options;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let devices = dir.path().join("devices");
     std::fs::create_dir_all(&devices).map_err(|e| e.to_string())?;
@@ -161,7 +170,7 @@ fn measure(
         ));
     }
     let mut config = format!(
-        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nenabled = false\n\n[buffer]\ncommit_linger_ms = {linger_ms}\n",
+        "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nenabled = false\n\n[buffer]\ncommit_linger_ms = {linger_ms}\ncache_mib = {cache_mib}\n",
         dir.path().join("data").display(),
         devices.display()
     );
@@ -175,7 +184,7 @@ fn measure(
         .map_err(|e| e.to_string())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
@@ -200,14 +209,17 @@ fn measure(
     let requested = f64::from(stations) * f64::from(registers) * 1000.0 / interval_ms as f64;
     let achieved = summary.readings as f64 / total;
     println!(
-        "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s, linger {linger_ms} ms: \
+        "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s, linger {linger_ms} ms, \
+         cache {cache_mib} MiB, {worker_threads} worker threads: \
          {achieved:.0} readings/s of {requested:.0} requested ({:.1} %), CPU {:.2} % of one core, \
-         RSS {:.1} MiB (peak {:.1} MiB), {} events",
+         RSS {:.1} MiB (peak {:.1} MiB), {} events, {} commits ({:.0}/s)",
         achieved / requested * 100.0,
         cpu / wall.as_secs_f64() * 100.0,
         rss_kib as f64 / 1024.0,
         status_kib("VmHWM:") as f64 / 1024.0,
-        summary.events
+        summary.events,
+        summary.commits,
+        summary.commits as f64 / total
     );
     Ok(())
 }
