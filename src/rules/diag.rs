@@ -170,6 +170,7 @@ mod tests {
 
     use super::*;
     use crate::event::{Severity, SeverityMap};
+    use crate::rules::tests::kinds;
     use crate::rules::{RuleTag, TagRules};
     use crate::source::{Reading, TagRole, Value};
 
@@ -218,13 +219,6 @@ mod tests {
             reachable: true,
             ..PollResult::default()
         }
-    }
-
-    fn kinds(events: &[SecurityEvent]) -> Vec<(&str, Severity)> {
-        events
-            .iter()
-            .map(|e| (e.event_type.as_str(), e.severity))
-            .collect()
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn reading(tag: &str, value: Value) -> Reading {
 }
 
 /// (event_type, severity) of each event, in order.
-fn kinds(events: &[SecurityEvent]) -> Vec<(&str, Severity)> {
+pub(super) fn kinds(events: &[SecurityEvent]) -> Vec<(&str, Severity)> {
     events
         .iter()
         .map(|e| (e.event_type.as_str(), e.severity))

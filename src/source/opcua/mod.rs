@@ -649,16 +649,11 @@ impl OpcUaSource {
                 .clone_from(&facts.certificate_thumbprint);
             values.extend(security_values(&facts));
         }
-        result
-            .readings
-            .extend(values.into_iter().map(|(tag, value)| Reading {
-                station_id: self.station.id.clone(),
-                tag: Arc::from(tag),
-                value,
-                quality: super::Quality::Good,
-                source_time: None,
-                received,
-            }));
+        result.readings.extend(
+            values
+                .into_iter()
+                .map(|(tag, value)| self.device_reading(tag, value, received)),
+        );
         result.identity = Some(identity);
     }
 
@@ -672,15 +667,20 @@ impl OpcUaSource {
         result.readings.extend(
             security_values(&facts)
                 .into_iter()
-                .map(|(tag, value)| Reading {
-                    station_id: self.station.id.clone(),
-                    tag: Arc::from(tag),
-                    value,
-                    quality: super::Quality::Good,
-                    source_time: None,
-                    received,
-                }),
+                .map(|(tag, value)| self.device_reading(tag, value, received)),
         );
+    }
+
+    /// A reading the agent derived from the server itself (status, endpoints), not a tag.
+    fn device_reading(&self, tag: &str, value: Value, received: Timestamp) -> Reading {
+        Reading {
+            station_id: self.station.id.clone(),
+            tag: Arc::from(tag),
+            value,
+            quality: super::Quality::Good,
+            source_time: None,
+            received,
+        }
     }
 
     /// A service call under the station timeout, its failure classified.
