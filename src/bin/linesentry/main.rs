@@ -317,7 +317,15 @@ fn run_agent(
         let hard_limit = config.agent.shutdown_grace + Duration::from_secs(10);
         let mut options = options;
         options.reload = Some(signals.reloads());
-        tokio::spawn(signals.watch(shutdown.clone(), stop_after, hard_limit));
+        // `--seconds` counts the agent's own run time: the timer starts once the demo's
+        // simulators are up, so a slow start (certificates on a loaded machine) does not
+        // eat the run.
+        let start_timer = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(signals.watch(
+            shutdown.clone(),
+            stop_after.map(|d| (d, start_timer.clone())),
+            hard_limit,
+        ));
         #[cfg(feature = "sim")]
         let mut config = config;
         #[cfg(feature = "sim")]
@@ -332,6 +340,7 @@ fn run_agent(
         } else {
             None
         };
+        start_timer.notify_one();
         let result = agent::run(config, options, shutdown).await;
         #[cfg(feature = "sim")]
         if let Some(sims) = sims {
@@ -392,12 +401,13 @@ impl Signals {
         notify
     }
 
-    /// SIGTERM / SIGINT (and the demo's timer) cancel the token. A second signal, or a drain
-    /// that outlives `hard_limit`, exits at once: confirmed events are already durable.
+    /// SIGTERM / SIGINT (and the `--seconds` timer, counted from when its `Notify` is
+    /// notified) cancel the token. A second signal, or a drain that outlives `hard_limit`,
+    /// exits at once: confirmed events are already durable.
     async fn watch(
         self,
         shutdown: CancellationToken,
-        stop_after: Option<Duration>,
+        stop_after: Option<(Duration, std::sync::Arc<tokio::sync::Notify>)>,
         hard_limit: Duration,
     ) {
         let Self {
@@ -405,7 +415,10 @@ impl Signals {
         } = self;
         let timer = async {
             match stop_after {
-                Some(d) => tokio::time::sleep(d).await,
+                Some((d, start)) => {
+                    start.notified().await;
+                    tokio::time::sleep(d).await;
+                }
                 None => std::future::pending().await,
             }
         };
