@@ -722,6 +722,21 @@ async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation
     );
 }
 
+/// A child in a process group of its own, killed with its whole group on drop (also when
+/// an assertion fails first).
+struct Group(std::process::Child);
+
+#[allow(unsafe_code)] // libc::kill on the group this test started, only
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pgid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on a process group this test created; no memory involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A device whose clock is ten minutes ahead: the OPC UA simulator runs as its own process
 /// (`linesentry sim`) under libfaketime, so its `ServerStatus.CurrentTime` is really off.
 /// Security None and anonymous: the point is the clock, not the certificates (which a
@@ -729,6 +744,7 @@ async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
     use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
@@ -736,7 +752,10 @@ async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
     std::fs::create_dir_all(&devices).unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/cell_controller.toml");
     std::fs::copy(&shipped, devices.join("cell_controller.toml")).unwrap();
+    // `faketime` forks the simulator and waits for it, so killing `faketime` alone would
+    // orphan the simulator: both run in a process group of their own (see `Group`).
     let mut child = Command::new("faketime")
+        .process_group(0)
         .args(["-f", "+10m"])
         .arg(env!("CARGO_BIN_EXE_linesentry"))
         .arg("sim")
@@ -752,6 +771,7 @@ async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
             panic!("cannot run `faketime` (Debian package faketime; scripts/test installs it): {e}")
         });
     let stdout = child.stdout.take().unwrap();
+    let child = Group(child);
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
@@ -769,9 +789,7 @@ async fn a_device_clock_ten_minutes_ahead_is_clock_skew() {
         "source = \"opcua\"\nendpoint_url = \"{url}\"\nsecurity_mode = \"None\"\nsecurity_policy = \"None\""
     );
     let events = run_agent(dir.path(), "cell_controller", &source, 6.0).await;
-    // Ours: started above and waited for here.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let e = one(&events, "agent.clock_skew", Severity::Warn);
     let skew = e.event_data["skew_ms"].as_i64().unwrap();
     assert!((540_000..660_000).contains(&skew), "{:?}", e.event_data);
