@@ -608,6 +608,7 @@ fn a_corrupt_store_is_moved_aside_and_the_agent_starts_with_a_buffer_reset_event
 }
 
 #[test]
+#[cfg(feature = "sim")] // `demo` is not in the field build
 fn demo_prints_lifecycle_and_station_events_and_a_summary_then_exits_0() {
     let s = Scenario::new();
     let config = s.config(true, |_| {});

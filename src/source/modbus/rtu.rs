@@ -462,8 +462,17 @@ impl Arbiter {
             Err(error) => {
                 BusStats::bump(&self.stats.open_failures);
                 BusStats::bump(&self.stats.refused_port_down);
-                tracing::debug!(device = %self.device.display(), %error, "cannot open serial port");
-                self.schedule_reopen(format!("cannot open: {error}"));
+                let why = format!("cannot open: {error}");
+                // The first failure and each new one reach the journal (a missing adapter or
+                // a wrong path is then visible from the start); retries that fail the same
+                // way stay at debug, not one line per backoff.
+                if why == self.last_error {
+                    tracing::debug!(device = %self.device.display(), %error, "cannot open serial port");
+                } else {
+                    tracing::warn!(device = %self.device.display(), %error,
+                        "cannot open serial port; its stations are unreachable until it opens");
+                }
+                self.schedule_reopen(why);
                 Err(self.down())
             }
         }
