@@ -4,26 +4,14 @@
 //! already queued behind it (up to `commit_max_events`), and applies the lot in one durable
 //! transaction. While one fsync runs, the next batch gathers, so batches grow with load.
 //!
-//! Routine appends share a commit. An append submitted as [`Commit::Routine`] (a station's
-//! info-level reports: measurement reports, status changes below warn) waits up to
-//! `routine_commit` (`buffer.routine_commit_ms`) from the first routine append of the batch,
-//! so many stations polling at the same interval cost about one fsync per `routine_commit`
-//! instead of one per burst of appends. Anything else commits at once and takes the waiting
-//! routine appends with it, in arrival order: an append of severity warn or above
-//! ([`Commit::Now`]), acks, dead-letter moves and requeues, a flush, and closing.
-//! The added durability delay of a routine append is therefore at most `routine_commit`
-//! (plus the commit itself); until its commit it is not confirmed, so its caller must not
-//! treat it as durable, and a crash or kill in that window loses it like any unconfirmed
-//! append. A clean shutdown loses nothing: closing commits what waits. With
-//! `routine_commit` 0 every append commits at once, as before.
-//!
-//! Linger is opt-in (`commit_linger`, default 0) and adaptive, for batches that commit at
-//! once. When appends trickle in (fewer than four commands gathered, and the last commit
-//! less than 20 ms ago), the writer waits up to `commit_linger` for more. A closed loop of
-//! many appenders arrives as one large batch and is committed at once. It stays off by
-//! default because a single caller that waits for each confirmation (a forwarder acking
-//! batch after batch) looks like a trickle and would pay the linger on every call
-//! (measured: ack throughput fell from 118 % to 36 % of raw redb).
+//! Linger is opt-in (`commit_linger`, default 0) and adaptive. When appends trickle in
+//! (fewer than four commands gathered, and the last commit less than 20 ms ago: many
+//! stations each appending one poll's events), the writer waits up to `commit_linger` for
+//! more, so fifty stations cost a few commits per poll interval instead of one fsync each.
+//! A closed loop of many appenders arrives as one large batch and is committed at once.
+//! It stays off by default because a single caller that waits for each confirmation (a
+//! forwarder acking batch after batch) looks like a trickle and would pay the linger on
+//! every call (measured: ack throughput fell from 118 % to 36 % of raw redb).
 //! Every command is answered only after its transaction committed; if the commit fails,
 //! every command in it gets the error and the in-memory counters roll back.
 
@@ -36,7 +24,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::seqfloor::SeqFloor;
 use super::store::{DeadRecord, Encoded, Meta, Tables, DEAD, META, STATE};
-use super::{Ack, AckReport, Commit, QueueError, QueueOptions, StatsCell};
+use super::{Ack, AckReport, QueueError, QueueOptions, StatsCell};
 use crate::event::{SecurityEvent, Timestamp};
 
 pub(super) enum Command {
@@ -46,7 +34,6 @@ pub(super) enum Command {
         state: Option<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<Vec<u64>, QueueError>>,
         permit: Option<OwnedSemaphorePermit>,
-        commit: Commit,
     },
     Ack {
         ack: Ack,
@@ -62,10 +49,6 @@ pub(super) enum Command {
     Requeue {
         seqs: Option<Vec<u64>>,
         reply: oneshot::Sender<Result<u64, QueueError>>,
-    },
-    /// Commit what is queued or waiting now; answered once it is durable.
-    Flush {
-        reply: oneshot::Sender<Result<(), QueueError>>,
     },
     /// Finish what is queued before this, then stop.
     Close { reply: oneshot::Sender<()> },
@@ -85,51 +68,18 @@ impl Command {
 struct Batch {
     commands: Vec<Command>,
     weight: usize,
-    /// Something in it must not wait: commit as soon as gathering stops.
-    urgent: bool,
-    /// When the routine appends in it must be committed at the latest.
-    deadline: Option<Instant>,
 }
 
 impl Batch {
-    /// Adds a command; a `Close` ends gathering instead (returns false). A routine append
-    /// sets the deadline (`routine_commit` from the first one); anything else makes the
-    /// batch urgent.
-    fn push(
-        &mut self,
-        cmd: Command,
-        closing: &mut Option<oneshot::Sender<()>>,
-        routine_commit: Duration,
-    ) -> bool {
+    /// Adds a command; a `Close` ends gathering instead (returns false).
+    fn push(&mut self, cmd: Command, closing: &mut Option<oneshot::Sender<()>>) -> bool {
         if let Command::Close { reply } = cmd {
             *closing = Some(reply);
             return false;
         }
-        let routine = matches!(
-            cmd,
-            Command::Append {
-                commit: Commit::Routine,
-                ..
-            }
-        );
-        if routine && !routine_commit.is_zero() {
-            self.deadline
-                .get_or_insert_with(|| Instant::now() + routine_commit);
-        } else {
-            self.urgent = true;
-        }
         self.weight += cmd.weight();
         self.commands.push(cmd);
         true
-    }
-
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
-
-    /// Whether gathering should stop and the batch be committed now.
-    fn due(&self, max: usize) -> bool {
-        self.urgent || self.weight >= max || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -186,92 +136,65 @@ const TRIM_DELAY: Duration = Duration::from_secs(1);
 impl Writer {
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
         let mut closing: Option<oneshot::Sender<()>> = None;
-        let max = self.opts.commit_max_events;
-        let routine = self.opts.routine_commit;
-        // Gathered and not yet committed: routine appends wait here for their deadline.
-        let mut batch = Batch::default();
-        let mut stopping = false;
-        while !stopping {
-            let wait = batch
-                .deadline
-                .map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
-            match rx.recv_timeout(wait) {
-                Ok(cmd) => {
-                    if batch.push(cmd, &mut closing, routine) {
-                        while batch.weight < max {
-                            match rx.try_recv() {
-                                Ok(cmd) => {
-                                    if !batch.push(cmd, &mut closing, routine) {
-                                        break;
-                                    }
-                                }
-                                Err(_) => break,
+        while closing.is_none() {
+            let first = match rx.recv_timeout(IDLE_TICK) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.drop_report_due() {
+                        self.commit(Vec::new());
+                    }
+                    self.trim_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Batch::default();
+            let max = self.opts.commit_max_events;
+            if batch.push(first, &mut closing) {
+                while batch.weight < max {
+                    match rx.try_recv() {
+                        Ok(cmd) => {
+                            if !batch.push(cmd, &mut closing) {
+                                break;
                             }
                         }
+                        Err(_) => break,
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if batch.is_empty() {
-                        if self.drop_report_due() {
-                            self.commit(Vec::new());
+                let trickle = batch.commands.len() < TRICKLE_COMMANDS
+                    && self.last_commit.is_some_and(|t| t.elapsed() < TRICKLE_GAP);
+                let linger = if trickle {
+                    self.opts.commit_linger
+                } else {
+                    Duration::ZERO
+                };
+                let deadline = Instant::now() + linger;
+                while batch.weight < max && closing.is_none() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(cmd) => {
+                            if !batch.push(cmd, &mut closing) {
+                                break;
+                            }
                         }
-                        self.trim_if_due();
-                        continue;
+                        Err(_) => break,
                     }
                 }
-                // Every handle is gone: commit what waits, then stop.
-                Err(RecvTimeoutError::Disconnected) => stopping = true,
-            }
-            stopping |= closing.is_some();
-            if !stopping && !batch.due(max) {
-                continue;
-            }
-            if !stopping && batch.deadline.is_none() {
-                self.linger(rx, &mut batch, &mut closing);
             }
             if batch.weight >= TRIM_AFTER_EVENTS {
                 self.trim_at = Some(Instant::now() + TRIM_DELAY);
             }
-            let commands = std::mem::take(&mut batch).commands;
-            if !commands.is_empty() || self.drop_report_due() {
-                self.commit(commands);
+            let batch = batch.commands;
+            if !batch.is_empty() || self.drop_report_due() {
+                self.commit(batch);
             }
             self.trim_if_due();
-            stopping |= closing.is_some();
         }
         if let Some(reply) = closing {
             let _ = reply.send(());
-        }
-    }
-
-    /// The adaptive linger (`commit_linger`): a trickle of urgent commands waits a little
-    /// for more to share their commit.
-    fn linger(
-        &self,
-        rx: &Receiver<Command>,
-        batch: &mut Batch,
-        closing: &mut Option<oneshot::Sender<()>>,
-    ) {
-        let trickle = batch.commands.len() < TRICKLE_COMMANDS
-            && self.last_commit.is_some_and(|t| t.elapsed() < TRICKLE_GAP);
-        if !trickle || self.opts.commit_linger.is_zero() {
-            return;
-        }
-        let deadline = Instant::now() + self.opts.commit_linger;
-        let max = self.opts.commit_max_events;
-        while batch.weight < max && closing.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(cmd) => {
-                    if !batch.push(cmd, closing, self.opts.routine_commit) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
         }
     }
 
@@ -285,7 +208,6 @@ impl Writer {
                     state: None,
                     reply,
                     permit: None,
-                    commit: Commit::Now,
                 }]);
             }
             Err(e) => tracing::error!(error = %e, "could not encode {}", event.event_type),
@@ -311,7 +233,6 @@ impl Writer {
         let mut work = Vec::with_capacity(batch.len());
         let mut reply_to = Vec::with_capacity(batch.len());
         let mut permits = Vec::new();
-        let mut flushes = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Append {
@@ -319,7 +240,6 @@ impl Writer {
                     state,
                     reply,
                     permit,
-                    commit: _,
                 } => {
                     work.push(Work::Append(events, state));
                     reply_to.push(ReplyTo::Append(reply));
@@ -341,16 +261,8 @@ impl Writer {
                     work.push(Work::Requeue(seqs));
                     reply_to.push(ReplyTo::Moved(reply));
                 }
-                Command::Flush { reply } => flushes.push(reply),
                 Command::Close { .. } => {}
             }
-        }
-        if work.is_empty() && !self.drop_report_due() {
-            // Only flushes: everything before them is already committed.
-            for reply in flushes {
-                let _ = reply.send(Ok(()));
-            }
-            return;
         }
         let before = self.meta.clone();
         let seq_before = before.next_seq;
@@ -369,9 +281,6 @@ impl Writer {
         if outcome.is_ok() && (self.meta.next_seq != seq_before || self.requeues != requeues_before)
         {
             self.appended.notify_waiters();
-        }
-        for reply in flushes {
-            let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
         match outcome {
             Ok((done, _)) => {
