@@ -31,10 +31,16 @@ const SIMULATED_PRESS: &str = "[[stations]]\nid = \"press-a\"\nprofile = \"stamp
 
 /// `linesentry run --config <config>` with stderr in `log` and no notify socket.
 fn start(config: &Path, log: &Path) -> Child {
+    start_with_env(config, log, &[])
+}
+
+/// `linesentry run` without a notify socket, with `env` added, its log in `log`.
+fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
         .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -102,16 +108,7 @@ fn without_a_notify_socket_the_agent_runs_polls_and_stops_cleanly_even_with_a_wa
     let log = dir.path().join("agent.log");
     // WATCHDOG_USEC without NOTIFY_SOCKET: what a unit with WatchdogSec= but another Type=
     // would give, or a copied environment. There is nobody to ping: the agent must run on.
-    let mut agent = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = start_with_env(&config, &log, &[("WATCHDOG_USEC", "200000")]);
     wait_for(&mut agent, &log, "agent running", Duration::from_secs(10));
     // Several watchdog periods.
     std::thread::sleep(Duration::from_secs(1));
