@@ -427,6 +427,7 @@ struct Ready {
 
 async fn worker(n: usize, mut rx: mpsc::Receiver<Job>, ctx: WorkerContext) {
     while let Some(first) = rx.recv().await {
+        let taken = Instant::now();
         let mut jobs = vec![first];
         let mut events = 0usize;
         while events < ctx.transaction_events {
@@ -466,9 +467,26 @@ async fn worker(n: usize, mut rx: mpsc::Receiver<Job>, ctx: WorkerContext) {
                 deadline: job.deadline,
             });
         }
+        let prepared = Instant::now();
+        let count = ready.len();
         commit_with_retry(n, ready, &ctx).await;
+        let done = Instant::now();
+        if done - taken >= SLOW_TRANSACTION {
+            // Where a slow transaction spent its time: decoding and verifying (the registry)
+            // or the database (commit, including its WAL flush).
+            tracing::debug!(
+                worker = n,
+                jobs = count,
+                prepare_ms = (prepared - taken).as_millis() as u64,
+                commit_ms = (done - prepared).as_millis() as u64,
+                "slow transaction"
+            );
+        }
     }
 }
+
+/// A transaction taking longer than this is logged (debug) with where its time went.
+const SLOW_TRANSACTION: Duration = Duration::from_millis(50);
 
 fn deliver(report: CommitReport, jobs: Vec<Ready>, ctx: &WorkerContext) {
     ctx.counters.transactions.fetch_add(1, Ordering::Relaxed);
