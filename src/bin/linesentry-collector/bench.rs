@@ -12,6 +12,10 @@
 //!    `GET /api/v1/stats` through the collector's HTTP API; p50/p95 per request shape.
 //! 4. **Live stream latency**: one event per message published at `--ws-rate` events/s;
 //!    each event carries its publish time; a WebSocket client records the time of receipt.
+//!    Measured once the server has finished the maintenance the bulk loads left it
+//!    (`settle`), or with `--ws-after-burst` right after them. Runs of late events (stalls)
+//!    and what PostgreSQL logged meanwhile (slow statements, autovacuum, checkpoints) are
+//!    printed, so a stall can be placed in the collector or in the server.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +62,11 @@ pub(crate) struct BenchArgs {
     /// Seconds of the stream latency measurement (0: skip it).
     #[arg(long, default_value_t = 20)]
     ws_seconds: u64,
+    /// Measure the stream right after the ingest burst, while PostgreSQL still vacuums and
+    /// writes back what the earlier steps loaded (by default the bench lets the server
+    /// settle first: VACUUM ANALYZE and CHECKPOINT).
+    #[arg(long)]
+    ws_after_burst: bool,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -356,6 +365,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ("shared_buffers".into(), "512MB".into()),
             ("max_wal_size".into(), "8GB".into()),
             ("checkpoint_timeout".into(), "30min".into()),
+            // What the server did while the stream was measured (printed after it).
+            ("log_min_duration_statement".into(), "100".into()),
+            ("log_autovacuum_min_duration".into(), "0".into()),
+            ("log_checkpoints".into(), "on".into()),
+            ("log_lock_waits".into(), "on".into()),
+            ("log_line_prefix".into(), "%m [%p] ".into()),
         ],
         tls: None,
     })?;
@@ -387,6 +402,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("raw insert, 1,000-row unnest, {} connections", args.workers),
         format!("{rate_many:.0} events/s"),
     ));
+    if !args.ws_after_burst {
+        settle(&raw_pool).await?;
+    }
     drop(raw_pool);
 
     // 2. Collector ingest, MQTT in -> committed rows.
@@ -466,11 +484,23 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 4. Live stream latency (on the ingest collector, now idle).
     if args.ws_seconds > 0 {
+        if !args.ws_after_burst {
+            settle(&ingest_pool).await?;
+        }
+        let log = pg.dir().join("postgres.log");
+        let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
         let latency = ws_latency(&collector, &broker, &ingest_pool, &args).await?;
+        print_server_log(&log, log_from);
         report.push((
             format!(
-                "stream latency, broker publish -> WebSocket receipt, {} events/s for {} s",
-                args.ws_rate, args.ws_seconds
+                "stream latency, broker publish -> WebSocket receipt, {} events/s for {} s, {}",
+                args.ws_rate,
+                args.ws_seconds,
+                if args.ws_after_burst {
+                    "right after the ingest burst"
+                } else {
+                    "server settled after the loads"
+                }
             ),
             latency,
         ));
@@ -622,6 +652,65 @@ fn print_report(report: &[(String, String)]) {
     }
 }
 
+/// Runs now, and waits for, the maintenance a bulk load leaves PostgreSQL to do: autovacuum
+/// of the loaded tables (their visibility maps, statistics) and the write-back of their pages.
+/// Left to happen on their own, they run during the next measurement; a WAL flush queued
+/// behind them took 0.96 s (COMMIT in the server's log) and stalled the live stream by as
+/// much.
+async fn settle(pool: &Pool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let conn = pool.get().await?;
+    conn.client.batch_execute("VACUUM (ANALYZE)").await?;
+    conn.client.batch_execute("CHECKPOINT").await?;
+    eprintln!(
+        "bench: VACUUM ANALYZE and CHECKPOINT in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What PostgreSQL logged from byte `from` on: slow statements, autovacuum, checkpoints,
+/// lock waits (the settings above), to tell a stall of the server from one of the collector.
+fn print_server_log(path: &std::path::Path, from: u64) {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    // The first line of each entry (statements and their parameters are long).
+    let entries: Vec<String> = String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter(|l| l.starts_with("20") && !l.contains("DETAIL:"))
+        .map(|l| l.chars().take(160).collect())
+        .collect();
+    eprintln!(
+        "bench: PostgreSQL logged {} entries during the stream",
+        entries.len()
+    );
+    for line in entries.iter().take(200) {
+        eprintln!("  {line}");
+    }
+}
+
+/// Latency samples in publish order: `(publish offset, latency)`. A stall is a run of
+/// samples over `limit`; returns `(start offset, samples, worst)` of each.
+fn stalls(samples: &[(Duration, Duration)], limit: Duration) -> Vec<(Duration, usize, Duration)> {
+    let mut out: Vec<(Duration, usize, Duration)> = Vec::new();
+    let mut inside = false;
+    for &(at, lat) in samples {
+        if lat <= limit {
+            inside = false;
+            continue;
+        }
+        match out.last_mut() {
+            Some(s) if inside => {
+                s.1 += 1;
+                s.2 = s.2.max(lat);
+            }
+            _ => out.push((at, 1, lat)),
+        }
+        inside = true;
+    }
+    out
+}
+
 /// Publishes one event per message at `ws_rate` for `ws_seconds`; a WebSocket client
 /// measures publish-to-receipt.
 async fn ws_latency(
@@ -665,8 +754,9 @@ async fn ws_latency(
             if v["type"] == "missed" {
                 missed += v["count"].as_u64().unwrap_or(0);
             } else if let Some(sent) = v["event"]["event_data"]["sent_us"].as_i64() {
-                lat.push(Duration::from_micros(
-                    u64::try_from(now - sent).unwrap_or(0),
+                lat.push((
+                    sent,
+                    Duration::from_micros(u64::try_from(now - sent).unwrap_or(0)),
                 ));
             }
         }
@@ -693,7 +783,31 @@ async fn ws_latency(
             .await?;
     }
     let achieved = want as f64 / started.elapsed().as_secs_f64();
-    let (mut lat, missed) = receiver.await?;
+    let (mut samples, missed) = receiver.await?;
+    samples.sort_unstable();
+    let first = samples.first().map_or(0, |s| s.0);
+    let ordered: Vec<(Duration, Duration)> = samples
+        .iter()
+        .map(|&(sent, l)| {
+            (
+                Duration::from_micros(u64::try_from(sent - first).unwrap_or(0)),
+                l,
+            )
+        })
+        .collect();
+    for (at, n, worst) in stalls(&ordered, Duration::from_millis(100)) {
+        let wall = DateTime::<Utc>::from_timestamp_micros(
+            first + i64::try_from(at.as_micros()).unwrap_or(0),
+        )
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+        eprintln!(
+            "bench: stall at {:.3} s into the stream ({wall} UTC): {n} events over 100 ms, worst {}",
+            at.as_secs_f64(),
+            ms(worst)
+        );
+    }
+    let mut lat: Vec<Duration> = samples.into_iter().map(|s| s.1).collect();
     lat.sort();
     let counts: BTreeMap<&str, String> = [
         ("p50", ms(percentile(&lat, 0.5))),
@@ -715,4 +829,26 @@ async fn ws_latency(
         counts["max"],
         lat.len()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_a_run_of_late_samples_with_its_start_size_and_worst() {
+        let ms = Duration::from_millis;
+        let samples = [
+            (ms(0), ms(5)),
+            (ms(1), ms(300)),
+            (ms(2), ms(299)),
+            (ms(3), ms(4)),
+            (ms(4), ms(101)),
+        ];
+        assert_eq!(
+            stalls(&samples, ms(100)),
+            vec![(ms(1), 2, ms(300)), (ms(4), 1, ms(101))]
+        );
+        assert!(stalls(&samples[..1], ms(100)).is_empty());
+    }
 }
