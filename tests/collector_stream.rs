@@ -111,7 +111,9 @@ async fn a_slow_client_never_slows_ingest_and_is_told_how_many_events_it_missed(
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let viewer = env.token(Role::Viewer, None).await;
-    let mut slow = env.ws(Some(&viewer), false).await.unwrap();
+    // A small fixed receive buffer: with the kernel's autotuning (up to 32 MiB here) the
+    // stalled client's socket alone would hold all 24 MB.
+    let mut slow = env.ws_small_buffer(Some(&viewer), 64 * 1024).await.unwrap();
     let mut fast = env.ws(Some(&viewer), false).await.unwrap();
     for ws in [&mut slow, &mut fast] {
         ws_next(ws, WAIT).await.unwrap();

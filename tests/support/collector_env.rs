@@ -600,6 +600,26 @@ impl Env {
         token: Option<&str>,
         as_protocol: bool,
     ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        self.ws_with(token, as_protocol, None).await
+    }
+
+    /// Opens the live stream with a fixed socket receive buffer of `recv_buffer` bytes:
+    /// a client that stops reading then holds that much in the kernel, not the tens of MB
+    /// the kernel's autotuning may grant (`net.ipv4.tcp_rmem`, 32 MiB on some machines).
+    pub async fn ws_small_buffer(
+        &self,
+        token: Option<&str>,
+        recv_buffer: u32,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        self.ws_with(token, false, Some(recv_buffer)).await
+    }
+
+    async fn ws_with(
+        &self,
+        token: Option<&str>,
+        as_protocol: bool,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         install_crypto();
         let port = self.collector().http_addr().port();
@@ -610,7 +630,12 @@ impl Env {
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let tcp = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .expect("connect");
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
