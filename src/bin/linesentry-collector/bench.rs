@@ -785,28 +785,7 @@ async fn ws_latency(
     let achieved = want as f64 / started.elapsed().as_secs_f64();
     let (mut samples, missed) = receiver.await?;
     samples.sort_unstable();
-    let first = samples.first().map_or(0, |s| s.0);
-    let ordered: Vec<(Duration, Duration)> = samples
-        .iter()
-        .map(|&(sent, l)| {
-            (
-                Duration::from_micros(u64::try_from(sent - first).unwrap_or(0)),
-                l,
-            )
-        })
-        .collect();
-    for (at, n, worst) in stalls(&ordered, Duration::from_millis(100)) {
-        let wall = DateTime::<Utc>::from_timestamp_micros(
-            first + i64::try_from(at.as_micros()).unwrap_or(0),
-        )
-        .map(|t| t.format("%H:%M:%S%.3f").to_string())
-        .unwrap_or_default();
-        eprintln!(
-            "bench: stall at {:.3} s into the stream ({wall} UTC): {n} events over 100 ms, worst {}",
-            at.as_secs_f64(),
-            ms(worst)
-        );
-    }
+    print_stalls(&samples);
     let mut lat: Vec<Duration> = samples.into_iter().map(|s| s.1).collect();
     lat.sort();
     let counts: BTreeMap<&str, String> = [
@@ -829,6 +808,33 @@ async fn ws_latency(
         counts["max"],
         lat.len()
     ))
+}
+
+/// Prints each run of events later than 100 ms, with its wall-clock time (to find it in
+/// the server's log). `samples`: (publish time in µs since the epoch, latency), in order.
+fn print_stalls(samples: &[(i64, Duration)]) {
+    let first = samples.first().map_or(0, |s| s.0);
+    let ordered: Vec<(Duration, Duration)> = samples
+        .iter()
+        .map(|&(sent, l)| {
+            (
+                Duration::from_micros(u64::try_from(sent - first).unwrap_or(0)),
+                l,
+            )
+        })
+        .collect();
+    for (at, n, worst) in stalls(&ordered, Duration::from_millis(100)) {
+        let wall = DateTime::<Utc>::from_timestamp_micros(
+            first + i64::try_from(at.as_micros()).unwrap_or(0),
+        )
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+        eprintln!(
+            "bench: stall at {:.3} s into the stream ({wall} UTC): {n} events over 100 ms, worst {}",
+            at.as_secs_f64(),
+            ms(worst)
+        );
+    }
 }
 
 #[cfg(test)]
