@@ -689,10 +689,10 @@ fn print_server_log(path: &std::path::Path, from: u64) {
     }
 }
 
-/// Latency samples in publish order: `(publish offset, latency)`. A stall is a run of
-/// samples over `limit`; returns `(start offset, samples, worst)` of each.
-fn stalls(samples: &[(Duration, Duration)], limit: Duration) -> Vec<(Duration, usize, Duration)> {
-    let mut out: Vec<(Duration, usize, Duration)> = Vec::new();
+/// Latency samples in publish order: `(publish time, latency)`. A stall is a run of
+/// samples over `limit`; returns `(publish time of its first sample, samples, worst)` of each.
+fn stalls<T: Copy>(samples: &[(T, Duration)], limit: Duration) -> Vec<(T, usize, Duration)> {
+    let mut out: Vec<(T, usize, Duration)> = Vec::new();
     let mut inside = false;
     for &(at, lat) in samples {
         if lat <= limit {
@@ -814,24 +814,13 @@ async fn ws_latency(
 /// the server's log). `samples`: (publish time in µs since the epoch, latency), in order.
 fn print_stalls(samples: &[(i64, Duration)]) {
     let first = samples.first().map_or(0, |s| s.0);
-    let ordered: Vec<(Duration, Duration)> = samples
-        .iter()
-        .map(|&(sent, l)| {
-            (
-                Duration::from_micros(u64::try_from(sent - first).unwrap_or(0)),
-                l,
-            )
-        })
-        .collect();
-    for (at, n, worst) in stalls(&ordered, Duration::from_millis(100)) {
-        let wall = DateTime::<Utc>::from_timestamp_micros(
-            first + i64::try_from(at.as_micros()).unwrap_or(0),
-        )
-        .map(|t| t.format("%H:%M:%S%.3f").to_string())
-        .unwrap_or_default();
+    for (sent, n, worst) in stalls(samples, Duration::from_millis(100)) {
+        let wall = DateTime::<Utc>::from_timestamp_micros(sent)
+            .map(|t| t.format("%H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
         eprintln!(
             "bench: stall at {:.3} s into the stream ({wall} UTC): {n} events over 100 ms, worst {}",
-            at.as_secs_f64(),
+            (sent - first) as f64 / 1e6,
             ms(worst)
         );
     }
