@@ -241,6 +241,8 @@ pub struct StatsCell {
     pub next_seq: u64,
     pub dropped_total: [u64; 5],
     pub commits: u64,
+    /// Commits that skipped their fsync (ack-only, made durable by the next synced one).
+    pub unsynced_commits: u64,
     pub failed_commits: u64,
 }
 
@@ -255,6 +257,8 @@ pub struct QueueStats {
     pub oldest_timestamp: Option<String>,
     pub dropped_total: u64,
     pub commits: u64,
+    /// Commits that skipped their fsync (ack-only, made durable by the next synced one).
+    pub unsynced_commits: u64,
     pub failed_commits: u64,
     pub file_bytes: u64,
     pub dead_letters: u64,
@@ -360,6 +364,7 @@ impl Queue {
             last_commit: None,
             requeues: 0,
             trim_at: None,
+            unsynced_since: None,
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.
@@ -576,6 +581,7 @@ impl Queue {
             oldest_timestamp: oldest.map(|e| e.timestamp.to_string()),
             dropped_total: cell.dropped_total.iter().sum(),
             commits: cell.commits,
+            unsynced_commits: cell.unsynced_commits,
             failed_commits: cell.failed_commits,
             dead_letters: cell.dead_letters,
             requeues: cell.requeues,

@@ -72,6 +72,50 @@ async fn ack_deletes_only_what_it_names() {
 }
 
 #[tokio::test]
+async fn acks_alone_skip_the_fsync_and_closing_makes_them_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let batch: Vec<_> = (0..3)
+        .map(|n| event("quality.check", Severity::Info, n))
+        .collect();
+    q.append(&batch).await.unwrap();
+    assert_eq!(q.stats().unsynced_commits, 0, "an append is always synced");
+    q.ack(Ack::UpTo(2)).await.unwrap();
+    q.ack(Ack::Seqs(vec![3])).await.unwrap();
+    let stats = q.stats();
+    assert_eq!((stats.commits, stats.unsynced_commits), (3, 2));
+    assert_eq!(stats.depth, 0);
+    q.close().await;
+    let (q, report) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!((q.stats().depth, report.next_seq), (0, 4));
+    q.close().await;
+}
+
+#[tokio::test]
+async fn unsynced_acks_are_synced_by_the_idle_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.ack(Ack::UpTo(1)).await.unwrap();
+    let before = q.stats();
+    assert_eq!(before.unsynced_commits, 1);
+    // ACK_SYNC_WITHIN after the ack, at the next idle tick (500 ms).
+    let limit = writer::ACK_SYNC_WITHIN + Duration::from_millis(1500);
+    let start = std::time::Instant::now();
+    while q.stats().commits == before.commits && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = q.stats();
+    assert_eq!(
+        after.commits,
+        before.commits + 1,
+        "no sync within {limit:?}"
+    );
+    assert_eq!(after.unsynced_commits, 1, "the sync commit is a synced one");
+    q.close().await;
+}
+
+#[tokio::test]
 async fn seq_keeps_increasing_across_reopen_even_when_everything_was_acked() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();

@@ -14,6 +14,15 @@
 //! every call (measured: ack throughput fell from 118 % to 36 % of raw redb).
 //! Every command is answered only after its transaction committed; if the commit fails,
 //! every command in it gets the error and the in-memory counters roll back.
+//!
+//! A transaction that only deletes acknowledged events is committed without an fsync
+//! (redb's `Durability::None`) when the last synced commit is less than [`ACK_SYNC_WITHIN`]
+//! old; the next synced commit (any append, or the idle tick once that time has passed, or
+//! closing) makes it durable. A crash in between loses only deletions: those events are
+//! still stored and are forwarded again, which receivers already expect (delivery is at
+//! least once, and the collector keys on the event id). Nothing that adds or moves an event
+//! is ever committed that way. On a gateway that forwards as it polls, the forwarder's acks
+//! were half of all fsyncs.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -97,6 +106,8 @@ pub(super) struct Writer {
     pub(super) requeues: u64,
     /// When to hand the memory of a large batch back to the system (see [`super::trim`]).
     pub(super) trim_at: Option<Instant>,
+    /// When the first ack commit without fsync since the last synced commit was made.
+    pub(super) unsynced_since: Option<Instant>,
 }
 
 /// What a command asks of the transaction, apart from where its answer goes.
@@ -132,6 +143,8 @@ const TRICKLE_GAP: Duration = Duration::from_millis(20);
 /// later, once the appenders have dropped their copies too.
 const TRIM_AFTER_EVENTS: usize = 1024;
 const TRIM_DELAY: Duration = Duration::from_secs(1);
+/// Ack-only commits skip the fsync for at most this long after the last synced commit.
+pub(super) const ACK_SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
@@ -140,7 +153,7 @@ impl Writer {
             let first = match rx.recv_timeout(IDLE_TICK) {
                 Ok(cmd) => cmd,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.drop_report_due() {
+                    if self.drop_report_due() || self.sync_due() {
                         self.commit(Vec::new());
                     }
                     self.trim_if_due();
@@ -193,6 +206,10 @@ impl Writer {
             }
             self.trim_if_due();
         }
+        if self.unsynced_since.is_some() {
+            // Closing, or every handle dropped: the last acks go to disk before the file is.
+            self.commit(Vec::new());
+        }
         if let Some(reply) = closing {
             let _ = reply.send(());
         }
@@ -219,6 +236,12 @@ impl Writer {
             self.trim_at = None;
             super::trim::release_free_memory();
         }
+    }
+
+    /// Ack commits without fsync are older than [`ACK_SYNC_WITHIN`].
+    fn sync_due(&self) -> bool {
+        self.unsynced_since
+            .is_some_and(|t| t.elapsed() >= ACK_SYNC_WITHIN)
     }
 
     fn drop_report_due(&self) -> bool {
@@ -267,7 +290,8 @@ impl Writer {
         let before = self.meta.clone();
         let seq_before = before.next_seq;
         let requeues_before = self.requeues;
-        let outcome = self.apply(work);
+        let acks_only = !work.is_empty() && work.iter().all(|w| matches!(w, Work::Ack(_)));
+        let outcome = self.apply(work, acks_only);
         match &outcome {
             Ok((_, true)) => self.last_drop_report = Some(Instant::now()),
             Ok(_) => {}
@@ -320,7 +344,9 @@ impl Writer {
     }
 
     /// Returns one `Done` per work item, in order, and whether a drop report was written.
-    fn apply(&mut self, work: Vec<Work>) -> Result<(Vec<Done>, bool), QueueError> {
+    /// `acks_only`: the work only deletes, so the commit may skip its fsync (module docs).
+    fn apply(&mut self, work: Vec<Work>, acks_only: bool) -> Result<(Vec<Done>, bool), QueueError> {
+        let seq_at_start = self.meta.next_seq;
         let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
         txn.set_durability(Durability::Immediate)
             .map_err(QueueError::storage)?;
@@ -410,7 +436,22 @@ impl Writer {
         self.floor
             .cover(self.meta.next_seq)
             .map_err(|e| QueueError::Io(Arc::new(e)))?;
+        let defer_sync = acks_only
+            && !reported_drop
+            && self.meta.next_seq == seq_at_start
+            && self
+                .unsynced_since
+                .is_none_or(|t| t.elapsed() < ACK_SYNC_WITHIN);
+        if defer_sync {
+            txn.set_durability(Durability::None)
+                .map_err(QueueError::storage)?;
+        }
         txn.commit().map_err(QueueError::storage)?;
+        self.unsynced_since = if defer_sync {
+            Some(self.unsynced_since.unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
         Ok((done, reported_drop))
     }
 
@@ -530,6 +571,8 @@ impl Writer {
         if let Ok(mut s) = self.stats.lock() {
             if failed {
                 s.failed_commits += 1;
+            } else if self.unsynced_since.is_some() {
+                s.unsynced_commits += 1;
             }
             s.depth = self.meta.count;
             s.bytes = self.meta.bytes;

@@ -515,7 +515,7 @@ fn write_queue(exp: &mut Exposition, queue: &Queue) {
         exp.family(name, Kind::Gauge, help);
         exp.sample(name, &[], value);
     }
-    let counters: [(&str, &'static str, u64); 3] = [
+    let counters: [(&str, &'static str, u64); 4] = [
         (
             "linesentry_queue_dropped_events_total",
             "Events evicted because the buffer was full, over the store's life.",
@@ -525,6 +525,11 @@ fn write_queue(exp: &mut Exposition, queue: &Queue) {
             "linesentry_queue_commits_total",
             "Store commits since the agent started.",
             stats.commits,
+        ),
+        (
+            "linesentry_queue_unsynced_commits_total",
+            "Store commits of acks alone that skipped their fsync; the next synced commit, at most 1 s later, makes them durable.",
+            stats.unsynced_commits,
         ),
         (
             "linesentry_queue_failed_commits_total",
