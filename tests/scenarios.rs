@@ -10,7 +10,7 @@ use linesentry::buffer::{Queue, QueueOptions};
 use linesentry::event::{SecurityEvent, Severity};
 use linesentry::sim::opcua::OpcUaSimOptions;
 use linesentry::sim::{self, Schedule, SimOptions};
-use linesentry::source::opcua::Pki;
+use linesentry::source::opcua::{OpcUaSettings, Pki};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-scenario";
@@ -84,6 +84,15 @@ async fn scenario_with(
         }
         Link::OpcUa { password } | Link::OpcUaPolled { password } => {
             let polled = matches!(link, Link::OpcUaPolled { .. });
+            // The agent's application certificate exists before the simulator's timeline
+            // starts, as on a gateway after its first start: its RSA key generation takes
+            // seconds under qemu, and the scheduled actions would play before the first
+            // session otherwise.
+            let agent = OpcUaSettings::new(&data, GATEWAY);
+            agent
+                .pki
+                .ensure_own(&agent.application_uri, &agent.application_name)
+                .unwrap();
             let sim = sim::opcua::start(
                 loaded,
                 &options,
