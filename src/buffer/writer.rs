@@ -28,7 +28,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::seqfloor::SeqFloor;
@@ -436,9 +436,15 @@ impl Writer {
         self.floor
             .cover(self.meta.next_seq)
             .map_err(|e| QueueError::Io(Arc::new(e)))?;
-        let defer_sync = acks_only
-            && !reported_drop
-            && self.meta.next_seq == seq_at_start
+        let only_deletes = acks_only && !reported_drop && self.meta.next_seq == seq_at_start;
+        self.finish(txn, only_deletes)?;
+        Ok((done, reported_drop))
+    }
+
+    /// Commits `txn`, without its fsync when it `only_deletes` and the last synced commit
+    /// is recent enough (module docs).
+    fn finish(&mut self, mut txn: WriteTransaction, only_deletes: bool) -> Result<(), QueueError> {
+        let defer_sync = only_deletes
             && self
                 .unsynced_since
                 .is_none_or(|t| t.elapsed() < ACK_SYNC_WITHIN);
@@ -452,7 +458,7 @@ impl Writer {
         } else {
             None
         };
-        Ok((done, reported_drop))
+        Ok(())
     }
 
     /// Moves the named events into the dead-letter table; returns how many were there.
