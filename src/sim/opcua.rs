@@ -83,7 +83,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lock, LinkBehaviour, SecurityOffer, SharedModel, SimError, SimHandle, SimOptions, StationModel,
+    lock, Action, LinkBehaviour, SecurityOffer, SharedModel, SimError, SimHandle, SimOptions,
+    StationModel,
 };
 use crate::config::{Profile, Protocol, TagSpec};
 use crate::source::opcua::Pki;
@@ -169,6 +170,11 @@ pub async fn start(
         format!("opc.tcp://{}:{}/", addr.ip(), addr.port()),
         opcua.pki_dir.join("intruder"),
         opcua.user.0.clone(),
+        options
+            .schedule
+            .items()
+            .iter()
+            .any(|item| matches!(item.action, Action::SessionFlood | Action::PasswordGuess)),
         cancel.clone(),
     )));
     let (commands, receiver) = mpsc::channel(4);
@@ -581,6 +587,7 @@ impl AuthManager for CountingAuth {
 
 /// How long an intruder waits for one session.
 const INTRUDER_TIMEOUT: Duration = Duration::from_secs(10);
+const INTRUDER_URI: &str = "urn:linesentry:sim:intruder";
 
 /// An intruder on the network, played by the simulator against its own server over real
 /// connections (endpoint None): holds [`StationModel::intruder_sessions`] extra anonymous
@@ -591,10 +598,18 @@ async fn intrude(
     url: String,
     pki_dir: PathBuf,
     user: String,
+    prepare: bool,
     cancel: CancellationToken,
 ) {
     let mut held: Vec<(Arc<Session>, JoinHandle<StatusCode>)> = Vec::new();
     let mut guesses = 0u32;
+    // When the schedule has an attack, the intruder's certificate is made now, off the
+    // runtime, so the attack plays at its time instead of after a key generation (seconds
+    // on a slow CPU or under qemu). Otherwise it is made by the first attack.
+    let mut keypair = prepare.then(|| {
+        let pki = Pki::new(&pki_dir);
+        tokio::task::spawn_blocking(move || pki.ensure_own(INTRUDER_URI, "intruder"))
+    });
     let mut interval = tokio::time::interval(UPDATE_PERIOD * 2);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -609,6 +624,15 @@ async fn intrude(
                 model.take_login_guesses(),
             )
         };
+        if wanted > held.len() || tries > 0 {
+            if let Some(made) = keypair.take() {
+                match made.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "intruder certificate not made"),
+                    Err(e) => tracing::warn!(error = %e, "intruder certificate task failed"),
+                }
+            }
+        }
         while held.len() < wanted && !cancel.is_cancelled() {
             match intruder_session(&url, &pki_dir, IdentityToken::Anonymous).await {
                 Ok(session) => held.push(session),
@@ -657,8 +681,8 @@ async fn intruder_session(
 ) -> Result<(Arc<Session>, JoinHandle<StatusCode>), String> {
     let mut client = ClientBuilder::new()
         .application_name("intruder")
-        .application_uri("urn:linesentry:sim:intruder")
-        .product_uri("urn:linesentry:sim:intruder")
+        .application_uri(INTRUDER_URI)
+        .product_uri(INTRUDER_URI)
         .pki_dir(pki_dir)
         .create_sample_keypair(true)
         .trust_server_certs(true)
