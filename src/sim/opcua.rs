@@ -587,6 +587,7 @@ impl AuthManager for CountingAuth {
 
 /// How long an intruder waits for one session.
 const INTRUDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The intruder's application URI (its certificate's subject alternative name).
 const INTRUDER_URI: &str = "urn:linesentry:sim:intruder";
 
 /// An intruder on the network, played by the simulator against its own server over real
