@@ -2,16 +2,20 @@
 //! runs until shut down.
 //!
 //! One task per station polls its source, runs that station's rules and appends the events;
-//! stations share nothing but the queue, so one slow station never delays another. Shutdown
-//! order: stop polling, let every station finish its in-flight append, record
-//! `agent.stopped`, give forwarders a bounded grace period, then commit and close the queue.
+//! stations share nothing but the queue, so one slow station never delays another. Polling
+//! does not wait for commits: a station's info-level appends may wait up to
+//! `buffer.routine_commit_ms` to share a commit (see `outbox` and `buffer::writer`), while
+//! the station polls on. Shutdown order: stop polling, let every station commit what it
+//! has in flight at once, record `agent.stopped`, give forwarders a bounded grace period,
+//! then commit and close the queue.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{OpenError, Queue, QueueError, QueueOptions};
+use crate::buffer::{Confirmation, OpenError, Queue, QueueError, QueueOptions};
 use crate::config::Strategy;
 use crate::config::{Config, StationConfig};
 use crate::event::integrity::BatchSigner;
@@ -52,8 +56,10 @@ pub enum AgentError {
     Sink { sink: &'static str, reason: String },
 }
 
+mod outbox;
 mod stations;
 
+use outbox::Outbox;
 use stations::{build_sources, Shared, Stations};
 
 /// Choices the command line makes on top of the config file.
@@ -92,6 +98,7 @@ pub fn queue_options(config: &Config) -> QueueOptions {
         quota_bytes: b.quota_bytes,
         commit_max_events: b.commit_max_events,
         commit_linger: b.commit_linger,
+        routine_commit: b.routine_commit,
         high_watermark_percent: b.high_watermark_percent,
         drop_report_interval: b.drop_report_interval,
         max_event_bytes: b.max_event_bytes,
@@ -440,72 +447,129 @@ async fn run_station(
         Err(e) => tracing::warn!(station = %station.id, error = %e,
             "stored baseline unreadable; learning it again"),
     }
-    let mut pending_state: Option<Vec<u8>> = None;
     let mut ticker = tokio::time::interval(station.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Vec<SecurityEvent> = Vec::new();
+    // Polling never waits for a commit: appends are submitted and confirmed in the
+    // background (see `outbox`), in order.
+    let mut outbox = Outbox::new(STATION_PENDING_MAX);
+    let mut confirmations: VecDeque<Confirmation> = VecDeque::new();
     let mut outcome = StationOutcome::default();
+    let drop_excess = |outcome: &mut StationOutcome, excess: usize| {
+        if excess > 0 {
+            outcome.dropped_unconfirmed += excess as u64;
+            counters.dropped_unconfirmed(excess);
+            tracing::error!(station = %station.id, dropped = excess,
+                "events dropped: the buffer has refused appends for too long");
+        }
+    };
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => {
+                let started = std::time::Instant::now();
+                let poll = source.poll().await;
+                let latency = started.elapsed();
+                beat.beat();
+                outcome.readings += poll.readings.len() as u64;
+                for error in &poll.errors {
+                    tracing::debug!(station = %station.id, %error, "poll error");
+                }
+                let events = rules.observe(&poll, Timestamp::now());
+                outcome.events += events.len() as u64;
+                counters.record_poll(
+                    latency,
+                    poll.errors.len(),
+                    poll.readings.len(),
+                    events.len(),
+                );
+                outbox.add(events, rules.take_state());
+            }
+            Some(result) = next_confirmation(&mut confirmations) => {
+                confirmations.pop_front();
+                if let Err(e) = &result {
+                    tracing::error!(station = %station.id, error = %e, pending = outbox.pending(),
+                        "buffer refused events; keeping them for the next poll");
+                }
+                let excess = outbox.confirmed(result.is_ok());
+                drop_excess(&mut outcome, excess);
+            }
             () = shutdown.cancelled() => break,
         }
-        let started = std::time::Instant::now();
-        let poll = source.poll().await;
-        let latency = started.elapsed();
-        beat.beat();
-        outcome.readings += poll.readings.len() as u64;
-        for error in &poll.errors {
-            tracing::debug!(station = %station.id, %error, "poll error");
-        }
-        let events = rules.observe(&poll, Timestamp::now());
-        outcome.events += events.len() as u64;
-        counters.record_poll(
-            latency,
-            poll.errors.len(),
-            poll.readings.len(),
-            events.len(),
-        );
-        pending.extend(events);
-        if let Some(state) = rules.take_state() {
-            pending_state = Some(state);
-        }
-        if pending.is_empty() && pending_state.is_none() {
-            continue;
-        }
-        let state = pending_state
-            .clone()
-            .map(|bytes| (state_key.clone(), bytes));
-        match queue.append_with_state(&pending, state).await {
-            Ok(_) => {
-                pending.clear();
-                pending_state = None;
-            }
-            Err(e) => {
-                tracing::error!(station = %station.id, error = %e, pending = pending.len(),
-                    "buffer refused events; keeping them for the next poll");
-                if pending.len() > STATION_PENDING_MAX {
-                    let excess = pending.len() - STATION_PENDING_MAX;
-                    pending.drain(..excess);
-                    outcome.dropped_unconfirmed += excess as u64;
-                    counters.dropped_unconfirmed(excess);
-                    tracing::error!(station = %station.id, dropped = excess,
-                        "events dropped: the buffer has refused appends for too long");
+        while let Some(send) = outbox.next() {
+            let state = send.state.clone().map(|bytes| (state_key.clone(), bytes));
+            match queue.submit(&send.events, state, send.commit).await {
+                Ok(confirmation) => {
+                    confirmations.push_back(confirmation);
+                    outbox.sent(send);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => {
+                    tracing::error!(station = %station.id, error = %e, pending = send.events.len(),
+                        "buffer refused events; keeping them for the next poll");
+                    let excess = outbox.refused(send);
+                    drop_excess(&mut outcome, excess);
+                    break;
+                }
             }
         }
     }
-    if !pending.is_empty() || pending_state.is_some() {
-        // Last try on the way out; what still fails is reported.
-        let state = pending_state.map(|bytes| (state_key.clone(), bytes));
-        if let Err(e) = queue.append_with_state(&pending, state).await {
-            outcome.dropped_unconfirmed += pending.len() as u64;
-            counters.dropped_unconfirmed(pending.len());
-            tracing::error!(station = %station.id, error = %e, dropped = pending.len(),
+    finish_appends(
+        &station.id,
+        &queue,
+        &state_key,
+        (&mut outbox, confirmations),
+        (&mut outcome, &counters),
+    )
+    .await;
+    beat.retire();
+    outcome
+}
+
+/// On the way out: what waits for a shared commit is committed now, then the rest goes in
+/// one last append, committed at once; what still fails is counted and reported.
+async fn finish_appends(
+    station: &str,
+    queue: &Queue,
+    state_key: &str,
+    (outbox, mut confirmations): (&mut Outbox, VecDeque<Confirmation>),
+    (outcome, counters): (&mut StationOutcome, &StationMetrics),
+) {
+    if !confirmations.is_empty() {
+        if let Err(e) = queue.flush().await {
+            tracing::debug!(station, error = %e, "flush at shutdown failed");
+        }
+    }
+    while let Some(confirmation) = confirmations.pop_front() {
+        let excess = outbox.confirmed(confirmation.await.is_ok());
+        if excess > 0 {
+            outcome.dropped_unconfirmed += excess as u64;
+            counters.dropped_unconfirmed(excess);
+            tracing::error!(
+                station,
+                dropped = excess,
+                "events dropped: the buffer has refused appends for too long"
+            );
+        }
+    }
+    if let Some(last) = outbox.last() {
+        let state = last.state.map(|bytes| (state_key.to_owned(), bytes));
+        let result = match queue.submit(&last.events, state, last.commit).await {
+            Ok(confirmation) => confirmation.await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            outcome.dropped_unconfirmed += last.events.len() as u64;
+            counters.dropped_unconfirmed(last.events.len());
+            tracing::error!(station, error = %e, dropped = last.events.len(),
                 "events lost at shutdown: the buffer refused them");
         }
     }
-    beat.retire();
-    outcome
+}
+
+/// The oldest confirmation's answer; never resolves while none is awaited.
+async fn next_confirmation(
+    confirmations: &mut VecDeque<Confirmation>,
+) -> Option<Result<Vec<u64>, QueueError>> {
+    match confirmations.front_mut() {
+        Some(confirmation) => Some(confirmation.await),
+        None => std::future::pending().await,
+    }
 }

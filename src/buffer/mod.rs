@@ -27,17 +27,20 @@ mod trim;
 mod writer;
 
 use std::fmt;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use crate::event::{SecurityEvent, Timestamp};
+use crate::event::{SecurityEvent, Severity, Timestamp};
 
 pub use inspect::{InspectError, Inspector};
 pub use store::RecordError;
@@ -71,6 +74,8 @@ pub struct QueueOptions {
     pub quota_bytes: u64,
     pub commit_max_events: usize,
     pub commit_linger: Duration,
+    /// How long a [`Commit::Routine`] append may wait to share a commit (0: never).
+    pub routine_commit: Duration,
     pub high_watermark_percent: u8,
     pub drop_report_interval: Duration,
     pub max_event_bytes: usize,
@@ -89,12 +94,49 @@ impl QueueOptions {
             quota_bytes: 256 << 20,
             commit_max_events: 4096,
             commit_linger: Duration::ZERO,
+            routine_commit: Duration::ZERO,
             high_watermark_percent: 80,
             drop_report_interval: Duration::from_secs(10),
             max_event_bytes: 64 << 10,
             inflight_events: 65_536,
             cache_bytes: CACHE_BYTES,
         }
+    }
+}
+
+/// How soon an append must be durable (see [`writer`] for the shared commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// In a commit started at once, which takes any waiting routine appends with it.
+    Now,
+    /// May wait up to `routine_commit` to share one commit with other routine appends.
+    Routine,
+}
+
+impl Commit {
+    /// `Now` when any of `events` is of severity warn or above, else `Routine`.
+    pub fn for_events(events: &[SecurityEvent]) -> Self {
+        if events.iter().any(|e| e.severity >= Severity::Warn) {
+            Commit::Now
+        } else {
+            Commit::Routine
+        }
+    }
+}
+
+/// The answer to a submitted append: its seqs once committed. A future; until it resolves
+/// the events are not durable.
+#[derive(Debug)]
+#[must_use = "the events are durable only once the confirmation resolves to Ok"]
+pub struct Confirmation(oneshot::Receiver<Result<Vec<u64>, QueueError>>);
+
+impl Future for Confirmation {
+    type Output = Result<Vec<u64>, QueueError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(QueueError::Closed)))
     }
 }
 
@@ -417,6 +459,19 @@ impl Queue {
         if events.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
+        self.submit(events, state, Commit::Now).await?.await
+    }
+
+    /// Hands events (and `state`, as in [`Queue::append_with_state`]) to the writer and
+    /// returns without waiting for their commit; the [`Confirmation`] resolves once they are
+    /// durable. Waits only while the in-flight bound is exhausted. Appends are committed in
+    /// the order they were submitted. All or nothing, as `append`.
+    pub async fn submit(
+        &self,
+        events: &[SecurityEvent],
+        state: Option<(String, Vec<u8>)>,
+        commit: Commit,
+    ) -> Result<Confirmation, QueueError> {
         let mut encoded = Vec::with_capacity(events.len());
         for e in events {
             let enc = Encoded::new(e).map_err(|e| QueueError::encode(&e))?;
@@ -444,7 +499,18 @@ impl Queue {
             state,
             reply,
             permit: Some(permit),
+            commit,
         }) {
+            return Err(QueueError::Closed);
+        }
+        Ok(Confirmation(rx))
+    }
+
+    /// Commits at once whatever was submitted before and is still waiting (routine appends
+    /// sharing a commit); returns once that is durable.
+    pub async fn flush(&self) -> Result<(), QueueError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Flush { reply }) {
             return Err(QueueError::Closed);
         }
         rx.await.map_err(|_| QueueError::Closed)?

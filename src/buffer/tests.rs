@@ -92,6 +92,21 @@ async fn acks_alone_skip_the_fsync_and_closing_makes_them_durable() {
 }
 
 #[tokio::test]
+async fn a_flush_after_acks_makes_them_durable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.ack(Ack::UpTo(1)).await.unwrap();
+    let before = q.stats();
+    assert_eq!(before.unsynced_commits, 1);
+    q.flush().await.unwrap();
+    let after = q.stats();
+    assert_eq!(after.commits, before.commits + 1, "the flush committed");
+    assert_eq!(after.unsynced_commits, 1, "and that commit was synced");
+    q.close().await;
+}
+
+#[tokio::test]
 async fn unsynced_acks_are_synced_by_the_idle_tick() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
@@ -604,5 +619,140 @@ async fn lanes_split_alerts_from_telemetry() {
     assert_eq!(seqs(Lane::Alerts), vec![2]);
     assert_eq!(seqs(Lane::Telemetry), vec![1, 3]);
     assert_eq!(seqs(Lane::All), vec![1, 2, 3]);
+    q.close().await;
+}
+
+/// Routine appends wait this long for their shared commit: longer than any test runs, so
+/// only something else can commit them.
+fn lingering(dir: &Path) -> QueueOptions {
+    QueueOptions {
+        routine_commit: Duration::from_secs(600),
+        ..options(dir)
+    }
+}
+
+fn info(n: u64) -> SecurityEvent {
+    event("equipment.measurement", Severity::Info, n)
+}
+
+#[test]
+fn appends_with_a_warning_or_worse_commit_now_the_rest_are_routine() {
+    assert_eq!(Commit::for_events(&[]), Commit::Routine);
+    assert_eq!(
+        Commit::for_events(&[info(1), event("a.b", Severity::Debug, 2)]),
+        Commit::Routine
+    );
+    for severity in [Severity::Warn, Severity::Error, Severity::Critical] {
+        assert_eq!(
+            Commit::for_events(&[info(1), event("a.b", severity, 2)]),
+            Commit::Now
+        );
+    }
+}
+
+#[tokio::test]
+async fn routine_appends_are_not_committed_until_something_commits_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(lingering(dir.path())).unwrap();
+    let before = q.stats().commits;
+    let mut waiting = Vec::new();
+    for n in 0..3 {
+        waiting.push(q.submit(&[info(n)], None, Commit::Routine).await.unwrap());
+    }
+    assert!(all(&q).is_empty(), "nothing is durable before its commit");
+    q.flush().await.unwrap();
+    let mut seqs = Vec::new();
+    for c in waiting {
+        seqs.extend(c.await.unwrap());
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(all(&q).len(), 3);
+    assert_eq!(q.stats().commits - before, 1, "one shared commit");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_warning_commits_at_once_and_takes_the_waiting_routine_appends_along_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(lingering(dir.path())).unwrap();
+    let before = q.stats().commits;
+    let routine = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
+    let warning = [event("setpoint.changed", Severity::Warn, 2)];
+    let urgent = q
+        .submit(&warning, None, Commit::for_events(&warning))
+        .await
+        .unwrap();
+    assert_eq!(urgent.await.unwrap(), [2]);
+    assert_eq!(routine.await.unwrap(), [1]);
+    assert_eq!(q.stats().commits - before, 1);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn acks_and_plain_appends_commit_at_once_with_the_waiting_routine_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(lingering(dir.path())).unwrap();
+    let routine = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
+    q.ack(Ack::UpTo(0)).await.unwrap();
+    assert_eq!(routine.await.unwrap(), [1]);
+    let routine = q.submit(&[info(2)], None, Commit::Routine).await.unwrap();
+    q.append(&[info(3)]).await.unwrap();
+    assert_eq!(routine.await.unwrap(), [2]);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn closing_commits_the_waiting_routine_appends_and_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(lingering(dir.path())).unwrap();
+    let routine = q
+        .submit(
+            &[info(1)],
+            Some(("press-01".into(), b"v1".to_vec())),
+            Commit::Routine,
+        )
+        .await
+        .unwrap();
+    q.close().await;
+    assert_eq!(routine.await.unwrap(), [1]);
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(all(&q).len(), 1);
+    assert_eq!(
+        q.load_state("press-01").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_routine_append_is_committed_by_its_deadline_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        routine_commit: Duration::from_millis(20),
+        ..options(dir.path())
+    })
+    .unwrap();
+    let routine = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
+    assert_eq!(routine.await.unwrap(), [1]);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn with_no_routine_commit_a_routine_append_commits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let routine = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
+    assert_eq!(routine.await.unwrap(), [1]);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_flush_with_nothing_waiting_costs_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    q.append(&[info(1)]).await.unwrap();
+    let before = q.stats().commits;
+    q.flush().await.unwrap();
+    assert_eq!(q.stats().commits, before);
     q.close().await;
 }

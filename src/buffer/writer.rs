@@ -4,21 +4,33 @@
 //! already queued behind it (up to `commit_max_events`), and applies the lot in one durable
 //! transaction. While one fsync runs, the next batch gathers, so batches grow with load.
 //!
-//! Linger is opt-in (`commit_linger`, default 0) and adaptive. When appends trickle in
-//! (fewer than four commands gathered, and the last commit less than 20 ms ago: many
-//! stations each appending one poll's events), the writer waits up to `commit_linger` for
-//! more, so fifty stations cost a few commits per poll interval instead of one fsync each.
-//! A closed loop of many appenders arrives as one large batch and is committed at once.
-//! It stays off by default because a single caller that waits for each confirmation (a
-//! forwarder acking batch after batch) looks like a trickle and would pay the linger on
-//! every call (measured: ack throughput fell from 118 % to 36 % of raw redb).
+//! Routine appends share a commit. An append submitted as [`Commit::Routine`] (a station's
+//! info-level reports: measurement reports, status changes below warn) waits up to
+//! `routine_commit` (`buffer.routine_commit_ms`) from the first routine append of the batch,
+//! so many stations polling at the same interval cost about one fsync per `routine_commit`
+//! instead of one per burst of appends. Anything else commits at once and takes the waiting
+//! routine appends with it, in arrival order: an append of severity warn or above
+//! ([`Commit::Now`]), acks, dead-letter moves and requeues, a flush, and closing.
+//! The added durability delay of a routine append is therefore at most `routine_commit`
+//! (plus the commit itself); until its commit it is not confirmed, so its caller must not
+//! treat it as durable, and a crash or kill in that window loses it like any unconfirmed
+//! append. A clean shutdown loses nothing: closing commits what waits. With
+//! `routine_commit` 0 every append commits at once, as before.
+//!
+//! Linger is opt-in (`commit_linger`, default 0) and adaptive, for batches that commit at
+//! once. When appends trickle in (fewer than four commands gathered, and the last commit
+//! less than 20 ms ago), the writer waits up to `commit_linger` for more. A closed loop of
+//! many appenders arrives as one large batch and is committed at once. It stays off by
+//! default because a single caller that waits for each confirmation (a forwarder acking
+//! batch after batch) looks like a trickle and would pay the linger on every call
+//! (measured: ack throughput fell from 118 % to 36 % of raw redb).
 //! Every command is answered only after its transaction committed; if the commit fails,
 //! every command in it gets the error and the in-memory counters roll back.
 //!
 //! A transaction that only deletes acknowledged events is committed without an fsync
 //! (redb's `Durability::None`) when the last synced commit is less than [`ACK_SYNC_WITHIN`]
-//! old; the next synced commit (any append, or the idle tick once that time has passed, or
-//! closing) makes it durable. A crash in between loses only deletions: those events are
+//! old; the next synced commit (any append, a flush, the idle tick once that time has passed,
+//! or closing) makes it durable. A crash in between loses only deletions: those events are
 //! still stored and are forwarded again, which receivers already expect (delivery is at
 //! least once, and the collector keys on the event id). Nothing that adds or moves an event
 //! is ever committed that way. On a gateway that forwards as it polls, the forwarder's acks
@@ -33,7 +45,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::seqfloor::SeqFloor;
 use super::store::{DeadRecord, Encoded, Meta, Tables, DEAD, META, STATE};
-use super::{Ack, AckReport, QueueError, QueueOptions, StatsCell};
+use super::{Ack, AckReport, Commit, QueueError, QueueOptions, StatsCell};
 use crate::event::{SecurityEvent, Timestamp};
 
 pub(super) enum Command {
@@ -43,6 +55,7 @@ pub(super) enum Command {
         state: Option<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<Vec<u64>, QueueError>>,
         permit: Option<OwnedSemaphorePermit>,
+        commit: Commit,
     },
     Ack {
         ack: Ack,
@@ -58,6 +71,10 @@ pub(super) enum Command {
     Requeue {
         seqs: Option<Vec<u64>>,
         reply: oneshot::Sender<Result<u64, QueueError>>,
+    },
+    /// Commit what is queued or waiting now; answered once it is durable.
+    Flush {
+        reply: oneshot::Sender<Result<(), QueueError>>,
     },
     /// Finish what is queued before this, then stop.
     Close { reply: oneshot::Sender<()> },
@@ -77,18 +94,51 @@ impl Command {
 struct Batch {
     commands: Vec<Command>,
     weight: usize,
+    /// Something in it must not wait: commit as soon as gathering stops.
+    urgent: bool,
+    /// When the routine appends in it must be committed at the latest.
+    deadline: Option<Instant>,
 }
 
 impl Batch {
-    /// Adds a command; a `Close` ends gathering instead (returns false).
-    fn push(&mut self, cmd: Command, closing: &mut Option<oneshot::Sender<()>>) -> bool {
+    /// Adds a command; a `Close` ends gathering instead (returns false). A routine append
+    /// sets the deadline (`routine_commit` from the first one); anything else makes the
+    /// batch urgent.
+    fn push(
+        &mut self,
+        cmd: Command,
+        closing: &mut Option<oneshot::Sender<()>>,
+        routine_commit: Duration,
+    ) -> bool {
         if let Command::Close { reply } = cmd {
             *closing = Some(reply);
             return false;
         }
+        let routine = matches!(
+            cmd,
+            Command::Append {
+                commit: Commit::Routine,
+                ..
+            }
+        );
+        if routine && !routine_commit.is_zero() {
+            self.deadline
+                .get_or_insert_with(|| Instant::now() + routine_commit);
+        } else {
+            self.urgent = true;
+        }
         self.weight += cmd.weight();
         self.commands.push(cmd);
         true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Whether gathering should stop and the batch be committed now.
+    fn due(&self, max: usize) -> bool {
+        self.urgent || self.weight >= max || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -131,6 +181,11 @@ enum Done {
     Moved(u64),
 }
 
+/// The work only deletes acknowledged events (and is not empty).
+fn only_acks(work: &[Work]) -> bool {
+    !work.is_empty() && work.iter().all(|w| matches!(w, Work::Ack(_)))
+}
+
 /// Dead letters kept at most (count); the byte bound is a share of the quota.
 pub(super) const DEAD_MAX_COUNT: u64 = 10_000;
 pub(super) const DEAD_QUOTA_SHARE: u64 = 8;
@@ -149,62 +204,58 @@ pub(super) const ACK_SYNC_WITHIN: Duration = Duration::from_secs(1);
 impl Writer {
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
         let mut closing: Option<oneshot::Sender<()>> = None;
-        while closing.is_none() {
-            let first = match rx.recv_timeout(IDLE_TICK) {
-                Ok(cmd) => cmd,
+        let max = self.opts.commit_max_events;
+        let routine = self.opts.routine_commit;
+        // Gathered and not yet committed: routine appends wait here for their deadline.
+        let mut batch = Batch::default();
+        let mut stopping = false;
+        while !stopping {
+            let wait = batch
+                .deadline
+                .map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    if batch.push(cmd, &mut closing, routine) {
+                        while batch.weight < max {
+                            match rx.try_recv() {
+                                Ok(cmd) => {
+                                    if !batch.push(cmd, &mut closing, routine) {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.drop_report_due() || self.sync_due() {
-                        self.commit(Vec::new());
-                    }
-                    self.trim_if_due();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = Batch::default();
-            let max = self.opts.commit_max_events;
-            if batch.push(first, &mut closing) {
-                while batch.weight < max {
-                    match rx.try_recv() {
-                        Ok(cmd) => {
-                            if !batch.push(cmd, &mut closing) {
-                                break;
-                            }
+                    if batch.is_empty() {
+                        if self.drop_report_due() || self.sync_due() {
+                            self.commit(Vec::new());
                         }
-                        Err(_) => break,
+                        self.trim_if_due();
+                        continue;
                     }
                 }
-                let trickle = batch.commands.len() < TRICKLE_COMMANDS
-                    && self.last_commit.is_some_and(|t| t.elapsed() < TRICKLE_GAP);
-                let linger = if trickle {
-                    self.opts.commit_linger
-                } else {
-                    Duration::ZERO
-                };
-                let deadline = Instant::now() + linger;
-                while batch.weight < max && closing.is_none() {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(cmd) => {
-                            if !batch.push(cmd, &mut closing) {
-                                break;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
+                // Every handle is gone: commit what waits, then stop.
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            stopping |= closing.is_some();
+            if !stopping && !batch.due(max) {
+                continue;
+            }
+            if !stopping && batch.deadline.is_none() {
+                self.linger(rx, &mut batch, &mut closing);
             }
             if batch.weight >= TRIM_AFTER_EVENTS {
                 self.trim_at = Some(Instant::now() + TRIM_DELAY);
             }
-            let batch = batch.commands;
-            if !batch.is_empty() || self.drop_report_due() {
-                self.commit(batch);
+            let commands = std::mem::take(&mut batch).commands;
+            if !commands.is_empty() || self.drop_report_due() {
+                self.commit(commands);
             }
             self.trim_if_due();
+            stopping |= closing.is_some();
         }
         if self.unsynced_since.is_some() {
             // Closing, or every handle dropped: the last acks go to disk before the file is.
@@ -212,6 +263,37 @@ impl Writer {
         }
         if let Some(reply) = closing {
             let _ = reply.send(());
+        }
+    }
+
+    /// The adaptive linger (`commit_linger`): a trickle of urgent commands waits a little
+    /// for more to share their commit.
+    fn linger(
+        &self,
+        rx: &Receiver<Command>,
+        batch: &mut Batch,
+        closing: &mut Option<oneshot::Sender<()>>,
+    ) {
+        let trickle = batch.commands.len() < TRICKLE_COMMANDS
+            && self.last_commit.is_some_and(|t| t.elapsed() < TRICKLE_GAP);
+        if !trickle || self.opts.commit_linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.opts.commit_linger;
+        let max = self.opts.commit_max_events;
+        while batch.weight < max && closing.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(cmd) => {
+                    if !batch.push(cmd, closing, self.opts.routine_commit) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
         }
     }
 
@@ -225,6 +307,7 @@ impl Writer {
                     state: None,
                     reply,
                     permit: None,
+                    commit: Commit::Now,
                 }]);
             }
             Err(e) => tracing::error!(error = %e, "could not encode {}", event.event_type),
@@ -256,6 +339,7 @@ impl Writer {
         let mut work = Vec::with_capacity(batch.len());
         let mut reply_to = Vec::with_capacity(batch.len());
         let mut permits = Vec::new();
+        let mut flushes = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Append {
@@ -263,6 +347,7 @@ impl Writer {
                     state,
                     reply,
                     permit,
+                    commit: _,
                 } => {
                     work.push(Work::Append(events, state));
                     reply_to.push(ReplyTo::Append(reply));
@@ -284,13 +369,22 @@ impl Writer {
                     work.push(Work::Requeue(seqs));
                     reply_to.push(ReplyTo::Moved(reply));
                 }
+                Command::Flush { reply } => flushes.push(reply),
                 Command::Close { .. } => {}
             }
+        }
+        if work.is_empty() && !self.drop_report_due() && self.unsynced_since.is_none() {
+            // Only flushes: everything before them is already committed and synced.
+            for reply in flushes {
+                let _ = reply.send(Ok(()));
+            }
+            return;
         }
         let before = self.meta.clone();
         let seq_before = before.next_seq;
         let requeues_before = self.requeues;
-        let acks_only = !work.is_empty() && work.iter().all(|w| matches!(w, Work::Ack(_)));
+        // A flush is answered once everything before it is on disk, never unsynced.
+        let acks_only = flushes.is_empty() && only_acks(&work);
         let outcome = self.apply(work, acks_only);
         match &outcome {
             Ok((_, true)) => self.last_drop_report = Some(Instant::now()),
@@ -305,6 +399,9 @@ impl Writer {
         if outcome.is_ok() && (self.meta.next_seq != seq_before || self.requeues != requeues_before)
         {
             self.appended.notify_waiters();
+        }
+        for reply in flushes {
+            let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
         match outcome {
             Ok((done, _)) => {

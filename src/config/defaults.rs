@@ -49,6 +49,7 @@ pub(super) const MAX_ID_LEN: usize = 64;
 pub(super) const QUOTA_MIB: Int = int(256, 1, 65_536, "MiB");
 pub(super) const COMMIT_MAX_EVENTS: Int = int(4096, 1, 65_536, "events");
 pub(super) const COMMIT_LINGER_MS: Int = int(0, 0, 50, "ms");
+pub(super) const ROUTINE_COMMIT_MS: Int = int(100, 0, 1000, "ms");
 pub(super) const CACHE_MIB: Int = int(2, 1, 1024, "MiB");
 pub(super) const HIGH_WATERMARK_PERCENT: Int = int(80, 50, 99, "%");
 pub(super) const DROP_REPORT_INTERVAL_S: Int = int(10, 1, 3600, "s");

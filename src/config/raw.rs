@@ -21,6 +21,7 @@ pub(super) struct Buffer {
     pub(super) quota_mib: Option<i64>,
     pub(super) commit_max_events: Option<i64>,
     pub(super) commit_linger_ms: Option<i64>,
+    pub(super) routine_commit_ms: Option<i64>,
     pub(super) high_watermark_percent: Option<i64>,
     pub(super) drop_report_interval_s: Option<i64>,
     pub(super) max_event_kib: Option<i64>,

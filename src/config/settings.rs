@@ -27,6 +27,8 @@ pub struct BufferSettings {
     pub quota_bytes: u64,
     pub commit_max_events: usize,
     pub commit_linger: Duration,
+    /// How long a station's info-level append may wait to share a commit.
+    pub routine_commit: Duration,
     pub high_watermark_percent: u8,
     pub drop_report_interval: Duration,
     pub max_event_bytes: usize,
@@ -197,6 +199,11 @@ pub(super) fn buffer(
         raw.commit_linger_ms,
         defaults::COMMIT_LINGER_MS,
     );
+    let routine = report.int(
+        "buffer.routine_commit_ms",
+        raw.routine_commit_ms,
+        defaults::ROUTINE_COMMIT_MS,
+    );
     let watermark = report.int(
         "buffer.high_watermark_percent",
         raw.high_watermark_percent,
@@ -217,6 +224,7 @@ pub(super) fn buffer(
         quota_bytes: quota? as u64 * 1024 * 1024,
         commit_max_events: commit? as usize,
         commit_linger: Duration::from_millis(linger? as u64),
+        routine_commit: Duration::from_millis(routine? as u64),
         high_watermark_percent: watermark? as u8,
         drop_report_interval: Duration::from_secs(drop_report? as u64),
         max_event_bytes: max_event? as usize * 1024,
@@ -747,6 +755,29 @@ fn tls(report: &mut Report<'_>, at: &str, raw: &raw::Tls, base_dir: &Path) -> Op
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routine_commit_defaults_to_100_ms_and_an_out_of_range_value_names_file_line_and_key() {
+        let base = "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"d\"\n[buffer]\n";
+        let path = std::path::Path::new("/etc/ls/agent.toml");
+        let config = crate::config::load_str(path, base).unwrap();
+        assert_eq!(config.buffer.routine_commit, Duration::from_millis(100));
+        let config =
+            crate::config::load_str(path, &format!("{base}routine_commit_ms = 0\n")).unwrap();
+        assert_eq!(config.buffer.routine_commit, Duration::ZERO);
+        let errors = crate::config::load_str(path, &format!("{base}routine_commit_ms = 1001\n"))
+            .unwrap_err();
+        let e = &errors.0[0];
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(e.file, path);
+        assert_eq!(e.line, Some(6));
+        assert_eq!(e.key_path, "buffer.routine_commit_ms");
+        assert!(
+            e.message.contains("between 0 and 1000 (ms)"),
+            "{}",
+            e.message
+        );
+    }
+
     use super::*;
 
     #[test]

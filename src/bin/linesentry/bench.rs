@@ -62,6 +62,9 @@ pub(crate) enum BenchCommand {
         /// The agent's `buffer.commit_linger_ms`.
         #[arg(long, default_value_t = 0)]
         commit_linger_ms: u64,
+        /// The agent's `buffer.routine_commit_ms` (default: the config default).
+        #[arg(long)]
+        routine_commit_ms: Option<u64>,
         /// The agent's `buffer.cache_mib`.
         #[arg(long, default_value_t = 2)]
         cache_mib: u64,
@@ -130,6 +133,7 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             seconds,
             role,
             commit_linger_ms,
+            routine_commit_ms,
             cache_mib,
             worker_threads,
         } => {
@@ -140,6 +144,7 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
                 seconds,
                 role,
                 linger_ms: commit_linger_ms,
+                routine_commit_ms,
                 cache_mib,
                 worker_threads,
             })

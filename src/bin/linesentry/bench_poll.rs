@@ -107,6 +107,7 @@ pub(super) struct Options {
     pub(super) seconds: u64,
     pub(super) role: String,
     pub(super) linger_ms: u64,
+    pub(super) routine_commit_ms: Option<u64>,
     pub(super) cache_mib: u64,
     pub(super) worker_threads: usize,
 }
@@ -129,6 +130,7 @@ fn measure(options: &Options) -> Result<(), String> {
         seconds,
         ref role,
         linger_ms,
+        routine_commit_ms,
         cache_mib,
         worker_threads,
     } = options;
@@ -174,6 +176,9 @@ fn measure(options: &Options) -> Result<(), String> {
         dir.path().join("data").display(),
         devices.display()
     );
+    if let Some(ms) = routine_commit_ms {
+        let _ = writeln!(config, "routine_commit_ms = {ms}");
+    }
     for (i, a) in addrs.iter().enumerate() {
         let _ = write!(
             config,
@@ -188,6 +193,7 @@ fn measure(options: &Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let routine = linesentry::agent::queue_options(&config).routine_commit;
     let (summary, cpu, wall, rss_kib) = rt.block_on(async {
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
@@ -210,9 +216,11 @@ fn measure(options: &Options) -> Result<(), String> {
     let achieved = summary.readings as f64 / total;
     println!(
         "bench poll: {stations} stations x {registers} {role} registers @ {interval_ms} ms for {seconds} s, linger {linger_ms} ms, \
+         routine commit {} ms, \
          cache {cache_mib} MiB, {worker_threads} worker threads: \
          {achieved:.0} readings/s of {requested:.0} requested ({:.1} %), CPU {:.2} % of one core, \
          RSS {:.1} MiB (peak {:.1} MiB), {} events, {} commits ({:.0}/s)",
+        routine.as_millis(),
         achieved / requested * 100.0,
         cpu / wall.as_secs_f64() * 100.0,
         rss_kib as f64 / 1024.0,
