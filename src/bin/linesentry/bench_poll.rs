@@ -122,24 +122,12 @@ pub(super) fn run(options: &Options) -> ExitCode {
     }
 }
 
-fn measure(options: &Options) -> Result<(), String> {
-    let &Options {
-        stations,
-        registers,
-        interval_ms,
-        seconds,
-        ref role,
-        linger_ms,
-        routine_commit_ms,
-        cache_mib,
-        worker_threads,
-    } = options;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let devices = dir.path().join("devices");
-    std::fs::create_dir_all(&devices).map_err(|e| e.to_string())?;
-    let profile = devices.join("bench_station.toml");
-    std::fs::write(&profile, profile_text(registers, role)).map_err(|e| e.to_string())?;
-
+/// Starts the `bench poll-serve` child with `stations` simulated stations of `profile`;
+/// returns it with the stations' addresses once it is ready.
+fn spawn_stations(
+    stations: u16,
+    profile: &std::path::Path,
+) -> Result<(std::process::Child, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .args([
@@ -149,7 +137,7 @@ fn measure(options: &Options) -> Result<(), String> {
             &stations.to_string(),
             "--profile",
         ])
-        .arg(&profile)
+        .arg(profile)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -171,6 +159,28 @@ fn measure(options: &Options) -> Result<(), String> {
             addrs.len()
         ));
     }
+    Ok((child, addrs))
+}
+
+fn measure(options: &Options) -> Result<(), String> {
+    let &Options {
+        stations,
+        registers,
+        interval_ms,
+        seconds,
+        ref role,
+        linger_ms,
+        routine_commit_ms,
+        cache_mib,
+        worker_threads,
+    } = options;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let devices = dir.path().join("devices");
+    std::fs::create_dir_all(&devices).map_err(|e| e.to_string())?;
+    let profile = devices.join("bench_station.toml");
+    std::fs::write(&profile, profile_text(registers, role)).map_err(|e| e.to_string())?;
+
+    let (mut child, addrs) = spawn_stations(stations, &profile)?;
     let mut config = format!(
         "[agent]\ngateway_id = \"gw-bench\"\nsite = \"bench\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nenabled = false\n\n[buffer]\ncommit_linger_ms = {linger_ms}\ncache_mib = {cache_mib}\n",
         dir.path().join("data").display(),
