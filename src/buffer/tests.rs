@@ -91,14 +91,21 @@ async fn acks_alone_skip_the_fsync_and_closing_makes_them_durable() {
     q.close().await;
 }
 
+/// A queue in `dir` whose one event was appended and acknowledged, the ack not yet synced;
+/// with its stats at that moment.
+async fn one_unsynced_ack(dir: &Path) -> (Queue, QueueStats) {
+    let (q, _) = Queue::open(options(dir)).unwrap();
+    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.ack(Ack::UpTo(1)).await.unwrap();
+    let stats = q.stats();
+    assert_eq!(stats.unsynced_commits, 1);
+    (q, stats)
+}
+
 #[tokio::test]
 async fn a_flush_after_acks_makes_them_durable_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = Queue::open(options(dir.path())).unwrap();
-    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
-    q.ack(Ack::UpTo(1)).await.unwrap();
-    let before = q.stats();
-    assert_eq!(before.unsynced_commits, 1);
+    let (q, before) = one_unsynced_ack(dir.path()).await;
     q.flush().await.unwrap();
     let after = q.stats();
     assert_eq!(after.commits, before.commits + 1, "the flush committed");
@@ -109,11 +116,7 @@ async fn a_flush_after_acks_makes_them_durable_at_once() {
 #[tokio::test]
 async fn unsynced_acks_are_synced_by_the_idle_tick() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = Queue::open(options(dir.path())).unwrap();
-    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
-    q.ack(Ack::UpTo(1)).await.unwrap();
-    let before = q.stats();
-    assert_eq!(before.unsynced_commits, 1);
+    let (q, before) = one_unsynced_ack(dir.path()).await;
     // ACK_SYNC_WITHIN after the ack, at the next idle tick (500 ms).
     let limit = writer::ACK_SYNC_WITHIN + Duration::from_millis(1500);
     let start = std::time::Instant::now();
