@@ -48,7 +48,7 @@ pub use store::RecordError;
 use seqfloor::{Found, SeqFloor};
 pub use store::Lane;
 use store::{DeadRecord, Encoded, Meta, ALERTS, DEAD, LAYOUT_VERSION, META, STATE, TELEMETRY};
-use writer::{Command, Writer};
+use writer::{Command, Held, Writer};
 
 /// redb's page cache by default. The queue reads mostly what it just wrote, in order, so a
 /// small cache serves it; redb's default (up to 1 GiB) would let a backlog grow the agent's
@@ -311,6 +311,9 @@ struct Inner {
     /// `None` once closed, so the file is released while handles still exist.
     db: Mutex<Option<Arc<Database>>>,
     tx: Mutex<Option<mpsc::Sender<Command>>>,
+    /// Routine appends waiting for their shared commit (see [`writer::Held`]); locked
+    /// only inside `tx`'s lock by senders.
+    held: Arc<Mutex<Held>>,
     permits: Arc<Semaphore>,
     opts: QueueOptions,
     stats: Arc<Mutex<StatsCell>>,
@@ -394,6 +397,7 @@ impl Queue {
             ..StatsCell::default()
         }));
         let (tx, rx) = mpsc::channel();
+        let held = Arc::new(Mutex::new(Held::default()));
         let appended = Arc::new(Notify::new());
         let mut writer = Writer {
             appended: appended.clone(),
@@ -407,6 +411,7 @@ impl Queue {
             requeues: 0,
             trim_at: None,
             unsynced_since: None,
+            held: held.clone(),
         };
         if let Some(reset) = &report.reset {
             // Committed before open returns: the first thing a reader sees is why.
@@ -423,6 +428,7 @@ impl Queue {
             inner: Arc::new(Inner {
                 db: Mutex::new(Some(db)),
                 tx: Mutex::new(Some(tx)),
+                held,
                 permits: Arc::new(Semaphore::new(opts.inflight_events)),
                 opts,
                 stats,
@@ -434,13 +440,45 @@ impl Queue {
         Ok((queue, report))
     }
 
+    /// Hands a command to the writer. A routine append (with a shared commit configured)
+    /// waits in the held list, and only the first of a window, or the one that fills a
+    /// commit, wakes the writer; anything else first moves the held appends into the channel,
+    /// so the writer gets every command in submission order.
     fn send(&self, cmd: Command) -> bool {
         let guard = self
             .inner
             .tx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
+        let Some(tx) = guard.as_ref() else {
+            return false;
+        };
+        let mut held = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cmd.is_routine() && !self.inner.opts.routine_commit.is_zero() {
+            let max = self.inner.opts.commit_max_events;
+            let filled = held.weight < max && held.weight + cmd.weight() >= max;
+            let first = held.commands.is_empty();
+            held.weight += cmd.weight();
+            held.commands.push(cmd);
+            if (first || filled) && tx.send(Command::Wake { due: filled }).is_err() {
+                if let Some(cmd) = held.commands.pop() {
+                    held.weight -= cmd.weight();
+                }
+                return false;
+            }
+            return true;
+        }
+        held.weight = 0;
+        for waiting in held.commands.drain(..) {
+            if tx.send(waiting).is_err() {
+                return false;
+            }
+        }
+        tx.send(cmd).is_ok()
     }
 
     /// Appends events durably; returns their seqs once committed. Waits while the in-flight

@@ -759,3 +759,26 @@ async fn a_flush_with_nothing_waiting_costs_no_commit() {
     assert_eq!(q.stats().commits, before);
     q.close().await;
 }
+
+#[tokio::test]
+async fn routine_appends_that_fill_a_commit_do_not_wait_for_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(QueueOptions {
+        commit_max_events: 2,
+        ..lingering(dir.path())
+    })
+    .unwrap();
+    let first = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
+    let second = q.submit(&[info(2)], None, Commit::Routine).await.unwrap();
+    let full = async { (first.await.unwrap(), second.await.unwrap()) };
+    let seqs = tokio::time::timeout(Duration::from_secs(10), full).await;
+    assert_eq!(
+        seqs.expect("a full commit does not wait out the 600 s window"),
+        (vec![1], vec![2])
+    );
+    let third = q.submit(&[info(3)], None, Commit::Routine).await.unwrap();
+    assert_eq!(all(&q).len(), 2, "the next one waits for its window again");
+    q.flush().await.unwrap();
+    assert_eq!(third.await.unwrap(), [3]);
+    q.close().await;
+}

@@ -78,10 +78,37 @@ pub(super) enum Command {
     },
     /// Finish what is queued before this, then stop.
     Close { reply: oneshot::Sender<()> },
+    /// Routine appends wait in [`Held`]: the first one starts the shared commit's window,
+    /// `due` (they reached `commit_max_events`) ends it at once.
+    Wake { due: bool },
 }
 
 impl Command {
-    fn weight(&self) -> usize {
+    /// An append that may wait for a shared commit.
+    pub(super) fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            Command::Append {
+                commit: Commit::Routine,
+                ..
+            }
+        )
+    }
+}
+
+/// Routine appends waiting for their shared commit, outside the channel, so that only the
+/// first of a window wakes the writer thread (instead of one futex wake-up per station per
+/// poll). The queue's `send` moves them into the channel ahead of any other command, under
+/// the same lock, so the writer still sees every command in the order it was submitted:
+/// whatever waits here was submitted after everything already in the channel.
+#[derive(Default)]
+pub(super) struct Held {
+    pub(super) commands: Vec<Command>,
+    pub(super) weight: usize,
+}
+
+impl Command {
+    pub(super) fn weight(&self) -> usize {
         match self {
             Command::Append { events, .. } => events.len(),
             _ => 1,
@@ -110,18 +137,20 @@ impl Batch {
         closing: &mut Option<oneshot::Sender<()>>,
         routine_commit: Duration,
     ) -> bool {
-        if let Command::Close { reply } = cmd {
-            *closing = Some(reply);
-            return false;
-        }
-        let routine = matches!(
-            cmd,
-            Command::Append {
-                commit: Commit::Routine,
-                ..
+        match cmd {
+            Command::Close { reply } => {
+                *closing = Some(reply);
+                return false;
             }
-        );
-        if routine && !routine_commit.is_zero() {
+            Command::Wake { due } => {
+                self.deadline
+                    .get_or_insert_with(|| Instant::now() + routine_commit);
+                self.urgent |= due;
+                return true;
+            }
+            _ => {}
+        }
+        if cmd.is_routine() && !routine_commit.is_zero() {
             self.deadline
                 .get_or_insert_with(|| Instant::now() + routine_commit);
         } else {
@@ -132,8 +161,9 @@ impl Batch {
         true
     }
 
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty()
+    /// Nothing gathered and no routine window open.
+    fn is_idle(&self) -> bool {
+        self.commands.is_empty() && self.deadline.is_none()
     }
 
     /// Whether gathering should stop and the batch be committed now.
@@ -158,6 +188,8 @@ pub(super) struct Writer {
     pub(super) trim_at: Option<Instant>,
     /// When the first ack commit without fsync since the last synced commit was made.
     pub(super) unsynced_since: Option<Instant>,
+    /// Routine appends submitted without waking the thread (shared with the queue's `send`).
+    pub(super) held: Arc<Mutex<Held>>,
 }
 
 /// What a command asks of the transaction, apart from where its answer goes.
@@ -229,7 +261,7 @@ impl Writer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if batch.is_empty() {
+                    if batch.is_idle() {
                         if self.drop_report_due() || self.sync_due() {
                             self.commit(Vec::new());
                         }
@@ -247,12 +279,17 @@ impl Writer {
             if !stopping && batch.deadline.is_none() {
                 self.linger(rx, &mut batch, &mut closing);
             }
+            let left = self.take_held(&mut batch, if stopping { usize::MAX } else { max });
             if batch.weight >= TRIM_AFTER_EVENTS {
                 self.trim_at = Some(Instant::now() + TRIM_DELAY);
             }
             let commands = std::mem::take(&mut batch).commands;
             if !commands.is_empty() || self.drop_report_due() {
                 self.commit(commands);
+            }
+            if left {
+                // More routine appends than one commit takes: the next commit follows at once.
+                batch.deadline = Some(Instant::now());
             }
             self.trim_if_due();
             stopping |= closing.is_some();
@@ -264,6 +301,27 @@ impl Writer {
         if let Some(reply) = closing {
             let _ = reply.send(());
         }
+    }
+
+    /// Moves held routine appends into `batch`, oldest first, up to `max` events in all (at
+    /// least one); returns whether some are left.
+    fn take_held(&self, batch: &mut Batch, max: usize) -> bool {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut taken, mut weight) = (0, 0);
+        for cmd in &held.commands {
+            if taken > 0 && batch.weight + weight + cmd.weight() > max {
+                break;
+            }
+            weight += cmd.weight();
+            taken += 1;
+        }
+        held.weight -= weight;
+        batch.weight += weight;
+        batch.commands.extend(held.commands.drain(..taken));
+        !held.commands.is_empty()
     }
 
     /// The adaptive linger (`commit_linger`): a trickle of urgent commands waits a little
@@ -370,7 +428,7 @@ impl Writer {
                     reply_to.push(ReplyTo::Moved(reply));
                 }
                 Command::Flush { reply } => flushes.push(reply),
-                Command::Close { .. } => {}
+                Command::Close { .. } | Command::Wake { .. } => {}
             }
         }
         if work.is_empty() && !self.drop_report_due() && self.unsynced_since.is_none() {
