@@ -16,6 +16,10 @@
 //! treat it as durable, and a crash or kill in that window loses it like any unconfirmed
 //! append. A clean shutdown loses nothing: closing commits what waits. With
 //! `routine_commit` 0 every append commits at once, as before.
+//! Routine appends do not travel through the channel while they wait: they go into a held
+//! list ([`Held`]) and only the first of a window (or the one that fills a commit) wakes this
+//! thread; the commit takes the list along. Any other command first moves the held appends
+//! into the channel, so the thread still sees every command in submission order.
 //!
 //! Linger is opt-in (`commit_linger`, default 0) and adaptive, for batches that commit at
 //! once. When appends trickle in (fewer than four commands gathered, and the last commit
