@@ -508,11 +508,14 @@ impl StationModel {
         let n = self.identity_generation;
         self.identity.vendor = Some("Substitute Automation".to_owned());
         self.identity.product_code = Some(format!("SA-{:04}", 4000 + n));
-        self.identity.application_uri = Some(format!(
-            "urn:substitute-automation:{}:{n}",
-            self.profile.name
-        ));
+        self.identity.application_uri = Some(self.impostor_uri(n));
         &self.identity
+    }
+
+    /// The application URI of the `n`th impostor [`StationModel::change_identity`] brings
+    /// (counting from 1), so a server can make its certificate ahead of time.
+    pub fn impostor_uri(&self, n: u32) -> String {
+        format!("urn:substitute-automation:{}:{n}", self.profile.name)
     }
 
     /// Replaces the identity; its `revision` is ignored, since it follows the firmware.

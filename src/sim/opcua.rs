@@ -164,6 +164,19 @@ pub async fn start(
     let cancel = CancellationToken::new();
     let served = Served::new(&profile);
     let first = Running::start(listener, addr, &model, opcua, &served)?;
+    let impostors = options
+        .schedule
+        .items()
+        .iter()
+        .filter(|item| matches!(item.action, Action::IdentityChange))
+        .count();
+    let uris: Vec<String> = {
+        let model = lock(&model);
+        (1..=u32::try_from(impostors).unwrap_or(u32::MAX))
+            .map(|n| model.impostor_uri(n))
+            .collect()
+    };
+    prepare_identities(uris, opcua, &served.profile).await;
     let mut handle = SimHandle::launch(Arc::clone(&model), addr, options, cancel.clone()).await?;
     handle.track(tokio::spawn(intrude(
         Arc::clone(&model),
@@ -732,6 +745,24 @@ fn pki_for(opcua: &OpcUaSimOptions, uri: &str, profile: &str) -> Pki {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     Pki::new(opcua.pki_dir.join("identities").join(key))
+}
+
+/// Makes the certificates of the identities a schedule changes to, before the schedule's
+/// clock starts, off the runtime: a key generation takes seconds on a slow CPU or under
+/// qemu, and made at the change it would keep the new server from answering for that long
+/// (the change would play late, or after a short scenario ended). A failure is logged; the
+/// restart then tries again and reports it.
+async fn prepare_identities(uris: Vec<String>, opcua: &OpcUaSimOptions, profile: &str) {
+    for uri in uris {
+        let pki = pki_for(opcua, &uri, profile);
+        let name = format!("linesentry sim {profile}");
+        let made = tokio::task::spawn_blocking(move || pki.ensure_own(&uri, &name)).await;
+        match made {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "impostor certificate not made"),
+            Err(e) => tracing::warn!(error = %e, "impostor certificate task failed"),
+        }
+    }
 }
 
 /// Adds a folder per namespace and a variable per served tag, with the model's values.
