@@ -79,9 +79,18 @@ impl SecurityEvent {
     /// A new event of `event_type` from `gateway_id`, stamped now, with a fresh UUIDv7.
     /// The severity is the catalogue default; apply a [`SeverityMap`] to honour overrides.
     pub fn new(gateway_id: impl Into<String>, event_type: impl Into<String>) -> Self {
+        Self::stamped(gateway_id, event_type, Timestamp::now())
+    }
+
+    /// [`SecurityEvent::new`] stamped `timestamp` (what [`SecurityEvent::at`] sets, without
+    /// making an id for the current time first).
+    pub fn stamped(
+        gateway_id: impl Into<String>,
+        event_type: impl Into<String>,
+        timestamp: Timestamp,
+    ) -> Self {
         let event_type = event_type.into();
         let severity = catalog_entry(&event_type).map_or(Severity::Info, |e| e.severity);
-        let timestamp = Timestamp::now();
         Self {
             schema_version: SCHEMA_VERSION,
             id: timestamp.uuid_v7(),

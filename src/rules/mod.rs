@@ -110,8 +110,7 @@ impl Ctx {
 
     /// An event of this station, stamped `at`, with its catalogue severity and ATT&CK ids.
     fn event(&self, event_type: &str, at: Timestamp) -> SecurityEvent {
-        let mut e = SecurityEvent::new(self.gateway_id.as_ref(), event_type)
-            .at(at)
+        let mut e = SecurityEvent::stamped(self.gateway_id.as_ref(), event_type, at)
             .station(self.station_id.as_ref())
             .severity(self.severity(event_type))
             .context("source", "rules");
