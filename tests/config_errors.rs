@@ -557,7 +557,7 @@ fn rules_values_of_a_profile_arrive_in_profile_rules_and_tag_rules() {
     assert_eq!(hood.rules.heartbeat, Some(Duration::from_secs(900)));
 
     // The agent hands the tag rules to the rules engine as they are.
-    let tags = linesentry::agent::rule_tags(&config.stations[0]);
+    let tags = linesentry::agent::rule_tags(&config.stations[0].profile);
     assert_eq!(tags[0].rules, temp.rules);
     assert_eq!(tags[1].rules, hood.rules);
 
@@ -633,7 +633,7 @@ fn trend_and_alarm_keys_arrive_in_rule_settings_and_tag_rules_with_the_only_alar
         Some("press_alarm"),
         "the profile's only alarm output"
     );
-    let tags = linesentry::agent::rule_tags(&config.stations[0]);
+    let tags = linesentry::agent::rule_tags(&config.stations[0].profile);
     assert_eq!(tags[0].rules, temp.rules);
 }
 

@@ -272,7 +272,7 @@ async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counte
         "gw-interop".into(),
         "diag".into(),
         std::sync::Arc::new(SeverityMap::default()),
-        linesentry::agent::rule_tags(&stations[0]),
+        linesentry::agent::rule_tags(&stations[0].profile),
     );
     let now = linesentry::event::Timestamp::now();
     let loud = |events: Vec<linesentry::event::SecurityEvent>| -> Vec<_> {

@@ -26,7 +26,7 @@ fn ten_minutes_of_normal_production_raise_no_warning_on_any_shipped_profile() {
             Arc::from("gw-benign"),
             Arc::from(station.id.as_str()),
             severities.clone(),
-            rule_tags(station),
+            rule_tags(&station.profile),
         )
         .with_settings(station.rule_settings());
         let mut generator =

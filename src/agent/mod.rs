@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Confirmation, OpenError, Queue, QueueError, QueueOptions};
 use crate::config::Strategy;
-use crate::config::{Config, StationConfig};
+use crate::config::{Config, Profile, StationConfig};
 use crate::event::integrity::BatchSigner;
 use crate::event::Timestamp;
 use crate::event::{SecurityEvent, SeverityMap};
@@ -28,7 +28,7 @@ use crate::forward::{
     ConsoleFormat, ConsoleSink, ForwardCounters, ForwardOptions, Forwarder, Sink,
 };
 use crate::health::{notify, Heartbeat, Liveness, Metrics, Server, StationMetrics};
-use crate::rules::{Baseline, RuleTag, StationRules};
+use crate::rules::{Baseline, RuleTag, RuleTags, StationRules};
 use crate::source::{Source, SourceError};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
@@ -400,10 +400,9 @@ fn build_sink(
     })
 }
 
-/// The rules' view of a station's tags.
-pub fn rule_tags(station: &StationConfig) -> Vec<RuleTag> {
-    station
-        .profile
+/// The rules' view of a profile's tags.
+pub fn rule_tags(profile: &Profile) -> Vec<RuleTag> {
+    profile
         .tags
         .iter()
         .map(|t| RuleTag {
@@ -420,7 +419,7 @@ pub fn rule_tags(station: &StationConfig) -> Vec<RuleTag> {
 /// Polls one station until cancelled. Events the queue refused are kept (bounded) and
 /// retried on the next poll; what exceeds the bound is counted and logged, never silent.
 async fn run_station(
-    station: StationConfig,
+    (station, tags): (StationConfig, Arc<RuleTags>),
     mut source: Source,
     gateway: Arc<str>,
     severities: Arc<SeverityMap>,
@@ -428,13 +427,8 @@ async fn run_station(
     shutdown: CancellationToken,
     (counters, beat): (StationMetrics, Heartbeat),
 ) -> StationOutcome {
-    let mut rules = StationRules::new(
-        gateway,
-        Arc::from(station.id.as_str()),
-        severities,
-        rule_tags(&station),
-    )
-    .with_settings(station.rule_settings());
+    let mut rules = StationRules::shared(gateway, Arc::from(station.id.as_str()), severities, tags)
+        .with_settings(station.rule_settings());
     // The baseline learned before a restart: no re-alarm, and changes made meanwhile show.
     let state_key = format!("station/{}", station.id);
     match queue.load_state(&state_key) {

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{lifecycle, run_station, station_health, AgentError, StationOutcome};
+use super::{lifecycle, rule_tags, run_station, station_health, AgentError, StationOutcome};
 use crate::buffer::Queue;
-use crate::config::{Config, StationConfig};
+use crate::config::{Config, Profile, StationConfig};
 use crate::event::SeverityMap;
 use crate::health::{Liveness, Metrics};
+use crate::rules::RuleTags;
 use crate::source::{Source, SourceContext};
 
 struct Running {
@@ -42,8 +43,37 @@ pub(super) struct Stations {
     running: BTreeMap<String, Running>,
     shared: Shared,
     severities: Arc<SeverityMap>,
+    rule_tags: SharedTags,
     /// Outcomes of stations that have stopped.
     done: StationOutcome,
+}
+
+/// The rules' view of each profile in use, made once and shared by the stations of that
+/// profile: fifty stations of one 100-tag profile hold one copy of its tags, not fifty.
+#[derive(Default)]
+struct SharedTags(Vec<(Arc<Profile>, Arc<RuleTags>)>);
+
+impl SharedTags {
+    /// The rule tags of `profile`: those made for the same profile (the same content: a
+    /// reload loads every profile anew), or new ones. Entries whose profile `in_use` says
+    /// no running station has are let go first.
+    fn get(
+        &mut self,
+        profile: &Arc<Profile>,
+        in_use: impl Fn(&Arc<Profile>) -> bool,
+    ) -> Arc<RuleTags> {
+        self.0.retain(|(p, _)| in_use(p));
+        if let Some((_, tags)) = self.0.iter().find(|(p, _)| same_profile(p, profile)) {
+            return tags.clone();
+        }
+        let tags = Arc::new(RuleTags::new(rule_tags(profile)));
+        self.0.push((profile.clone(), tags.clone()));
+        tags
+    }
+}
+
+fn same_profile(a: &Arc<Profile>, b: &Arc<Profile>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
 }
 
 /// Builds the sources of `stations` (enabled ones), in order; the first failure refuses all.
@@ -82,6 +112,7 @@ impl Stations {
             running: BTreeMap::new(),
             shared,
             severities,
+            rule_tags: SharedTags::default(),
             done: StationOutcome::default(),
         }
     }
@@ -93,8 +124,12 @@ impl Stations {
     pub(super) fn start(&mut self, station: StationConfig, source: Source) {
         let stop = self.shared.polling.child_token();
         let health = station_health(&station, &self.shared.metrics, &self.shared.liveness);
+        let running = &self.running;
+        let tags = self.rule_tags.get(&station.profile, |p| {
+            running.values().any(|r| same_profile(&r.config.profile, p))
+        });
         let task = tokio::spawn(run_station(
-            station.clone(),
+            (station.clone(), tags),
             source,
             self.shared.gateway.clone(),
             self.severities.clone(),
@@ -228,5 +263,54 @@ impl StationOutcome {
         self.readings += other.readings;
         self.events += other.events;
         self.dropped_unconfirmed += other.dropped_unconfirmed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(profiles: &[&str]) -> Config {
+        use std::fmt::Write as _;
+        let mut text = String::from(
+            "[agent]\ngateway_id = \"gw-1\"\nsite = \"s\"\ndata_dir = \"data\"\nprofiles_dir = \"devices\"\n",
+        );
+        for (i, profile) in profiles.iter().enumerate() {
+            let _ = write!(
+                text,
+                "\n[[stations]]\nid = \"st-{i}\"\nprofile = \"{profile}\"\nsource = \"modbus_tcp\"\naddress = \"127.0.0.1:{}\"\n",
+                15_020 + i
+            );
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.toml");
+        crate::config::load_str(&path, &text).unwrap()
+    }
+
+    #[test]
+    fn stations_of_one_profile_share_its_rule_tags() {
+        let first = config(&["stamping_press", "stamping_press", "reflow_oven"]);
+        let mut shared = SharedTags::default();
+        let tags: Vec<Arc<RuleTags>> = first
+            .stations
+            .iter()
+            .map(|s| shared.get(&s.profile, |_| true))
+            .collect();
+        assert!(Arc::ptr_eq(&tags[0], &tags[1]));
+        assert!(!Arc::ptr_eq(&tags[0], &tags[2]));
+        assert_eq!(tags[0].len(), first.stations[0].profile.tags.len());
+
+        // A reload loads the profiles anew: the same content keeps the same tags.
+        let reloaded = config(&["stamping_press"]);
+        let again = shared.get(&reloaded.stations[0].profile, |_| true);
+        assert!(Arc::ptr_eq(&again, &tags[0]));
+
+        // Tags of profiles no station runs any more are let go.
+        let oven = &first.stations[2].profile;
+        let fresh = shared.get(&reloaded.stations[0].profile, |p| !same_profile(p, oven));
+        assert!(Arc::ptr_eq(&fresh, &tags[0]));
+        assert_eq!(shared.0.len(), 1);
+        let fresh = shared.get(oven, |_| false);
+        assert!(!Arc::ptr_eq(&fresh, &tags[2]));
+        assert_eq!(shared.0.len(), 1);
     }
 }

@@ -58,6 +58,39 @@ pub struct RuleTag {
     pub rules: TagRules,
 }
 
+/// A profile's tags as the rules see them, with their name index: built once per profile
+/// and shared by every station of it ([`StationRules::shared`]), so fifty stations of one
+/// 100-tag profile keep one copy of the tags instead of fifty (about 35 KB each).
+#[derive(Debug, PartialEq)]
+pub struct RuleTags {
+    tags: Vec<RuleTag>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl RuleTags {
+    pub fn new(tags: Vec<RuleTag>) -> Self {
+        let index = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Arc::from(t.name.as_str()), i))
+            .collect();
+        Self { tags, index }
+    }
+
+    /// The position of the tag called `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+}
+
+impl std::ops::Deref for RuleTags {
+    type Target = [RuleTag];
+
+    fn deref(&self) -> &[RuleTag] {
+        &self.tags
+    }
+}
+
 /// Names of states that mean the equipment is in fault.
 const FAULT_STATES: &[&str] = &[
     "fault",
@@ -213,8 +246,7 @@ struct Outage {
 #[allow(clippy::struct_excessive_bools)] // each flag is one open episode of one rule
 pub struct StationRules {
     ctx: Ctx,
-    tags: Vec<RuleTag>,
-    index: HashMap<Arc<str>, usize>,
+    tags: Arc<RuleTags>,
     state: Vec<TagState>,
     baseline: Baseline,
     baseline_dirty: bool,
@@ -342,11 +374,21 @@ impl StationRules {
         severities: Arc<SeverityMap>,
         tags: Vec<RuleTag>,
     ) -> Self {
-        let index = tags
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (Arc::from(t.name.as_str()), i))
-            .collect();
+        Self::shared(
+            gateway_id,
+            station_id,
+            severities,
+            Arc::new(RuleTags::new(tags)),
+        )
+    }
+
+    /// A station's rules over tags shared with the other stations of its profile.
+    pub fn shared(
+        gateway_id: Arc<str>,
+        station_id: Arc<str>,
+        severities: Arc<SeverityMap>,
+        tags: Arc<RuleTags>,
+    ) -> Self {
         let settings = RuleSettings::default();
         let alarms = alarm_watches(&tags);
         Self {
@@ -361,7 +403,6 @@ impl StationRules {
             },
             state: vec![TagState::default(); tags.len()],
             tags,
-            index,
             baseline: Baseline::new(),
             baseline_dirty: false,
             failures: 0,
@@ -440,6 +481,9 @@ impl StationRules {
         // device-level readings before tags, so a restart explains counters going back.
         // One tag lookup per reading, then a stable sort on the class alone (a poll is
         // usually one class already, which the sort sees in one pass).
+        // Readings usually come in the order of the profile's tags, so the tag after the
+        // last one found is tried before the name index.
+        let mut next = 0;
         let mut order: Vec<(u8, &Reading, Option<usize>)> = poll
             .readings
             .iter()
@@ -447,7 +491,11 @@ impl StationRules {
                 if reserved::is_reserved(&r.tag) {
                     return (0, r, None);
                 }
-                let i = self.index.get(r.tag.as_ref()).copied();
+                let i = match self.tags.get(next) {
+                    Some(t) if *t.name == *r.tag => Some(next),
+                    _ => self.tags.position(&r.tag),
+                };
+                next = i.map_or(0, |i| i + 1);
                 let part_id = i.is_some_and(|i| self.tags[i].role == TagRole::PartId);
                 (if part_id { 1 } else { 2 }, r, i)
             })

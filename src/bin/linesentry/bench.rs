@@ -426,7 +426,7 @@ fn rules_bench(config: &std::path::Path, polls: u64) -> ExitCode {
                 Arc::from("gw-bench-01"),
                 Arc::from(st.id.as_str()),
                 severities.clone(),
-                rule_tags(st),
+                rule_tags(&st.profile),
             )
             .with_settings(st.rule_settings());
             (rules, Generator::new(&st.id, &st.profile, i as u64 + 1))
