@@ -4,7 +4,9 @@
 //! One [`StationRules`] per station owns that station's state: per tag the last accepted
 //! value, what was last reported and since when it has not changed; per station the
 //! reachability state, the burst and SPC windows, and the [`Baseline`] learned on first
-//! contact. Memory is bounded: fixed state per profile tag, windows capped in length.
+//! contact. Memory is bounded: fixed state per profile tag, windows capped in length. What
+//! the rules know of the tags themselves ([`RuleTags`]) is read-only and shared by every
+//! station of the same profile.
 //!
 //! The first value of a watched tag is its baseline and raises nothing; later changes are
 //! compared with it and the baseline follows each reported change. The baseline survives
