@@ -1,24 +1,15 @@
-//! linesentry: an edge agent that turns factory-floor station readings into security events.
+//! linesentry: the command-line programs of the gateway agent (`linesentry`) and the central
+//! collector (`linesentry-collector`).
 //!
-//! The folders follow the data flow: a reading enters in [`source`], becomes an event in
-//! [`rules`], is made durable in [`buffer`] and leaves in [`forward`]. [`agent`] wires them
-//! together. [`event`] is the model every stage (and the central collector) shares;
-//! [`config`] turns TOML files into validated settings; [`health`] serves the agent's own
-//! liveness and metrics and talks to systemd.
-//!
-//! `sim` (feature `sim`) serves simulated stations for the demo and the tests;
-//! `collector` (feature `collector`) is the central collector. Both are in the default
-//! features and left out of the agent built for gateways (Cargo.toml, `[features]`).
+//! The code lives in the workspace's crates (ARCHITECTURE.md): `linesentry-event` (the event
+//! model both products share), `linesentry-agent` (source -> rules -> buffer -> forward),
+//! `linesentry-sim` (simulated stations, feature `sim`) and `linesentry-collector` (feature
+//! `collector`). This library re-exports them under their old module names for the
+//! integration tests in `tests/` until those move to the crates' own test binaries.
 
-pub mod agent;
-pub mod buffer;
+pub use linesentry_agent::{buffer, config, forward, health, rules, runtime as agent, source};
 #[cfg(feature = "collector")]
-pub mod collector;
-pub mod config;
-pub mod event;
-pub mod forward;
-pub mod health;
-pub mod rules;
+pub use linesentry_collector as collector;
+pub use linesentry_event as event;
 #[cfg(feature = "sim")]
-pub mod sim;
-pub mod source;
+pub use linesentry_sim as sim;

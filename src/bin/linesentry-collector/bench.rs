@@ -26,15 +26,15 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt as _, StreamExt as _};
-use linesentry::collector::config;
-use linesentry::collector::db::{DbOptions, Pool};
-use linesentry::collector::local::{
+use linesentry_collector::config;
+use linesentry_collector::db::{DbOptions, Pool};
+use linesentry_collector::local::{
     LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
 };
-use linesentry::collector::maintenance::add_months;
-use linesentry::collector::{auth, migrate, registry, Collector};
-use linesentry::event::integrity::{event_hash, hex, BatchSigner, EventHash};
-use linesentry::event::{SecurityEvent, Severity, Timestamp};
+use linesentry_collector::maintenance::add_months;
+use linesentry_collector::{auth, migrate, registry, Collector};
+use linesentry_event::integrity::{event_hash, hex, BatchSigner, EventHash};
+use linesentry_event::{SecurityEvent, Severity, Timestamp};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -218,7 +218,7 @@ async fn fresh_db(
         pool_size,
         connect_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(600),
-        tls: linesentry::collector::db::DbTls::disabled(),
+        tls: linesentry_collector::db::DbTls::disabled(),
     })?;
     migrate::migrate(&pool).await?;
     let today = Utc::now().date_naive();

@@ -12,11 +12,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use linesentry::collector::config;
-use linesentry::collector::local::{
+use linesentry_collector::config;
+use linesentry_collector::local::{
     LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
 };
-use linesentry::collector::{auth, registry, Collector};
+use linesentry_collector::{auth, registry, Collector};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -123,7 +123,7 @@ async fn stop_agent(agent: &mut tokio::process::Child) -> anyhow::Result<std::pr
 
 /// One line: what the collector holds of the demo gateway.
 async fn summary(
-    pool: &linesentry::collector::db::Pool,
+    pool: &linesentry_collector::db::Pool,
     gateway_id: &str,
 ) -> anyhow::Result<String> {
     let conn = pool.get().await?;

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use linesentry::collector::auth::{self, Role};
-use linesentry::collector::config::{self, Settings};
-use linesentry::collector::db::Pool;
-use linesentry::collector::{migrate, registry, Collector};
+use linesentry_collector::auth::{self, Role};
+use linesentry_collector::config::{self, Settings};
+use linesentry_collector::db::Pool;
+use linesentry_collector::{migrate, registry, Collector};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 

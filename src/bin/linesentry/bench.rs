@@ -20,8 +20,8 @@ use clap::Subcommand;
 mod forward;
 #[path = "bench_poll.rs"]
 mod poll;
-use linesentry::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
-use linesentry::event::{SecurityEvent, Severity};
+use linesentry_agent::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
+use linesentry_event::{SecurityEvent, Severity};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -403,13 +403,13 @@ async fn queue_bench(
 /// producing normal production with the demo scenario; readings are generated outside the
 /// timed section, poll by poll, and only `observe` is timed.
 fn rules_bench(config: &std::path::Path, polls: u64) -> ExitCode {
-    use linesentry::agent::rule_tags;
-    use linesentry::event::Timestamp;
-    use linesentry::rules::StationRules;
-    use linesentry::source::generator::Generator;
-    use linesentry::source::PollResult;
+    use linesentry_agent::rules::StationRules;
+    use linesentry_agent::runtime::rule_tags;
+    use linesentry_agent::source::generator::Generator;
+    use linesentry_agent::source::PollResult;
+    use linesentry_event::Timestamp;
 
-    let config = match linesentry::config::load(config) {
+    let config = match linesentry_agent::config::load(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

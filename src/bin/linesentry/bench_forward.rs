@@ -17,14 +17,14 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use linesentry::buffer::{Queue, QueueOptions};
-use linesentry::config::{MqttProtocol, MqttSettings};
-use linesentry::event::integrity::BatchSigner;
-use linesentry::event::{SecurityEvent, Severity};
-use linesentry::forward::mqtt::{GatewayInfo, MqttSink};
-use linesentry::forward::{
+use linesentry_agent::buffer::{Queue, QueueOptions};
+use linesentry_agent::config::{MqttProtocol, MqttSettings};
+use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
+use linesentry_agent::forward::{
     ForwardOptions, Forwarder, PushFuture, Pushed, SendFuture, Sink, SinkError,
 };
+use linesentry_event::integrity::BatchSigner;
+use linesentry_event::{SecurityEvent, Severity};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-bench";

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use linesentry::agent::{self, RunOptions};
+use linesentry_agent::runtime::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 fn profile_text(registers: u16, role: &str) -> String {
@@ -38,7 +38,7 @@ pub(super) fn serve(profile: &Path, stations: u16) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
-        let profile = match linesentry::sim::load_profile(profile) {
+        let profile = match linesentry_sim::load_profile(profile) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("{e}");
@@ -47,11 +47,11 @@ pub(super) fn serve(profile: &Path, stations: u16) -> ExitCode {
         };
         let mut handles = Vec::new();
         for i in 0..stations {
-            let options = linesentry::sim::SimOptions {
+            let options = linesentry_sim::SimOptions {
                 seed: u64::from(i),
-                ..linesentry::sim::SimOptions::default()
+                ..linesentry_sim::SimOptions::default()
             };
-            match linesentry::sim::modbus::start(profile.clone(), &options).await {
+            match linesentry_sim::modbus::start(profile.clone(), &options).await {
                 Ok(h) => {
                     println!("ADDR {}", h.local_addr());
                     handles.push(h);
@@ -195,7 +195,7 @@ fn measure(options: &Options) -> Result<(), String> {
             "\n[[stations]]\nid = \"st-{i:03}\"\nprofile = \"bench_station\"\nsource = \"modbus_tcp\"\naddress = \"{a}\"\npoll_interval_ms = {interval_ms}\ntimeout_ms = 1000\n"
         );
     }
-    let config = linesentry::config::load_str(&dir.path().join("agent.toml"), &config)
+    let config = linesentry_agent::config::load_str(&dir.path().join("agent.toml"), &config)
         .map_err(|e| e.to_string())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -203,10 +203,14 @@ fn measure(options: &Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let routine = linesentry::agent::queue_options(&config).routine_commit;
+    let routine = linesentry_agent::runtime::queue_options(&config).routine_commit;
     let (summary, cpu, wall, rss_kib) = rt.block_on(async {
         let shutdown = CancellationToken::new();
-        let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
+        let agent = tokio::spawn(runtime::run(
+            config,
+            RunOptions::default(),
+            shutdown.clone(),
+        ));
         // Let connections settle before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (cpu0, t0) = (cpu_seconds(), Instant::now());

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use linesentry::buffer::{DeadLetter, Inspector, Queue, QueueOptions};
-use linesentry::event::SecurityEvent;
+use linesentry_agent::buffer::{DeadLetter, Inspector, Queue, QueueOptions};
+use linesentry_event::SecurityEvent;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BufferCommand {
@@ -152,10 +152,10 @@ fn resolve(store: StoreArgs) -> Result<(PathBuf, Option<QueueOptions>), String> 
     match (store.data, store.config) {
         (Some(dir), _) => Ok((dir, None)),
         (None, Some(path)) => {
-            let config = linesentry::config::load(&path).map_err(|errors| {
+            let config = linesentry_agent::config::load(&path).map_err(|errors| {
                 format!("{}: {} error(s):\n{errors}", path.display(), errors.0.len())
             })?;
-            let opts = linesentry::agent::queue_options(&config);
+            let opts = linesentry_agent::runtime::queue_options(&config);
             Ok((config.agent.data_dir.clone(), Some(opts)))
         }
         (None, None) => Err("expected --data DIR or --config FILE".into()),

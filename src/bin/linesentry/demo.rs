@@ -8,10 +8,11 @@
 
 use std::path::Path;
 
-use linesentry::config::{Config, SourceConfig};
-use linesentry::sim::opcua::{OpcUaSim, OpcUaSimOptions};
-use linesentry::sim::{self, Schedule, SimHandle, SimOptions};
-use linesentry::source::opcua::Pki;
+use linesentry_agent::config::{Config, SourceConfig};
+use linesentry_agent::source::opcua::Pki;
+use linesentry_sim as sim;
+use linesentry_sim::opcua::{OpcUaSim, OpcUaSimOptions};
+use linesentry_sim::{Schedule, SimHandle, SimOptions};
 
 /// Scenario per profile, in seconds after the start.
 fn scenario(profile: &str) -> &'static str {

@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use linesentry::agent::{self, RunOptions};
-use linesentry::config;
+use linesentry_agent::config;
+use linesentry_agent::runtime::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -131,14 +131,14 @@ fn not_built(args: &[OsString]) -> ExitCode {
 
 /// `linesentry identity`: the key the collector verifies batch signatures with.
 fn identity(path: &Path, json: bool) -> ExitCode {
-    let config = match linesentry::config::load(path) {
+    let config = match linesentry_agent::config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
         }
     };
-    match linesentry::forward::identity::Identity::load_or_create(&config.agent.data_dir) {
+    match linesentry_agent::forward::identity::Identity::load_or_create(&config.agent.data_dir) {
         Ok(id) => {
             if json {
                 println!(
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "sim")]
         Command::Demo { config, seconds } => {
             let options = RunOptions {
-                console: Some(linesentry::forward::ConsoleFormat::Text),
+                console: Some(linesentry_agent::forward::ConsoleFormat::Text),
                 ..RunOptions::default()
             };
             let stop = (seconds > 0).then(|| Duration::from_secs(seconds));
@@ -341,7 +341,7 @@ fn run_agent(
             None
         };
         start_timer.notify_one();
-        let result = agent::run(config, options, shutdown).await;
+        let result = runtime::run(config, options, shutdown).await;
         #[cfg(feature = "sim")]
         if let Some(sims) = sims {
             sims.shutdown().await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use linesentry::source::opcua::{CertInfo, Pki};
+use linesentry_agent::source::opcua::{CertInfo, Pki};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PkiCommand {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use linesentry::config::Protocol;
-use linesentry::sim::{self, Schedule, SimOptions};
+use linesentry_agent::config::Protocol;
+use linesentry_sim as sim;
+use linesentry_sim::{Schedule, SimOptions};
 
 #[derive(Debug, Args)]
 pub(crate) struct SimArgs {
@@ -106,11 +107,11 @@ pub(crate) fn run(args: SimArgs) -> ExitCode {
 
 /// The OPC UA branch: serves until a signal, printing what a client needs to connect.
 async fn serve_opcua(
-    profile: std::sync::Arc<linesentry::config::Profile>,
+    profile: std::sync::Arc<linesentry_agent::config::Profile>,
     options: &SimOptions,
     pki: PathBuf,
 ) -> ExitCode {
-    use linesentry::sim::opcua::{self, OpcUaSimOptions};
+    use linesentry_sim::opcua::{self, OpcUaSimOptions};
     let sim = match opcua::start(profile.clone(), options, &OpcUaSimOptions::new(pki)).await {
         Ok(s) => s,
         Err(e) => {
@@ -122,7 +123,7 @@ async fn serve_opcua(
         .handle()
         .control_addr()
         .map_or(String::new(), |a| format!(", control port {a}"));
-    let thumbprint = linesentry::source::opcua::Pki::new(sim.pki_dir())
+    let thumbprint = linesentry_agent::source::opcua::Pki::new(sim.pki_dir())
         .list()
         .ok()
         .and_then(|certs| certs.into_iter().next())

@@ -1,0 +1,248 @@
+//! Configuration: TOML files in, validated settings out.
+//!
+//! An agent configuration (`config/*.toml`) names its stations; each station names a profile
+//! (`devices/<name>.toml`, under `agent.profiles_dir`) that lists the tags of that kind of
+//! station. [`load`] reads both and returns either a [`Config`] whose every field has been
+//! checked, or [`ConfigErrors`] holding every problem found, never just the first.
+//!
+//! How the errors are all found in one pass:
+//! 1. A file that does not parse is one error, with the line of the syntax error.
+//! 2. Each top-level table, each `[[stations]]` element and each `[[tags]]` element is
+//!    deserialised on its own (through `serde_path_to_error`) into a `raw` struct that denies
+//!    unknown keys, so an error in one section does not hide errors in another.
+//! 3. Semantic checks (ranges, cross-field rules, duplicate ids, profile look-up, protocol
+//!    match) run on whatever deserialised and each add an error.
+//!
+//! Every [`ConfigError`] carries the file, the key path (`stations[2].poll_interval_ms`) and
+//! the line, found afterwards by walking the key path through a `toml_edit` document of the
+//! same text (`spans`). Defaults and ranges live in `defaults` only. Secrets are references
+//! (`{ env = "VAR" }`, `{ file = "/path" }`) resolved at load time; a plain-text secret in a
+//! file is refused, and [`Secret`] never prints its value.
+//!
+//! [`Config::digest`] is SHA-256 over the configuration bytes and, in profile-name order, each
+//! referenced profile's name and bytes (all length-prefixed), so that `agent.config_changed`
+//! can tell any edit that changes behaviour.
+
+mod defaults;
+mod error;
+mod health;
+mod profile;
+mod raw;
+mod report;
+mod rules;
+mod secret;
+mod settings;
+mod spans;
+mod station;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use health::{HealthSettings, HealthTls};
+pub use profile::{Limits, Profile, Protocol, TagSpec};
+pub use secret::Secret;
+pub use settings::{
+    AgentSettings, BufferSettings, ForwardSettings, HttpsSettings, LogFormat, LogSettings,
+    MqttProtocol, MqttSettings, Strategy, TlsSettings,
+};
+pub use station::{
+    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, SourceTuning,
+    StationConfig,
+};
+
+use linesentry_event::SeverityMap;
+use report::Report;
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from (as given).
+    pub path: PathBuf,
+    /// Hex SHA-256 of the configuration and every referenced profile (see the module doc).
+    pub digest: String,
+    pub agent: AgentSettings,
+    pub buffer: BufferSettings,
+    pub log: LogSettings,
+    pub severity: SeverityMap,
+    pub stations: Vec<StationConfig>,
+    pub forward: ForwardSettings,
+    pub health: HealthSettings,
+}
+
+/// Top-level tables of an agent configuration.
+const SECTIONS: &[&str] = &[
+    "agent", "buffer", "log", "severity", "stations", "forward", "health",
+];
+
+/// Reads and validates the configuration at `path` and the profiles it references.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            key_path: String::new(),
+            line: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }])
+    })?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => load_str(path, text),
+        Err(e) => Err(ConfigErrors(vec![not_utf8(path, &bytes, &e)])),
+    }
+}
+
+/// Validates configuration `text` as if read from `path_for_messages`: errors name that path,
+/// and relative paths (profiles, data_dir, secret files) resolve against its directory.
+pub fn load_str(path_for_messages: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let path = path_for_messages;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut report = Report::new(path, text);
+    let Some(mut table) = report.parse() else {
+        return Err(ConfigErrors(report.into_errors()));
+    };
+    report.unknown_keys("", &table, SECTIONS);
+
+    let mut library = profile::Library::new(settings::profiles_dir(table.get("agent"), &base_dir));
+    let gateway_id = table
+        .get("agent")
+        .and_then(|a| a.get("gateway_id"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned);
+    let agent = settings::agent(&mut report, table.remove("agent"), &base_dir);
+    let buffer = settings::buffer(&mut report, table.remove("buffer"));
+    let log = settings::log(&mut report, table.remove("log"));
+    let severity = settings::severity(&mut report, table.remove("severity"));
+    let stations = station::stations(
+        &mut report,
+        table.remove("stations"),
+        &base_dir,
+        &mut library,
+    );
+    let forward = settings::forward(
+        &mut report,
+        table.remove("forward"),
+        gateway_id.as_deref(),
+        &base_dir,
+    );
+    let health = health::health(&mut report, table.remove("health"), &base_dir);
+
+    let mut errors = report.into_errors();
+    let (profiles, profile_errors) = library.into_parts();
+    errors.extend(profile_errors);
+    let digest = digest(text.as_bytes(), &profiles);
+    match (agent, buffer, log, severity, stations, forward, health) {
+        (
+            Some(agent),
+            Some(buffer),
+            Some(log),
+            Some(severity),
+            Some(stations),
+            Some(forward),
+            Some(health),
+        ) if errors.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            digest,
+            agent,
+            buffer,
+            log,
+            severity,
+            stations,
+            forward,
+            health,
+        }),
+        _ => {
+            if errors.is_empty() {
+                // Every `None` above comes with an error; this keeps the promise regardless.
+                errors.push(ConfigError {
+                    file: path.to_owned(),
+                    key_path: String::new(),
+                    line: None,
+                    message: "the configuration is invalid".to_owned(),
+                });
+            }
+            Err(ConfigErrors(sorted(errors)))
+        }
+    }
+}
+
+/// File order of first appearance, then line order; stable otherwise.
+fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in &errors {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
+    }
+    errors.sort_by_key(|e| (files.iter().position(|f| *f == e.file), e.line.unwrap_or(0)));
+    errors
+}
+
+fn digest(config: &[u8], profiles: &[(String, Vec<u8>)]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((config.len() as u64).to_be_bytes());
+    hasher.update(config);
+    for (name, bytes) in profiles {
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> ConfigError {
+    let valid = &bytes[..e.valid_up_to()];
+    let line = valid.split(|&b| b == b'\n').count();
+    ConfigError {
+        file: path.to_owned(),
+        key_path: String::new(),
+        line: Some(line),
+        message: format!(
+            "the file is not valid UTF-8 (invalid byte at offset {}); expected UTF-8 TOML text",
+            e.valid_up_to()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_changes_with_any_profile_byte_and_is_stable() {
+        let a = digest(b"x", &[("p".into(), b"1".to_vec())]);
+        assert_eq!(a, digest(b"x", &[("p".into(), b"1".to_vec())]));
+        assert_ne!(a, digest(b"x", &[("p".into(), b"2".to_vec())]));
+        assert_ne!(a, digest(b"x1", &[("p".into(), Vec::new())]));
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn a_minimal_config_gets_every_default() {
+        let text = "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"data\"\n";
+        let config = load_str(Path::new("/etc/ls/agent.toml"), text).unwrap();
+        assert_eq!(config.agent.data_dir, Path::new("/etc/ls/data"));
+        assert_eq!(config.agent.shutdown_grace.as_millis(), 5000);
+        assert_eq!(config.buffer.quota_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.buffer.max_event_bytes, 64 * 1024);
+        assert_eq!(config.buffer.commit_max_events, 4096);
+        assert_eq!(config.buffer.cache_bytes, 2 * 1024 * 1024);
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.log.level, "info");
+        assert!(config.stations.is_empty());
+        assert!(!config.forward.console && config.forward.mqtt.is_none());
+    }
+
+    #[test]
+    fn errors_from_different_sections_are_all_reported_in_line_order() {
+        let text = "[agent]\ngateway_id = \"gw 1\"\nsite = \"s\"\ndata_dir = \"d\"\n\
+                    [buffer]\nquota_mib = 0\n[log]\nformat = \"xml\"\n[surprise]\n";
+        let errors = load_str(Path::new("a.toml"), text).unwrap_err();
+        let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![Some(2), Some(6), Some(8), Some(9)], "{errors}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The linesentry gateway agent.
+//!
+//! The folders follow the data flow: a reading enters in [`source`], becomes an event in
+//! [`rules`], is made durable in [`buffer`] and leaves in [`forward`]. [`runtime`] wires them
+//! together, one task per station. [`config`] turns TOML files into validated settings;
+//! [`health`] serves the agent's own liveness and metrics and talks to systemd. The event
+//! model every stage shares with the central collector is the `linesentry-event` crate.
+
+pub mod buffer;
+pub mod config;
+pub mod forward;
+pub mod health;
+pub mod rules;
+pub mod runtime;
+pub mod source;

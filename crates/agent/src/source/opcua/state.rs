@@ -1,0 +1,226 @@
+//! Protocol state of one OPC UA station, pure and clock-free (callers pass `Instant`s): the
+//! bounded inbox subscriptions fill and polls drain, the book of bad nodes, the subscription
+//! watchdog and the reconnect backoff.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use opcua::types::DataValue;
+
+use linesentry_event::Timestamp;
+
+/// One data change delivered by a subscription, waiting for the next poll.
+#[derive(Debug, Clone)]
+pub(crate) struct Notified {
+    /// Index of the tag in the station's plan.
+    pub(crate) tag: usize,
+    pub(crate) value: DataValue,
+    pub(crate) received: Timestamp,
+}
+
+/// Data changes between two polls. Bounded: when full, the oldest change is dropped and
+/// counted (a newer value of the same tag usually follows it); the count is reported with the
+/// next poll, so nothing is lost silently. Blocking is not an option: the notification
+/// callback runs inside the session's event loop.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    queue: VecDeque<Notified>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl Inbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: VecDeque::with_capacity(capacity.min(1024)),
+            capacity: capacity.max(1),
+            dropped: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: Notified) {
+        if self.queue.len() == self.capacity {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(item);
+    }
+
+    /// Everything queued, oldest first, and how many changes were dropped since the last drain.
+    pub(crate) fn drain(&mut self) -> (Vec<Notified>, u64) {
+        let dropped = std::mem::take(&mut self.dropped);
+        (self.queue.drain(..).collect(), dropped)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// Tags whose node turned out to be wrong. Each is reported once, then skipped: asking again
+/// every poll would flood the log and the event stream with the same configuration error.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeBook {
+    skipped: Vec<bool>,
+}
+
+impl NodeBook {
+    pub(crate) fn new(tags: usize) -> Self {
+        Self {
+            skipped: vec![false; tags],
+        }
+    }
+
+    /// Marks the tag bad; true only the first time, when it must be reported.
+    pub(crate) fn mark_bad(&mut self, tag: usize) -> bool {
+        match self.skipped.get_mut(tag) {
+            Some(s) if !*s => {
+                *s = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn is_skipped(&self, tag: usize) -> bool {
+        self.skipped.get(tag).copied().unwrap_or(true)
+    }
+
+    /// Tags still worth asking for.
+    pub(crate) fn active(&self) -> impl Iterator<Item = usize> + '_ {
+        self.skipped
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !**s)
+            .map(|(i, _)| i)
+    }
+}
+
+/// Watches that a subscription delivers something — data or keep-alive — at least once every
+/// `limit`. A server that lost the subscription (restart, lifetime expiry, a bug) while the
+/// connection stayed up would otherwise leave the station silent forever.
+#[derive(Debug, Clone)]
+pub(crate) struct Watchdog {
+    limit: Duration,
+    last: Instant,
+}
+
+impl Watchdog {
+    /// `limit` is the publishing interval times the number of intervals tolerated; it must
+    /// exceed the keep-alive period (publishing interval × max keep-alive count).
+    pub(crate) fn new(publishing_interval: Duration, intervals: u32, now: Instant) -> Self {
+        Self {
+            limit: publishing_interval.saturating_mul(intervals.max(1)),
+            last: now,
+        }
+    }
+
+    /// Something arrived (data change, keep-alive, status change) or the subscription was
+    /// (re)created.
+    pub(crate) fn feed(&mut self, now: Instant) {
+        if now > self.last {
+            self.last = now;
+        }
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last) > self.limit
+    }
+
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+}
+
+/// Capped exponential backoff with jitter for re-discovering and reconnecting a station.
+/// Each delay is drawn uniformly from [d/2, d] where d doubles from `initial` up to `max`,
+/// so stations that failed together do not retry together.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration, seed: u64) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            next: initial,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let half = d / 2;
+        let span = u64::try_from(d.saturating_sub(half).as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(self.rng.u64(0..=span))
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(tag: usize) -> Notified {
+        Notified {
+            tag,
+            value: DataValue::default(),
+            received: Timestamp::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_drops_the_oldest_change_and_counts_it_once() {
+        let mut inbox = Inbox::new(3);
+        for tag in 0..5 {
+            inbox.push(item(tag));
+        }
+        let (items, dropped) = inbox.drain();
+        assert_eq!(items.iter().map(|i| i.tag).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(dropped, 2);
+        let (items, dropped) = inbox.drain();
+        assert!(items.is_empty());
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn a_bad_node_is_reported_once_and_skipped_afterwards() {
+        let mut book = NodeBook::new(3);
+        assert!(book.mark_bad(1));
+        assert!(!book.mark_bad(1));
+        assert!(book.is_skipped(1));
+        assert_eq!(book.active().collect::<Vec<_>>(), [0, 2]);
+    }
+
+    #[test]
+    fn the_watchdog_fires_only_after_the_whole_silence_limit() {
+        let t0 = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_millis(100), 15, t0);
+        assert_eq!(dog.limit(), Duration::from_millis(1500));
+        assert!(!dog.expired(t0 + Duration::from_millis(1500)));
+        assert!(dog.expired(t0 + Duration::from_millis(1501)));
+        dog.feed(t0 + Duration::from_millis(1400));
+        assert!(!dog.expired(t0 + Duration::from_millis(2800)));
+        assert!(dog.expired(t0 + Duration::from_millis(2901)));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800), 7);
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        for (d, cap) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            assert!(*d >= Duration::from_millis(cap / 2) && *d <= Duration::from_millis(cap));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,161 @@
+//! Versioned schema migrations, embedded in the binary.
+//!
+//! `schema_migrations` records each applied version with a SHA-256 of its text. At start (or
+//! `linesentry-collector migrate`) the runner takes a session advisory lock so two collectors
+//! starting together do not race, refuses a database whose applied migrations differ from
+//! this build's (edited after release, or a newer collector's), and applies the missing ones
+//! in order, each in its own transaction.
+
+use sha2::{Digest, Sha256};
+
+use super::db::{DbError, Pool};
+use linesentry_event::integrity::hex;
+
+/// One migration: version, name, SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration of this build, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "alerts",
+        sql: include_str!("../migrations/0002_alerts.sql"),
+    },
+];
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Apply {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("migration {version} was applied with other content (checksum {found}, this build has {expected}); refusing to run against a schema this build did not make")]
+    Checksum {
+        version: i32,
+        found: String,
+        expected: String,
+    },
+    #[error("the database has migration {0}, which this build does not know: a newer collector migrated it")]
+    Newer(i32),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(DbError::Query(e))
+    }
+}
+
+fn checksum(sql: &str) -> String {
+    hex(&Sha256::digest(sql.as_bytes()))
+}
+
+/// Applies the missing migrations; returns the versions applied now.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, MigrateError> {
+    let mut conn = pool.get().await?;
+    let client = &mut conn.client;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 checksum   text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('linesentry.migrate', 0))",
+            &[],
+        )
+        .await?;
+    let result = apply_missing(client).await;
+    let _ = client
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('linesentry.migrate', 0))",
+            &[],
+        )
+        .await;
+    result
+}
+
+async fn apply_missing(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, MigrateError> {
+    let rows = client
+        .query(
+            "SELECT version, checksum FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?;
+    let mut applied = std::collections::BTreeMap::new();
+    for row in rows {
+        applied.insert(row.get::<_, i32>(0), row.get::<_, String>(1));
+    }
+    for (version, found) in &applied {
+        match MIGRATIONS.iter().find(|m| m.version == *version) {
+            None => return Err(MigrateError::Newer(*version)),
+            Some(m) => {
+                let expected = checksum(m.sql);
+                if *found != expected {
+                    return Err(MigrateError::Checksum {
+                        version: *version,
+                        found: found.clone(),
+                        expected,
+                    });
+                }
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for m in MIGRATIONS {
+        if applied.contains_key(&m.version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|source| MigrateError::Apply {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &checksum(m.sql)],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "migration applied");
+        done.push(m.version);
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_one_to_n_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i32::try_from(i).unwrap() + 1, "{}", m.name);
+            assert!(!m.sql.trim().is_empty());
+        }
+    }
+}
