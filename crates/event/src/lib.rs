@@ -5,7 +5,7 @@
 //! severity) plus the edge fields `gateway_id`, `station_id`, `seq` and `prev_hash`.
 //!
 //! Two encodings, one struct:
-//! - JSON on the wire (documented by `schema/security-event.v1.json`), with `schema_version`.
+//! - JSON on the wire (documented by `crates/event/schema/security-event.v1.json`), with `schema_version`.
 //! - postcard in the durable queue. postcard is not self-describing, so the free-form JSON
 //!   members (`event_data`, `context`) are stored as JSON text there; see [`json_map`].
 //!

@@ -466,8 +466,8 @@ mod tests {
         let profile = load_profile(&path).unwrap();
         assert_eq!(profile.name, "stamping_press");
         assert_eq!(profile.protocol, Protocol::Modbus);
-        // Tests run in the package root, so this is the same file by a relative path.
-        let relative = load_profile(Path::new("devices/reflow_oven.toml")).unwrap();
+        // Tests run in the package root (crates/sim), so this is a shipped file by a relative path.
+        let relative = load_profile(Path::new("../../devices/reflow_oven.toml")).unwrap();
         assert_eq!(relative.name, "reflow_oven");
     }
 

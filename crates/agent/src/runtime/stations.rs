@@ -282,7 +282,7 @@ mod tests {
                 15_020 + i
             );
         }
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../agent.toml");
         crate::config::load_str(&path, &text).unwrap()
     }
 

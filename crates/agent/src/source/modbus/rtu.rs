@@ -807,7 +807,7 @@ impl Link for RtuLink {
 mod tests {
     //! The arbiter over an in-memory duplex "serial line", with a scripted slave on the far
     //! end. The serial-port path itself (tokio-serial on a pseudo-terminal) is exercised by
-    //! `tests/modbus_faults.rs`.
+    //! `crates/agent/tests/it/modbus_faults.rs`.
 
     use std::sync::atomic::AtomicUsize;
 

@@ -1,0 +1,58 @@
+//! Test harnesses shared by linesentry's test binaries (`tests/it` of each crate and of the
+//! root package), so each is written and compiled once:
+//!
+//! - [`free_port`], [`repo_root`], [`peer_script`] and [`wait_until`]: loopback ports, the
+//!   repository's files, the independent Python peers under `crates/testkit/peers/`
+//!   (pymodbus, asyncua, the JSON Schema and batch verifiers), and polling instead of fixed
+//!   sleeps;
+//! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers;
+//! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
+//!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
+//!
+//! Every server is started on a free loopback port and stopped when its handle is dropped.
+
+#![allow(dead_code, unreachable_pub, missing_debug_implementations)]
+
+#[cfg(feature = "collector")]
+pub mod chromium;
+#[cfg(feature = "collector")]
+pub mod collector;
+pub mod mosquitto;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// The repository's top directory (where `config/`, `devices/` and `packaging/` are).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The path of one of the independent Python peers in `crates/testkit/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name)
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes; `None` then.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
