@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_linesentry");
@@ -33,7 +33,7 @@ fn open(dir: &Path) -> Queue {
 async fn store_with_dead_letters(dir: &Path) -> Vec<u64> {
     let queue = open(dir);
     let events: Vec<SecurityEvent> = (0..10)
-        .map(|i| SecurityEvent::new(GATEWAY, "setpoint.changed").data("n", i))
+        .map(|i| SecurityEvent::new(GATEWAY, EventType::SetpointChanged).data("n", i))
         .collect();
     let seqs = queue.append(&events).await.expect("append");
     let rejected = vec![seqs[2], seqs[4], seqs[7]];

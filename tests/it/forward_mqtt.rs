@@ -14,7 +14,7 @@ use linesentry_agent::forward::identity::Identity;
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry_agent::forward::{ForwardOptions, Forwarder, Sink, SinkError};
 use linesentry_event::integrity::BatchSigner;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use mosquitto::{Broker, BrokerOptions, Subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,7 @@ fn info() -> GatewayInfo {
 fn test_events(n: u64) -> Vec<SecurityEvent> {
     (0..n)
         .map(|i| {
-            SecurityEvent::new(GATEWAY, "equipment.status")
+            SecurityEvent::new(GATEWAY, EventType::EquipmentStatus)
                 .station("press-01")
                 .data("test_n", i)
                 .data("status", "RUNNING")
@@ -503,7 +503,7 @@ async fn alerts_are_published_on_their_severity_topic() {
     let sink = MqttSink::new(settings(broker.port), signer, info()).unwrap();
     let mut events = test_events(5);
     events.push(
-        SecurityEvent::new(GATEWAY, "program.changed")
+        SecurityEvent::new(GATEWAY, EventType::ProgramChanged)
             .severity(Severity::Error)
             .data("tag", "program_crc"),
     );
@@ -557,7 +557,7 @@ async fn events_an_mqtt_5_broker_refuses_by_acl_are_dead_lettered_and_the_rest_d
         .enumerate()
         .map(|(i, e)| {
             if i % 97 == 50 {
-                SecurityEvent::new(GATEWAY, "setpoint.changed")
+                SecurityEvent::new(GATEWAY, EventType::SetpointChanged)
                     .severity(Severity::Warn)
                     .data("test_n", i)
             } else {

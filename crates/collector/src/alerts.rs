@@ -22,7 +22,7 @@ use super::chain::Verification;
 use super::config::{AlertRule, GroupBy, Webhook};
 use super::db::DbError;
 use super::store::{self, local_event, stored_json, Stored};
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 
 /// What the handlers need inside an ingest transaction.
 #[derive(Debug, Clone)]
@@ -178,7 +178,7 @@ async fn raise(
     sources: &[Uuid],
     gateways: &[String],
 ) -> Result<Arc<Stored>, DbError> {
-    let mut e = local_event(&ctx.collector_id, "alert.raised", rule.severity);
+    let mut e = local_event(&ctx.collector_id, EventType::AlertRaised, rule.severity);
     e.correlation_id = Some(e.id);
     if let [only] = gateways {
         e.gateway_id.clone_from(only);
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn groups_come_from_the_event_and_stations_are_per_gateway() {
-        let mut e = SecurityEvent::new("gw-1", "auth.failed").station("hmi");
+        let mut e = SecurityEvent::new("gw-1", EventType::AuthFailed).station("hmi");
         e.user_id = Some("bob".into());
         assert_eq!(group_key(GroupBy::User, &e).as_deref(), Some("bob"));
         assert_eq!(group_key(GroupBy::SourceIp, &e), None);

@@ -250,7 +250,7 @@ mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
     use linesentry_event::integrity::BatchSigner;
-    use linesentry_event::Timestamp;
+    use linesentry_event::{EventType, Timestamp};
 
     const NOW: i64 = 1_800_000_000_000_000;
 
@@ -264,7 +264,8 @@ mod tests {
     }
 
     fn event(seq: u64) -> SecurityEvent {
-        let mut e = SecurityEvent::new("gw-1", "setpoint.changed").at(Timestamp::from_micros(NOW));
+        let mut e =
+            SecurityEvent::new("gw-1", EventType::SetpointChanged).at(Timestamp::from_micros(NOW));
         e.seq = seq;
         e
     }

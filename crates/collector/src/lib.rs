@@ -57,7 +57,7 @@ use self::maintenance::{Housekeeping, Partitions};
 use self::registry::Registry;
 use self::store::local_event;
 use self::stream::Hub;
-use linesentry_event::Severity;
+use linesentry_event::{EventType, SecurityEvent, Severity};
 
 pub use config::{load, ConfigErrors};
 pub use retry::Backoff;
@@ -166,16 +166,7 @@ impl Collector {
             Arc::clone(&webhooks),
             shutdown.clone(),
         )));
-        let started = local_event(&settings.collector_id, "collector.started", Severity::Info)
-            .data("version", env!("CARGO_PKG_VERSION"))
-            .data("http", http_addr.to_string())
-            .data(
-                "mqtt",
-                settings
-                    .mqtt
-                    .as_ref()
-                    .map(|m| format!("{}:{}", m.host, m.port)),
-            );
+        let started = started_event(&settings, http_addr);
         ingest.submit_local(vec![started]).await;
         tracing::info!(http = %http_addr, tls = settings.http.tls.is_some(), mqtt = settings.mqtt.is_some(), "collector started");
         Ok(Self {
@@ -269,4 +260,22 @@ impl Collector {
             t.abort();
         }
     }
+}
+
+/// `collector.started`: the version and the listening addresses, for the audit trail.
+fn started_event(settings: &Settings, http_addr: SocketAddr) -> SecurityEvent {
+    local_event(
+        &settings.collector_id,
+        EventType::CollectorStarted,
+        Severity::Info,
+    )
+    .data("version", env!("CARGO_PKG_VERSION"))
+    .data("http", http_addr.to_string())
+    .data(
+        "mqtt",
+        settings
+            .mqtt
+            .as_ref()
+            .map(|m| format!("{}:{}", m.host, m.port)),
+    )
 }

@@ -37,7 +37,7 @@ use super::db::Pool;
 use super::ingest::{Ingest, Input, Job, Reply};
 use super::retry::Backoff;
 use super::store::local_event;
-use linesentry_event::Severity;
+use linesentry_event::{EventType, Severity};
 
 /// The client handle of either protocol version.
 #[derive(Debug, Clone)]
@@ -452,12 +452,12 @@ async fn status(
     if previous.as_deref() == Some(state.as_str()) {
         return;
     }
-    let severity = if state == "offline" {
-        Severity::Warn
+    let (event_type, severity) = if state == "offline" {
+        (EventType::GatewayOffline, Severity::Warn)
     } else {
-        Severity::Info
+        (EventType::GatewayOnline, Severity::Info)
     };
-    let mut e = local_event(collector_id, &format!("gateway.{state}"), severity);
+    let mut e = local_event(collector_id, event_type, severity);
     e.gateway_id = gateway_id.to_owned();
     e.event_data.insert("previous".into(), previous.into());
     for key in ["version", "config_digest", "reason"] {

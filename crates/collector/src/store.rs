@@ -28,7 +28,7 @@ use super::alerts::{self, AlertContext};
 use super::chain::{self, Finding, NewLink, Outcome, StoredLink, Verification};
 use super::db::{Conn, DbError};
 use linesentry_event::integrity::{hex, EventHash};
-use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 
 /// How a batch reached the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub struct CommitReport {
 }
 
 /// The collector's own event, stamped now.
-pub fn local_event(collector_id: &str, event_type: &str, severity: Severity) -> SecurityEvent {
+pub fn local_event(collector_id: &str, event_type: EventType, severity: Severity) -> SecurityEvent {
     SecurityEvent::new(collector_id, event_type)
         .severity(severity)
         .context("source", "collector")
@@ -145,7 +145,7 @@ fn violation(
     reason: String,
     mut data: Map<String, Value>,
 ) -> SecurityEvent {
-    let mut e = local_event(collector_id, "security.violation", Severity::Error);
+    let mut e = local_event(collector_id, EventType::SecurityViolation, Severity::Error);
     gateway_id.clone_into(&mut e.gateway_id);
     data.insert("category".into(), "integrity".into());
     data.insert("kind".into(), kind.into());
@@ -596,7 +596,7 @@ pub async fn commit(
                 data,
             )
         } else {
-            let mut e = local_event(collector_id, "ingest.rejected", Severity::Warn);
+            let mut e = local_event(collector_id, EventType::IngestRejected, Severity::Warn);
             if let Some(gw) = gw {
                 gw.clone_into(&mut e.gateway_id);
             }
@@ -964,8 +964,8 @@ mod tests {
 
     #[test]
     fn dead_lettered_seqs_become_contiguous_ranges() {
-        let e =
-            SecurityEvent::new("gw", "forward.dead_lettered").data("seqs", vec![9, 3, 4, 5, 9, 11]);
+        let e = SecurityEvent::new("gw", EventType::ForwardDeadLettered)
+            .data("seqs", vec![9, 3, 4, 5, 9, 11]);
         let got: Vec<(u64, u64)> = explained_ranges(&e)
             .into_iter()
             .map(|r| (r.0, r.1))
@@ -975,14 +975,14 @@ mod tests {
 
     #[test]
     fn a_drop_report_explains_its_seq_range_and_nonsense_explains_nothing() {
-        let e = SecurityEvent::new("gw", "agent.buffer_dropped")
+        let e = SecurityEvent::new("gw", EventType::AgentBufferDropped)
             .data("first_seq", 10)
             .data("last_seq", 20);
         assert_eq!(
             explained_ranges(&e)[0].0..=explained_ranges(&e)[0].1,
             10..=20
         );
-        let bad = SecurityEvent::new("gw", "agent.buffer_dropped")
+        let bad = SecurityEvent::new("gw", EventType::AgentBufferDropped)
             .data("first_seq", 20)
             .data("last_seq", 10);
         assert!(explained_ranges(&bad).is_empty());

@@ -239,9 +239,9 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::chain::Verification;
-    use linesentry_event::SecurityEvent;
+    use linesentry_event::{EventType, SecurityEvent};
 
-    fn stored(event_type: &str, severity: Severity) -> Arc<Stored> {
+    fn stored(event_type: EventType, severity: Severity) -> Arc<Stored> {
         Arc::new(Stored {
             event: SecurityEvent::new("gw-1", event_type)
                 .severity(severity)
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn filters_match_types_prefixes_severity_and_ids() {
-        let e = stored("auth.failed", Severity::Warn);
+        let e = stored(EventType::AuthFailed, Severity::Warn);
         let f = |v: serde_json::Value| serde_json::from_value::<Filter>(v).unwrap();
         assert!(f(json!({})).matches(&e));
         assert!(f(json!({"event_types": ["auth."]})).matches(&e));
@@ -269,10 +269,10 @@ mod tests {
     fn a_client_without_a_filter_receives_nothing() {
         let hub = Hub::new(4, 10);
         let mut sub = hub.subscribe().unwrap();
-        hub.publish(&[stored("auth.failed", Severity::Warn)]);
+        hub.publish(&[stored(EventType::AuthFailed, Severity::Warn)]);
         assert!(sub.rx.try_recv().is_err());
         sub.set_filter(Some(Filter::default()));
-        hub.publish(&[stored("auth.failed", Severity::Warn)]);
+        hub.publish(&[stored(EventType::AuthFailed, Severity::Warn)]);
         assert!(sub.rx.try_recv().unwrap().contains("\"auth.failed\""));
     }
 
@@ -284,7 +284,7 @@ mod tests {
         slow.set_filter(Some(Filter::default()));
         fast.set_filter(Some(Filter::default()));
         for _ in 0..5 {
-            hub.publish(&[stored("a.b", Severity::Info)]);
+            hub.publish(&[stored(EventType::EquipmentStatus, Severity::Info)]);
             assert!(fast.rx.try_recv().is_ok());
         }
         assert_eq!(slow.take_missed(), 3);

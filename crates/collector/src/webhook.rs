@@ -24,7 +24,7 @@ use super::db::{DbError, Pool};
 use super::ingest::Ingest;
 use super::store::local_event;
 use linesentry_event::integrity::hex;
-use linesentry_event::Severity;
+use linesentry_event::{EventType, Severity};
 
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -167,12 +167,16 @@ async fn deliver_due(
                         )
                         .await?;
                     tracing::error!(webhook = %name, delivery = id, attempts, error = %error, "webhook delivery failed for good");
-                    let e = local_event(&ingest_id(ingest), "webhook.failed", Severity::Error)
-                        .correlation(alert_id)
-                        .data("webhook", name.clone())
-                        .data("delivery", id)
-                        .data("attempts", attempts)
-                        .data("error", error);
+                    let e = local_event(
+                        &ingest_id(ingest),
+                        EventType::WebhookFailed,
+                        Severity::Error,
+                    )
+                    .correlation(alert_id)
+                    .data("webhook", name.clone())
+                    .data("delivery", id)
+                    .data("attempts", attempts)
+                    .data("error", error);
                     ingest.submit_local(vec![e]).await;
                 } else {
                     let delay = retry_delay(attempts);

@@ -1,12 +1,167 @@
-//! The event catalogue of `docs/EVENTS.md`: every event type the agent emits, its default
-//! severity and its ATT&CK for ICS / IEC 62443 references.
+//! The event catalogue of `docs/EVENTS.md`: every event type linesentry emits, as the
+//! [`EventType`] enum, so a type that is not in the catalogue does not compile; for the
+//! agent's types, the default severity and the ATT&CK for ICS / IEC 62443 references
+//! ([`CATALOG`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Severity;
+
+/// Declares [`EventType`] with its wire names, in catalogue order.
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// Every event type linesentry emits. On the wire an event type is its dotted name
+        /// ([`EventType::as_str`]); a decoded [`crate::SecurityEvent`] keeps the name as text,
+        /// since a newer gateway may send a type this build does not know
+        /// ([`crate::SecurityEvent::kind`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl EventType {
+            /// Every type, in catalogue order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The dotted wire name, e.g. `setpoint.changed`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    EquipmentStatus = "equipment.status",
+    EquipmentMeasurement = "equipment.measurement",
+    EquipmentFault = "equipment.fault",
+    QualityCheck = "quality.check",
+    QualityAnomaly = "quality.anomaly",
+    DeviceUnreachable = "device.unreachable",
+    DeviceRecovered = "device.recovered",
+    DeviceRestarted = "device.restarted",
+    DiagCountersReset = "diag.counters_reset",
+    ModeChanged = "mode.changed",
+    SetpointChanged = "setpoint.changed",
+    SetpointOutOfRange = "setpoint.out_of_range",
+    AlarmLimitChanged = "alarm_limit.changed",
+    AlarmSuppressed = "alarm.suppressed",
+    ProgramChanged = "program.changed",
+    FirmwareChanged = "firmware.changed",
+    IdentityChanged = "identity.changed",
+    CertInvalid = "cert.invalid",
+    SecurityPolicyDowngraded = "security_policy.downgraded",
+    AuthFailed = "auth.failed",
+    SecurityViolation = "security.violation",
+    SessionAnomaly = "session.anomaly",
+    ValueStale = "value.stale",
+    AgentBufferHigh = "agent.buffer_high",
+    AgentBufferDropped = "agent.buffer_dropped",
+    AgentBufferReset = "agent.buffer_reset",
+    ForwardDeadLettered = "forward.dead_lettered",
+    ForwardUpstreamDown = "forward.upstream_down",
+    AgentClockSkew = "agent.clock_skew",
+    AgentStarted = "agent.started",
+    AgentStopped = "agent.stopped",
+    AgentConfigChanged = "agent.config_changed",
+    // The original design's events of people and services.
+    UserLogin = "user.login",
+    UserLogout = "user.logout",
+    AccessDenied = "access.denied",
+    /// A request to the collector's API (its audit trail).
+    ApiAccess = "api.access",
+    SystemError = "system.error",
+    // The collector's own events (docs/COLLECTOR.md).
+    CollectorStarted = "collector.started",
+    AlertRaised = "alert.raised",
+    AlertAcknowledged = "alert.acknowledged",
+    /// A batch the collector refused (bad signature, malformed, too large).
+    IngestRejected = "ingest.rejected",
+    WebhookFailed = "webhook.failed",
+    GatewayOnline = "gateway.online",
+    GatewayOffline = "gateway.offline",
+}
+
+/// Default severities of the types that are not in the agent's [`CATALOG`].
+const OTHER_DEFAULTS: &[(EventType, Severity)] = &[
+    (EventType::UserLogin, Severity::Info),
+    (EventType::UserLogout, Severity::Info),
+    (EventType::AccessDenied, Severity::Warn),
+    (EventType::ApiAccess, Severity::Debug),
+    (EventType::SystemError, Severity::Error),
+    (EventType::CollectorStarted, Severity::Info),
+    (EventType::AlertRaised, Severity::Warn),
+    (EventType::AlertAcknowledged, Severity::Info),
+    (EventType::IngestRejected, Severity::Warn),
+    (EventType::WebhookFailed, Severity::Error),
+    (EventType::GatewayOnline, Severity::Info),
+    (EventType::GatewayOffline, Severity::Warn),
+];
+
+impl EventType {
+    /// The type named `name`, if it is in the catalogue.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.as_str() == name)
+    }
+
+    /// The agent's catalogue row of this type; `None` for the collector's and the design's
+    /// service types.
+    pub fn entry(self) -> Option<&'static CatalogEntry> {
+        CATALOG.iter().find(|e| e.event_type == self)
+    }
+
+    /// The severity an event of this type gets unless a rule or an override decides.
+    pub fn default_severity(self) -> Severity {
+        if let Some(entry) = self.entry() {
+            return entry.severity;
+        }
+        OTHER_DEFAULTS
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map_or(Severity::Info, |(_, s)| *s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event type name that is not in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{}`", .0.escape_debug())]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s).ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// One row of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatalogEntry {
-    pub event_type: &'static str,
+    pub event_type: EventType,
     pub severity: Severity,
     /// MITRE ATT&CK for ICS technique ids, carried in `event_data.attack`.
     pub attack: &'static [&'static str],
@@ -15,7 +170,7 @@ pub struct CatalogEntry {
 }
 
 const fn entry(
-    event_type: &'static str,
+    event_type: EventType,
     severity: Severity,
     attack: &'static [&'static str],
     iec62443: &'static [&'static str],
@@ -33,51 +188,66 @@ use Severity::{Critical, Debug, Error, Info, Warn};
 /// Default severities are the catalogue's; rules raise them where the catalogue says so
 /// (a failed quality check is `warn`, a mode change to PROGRAM is `error`).
 pub const CATALOG: &[CatalogEntry] = &[
-    entry("equipment.status", Info, &[], &[]),
+    entry(EventType::EquipmentStatus, Info, &[], &[]),
     // Telemetry for report by exception: a measurement left its deadband, or its heartbeat.
-    entry("equipment.measurement", Debug, &[], &[]),
-    entry("equipment.fault", Warn, &["T0827"], &["SR 2.8"]),
-    entry("quality.check", Info, &[], &[]),
-    entry("quality.anomaly", Warn, &["T0831"], &[]),
-    entry("device.unreachable", Warn, &["T0815", "T0826"], &[]),
-    entry("device.recovered", Info, &[], &[]),
-    entry("device.restarted", Warn, &["T0816"], &[]),
-    entry("diag.counters_reset", Warn, &["T0872"], &[]),
-    entry("mode.changed", Warn, &["T0858"], &[]),
-    entry("setpoint.changed", Warn, &["T0836"], &[]),
-    entry("setpoint.out_of_range", Error, &["T0836", "T0880"], &[]),
-    entry("alarm_limit.changed", Warn, &["T0838"], &[]),
-    entry("alarm.suppressed", Error, &["T0878"], &[]),
-    entry("program.changed", Error, &["T0843", "T0821"], &[]),
-    entry("firmware.changed", Error, &["T0857"], &[]),
-    entry("identity.changed", Critical, &["T0830"], &["SR 3.1"]),
-    entry("cert.invalid", Error, &[], &["SR 1.8"]),
+    entry(EventType::EquipmentMeasurement, Debug, &[], &[]),
+    entry(EventType::EquipmentFault, Warn, &["T0827"], &["SR 2.8"]),
+    entry(EventType::QualityCheck, Info, &[], &[]),
+    entry(EventType::QualityAnomaly, Warn, &["T0831"], &[]),
+    entry(EventType::DeviceUnreachable, Warn, &["T0815", "T0826"], &[]),
+    entry(EventType::DeviceRecovered, Info, &[], &[]),
+    entry(EventType::DeviceRestarted, Warn, &["T0816"], &[]),
+    entry(EventType::DiagCountersReset, Warn, &["T0872"], &[]),
+    entry(EventType::ModeChanged, Warn, &["T0858"], &[]),
+    entry(EventType::SetpointChanged, Warn, &["T0836"], &[]),
     entry(
-        "security_policy.downgraded",
+        EventType::SetpointOutOfRange,
+        Error,
+        &["T0836", "T0880"],
+        &[],
+    ),
+    entry(EventType::AlarmLimitChanged, Warn, &["T0838"], &[]),
+    entry(EventType::AlarmSuppressed, Error, &["T0878"], &[]),
+    entry(EventType::ProgramChanged, Error, &["T0843", "T0821"], &[]),
+    entry(EventType::FirmwareChanged, Error, &["T0857"], &[]),
+    entry(
+        EventType::IdentityChanged,
+        Critical,
+        &["T0830"],
+        &["SR 3.1"],
+    ),
+    entry(EventType::CertInvalid, Error, &[], &["SR 1.8"]),
+    entry(
+        EventType::SecurityPolicyDowngraded,
         Warn,
         &[],
         &["SR 3.1", "SR 4.3"],
     ),
-    entry("auth.failed", Warn, &[], &["SR 1.11", "SR 2.8"]),
-    entry("security.violation", Error, &["T0859", "T0846"], &[]),
-    entry("session.anomaly", Warn, &["T0886"], &[]),
-    entry("value.stale", Warn, &["T0856"], &[]),
-    entry("agent.buffer_high", Warn, &[], &["SR 2.9"]),
-    entry("agent.buffer_dropped", Error, &[], &["SR 2.10"]),
+    entry(EventType::AuthFailed, Warn, &[], &["SR 1.11", "SR 2.8"]),
+    entry(
+        EventType::SecurityViolation,
+        Error,
+        &["T0859", "T0846"],
+        &[],
+    ),
+    entry(EventType::SessionAnomaly, Warn, &["T0886"], &[]),
+    entry(EventType::ValueStale, Warn, &["T0856"], &[]),
+    entry(EventType::AgentBufferHigh, Warn, &[], &["SR 2.9"]),
+    entry(EventType::AgentBufferDropped, Error, &[], &["SR 2.10"]),
     // Not in the station catalogue: the store was unreadable and was replaced (SR 2.10: the
     // loss of whatever it held must be visible).
-    entry("agent.buffer_reset", Error, &[], &["SR 2.10"]),
-    entry("forward.dead_lettered", Error, &[], &["SR 2.10"]),
-    entry("forward.upstream_down", Warn, &[], &["SR 2.10"]),
-    entry("agent.clock_skew", Warn, &[], &["SR 2.11"]),
-    entry("agent.started", Info, &[], &["SR 2.8"]),
-    entry("agent.stopped", Info, &[], &["SR 2.8"]),
-    entry("agent.config_changed", Info, &[], &["SR 2.8"]),
+    entry(EventType::AgentBufferReset, Error, &[], &["SR 2.10"]),
+    entry(EventType::ForwardDeadLettered, Error, &[], &["SR 2.10"]),
+    entry(EventType::ForwardUpstreamDown, Warn, &[], &["SR 2.10"]),
+    entry(EventType::AgentClockSkew, Warn, &[], &["SR 2.11"]),
+    entry(EventType::AgentStarted, Info, &[], &["SR 2.8"]),
+    entry(EventType::AgentStopped, Info, &[], &["SR 2.8"]),
+    entry(EventType::AgentConfigChanged, Info, &[], &["SR 2.8"]),
 ];
 
-/// The catalogue row for `event_type`, if it is one the agent knows.
+/// The catalogue row for the type named `event_type`, if it is one the agent emits.
 pub fn catalog_entry(event_type: &str) -> Option<&'static CatalogEntry> {
-    CATALOG.iter().find(|e| e.event_type == event_type)
+    EventType::from_name(event_type).and_then(EventType::entry)
 }
 
 #[cfg(test)]
@@ -85,17 +255,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_catalogue_name_is_unique_and_valid() {
-        for (i, e) in CATALOG.iter().enumerate() {
+    fn every_type_name_is_unique_valid_and_parses_back() {
+        for (i, t) in EventType::ALL.iter().enumerate() {
             assert!(
-                CATALOG[i + 1..]
+                EventType::ALL[i + 1..]
                     .iter()
-                    .all(|o| o.event_type != e.event_type),
-                "{} twice",
-                e.event_type
+                    .all(|o| o.as_str() != t.as_str()),
+                "{t} twice"
             );
-            let event = crate::SecurityEvent::new("gw", e.event_type);
-            event.check().unwrap();
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(*t));
+            crate::SecurityEvent::new("gw", *t).check().unwrap();
         }
+        assert_eq!(
+            "never.heard.of".parse::<EventType>(),
+            Err(UnknownEventType("never.heard.of".into()))
+        );
+    }
+
+    #[test]
+    fn every_catalogue_row_is_a_distinct_type_and_keeps_its_severity() {
+        for (i, e) in CATALOG.iter().enumerate() {
+            assert!(CATALOG[i + 1..]
+                .iter()
+                .all(|o| o.event_type != e.event_type));
+            assert_eq!(e.event_type.default_severity(), e.severity);
+            assert_eq!(catalog_entry(e.event_type.as_str()), Some(e));
+        }
+        assert_eq!(EventType::ApiAccess.entry(), None);
+        assert_eq!(EventType::ApiAccess.default_severity(), Severity::Debug);
     }
 }

@@ -473,7 +473,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Severity;
+    use crate::{EventType, Severity};
 
     /// The definition, literally: the serde JSON form, keys sorted at every depth.
     fn canonical_by_definition(event: &SecurityEvent) -> String {
@@ -511,13 +511,15 @@ mod tests {
         full.source_ip = Some("fe80::1".parse().unwrap());
         full.prev_hash = Some(hex(&[9u8; 32]));
         full.seq = 123_456;
-        for e in [sample(), SecurityEvent::new("gw", "a.b"), full] {
+        let mut minimal = SecurityEvent::new("gw", EventType::AgentStarted);
+        minimal.event_type = "a.b".into();
+        for e in [sample(), minimal, full] {
             assert_eq!(canonical_json(&e), canonical_by_definition(&e));
         }
     }
 
     fn sample() -> SecurityEvent {
-        SecurityEvent::new("gw-1", "setpoint.changed")
+        SecurityEvent::new("gw-1", EventType::SetpointChanged)
             .station("press-1")
             .severity(Severity::Warn)
             .data("tag", "die_temp_sp")

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use catalog::{catalog_entry, CatalogEntry, CATALOG};
+pub use catalog::{catalog_entry, CatalogEntry, EventType, UnknownEventType, CATALOG};
 pub use severity::{Severity, SeverityMap, UnknownSeverity};
 pub use timestamp::Timestamp;
 
@@ -77,8 +77,8 @@ pub enum EventError {
 
 impl SecurityEvent {
     /// A new event of `event_type` from `gateway_id`, stamped now, with a fresh UUIDv7.
-    /// The severity is the catalogue default; apply a [`SeverityMap`] to honour overrides.
-    pub fn new(gateway_id: impl Into<String>, event_type: impl Into<String>) -> Self {
+    /// The severity is the type's default; apply a [`SeverityMap`] to honour overrides.
+    pub fn new(gateway_id: impl Into<String>, event_type: EventType) -> Self {
         Self::stamped(gateway_id, event_type, Timestamp::now())
     }
 
@@ -86,18 +86,17 @@ impl SecurityEvent {
     /// making an id for the current time first).
     pub fn stamped(
         gateway_id: impl Into<String>,
-        event_type: impl Into<String>,
+        event_type: EventType,
         timestamp: Timestamp,
     ) -> Self {
-        let event_type = event_type.into();
-        let severity = catalog_entry(&event_type).map_or(Severity::Info, |e| e.severity);
+        let severity = event_type.default_severity();
         Self {
             schema_version: SCHEMA_VERSION,
             id: timestamp.uuid_v7(),
             seq: 0,
             gateway_id: gateway_id.into(),
             station_id: None,
-            event_type,
+            event_type: event_type.as_str().to_owned(),
             severity,
             timestamp,
             correlation_id: None,
@@ -107,6 +106,16 @@ impl SecurityEvent {
             context: Map::new(),
             prev_hash: None,
         }
+    }
+
+    /// The event's type, if it is one this build knows (a newer gateway may send others).
+    pub fn kind(&self) -> Option<EventType> {
+        EventType::from_name(&self.event_type)
+    }
+
+    /// Whether the event is of type `event_type`.
+    pub fn is(&self, event_type: EventType) -> bool {
+        self.event_type == event_type.as_str()
     }
 
     #[must_use]
@@ -270,7 +279,7 @@ mod tests {
     use super::*;
 
     fn sample() -> SecurityEvent {
-        let mut e = SecurityEvent::new("gw-1", "setpoint.changed")
+        let mut e = SecurityEvent::new("gw-1", EventType::SetpointChanged)
             .station("press-01")
             .data("tag", "die_temp_sp")
             .data("value", 181.5)
@@ -304,12 +313,12 @@ mod tests {
 
     #[test]
     fn new_events_take_the_catalogue_severity_and_a_v7_id() {
-        let e = SecurityEvent::new("gw", "identity.changed");
+        let e = SecurityEvent::new("gw", EventType::IdentityChanged);
         assert_eq!(e.severity, Severity::Critical);
         assert_eq!(e.id.get_version_num(), 7);
         assert_eq!(
-            SecurityEvent::new("gw", "custom.thing").severity,
-            Severity::Info
+            SecurityEvent::new("gw", EventType::ApiAccess).severity,
+            Severity::Debug
         );
     }
 

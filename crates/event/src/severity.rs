@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog_entry;
+use super::EventType;
 
 /// The original design's levels plus `critical` for events that need a person now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,44 +64,29 @@ impl FromStr for Severity {
     }
 }
 
-/// The original design's default map for event types that come from people and services
-/// rather than stations (the station catalogue lives in [`super::CATALOG`]).
-const DESIGN_DEFAULTS: &[(&str, Severity)] = &[
-    ("user.login", Severity::Info),
-    ("user.logout", Severity::Info),
-    ("access.denied", Severity::Warn),
-    ("api.access", Severity::Debug),
-    ("system.error", Severity::Error),
-];
-
-/// Default severity per event type, with overrides from configuration applied on top.
+/// Default severity per event type ([`EventType::default_severity`]), with overrides from
+/// configuration applied on top.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeverityMap {
-    overrides: BTreeMap<String, Severity>,
+    overrides: BTreeMap<EventType, Severity>,
 }
 
 impl SeverityMap {
-    pub fn with_overrides(overrides: BTreeMap<String, Severity>) -> Self {
+    pub fn with_overrides(overrides: BTreeMap<EventType, Severity>) -> Self {
         Self { overrides }
     }
 
-    /// Override, else catalogue default, else the design's map, else `info`.
-    pub fn severity_of(&self, event_type: &str) -> Severity {
-        if let Some(level) = self.overrides.get(event_type) {
-            return *level;
-        }
-        if let Some(entry) = catalog_entry(event_type) {
-            return entry.severity;
-        }
-        DESIGN_DEFAULTS
-            .iter()
-            .find(|(name, _)| *name == event_type)
-            .map_or(Severity::Info, |(_, level)| *level)
+    /// The override, else the type's default.
+    pub fn severity_of(&self, event_type: EventType) -> Severity {
+        self.overrides
+            .get(&event_type)
+            .copied()
+            .unwrap_or_else(|| event_type.default_severity())
     }
 
-    /// The severity an event of this type gets when its rule does not decide otherwise.
-    pub fn has_override(&self, event_type: &str) -> bool {
-        self.overrides.contains_key(event_type)
+    /// Whether configuration decides this type's severity (rules then keep their hands off).
+    pub fn has_override(&self, event_type: EventType) -> bool {
+        self.overrides.contains_key(&event_type)
     }
 }
 
@@ -112,21 +97,30 @@ mod tests {
     #[test]
     fn the_design_defaults_hold_without_overrides() {
         let map = SeverityMap::default();
-        assert_eq!(map.severity_of("user.login"), Severity::Info);
-        assert_eq!(map.severity_of("access.denied"), Severity::Warn);
-        assert_eq!(map.severity_of("security.violation"), Severity::Error);
-        assert_eq!(map.severity_of("identity.changed"), Severity::Critical);
-        assert_eq!(map.severity_of("never.heard.of"), Severity::Info);
+        assert_eq!(map.severity_of(EventType::UserLogin), Severity::Info);
+        assert_eq!(map.severity_of(EventType::AccessDenied), Severity::Warn);
+        assert_eq!(
+            map.severity_of(EventType::SecurityViolation),
+            Severity::Error
+        );
+        assert_eq!(
+            map.severity_of(EventType::IdentityChanged),
+            Severity::Critical
+        );
     }
 
     #[test]
     fn an_override_wins_over_the_default() {
         let map = SeverityMap::with_overrides(BTreeMap::from([(
-            "setpoint.changed".to_owned(),
+            EventType::SetpointChanged,
             Severity::Critical,
         )]));
-        assert_eq!(map.severity_of("setpoint.changed"), Severity::Critical);
-        assert_eq!(map.severity_of("mode.changed"), Severity::Warn);
+        assert_eq!(
+            map.severity_of(EventType::SetpointChanged),
+            Severity::Critical
+        );
+        assert!(map.has_override(EventType::SetpointChanged));
+        assert_eq!(map.severity_of(EventType::ModeChanged), Severity::Warn);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use linesentry_collector::local::{
 };
 use linesentry_collector::{auth, registry, Collector};
 use linesentry_event::integrity::{event_hash, hex, BatchSigner, EventHash};
-use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use serde_json::Value;
 
 /// The private PostgreSQL of this test binary, with `ssl = on` (a certificate for
@@ -566,7 +566,7 @@ impl Chain {
     }
 
     /// `n` numbered and linked events of `event_type`.
-    pub fn events(&mut self, event_type: &str, n: usize) -> Vec<SecurityEvent> {
+    pub fn events(&mut self, event_type: EventType, n: usize) -> Vec<SecurityEvent> {
         (0..n)
             .map(|i| {
                 self.link(
@@ -582,7 +582,7 @@ impl Chain {
 }
 
 /// An event with a specific type and severity, now.
-pub fn event(event_type: &str, severity: Severity) -> SecurityEvent {
+pub fn event(event_type: EventType, severity: Severity) -> SecurityEvent {
     SecurityEvent::new("placeholder", event_type)
         .severity(severity)
         .at(Timestamp::now())

@@ -34,7 +34,7 @@ use linesentry_collector::local::{
 use linesentry_collector::maintenance::add_months;
 use linesentry_collector::{auth, migrate, registry, Collector};
 use linesentry_event::integrity::{event_hash, hex, BatchSigner, EventHash};
-use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -89,17 +89,17 @@ const RAW_INSERT: &str = "INSERT INTO security_events (id, event_type, event_dat
 
 /// The first six are the ingest mix (telemetry and changes, no alert rule fires on them);
 /// the query table has all ten.
-const TYPES: &[(&str, Severity)] = &[
-    ("equipment.status", Severity::Info),
-    ("equipment.measurement", Severity::Debug),
-    ("quality.check", Severity::Info),
-    ("setpoint.changed", Severity::Warn),
-    ("mode.changed", Severity::Warn),
-    ("device.unreachable", Severity::Warn),
-    ("auth.failed", Severity::Warn),
-    ("program.changed", Severity::Error),
-    ("alarm.suppressed", Severity::Error),
-    ("identity.changed", Severity::Critical),
+const TYPES: &[(EventType, Severity)] = &[
+    (EventType::EquipmentStatus, Severity::Info),
+    (EventType::EquipmentMeasurement, Severity::Debug),
+    (EventType::QualityCheck, Severity::Info),
+    (EventType::SetpointChanged, Severity::Warn),
+    (EventType::ModeChanged, Severity::Warn),
+    (EventType::DeviceUnreachable, Severity::Warn),
+    (EventType::AuthFailed, Severity::Warn),
+    (EventType::ProgramChanged, Severity::Error),
+    (EventType::AlarmSuppressed, Severity::Error),
+    (EventType::IdentityChanged, Severity::Critical),
 ];
 
 /// splitmix64: spreads timestamps evenly whatever the row numbers.
@@ -128,7 +128,7 @@ fn synthetic(n: usize, offset: usize, span: chrono::Duration, types: usize) -> V
                 .data("tag", format!("tag-{}", i % 50))
                 .data("value", (i % 1000) as f64 / 10.0)
                 .context("source", "bench");
-            if t == "auth.failed" {
+            if t == EventType::AuthFailed {
                 e.user_id = Some(format!("user-{}", i % 30));
                 e.source_ip = Some(
                     format!("10.0.{}.{}", i % 4, i % 200)
@@ -732,7 +732,7 @@ async fn ws_latency(
     let (mut tx, mut rx) = ws.split();
     rx.next().await.context("welcome")??;
     tx.send(tokio_tungstenite::tungstenite::Message::Text(
-        json!({"type": "subscribe", "filters": {"event_types": ["bench.latency"]}})
+        json!({"type": "subscribe", "filters": {"event_types": ["equipment.measurement"]}})
             .to_string()
             .into(),
     ))
@@ -764,7 +764,7 @@ async fn ws_latency(
     });
     let publisher = Publisher::connect(broker.port(), "bench-ws-publisher").await?;
     let topic = format!(
-        "linesentry/v1/bench/{}/events/info/bench.latency",
+        "linesentry/v1/bench/{}/events/debug/equipment.measurement",
         source.signer.gateway_id()
     );
     let interval = Duration::from_secs_f64(1.0 / args.ws_rate as f64);
@@ -772,7 +772,7 @@ async fn ws_latency(
     for i in 0..want {
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
         let e = source.link(
-            SecurityEvent::new("x", "bench.latency")
+            SecurityEvent::new("x", EventType::EquipmentMeasurement)
                 .data("sent_us", Timestamp::now().as_micros())
                 .data("n", i),
         );

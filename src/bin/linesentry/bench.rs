@@ -21,7 +21,7 @@ mod forward;
 #[path = "bench_poll.rs"]
 mod poll;
 use linesentry_agent::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -207,7 +207,7 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
 
 /// An event whose stored record is about 300 bytes, like a typical rules event.
 fn sample_event(n: u64) -> SecurityEvent {
-    SecurityEvent::new("gw-bench-01", "setpoint.changed")
+    SecurityEvent::new("gw-bench-01", EventType::SetpointChanged)
         .severity(if n % 10 == 0 {
             Severity::Warn
         } else {

@@ -24,7 +24,7 @@ use linesentry_agent::forward::{
     ForwardOptions, Forwarder, PushFuture, Pushed, SendFuture, Sink, SinkError,
 };
 use linesentry_event::integrity::BatchSigner;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-bench";
@@ -118,7 +118,7 @@ fn sink(host: &str, port: u16, per_message: usize) -> MqttSink {
 }
 
 fn event(n: u64, severity: Severity) -> SecurityEvent {
-    SecurityEvent::new(GATEWAY, "equipment.status")
+    SecurityEvent::new(GATEWAY, EventType::EquipmentStatus)
         .severity(severity)
         .station("press-01")
         .data("tag", "status")

@@ -40,7 +40,7 @@ use std::time::Duration;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 
 pub use inspect::{InspectError, Inspector};
 pub use store::RecordError;
@@ -745,7 +745,7 @@ fn reset_event(gateway_id: &str, reset: &ResetInfo, floor: &Found) -> SecurityEv
         Found::Missing => "no sequence floor was recorded; sequence restarts".to_owned(),
         Found::Unreadable(why) => format!("sequence floor unreadable ({why}); sequence restarts"),
     };
-    SecurityEvent::new(gateway_id, "agent.buffer_reset")
+    SecurityEvent::new(gateway_id, EventType::AgentBufferReset)
         .context("source", "buffer")
         .data("moved_to", reset.moved_to.display().to_string())
         .data("reason", reset.reason.clone())

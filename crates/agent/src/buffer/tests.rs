@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use super::*;
-use linesentry_event::Severity;
+use linesentry_event::{EventType, Severity};
 
-fn event(kind: &str, severity: Severity, n: u64) -> SecurityEvent {
+fn event(kind: EventType, severity: Severity, n: u64) -> SecurityEvent {
     SecurityEvent::new("gw-test", kind)
         .severity(severity)
         .station("press-01")
@@ -35,13 +35,13 @@ async fn appended_events_come_back_in_seq_order_with_their_numbers() {
     let (q, report) = Queue::open(options(dir.path())).unwrap();
     assert!(report.reset.is_none());
     let a = q
-        .append(&[event("equipment.status", Severity::Info, 1)])
+        .append(&[event(EventType::EquipmentStatus, Severity::Info, 1)])
         .await
         .unwrap();
     let b = q
         .append(&[
-            event("setpoint.changed", Severity::Warn, 2),
-            event("equipment.status", Severity::Info, 3),
+            event(EventType::SetpointChanged, Severity::Warn, 2),
+            event(EventType::EquipmentStatus, Severity::Info, 3),
         ])
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn ack_deletes_only_what_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     let batch: Vec<_> = (0..10)
-        .map(|n| event("quality.check", Severity::Info, n))
+        .map(|n| event(EventType::QualityCheck, Severity::Info, n))
         .collect();
     q.append(&batch).await.unwrap();
     assert_eq!(q.ack(Ack::UpTo(3)).await.unwrap().removed, 3);
@@ -76,7 +76,7 @@ async fn acks_alone_skip_the_fsync_and_closing_makes_them_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     let batch: Vec<_> = (0..3)
-        .map(|n| event("quality.check", Severity::Info, n))
+        .map(|n| event(EventType::QualityCheck, Severity::Info, n))
         .collect();
     q.append(&batch).await.unwrap();
     assert_eq!(q.stats().unsynced_commits, 0, "an append is always synced");
@@ -95,7 +95,9 @@ async fn acks_alone_skip_the_fsync_and_closing_makes_them_durable() {
 /// with its stats at that moment.
 async fn one_unsynced_ack(dir: &Path) -> (Queue, QueueStats) {
     let (q, _) = Queue::open(options(dir)).unwrap();
-    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.append(&[event(EventType::EquipmentStatus, Severity::Info, 0)])
+        .await
+        .unwrap();
     q.ack(Ack::UpTo(1)).await.unwrap();
     let stats = q.stats();
     assert_eq!(stats.unsynced_commits, 1);
@@ -138,8 +140,8 @@ async fn seq_keeps_increasing_across_reopen_even_when_everything_was_acked() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     q.append(&[
-        event("a.b", Severity::Info, 0),
-        event("a.b", Severity::Info, 1),
+        event(EventType::EquipmentStatus, Severity::Info, 0),
+        event(EventType::EquipmentStatus, Severity::Info, 1),
     ])
     .await
     .unwrap();
@@ -148,7 +150,9 @@ async fn seq_keeps_increasing_across_reopen_even_when_everything_was_acked() {
     let (q, report) = Queue::open(options(dir.path())).unwrap();
     assert_eq!(report.next_seq, 3);
     assert_eq!(
-        q.append(&[event("a.b", Severity::Info, 2)]).await.unwrap(),
+        q.append(&[event(EventType::EquipmentStatus, Severity::Info, 2)])
+            .await
+            .unwrap(),
         vec![3]
     );
     q.close().await;
@@ -163,11 +167,11 @@ async fn a_full_buffer_evicts_telemetry_oldest_first_and_keeps_warnings() {
     })
     .unwrap();
     let warns: Vec<_> = (0..20)
-        .map(|n| event("setpoint.changed", Severity::Warn, n))
+        .map(|n| event(EventType::SetpointChanged, Severity::Warn, n))
         .collect();
     q.append(&warns).await.unwrap();
     for n in 0..200 {
-        q.append(&[event("equipment.status", Severity::Info, 100 + n)])
+        q.append(&[event(EventType::EquipmentStatus, Severity::Info, 100 + n)])
             .await
             .unwrap();
     }
@@ -225,7 +229,7 @@ async fn every_eviction_ends_up_in_a_drop_report() {
     })
     .unwrap();
     for n in 0..300 {
-        q.append(&[event("equipment.status", Severity::Info, n)])
+        q.append(&[event(EventType::EquipmentStatus, Severity::Info, n)])
             .await
             .unwrap();
     }
@@ -254,7 +258,7 @@ async fn with_no_telemetry_left_the_oldest_warning_goes_and_is_counted() {
     })
     .unwrap();
     for n in 0..200 {
-        q.append(&[event("mode.changed", Severity::Error, n)])
+        q.append(&[event(EventType::ModeChanged, Severity::Error, n)])
             .await
             .unwrap();
     }
@@ -283,7 +287,7 @@ async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
     let (q, _) = Queue::open(small(dir.path())).unwrap();
     let mut n = 0;
     while q.stats().bytes * 100 / q.stats().quota_bytes < 90 {
-        q.append(&[event("setpoint.changed", Severity::Warn, n)])
+        q.append(&[event(EventType::SetpointChanged, Severity::Warn, n)])
             .await
             .unwrap();
         n += 1;
@@ -298,9 +302,11 @@ async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
     // Draining below 70 % re-arms; filling again raises a second one.
     let last = all(&q).last().unwrap().seq;
     q.ack(Ack::UpTo(last)).await.unwrap();
-    q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    q.append(&[event(EventType::EquipmentStatus, Severity::Info, 0)])
+        .await
+        .unwrap();
     while q.stats().bytes * 100 / q.stats().quota_bytes < 85 {
-        q.append(&[event("setpoint.changed", Severity::Warn, n)])
+        q.append(&[event(EventType::SetpointChanged, Severity::Warn, n)])
             .await
             .unwrap();
         n += 1;
@@ -320,7 +326,10 @@ async fn crossing_the_high_watermark_raises_one_buffer_high_event() {
 async fn a_corrupt_store_is_moved_aside_and_a_reset_event_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
-    let seqs = q.append(&[event("a.b", Severity::Info, 0)]).await.unwrap();
+    let seqs = q
+        .append(&[event(EventType::EquipmentStatus, Severity::Info, 0)])
+        .await
+        .unwrap();
     q.close().await;
     let path = dir.path().join(STORE_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -380,9 +389,9 @@ fn an_unusable_data_dir_is_an_error_naming_it() {
 async fn an_oversized_event_is_refused_and_nothing_of_its_call_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(small(dir.path())).unwrap();
-    let big = event("a.b", Severity::Info, 0).data("blob", "x".repeat(4096));
+    let big = event(EventType::EquipmentStatus, Severity::Info, 0).data("blob", "x".repeat(4096));
     let err = q
-        .append(&[event("a.b", Severity::Info, 1), big])
+        .append(&[event(EventType::EquipmentStatus, Severity::Info, 1), big])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::TooLarge { .. }), "{err}");
@@ -397,7 +406,8 @@ async fn a_closed_queue_refuses_work() {
     q.close().await;
     q.close().await;
     assert!(matches!(
-        q.append(&[event("a.b", Severity::Info, 0)]).await,
+        q.append(&[event(EventType::EquipmentStatus, Severity::Info, 0)])
+            .await,
         Err(QueueError::Closed)
     ));
     assert!(matches!(q.ack(Ack::UpTo(1)).await, Err(QueueError::Closed)));
@@ -414,9 +424,13 @@ async fn concurrent_appenders_get_distinct_contiguous_seqs() {
             let mut seqs = Vec::new();
             for n in 0..50 {
                 seqs.extend(
-                    q.append(&[event("a.b", Severity::Info, t * 100 + n)])
-                        .await
-                        .unwrap(),
+                    q.append(&[event(
+                        EventType::EquipmentStatus,
+                        Severity::Info,
+                        t * 100 + n,
+                    )])
+                    .await
+                    .unwrap(),
                 );
             }
             seqs
@@ -444,7 +458,7 @@ async fn steady_append_and_ack_does_not_grow_the_file() {
     })
     .unwrap();
     let batch: Vec<_> = (0..500)
-        .map(|n| event("quality.check", Severity::Info, n))
+        .map(|n| event(EventType::QualityCheck, Severity::Info, n))
         .collect();
     let mut sizes = Vec::new();
     for round in 0..120 {
@@ -475,7 +489,7 @@ async fn the_alerts_lane_skips_telemetry_and_keeps_seq_order() {
             } else {
                 Severity::Info
             };
-            event("a.b", sev, n)
+            event(EventType::EquipmentStatus, sev, n)
         })
         .collect();
     q.append(&events).await.unwrap();
@@ -497,7 +511,7 @@ async fn station_state_is_stored_with_its_events_and_survives_reopen() {
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     assert_eq!(q.load_state("press-01").unwrap(), None);
     q.append_with_state(
-        &[event("setpoint.changed", Severity::Warn, 1)],
+        &[event(EventType::SetpointChanged, Severity::Warn, 1)],
         Some(("press-01".into(), b"baseline-v1".to_vec())),
     )
     .await
@@ -521,15 +535,15 @@ async fn every_stored_event_links_to_the_hash_of_its_predecessor_across_restarts
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     q.append(&[
-        event("equipment.status", Severity::Info, 1),
-        event("setpoint.changed", Severity::Warn, 2),
+        event(EventType::EquipmentStatus, Severity::Info, 1),
+        event(EventType::SetpointChanged, Severity::Warn, 2),
     ])
     .await
     .unwrap();
     q.ack(Ack::UpTo(1)).await.unwrap();
     q.close().await;
     let (q, _) = Queue::open(options(dir.path())).unwrap();
-    q.append(&[event("equipment.status", Severity::Info, 3)])
+    q.append(&[event(EventType::EquipmentStatus, Severity::Info, 3)])
         .await
         .unwrap();
     let got = all(&q);
@@ -543,7 +557,7 @@ async fn every_stored_event_links_to_the_hash_of_its_predecessor_across_restarts
 async fn the_first_event_of_a_store_has_no_predecessor() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
-    q.append(&[event("equipment.status", Severity::Info, 1)])
+    q.append(&[event(EventType::EquipmentStatus, Severity::Info, 1)])
         .await
         .unwrap();
     assert_eq!(all(&q)[0].prev_hash, None);
@@ -555,14 +569,15 @@ async fn dead_letters_leave_the_queue_with_their_reason_and_can_be_requeued() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     q.append(&[
-        event("equipment.status", Severity::Info, 1),
-        event("setpoint.changed", Severity::Warn, 2),
-        event("equipment.status", Severity::Info, 3),
+        event(EventType::EquipmentStatus, Severity::Info, 1),
+        event(EventType::SetpointChanged, Severity::Warn, 2),
+        event(EventType::EquipmentStatus, Severity::Info, 3),
     ])
     .await
     .unwrap();
     let before = all(&q);
-    let report = SecurityEvent::new("gw-test", "forward.dead_lettered").data("seqs", vec![2]);
+    let report =
+        SecurityEvent::new("gw-test", EventType::ForwardDeadLettered).data("seqs", vec![2]);
     let moved = q
         .dead_letter(
             vec![(2, "HTTP 400: bad event".into()), (99, "gone".into())],
@@ -606,9 +621,9 @@ async fn lanes_split_alerts_from_telemetry() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     q.append(&[
-        event("equipment.status", Severity::Info, 1),
-        event("setpoint.changed", Severity::Warn, 2),
-        event("equipment.status", Severity::Debug, 3),
+        event(EventType::EquipmentStatus, Severity::Info, 1),
+        event(EventType::SetpointChanged, Severity::Warn, 2),
+        event(EventType::EquipmentStatus, Severity::Debug, 3),
     ])
     .await
     .unwrap();
@@ -635,19 +650,22 @@ fn lingering(dir: &Path) -> QueueOptions {
 }
 
 fn info(n: u64) -> SecurityEvent {
-    event("equipment.measurement", Severity::Info, n)
+    event(EventType::EquipmentMeasurement, Severity::Info, n)
 }
 
 #[test]
 fn appends_with_a_warning_or_worse_commit_now_the_rest_are_routine() {
     assert_eq!(Commit::for_events(&[]), Commit::Routine);
     assert_eq!(
-        Commit::for_events(&[info(1), event("a.b", Severity::Debug, 2)]),
+        Commit::for_events(&[
+            info(1),
+            event(EventType::EquipmentStatus, Severity::Debug, 2)
+        ]),
         Commit::Routine
     );
     for severity in [Severity::Warn, Severity::Error, Severity::Critical] {
         assert_eq!(
-            Commit::for_events(&[info(1), event("a.b", severity, 2)]),
+            Commit::for_events(&[info(1), event(EventType::EquipmentStatus, severity, 2)]),
             Commit::Now
         );
     }
@@ -680,7 +698,7 @@ async fn a_warning_commits_at_once_and_takes_the_waiting_routine_appends_along_i
     let (q, _) = Queue::open(lingering(dir.path())).unwrap();
     let before = q.stats().commits;
     let routine = q.submit(&[info(1)], None, Commit::Routine).await.unwrap();
-    let warning = [event("setpoint.changed", Severity::Warn, 2)];
+    let warning = [event(EventType::SetpointChanged, Severity::Warn, 2)];
     let urgent = q
         .submit(&warning, None, Commit::for_events(&warning))
         .await

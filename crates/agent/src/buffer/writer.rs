@@ -50,7 +50,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use super::seqfloor::SeqFloor;
 use super::store::{DeadRecord, Encoded, Meta, Tables, DEAD, META, STATE};
 use super::{Ack, AckReport, Commit, QueueError, QueueOptions, StatsCell};
-use linesentry_event::{SecurityEvent, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Timestamp};
 
 pub(super) enum Command {
     Append {
@@ -570,7 +570,7 @@ impl Writer {
             if self.drop_report_due() {
                 // Make room for the report before summarising, so an eviction it causes is
                 // in this report and does not start the next one.
-                let mut event = self.agent_event("agent.buffer_dropped");
+                let mut event = self.agent_event(EventType::AgentBufferDropped);
                 event.event_data = self.meta.pending_summary();
                 event.event_data.insert("quota_bytes".into(), quota.into());
                 let draft = Encoded::new(&event).map_err(|e| QueueError::encode(&e))?;
@@ -710,7 +710,7 @@ impl Writer {
         if self.meta.high_active == 0 && percent >= high {
             self.meta.high_active = 1;
             let event = self
-                .agent_event("agent.buffer_high")
+                .agent_event(EventType::AgentBufferHigh)
                 .data("used_bytes", self.meta.bytes)
                 .data("quota_bytes", quota)
                 .data("used_percent", percent)
@@ -726,7 +726,7 @@ impl Writer {
         Ok(())
     }
 
-    fn agent_event(&self, event_type: &str) -> SecurityEvent {
+    fn agent_event(&self, event_type: EventType) -> SecurityEvent {
         SecurityEvent::new(self.opts.gateway_id.clone(), event_type)
             .at(Timestamp::now())
             .context("source", "buffer")

@@ -11,7 +11,7 @@ use super::raw;
 use super::report::{type_name, Report};
 use super::secret::{self, Secret};
 use super::spans::child;
-use linesentry_event::{Severity, SeverityMap, CATALOG};
+use linesentry_event::{EventType, Severity, SeverityMap, CATALOG};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
@@ -337,7 +337,8 @@ pub(super) fn severity(report: &mut Report<'_>, value: Option<toml::Value>) -> O
                 continue;
             }
         };
-        if CATALOG.iter().all(|e| e.event_type != event_type) {
+        let Some(event_type) = EventType::from_name(&event_type).filter(|t| t.entry().is_some())
+        else {
             let known = CATALOG
                 .iter()
                 .map(|e| format!("`{}`", e.event_type))
@@ -351,7 +352,7 @@ pub(super) fn severity(report: &mut Report<'_>, value: Option<toml::Value>) -> O
                 ),
             );
             continue;
-        }
+        };
         match level.parse::<Severity>() {
             Ok(level) => {
                 overrides.insert(event_type, level);

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backoff, Pushed, Sink, SinkError, TokenBucket};
 use crate::buffer::{Ack, Lane, Queue, QueueError};
 use crate::health::{FailureKind, Heartbeat, SinkMetrics};
-use linesentry_event::{SecurityEvent, SeverityMap};
+use linesentry_event::{EventType, SecurityEvent, SeverityMap};
 
 /// A batch at least this large whose every event is rejected alone is a systemic refusal
 /// (wrong endpoint, unknown gateway), retried instead of dead-lettered.
@@ -548,7 +548,7 @@ impl<S: Sink> Forwarder<S> {
     ) -> Result<(), QueueError> {
         let items = bad.iter().map(|e| (e.seq, reason.to_owned())).collect();
         let report = self
-            .own_event("forward.dead_lettered")
+            .own_event(EventType::ForwardDeadLettered)
             .data("sink", sink)
             .data("reason", reason)
             .data("count", bad.len())
@@ -584,7 +584,7 @@ impl<S: Sink> Forwarder<S> {
         Ok(())
     }
 
-    fn own_event(&self, event_type: &str) -> SecurityEvent {
+    fn own_event(&self, event_type: EventType) -> SecurityEvent {
         SecurityEvent::new(self.opts.gateway_id.clone(), event_type)
             .severity(self.opts.severities.severity_of(event_type))
             .context("source", "forward")
@@ -626,7 +626,7 @@ impl<S: Sink> Forwarder<S> {
         if !self.down_reported && now.duration_since(since) >= self.opts.upstream_down_after {
             self.down_reported = true;
             let event = self
-                .own_event("forward.upstream_down")
+                .own_event(EventType::ForwardUpstreamDown)
                 .data("sink", self.sink.name())
                 .data("last_error", self.last_error.clone())
                 .data("down_for_ms", now.duration_since(since).as_millis() as u64)

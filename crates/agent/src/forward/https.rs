@@ -664,11 +664,12 @@ fn sanitise(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linesentry_event::EventType;
 
     fn chunk(n: u64) -> Vec<SecurityEvent> {
         (1..=n)
             .map(|seq| {
-                let mut e = SecurityEvent::new("gw-1", "setpoint.changed");
+                let mut e = SecurityEvent::new("gw-1", EventType::SetpointChanged);
                 e.seq = 100 + seq;
                 e
             })

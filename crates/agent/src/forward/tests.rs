@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::buffer::{Queue, QueueOptions};
-use linesentry_event::Severity;
+use linesentry_event::{EventType, Severity};
 use tokio_util::sync::CancellationToken;
 
 /// Records what it received; fails the first `fail_first` sends; rejects events whose
@@ -46,7 +46,7 @@ impl Sink for Recorder {
 fn numbered(n: usize, poison: Option<usize>) -> Vec<SecurityEvent> {
     (0..n)
         .map(|i| {
-            let e = SecurityEvent::new("gw", "a.b").data("n", i);
+            let e = SecurityEvent::new("gw", EventType::EquipmentStatus).data("n", i);
             if Some(i) == poison {
                 e.data("poison", true)
             } else {
@@ -79,7 +79,7 @@ async fn events_are_acked_only_after_the_sink_took_them_and_failures_are_retried
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
     let events: Vec<_> = (0..25)
-        .map(|n| SecurityEvent::new("gw", "a.b").data("n", n))
+        .map(|n| SecurityEvent::new("gw", EventType::EquipmentStatus).data("n", n))
         .collect();
     q.append(&events).await.unwrap();
     let sink = Recorder {
@@ -105,7 +105,9 @@ async fn events_are_acked_only_after_the_sink_took_them_and_failures_are_retried
 async fn a_sink_that_never_accepts_leaves_everything_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
-    q.append(&[SecurityEvent::new("gw", "a.b")]).await.unwrap();
+    q.append(&[SecurityEvent::new("gw", EventType::EquipmentStatus)])
+        .await
+        .unwrap();
     let sink = Recorder {
         fail_first: Arc::new(Mutex::new(u32::MAX)),
         ..Recorder::default()
@@ -155,7 +157,7 @@ async fn alerts_overtake_a_telemetry_backlog_that_is_paced_by_the_replay_rate() 
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
     let backlog: Vec<_> = (0..200)
-        .map(|n| SecurityEvent::new("gw", "a.b").data("n", n))
+        .map(|n| SecurityEvent::new("gw", EventType::EquipmentStatus).data("n", n))
         .collect();
     q.append(&backlog).await.unwrap();
     let sink = Recorder::default();
@@ -170,7 +172,7 @@ async fn alerts_overtake_a_telemetry_backlog_that_is_paced_by_the_replay_rate() 
         tokio::spawn(Forwarder::new(q.clone(), sink, opts).run(shutdown.clone(), Duration::ZERO));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alert = q
-        .append(&[SecurityEvent::new("gw", "setpoint.changed").severity(Severity::Warn)])
+        .append(&[SecurityEvent::new("gw", EventType::SetpointChanged).severity(Severity::Warn)])
         .await
         .unwrap()[0];
     wait_until(|| got.lock().unwrap().contains(&alert)).await;
@@ -241,7 +243,7 @@ async fn a_receiver_rejecting_every_event_of_a_batch_empties_nothing_into_dead_l
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(QueueOptions::new(dir.path(), "gw")).unwrap();
     let events: Vec<_> = (0..10)
-        .map(|n| SecurityEvent::new("gw", "a.b").data("n", n))
+        .map(|n| SecurityEvent::new("gw", EventType::EquipmentStatus).data("n", n))
         .collect();
     q.append(&events).await.unwrap();
     let shutdown = CancellationToken::new();
@@ -267,7 +269,7 @@ async fn the_fallback_takes_over_after_the_primary_failed_long_enough_and_hands_
     let (p_got, s_got) = (primary.got.clone(), secondary.got.clone());
     let mut route = route::Fallback::new(primary, secondary, Duration::from_secs(10));
     let batch = |seq: u64| {
-        let mut e = SecurityEvent::new("gw", "a.b");
+        let mut e = SecurityEvent::new("gw", EventType::EquipmentStatus);
         e.seq = seq;
         vec![e]
     };
@@ -464,7 +466,7 @@ async fn a_fallback_taking_over_mid_push_has_the_primarys_unconfirmed_pushes_sen
     let mut route = route::Fallback::new(primary, secondary, Duration::ZERO);
     let batch = |seqs: std::ops::RangeInclusive<u64>| -> Vec<SecurityEvent> {
         seqs.map(|s| {
-            let mut e = SecurityEvent::new("gw", "a.b");
+            let mut e = SecurityEvent::new("gw", EventType::EquipmentStatus);
             e.seq = s;
             e
         })
@@ -502,7 +504,7 @@ async fn a_receiver_refusing_the_dead_letter_report_does_not_get_a_report_of_the
     task.await.unwrap().unwrap();
     let dead = q.dead_letters(10).unwrap();
     let types: Vec<&str> = dead.iter().map(|d| d.event.event_type.as_str()).collect();
-    assert_eq!(types, vec!["a.b", "forward.dead_lettered"], "{dead:?}");
+    assert_eq!(types, vec!["equipment.status", "forward.dead_lettered"], "{dead:?}");
     assert_eq!(q.stats().depth, 0);
     assert_eq!(*got.lock().unwrap(), vec![1, 2, 4, 5]);
 }

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use super::StationRules;
 use crate::source::modbus::diag::TAG_PREFIX;
 use crate::source::{PollResult, Quality, SourceError};
-use linesentry_event::{SecurityEvent, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Timestamp};
 
 /// Smallest step through 65535 that counts as a wrap.
 const MIN_WRAP_STEP: u64 = 64;
@@ -145,12 +145,12 @@ impl StationRules {
             })
             .collect();
         let e = if interrupted {
-            self.ctx.event("device.restarted", now).data(
+            self.ctx.event(EventType::DeviceRestarted, now).data(
                 "reason",
                 "Modbus diagnostic counters went backwards after the link was down",
             )
         } else {
-            self.ctx.event("diag.counters_reset", now).data(
+            self.ctx.event(EventType::DiagCountersReset, now).data(
                 "reason",
                 "Modbus diagnostic counters went backwards while the link stayed up",
             )

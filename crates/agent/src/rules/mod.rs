@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::source::{
     reserved, DeviceIdentity, PollResult, Quality, Reading, SourceError, TagRole, Value,
 };
-use linesentry_event::{catalog_entry, SecurityEvent, Severity, SeverityMap, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, SeverityMap, Timestamp};
 
 pub use baseline::{Baseline, Stored};
 use settings::micros;
@@ -139,17 +139,17 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn severity(&self, event_type: &str) -> Severity {
+    fn severity(&self, event_type: EventType) -> Severity {
         self.severities.severity_of(event_type)
     }
 
     /// An event of this station, stamped `at`, with its catalogue severity and ATT&CK ids.
-    fn event(&self, event_type: &str, at: Timestamp) -> SecurityEvent {
+    fn event(&self, event_type: EventType, at: Timestamp) -> SecurityEvent {
         let mut e = SecurityEvent::stamped(self.gateway_id.as_ref(), event_type, at)
             .station(self.station_id.as_ref())
             .severity(self.severity(event_type))
             .context("source", "rules");
-        if let Some(entry) = catalog_entry(event_type) {
+        if let Some(entry) = event_type.entry() {
             if !entry.attack.is_empty() {
                 e = e.data("attack", entry.attack.to_vec());
             }
@@ -160,7 +160,7 @@ impl Ctx {
     /// An event about a tag, with the reading that triggered it.
     fn tag_event(
         &self,
-        event_type: &str,
+        event_type: EventType,
         tag: &RuleTag,
         value: &Value,
         prev: Option<&Value>,
@@ -530,7 +530,7 @@ impl StationRules {
                 let down_s = elapsed(outage.since, now) as f64 / 1e6;
                 out.push(
                     self.ctx
-                        .event("device.recovered", now)
+                        .event(EventType::DeviceRecovered, now)
                         .correlation(outage.id)
                         .data("down_for_s", (down_s * 10.0).round() / 10.0)
                         .data("failed_polls", self.failures),
@@ -556,7 +556,7 @@ impl StationRules {
                 });
                 out.push(
                     self.ctx
-                        .event("device.unreachable", now)
+                        .event(EventType::DeviceUnreachable, now)
                         .correlation(id)
                         .data("failed_polls", self.failures)
                         .data("reason", reason),
@@ -570,8 +570,10 @@ impl StationRules {
                 let (id, since) = (outage.id, outage.since);
                 out.push(
                     self.ctx
-                        .event("device.unreachable", now)
-                        .severity(Severity::Error.max(self.ctx.severity("device.unreachable")))
+                        .event(EventType::DeviceUnreachable, now)
+                        .severity(
+                            Severity::Error.max(self.ctx.severity(EventType::DeviceUnreachable)),
+                        )
                         .correlation(id)
                         .data("escalated", true)
                         .data("down_for_s", elapsed(since, now) / 1_000_000)
@@ -590,7 +592,7 @@ impl StationRules {
                 SourceError::Auth(reason) => {
                     let e = self
                         .ctx
-                        .event("auth.failed", now)
+                        .event(EventType::AuthFailed, now)
                         .data("reason", reason.clone());
                     self.auth_failure("agent-session", 1, e, now, out);
                 }
@@ -600,7 +602,7 @@ impl StationRules {
                         self.cert_invalid = true;
                         out.push(
                             self.ctx
-                                .event("cert.invalid", now)
+                                .event(EventType::CertInvalid, now)
                                 .data("reason", reason.clone()),
                         );
                     }
@@ -617,7 +619,7 @@ impl StationRules {
                             .collect();
                         out.push(
                             self.ctx
-                                .event("security.violation", now)
+                                .event(EventType::SecurityViolation, now)
                                 .correlation(self.exceptions.id())
                                 .data("kind", "modbus_scan")
                                 .data("exceptions", count)
@@ -667,7 +669,7 @@ impl StationRules {
         if let Some(count) = violation {
             out.push(
                 self.ctx
-                    .event("security.violation", now)
+                    .event(EventType::SecurityViolation, now)
                     .correlation(entry.id())
                     .data("kind", "auth_burst")
                     .data("key", key.to_owned())
@@ -715,7 +717,7 @@ impl StationRules {
                 if let Some(prev) = &merged.revision {
                     out.push(
                         self.ctx
-                            .event("firmware.changed", now)
+                            .event(EventType::FirmwareChanged, now)
                             .data("source", "device_identification")
                             .data("value", rev.clone())
                             .data("previous", prev.clone()),
@@ -728,7 +730,7 @@ impl StationRules {
             merged.product_name.clone_from(&id.product_name);
         }
         if !identity_changes.is_empty() {
-            let mut e = self.ctx.event("identity.changed", now);
+            let mut e = self.ctx.event(EventType::IdentityChanged, now);
             e.event_data
                 .insert("changes".into(), Json::Object(identity_changes));
             out.push(e);
@@ -758,7 +760,7 @@ impl StationRules {
                     let severity = if matches!(name, "Shutdown" | "Failed" | "Suspended") {
                         Severity::Error
                     } else {
-                        self.ctx.severity("mode.changed")
+                        self.ctx.severity(EventType::ModeChanged)
                     };
                     let prev_name = prev
                         .as_ref()
@@ -766,7 +768,7 @@ impl StationRules {
                         .and_then(|p| SERVER_STATES.get(p as usize).copied());
                     out.push(
                         self.ctx
-                            .event("mode.changed", now)
+                            .event(EventType::ModeChanged, now)
                             .severity(severity)
                             .data("tag", reserved::SERVER_STATE)
                             .data("state", name)
@@ -782,7 +784,7 @@ impl StationRules {
                         restarted = true;
                         out.push(
                             self.ctx
-                                .event("device.restarted", now)
+                                .event(EventType::DeviceRestarted, now)
                                 .data("start_time", text.clone())
                                 .data("previous", prev.clone()),
                         );
@@ -802,7 +804,7 @@ impl StationRules {
                         self.clock_skewed = true;
                         out.push(
                             self.ctx
-                                .event("agent.clock_skew", now)
+                                .event(EventType::AgentClockSkew, now)
                                 .data("device_time", text)
                                 .data("skew_ms", skew / 1000)
                                 .data("limit_ms", limit / 1000),
@@ -817,7 +819,7 @@ impl StationRules {
                     if !same(&prev, &r.value) {
                         out.push(
                             self.ctx
-                                .event("firmware.changed", now)
+                                .event(EventType::FirmwareChanged, now)
                                 .data("source", "build_info")
                                 .data("value", json_of(&r.value))
                                 .data("previous", json_of(&prev)),
@@ -839,7 +841,7 @@ impl StationRules {
                     self.session_anomaly = true;
                     out.push(
                         self.ctx
-                            .event("session.anomaly", now)
+                            .event(EventType::SessionAnomaly, now)
                             .data("sessions", count)
                             .data("baseline", base)
                             .data("margin", margin),
@@ -861,7 +863,7 @@ impl StationRules {
                     Some(p) if count > p => {
                         let e = self
                             .ctx
-                            .event("auth.failed", now)
+                            .event(EventType::AuthFailed, now)
                             .data("tag", key.clone())
                             .data("value", count)
                             .data("previous", p)
@@ -872,7 +874,7 @@ impl StationRules {
                         restarted = true;
                         out.push(
                             self.ctx
-                                .event("device.restarted", now)
+                                .event(EventType::DeviceRestarted, now)
                                 .data("reason", "diagnostic counter went backwards")
                                 .data("tag", key)
                                 .data("value", count)
@@ -896,7 +898,7 @@ impl StationRules {
             match self.baseline.offers_none {
                 Some(false) if offers => out.push(
                     self.ctx
-                        .event("security_policy.downgraded", now)
+                        .event(EventType::SecurityPolicyDowngraded, now)
                         .data("reason", "an endpoint now offers security mode None"),
                 ),
                 Some(b) if b == offers => return,
@@ -915,7 +917,7 @@ impl StationRules {
                     if new < old {
                         out.push(
                             self.ctx
-                                .event("security_policy.downgraded", now)
+                                .event(EventType::SecurityPolicyDowngraded, now)
                                 .data("value", name.clone())
                                 .data("previous", base.to_owned()),
                         );
@@ -959,7 +961,7 @@ impl StationRules {
                 let tag = &self.tags[i];
                 out.push(
                     self.ctx
-                        .tag_event("value.stale", tag, &r.value, None, now)
+                        .tag_event(EventType::ValueStale, tag, &r.value, None, now)
                         .data("reason", "bad_quality")
                         .data(
                             "quality",
@@ -1007,7 +1009,7 @@ impl StationRules {
                 let tag = &self.tags[i];
                 out.push(
                     self.ctx
-                        .tag_event("value.stale", tag, &r.value, st.last.as_ref(), now)
+                        .tag_event(EventType::ValueStale, tag, &r.value, st.last.as_ref(), now)
                         .data("reason", "source_timestamp_not_advancing")
                         .data("source_time", src.to_string()),
                 );
@@ -1049,11 +1051,11 @@ impl StationRules {
                 } else if SEVERE_MODES.contains(&to.to_ascii_lowercase().as_str()) {
                     Severity::Error
                 } else {
-                    self.ctx.severity("mode.changed")
+                    self.ctx.severity(EventType::ModeChanged)
                 };
                 let mut e = self
                     .ctx
-                    .tag_event("mode.changed", tag, &r.value, prev, now)
+                    .tag_event(EventType::ModeChanged, tag, &r.value, prev, now)
                     .severity(severity)
                     .data("state", to)
                     .data("previous_state", prev.map(|p| state_name(tag, p)));
@@ -1064,9 +1066,9 @@ impl StationRules {
             }
             TagRole::Setpoint => {
                 if changed {
-                    let mut e = self
-                        .ctx
-                        .tag_event("setpoint.changed", tag, &r.value, prev, now);
+                    let mut e =
+                        self.ctx
+                            .tag_event(EventType::SetpointChanged, tag, &r.value, prev, now);
                     if authorised {
                         e = e.severity(Severity::Info).data("authorised", true);
                     }
@@ -1077,34 +1079,40 @@ impl StationRules {
                     if (v < min || v > max) && (prev.is_none() || changed) {
                         out.push(
                             self.ctx
-                                .tag_event("setpoint.out_of_range", tag, &r.value, prev, now)
+                                .tag_event(EventType::SetpointOutOfRange, tag, &r.value, prev, now)
                                 .data("limit", json!({ "min": min, "max": max })),
                         );
                     }
                 }
             }
             TagRole::AlarmLimit | TagRole::AlarmEnable if changed => {
-                out.push(
-                    self.ctx
-                        .tag_event("alarm_limit.changed", tag, &r.value, prev, now),
-                );
+                out.push(self.ctx.tag_event(
+                    EventType::AlarmLimitChanged,
+                    tag,
+                    &r.value,
+                    prev,
+                    now,
+                ));
                 if tag.role == TagRole::AlarmEnable && !truthy(&r.value) {
-                    out.push(
-                        self.ctx
-                            .tag_event("alarm.suppressed", tag, &r.value, prev, now),
-                    );
+                    out.push(self.ctx.tag_event(
+                        EventType::AlarmSuppressed,
+                        tag,
+                        &r.value,
+                        prev,
+                        now,
+                    ));
                 }
             }
             TagRole::ProgramChecksum if changed => {
                 out.push(
                     self.ctx
-                        .tag_event("program.changed", tag, &r.value, prev, now),
+                        .tag_event(EventType::ProgramChanged, tag, &r.value, prev, now),
                 );
             }
             TagRole::Firmware if changed => {
                 out.push(
                     self.ctx
-                        .tag_event("firmware.changed", tag, &r.value, prev, now),
+                        .tag_event(EventType::FirmwareChanged, tag, &r.value, prev, now),
                 );
             }
             TagRole::Counter if changed => {
@@ -1115,7 +1123,7 @@ impl StationRules {
                 if back && !restarted {
                     out.push(
                         self.ctx
-                            .tag_event("diag.counters_reset", tag, &r.value, prev, now)
+                            .tag_event(EventType::DiagCountersReset, tag, &r.value, prev, now)
                             .data("reason", "counter went backwards without a restart"),
                     );
                 }
@@ -1168,7 +1176,7 @@ impl StationRules {
         let name = state_name(tag, &r.value);
         let mut status = self
             .ctx
-            .tag_event("equipment.status", tag, &r.value, prev, now)
+            .tag_event(EventType::EquipmentStatus, tag, &r.value, prev, now)
             .data("state", name.clone());
         if let Some(p) = prev {
             status = status.data("previous_state", state_name(tag, p));
@@ -1183,11 +1191,11 @@ impl StationRules {
                 let id = Uuid::now_v7();
                 self.fault = Some(id);
                 // The status sample that shows the fault carries the fault's severity.
-                let severity = self.ctx.severity("equipment.fault");
+                let severity = self.ctx.severity(EventType::EquipmentFault);
                 out.push(status.severity(severity).correlation(id));
                 out.push(
                     self.ctx
-                        .tag_event("equipment.fault", tag, &r.value, prev, now)
+                        .tag_event(EventType::EquipmentFault, tag, &r.value, prev, now)
                         .data("state", name)
                         .correlation(id),
                 );
@@ -1198,7 +1206,7 @@ impl StationRules {
             }
             (true, Some(id)) => out.push(
                 status
-                    .severity(self.ctx.severity("equipment.fault"))
+                    .severity(self.ctx.severity(EventType::EquipmentFault))
                     .correlation(id),
             ),
             (false, None) => out.push(status),
@@ -1218,10 +1226,10 @@ impl StationRules {
         let pass = quality_pass(tag, &r.value);
         let mut e = self
             .ctx
-            .tag_event("quality.check", tag, &r.value, prev, now)
+            .tag_event(EventType::QualityCheck, tag, &r.value, prev, now)
             .data("result", if pass { "pass" } else { "fail" });
         if !pass {
-            e = e.severity(Severity::Warn.max(self.ctx.severity("quality.check")));
+            e = e.severity(Severity::Warn.max(self.ctx.severity(EventType::QualityCheck)));
         }
         if let Some((min, max)) = tag.limits {
             e = e.data("limit", json!({ "min": min, "max": max }));
@@ -1236,7 +1244,7 @@ impl StationRules {
             self.quality_anomaly = true;
             out.push(
                 self.ctx
-                    .tag_event("quality.anomaly", tag, &r.value, prev, now)
+                    .tag_event(EventType::QualityAnomaly, tag, &r.value, prev, now)
                     .correlation(Uuid::now_v7())
                     .data("failures", failures)
                     .data("of_last", self.quality.len())
@@ -1293,9 +1301,9 @@ impl StationRules {
                 .reported
                 .is_some_and(|(last, _)| (v - last).abs() == 0.0);
             self.state[i].reported = Some((v, now));
-            let mut e = self
-                .ctx
-                .tag_event("equipment.measurement", tag, &r.value, prev, now);
+            let mut e =
+                self.ctx
+                    .tag_event(EventType::EquipmentMeasurement, tag, &r.value, prev, now);
             if heartbeat_only {
                 e = e.data("heartbeat", true);
             }
@@ -1365,7 +1373,7 @@ impl StationRules {
         let moving = if direction > 0 { "rising" } else { "falling" };
         out.push(
             self.ctx
-                .tag_event("quality.anomaly", tag, &reading.value, None, reading.received)
+                .tag_event(EventType::QualityAnomaly, tag, &reading.value, None, reading.received)
                 .correlation(Uuid::now_v7())
                 .data("kind", "trend")
                 .data("direction", moving)
@@ -1432,7 +1440,7 @@ impl StationRules {
             let tag = &tags[w.measurement];
             let unalarmed_s = elapsed(since, now) as f64 / 1e6;
             out.push(
-                ctx.tag_event("alarm.suppressed", tag, value, None, now)
+                ctx.tag_event(EventType::AlarmSuppressed, tag, value, None, now)
                     .correlation(ex.id)
                     .data("reason", "no_alarm_beyond_limit")
                     .data("limit", limit)
@@ -1461,7 +1469,7 @@ impl StationRules {
                 st.stale = true;
                 out.push(
                     self.ctx
-                        .tag_event("value.stale", tag, value, None, now)
+                        .tag_event(EventType::ValueStale, tag, value, None, now)
                         .data("reason", "frozen")
                         .data("unchanged_for_s", elapsed(since, now) / 1_000_000),
                 );

@@ -269,7 +269,7 @@ fn severity_overrides_from_config_apply() {
         Arc::from("gw-1"),
         Arc::from("oven-1"),
         Arc::new(SeverityMap::with_overrides(BTreeMap::from([(
-            "setpoint.changed".to_owned(),
+            EventType::SetpointChanged,
             Severity::Critical,
         )]))),
         vec![tag("sp", TagRole::Setpoint)],

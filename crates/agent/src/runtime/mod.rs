@@ -28,7 +28,7 @@ use crate::health::{notify, Heartbeat, Liveness, Metrics, Server, StationMetrics
 use crate::rules::{Baseline, RuleTag, RuleTags, StationRules};
 use crate::source::{Source, SourceError};
 use linesentry_event::integrity::BatchSigner;
-use linesentry_event::Timestamp;
+use linesentry_event::{EventType, Timestamp};
 use linesentry_event::{SecurityEvent, SeverityMap};
 
 /// Events a station keeps in memory while the queue refuses appends, at most.
@@ -129,7 +129,7 @@ pub async fn run(
     let severities = Arc::new(config.severity.clone());
 
     queue
-        .append(&[lifecycle(&config, "agent.started")
+        .append(&[lifecycle(&config, EventType::AgentStarted)
             .data("version", env!("CARGO_PKG_VERSION"))
             .data("stations", config.stations.len())
             .data("buffered_at_start", report.depth)])
@@ -184,7 +184,7 @@ pub async fn run(
         ..RunSummary::default()
     };
     queue
-        .append(&[lifecycle(&config, "agent.stopped")
+        .append(&[lifecycle(&config, EventType::AgentStopped)
             .data("readings", summary.readings)
             .data("events", summary.events)])
         .await?;
@@ -214,7 +214,7 @@ pub async fn run(
     Ok(summary)
 }
 
-fn lifecycle(config: &Config, event_type: &str) -> SecurityEvent {
+fn lifecycle(config: &Config, event_type: EventType) -> SecurityEvent {
     SecurityEvent::new(config.agent.gateway_id.as_str(), event_type)
         .severity(config.severity.severity_of(event_type))
         .data("config_digest", config.digest.clone())

@@ -159,10 +159,10 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linesentry_event::Severity;
+    use linesentry_event::{EventType, Severity};
 
     fn ev(n: u64, severity: Severity) -> SecurityEvent {
-        SecurityEvent::new("gw", "equipment.measurement")
+        SecurityEvent::new("gw", EventType::EquipmentMeasurement)
             .severity(severity)
             .data("n", n)
     }

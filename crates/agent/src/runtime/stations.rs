@@ -21,7 +21,7 @@ use crate::config::{Config, Profile, StationConfig};
 use crate::health::{Liveness, Metrics};
 use crate::rules::RuleTags;
 use crate::source::{Source, SourceContext};
-use linesentry_event::SeverityMap;
+use linesentry_event::{EventType, SeverityMap};
 
 struct Running {
     config: StationConfig,
@@ -223,7 +223,7 @@ impl Stations {
             tracing::warn!(sections = ?needs_restart,
                 "these settings changed but apply only after a restart of the agent");
         }
-        let event = lifecycle(&new, "agent.config_changed")
+        let event = lifecycle(&new, EventType::AgentConfigChanged)
             .data("previous_digest", current.digest.clone())
             .data("restarted", restart)
             .data("added", add)

@@ -13,7 +13,7 @@ use linesentry_agent::config::{HttpsSettings, Secret, TlsSettings};
 use linesentry_agent::forward::https::{HttpsError, HttpsSink};
 use linesentry_agent::forward::{ForwardCounters, ForwardOptions, Forwarder, Sink, SinkError};
 use linesentry_event::integrity::{event_hash, hex, BatchSigner};
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-https-1";
@@ -46,7 +46,7 @@ async fn trusted(pki: &Pki, mtls: bool) -> (Collector, HttpsSink) {
 
 fn events(n: usize) -> Vec<SecurityEvent> {
     (0..n)
-        .map(|i| SecurityEvent::new(GATEWAY, "setpoint.changed").data("n", i))
+        .map(|i| SecurityEvent::new(GATEWAY, EventType::SetpointChanged).data("n", i))
         .collect()
 }
 

@@ -11,7 +11,7 @@ use linesentry_agent::config::{HealthSettings, HealthTls, Secret};
 use linesentry_agent::health::{
     self, notify::Notifier, FailureKind, HealthError, Liveness, Metrics, Server, ServerLimits,
 };
-use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -121,7 +121,7 @@ async fn healthz_says_ok_and_metrics_carry_the_registry_and_the_queue_over_plain
     let queue = open_queue(dir.path());
     let ninety_s_ago = Timestamp::from_micros(Timestamp::now().as_micros() - 90_000_000);
     queue
-        .append(&[SecurityEvent::new("gw-test", "test.health")
+        .append(&[SecurityEvent::new("gw-test", EventType::EquipmentStatus)
             .severity(Severity::Info)
             .at(ninety_s_ago)])
         .await

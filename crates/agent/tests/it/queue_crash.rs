@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 
 const CHILD_ENV: &str = "LINESENTRY_CRASH_CHILD";
 const TEST_NAME: &str =
@@ -33,7 +33,7 @@ fn child(dir: &str, run: u64) -> ! {
                     let n = i * 4 + task;
                     let batch: Vec<_> = (0..=(i % 7))
                         .map(|k| {
-                            SecurityEvent::new("gw-crash", "crash.test")
+                            SecurityEvent::new("gw-crash", EventType::EquipmentStatus)
                                 .severity(if k % 3 == 0 {
                                     Severity::Warn
                                 } else {

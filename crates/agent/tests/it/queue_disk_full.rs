@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 
 const CHILD_ENV: &str = "LINESENTRY_DISK_FULL_CHILD";
 const TEST_NAME: &str =
@@ -34,7 +34,7 @@ fn child(dir: &str) -> ! {
         for n in 0u64.. {
             let batch: Vec<_> = (0..50)
                 .map(|k| {
-                    SecurityEvent::new("gw-full", "disk.test")
+                    SecurityEvent::new("gw-full", EventType::EquipmentStatus)
                         .data("n", n)
                         .data("k", k)
                         .data("pad", "y".repeat(200))
@@ -120,7 +120,7 @@ fn a_full_disk_is_a_clear_error_and_loses_no_confirmed_event() {
         }
         // And the store works again once there is room.
         let more = q
-            .append(&[SecurityEvent::new("gw-full", "disk.test")])
+            .append(&[SecurityEvent::new("gw-full", EventType::EquipmentStatus)])
             .await
             .unwrap();
         assert!(more[0] > *confirmed.last().unwrap());

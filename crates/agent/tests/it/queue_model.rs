@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use linesentry_agent::buffer::{Ack, Queue, QueueOptions};
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     for s in sevs {
                         let severity = Severity::ALL[usize::from(*s)];
                         events.push(
-                            SecurityEvent::new("gw-model", "model.event")
+                            SecurityEvent::new("gw-model", EventType::EquipmentStatus)
                                 .severity(severity)
                                 .data("n", counter),
                         );

@@ -20,7 +20,7 @@ use crate::chain::Verification;
 use crate::query::{self, EventFilter};
 use crate::registry::{self, AdminError};
 use crate::store::{local_event, stored_json, timestamp_of, Stored};
-use linesentry_event::{SecurityEvent, Severity, SCHEMA_VERSION};
+use linesentry_event::{EventType, SecurityEvent, Severity, SCHEMA_VERSION};
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -366,7 +366,7 @@ pub(super) async fn ack_alert(
     };
     let mut e = local_event(
         &st.settings.collector_id,
-        "alert.acknowledged",
+        EventType::AlertAcknowledged,
         Severity::Info,
     )
     .correlation(id)

@@ -33,7 +33,7 @@ use super::ingest::Ingest;
 use super::registry::Registry;
 use super::store::local_event;
 use super::stream::Hub;
-use linesentry_event::Severity;
+use linesentry_event::{EventType, Severity};
 pub use tls::PeerInfo;
 
 /// What every handler can reach.
@@ -212,7 +212,7 @@ async fn access(
         } else {
             Severity::Debug
         };
-        let mut e = local_event(&st.settings.collector_id, "api.access", severity)
+        let mut e = local_event(&st.settings.collector_id, EventType::ApiAccess, severity)
             .data("method", method)
             .data("path", path)
             .data("status", status)

@@ -11,7 +11,7 @@ use env::{ws_next, ws_send, Chain, Env, EnvOptions};
 use linesentry_collector::auth::Role;
 use linesentry_collector::webhook::hmac_sha256;
 use linesentry_event::integrity::hex;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use serde_json::{json, Value};
 
 /// A webhook receiver on a loopback port: records every call, fails the first `fail_first`.
@@ -56,7 +56,7 @@ async fn count(env: &Env, sql: &str) -> i64 {
 }
 
 fn failed_login(gw: &str, user: &str, source: &str) -> SecurityEvent {
-    let mut e = SecurityEvent::new(gw, "auth.failed").station("hmi-1");
+    let mut e = SecurityEvent::new(gw, EventType::AuthFailed).station("hmi-1");
     e.user_id = Some(user.into());
     e.source_ip = Some(source.parse().unwrap());
     e
@@ -157,7 +157,7 @@ async fn repeated_quality_failures_and_equipment_faults_raise_alerts_per_station
     ] {
         events.push(
             chain.link(
-                SecurityEvent::new("gw-1", "quality.check")
+                SecurityEvent::new("gw-1", EventType::QualityCheck)
                     .station(station)
                     .severity(if result == "fail" {
                         Severity::Warn
@@ -168,7 +168,9 @@ async fn repeated_quality_failures_and_equipment_faults_raise_alerts_per_station
             ),
         );
     }
-    events.push(chain.link(SecurityEvent::new("gw-1", "equipment.fault").station("press-01")));
+    events.push(
+        chain.link(SecurityEvent::new("gw-1", EventType::EquipmentFault).station("press-01")),
+    );
     let (status, reply) = env.post(Some(&token), signer.seal(&events), true).await;
     assert_eq!(status, 200, "{reply}");
     let rows = env
@@ -198,9 +200,10 @@ async fn a_forged_batch_raises_a_critical_integrity_alert() {
     let env = Env::start(EnvOptions::default()).await;
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
-    let mut v: Value =
-        serde_json::from_slice(&signer.seal(&Chain::new("gw-1").events("setpoint.changed", 1)))
-            .unwrap();
+    let mut v: Value = serde_json::from_slice(
+        &signer.seal(&Chain::new("gw-1").events(EventType::SetpointChanged, 1)),
+    )
+    .unwrap();
     v["events"][0]["severity"] = "info".into();
     let (status, _) = env
         .post(Some(&token), serde_json::to_vec(&v).unwrap(), true)
@@ -239,8 +242,8 @@ async fn an_alert_is_sent_to_its_webhook_with_retry_and_a_verifiable_signature()
     .await;
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
-    let fault =
-        Chain::new("gw-1").link(SecurityEvent::new("gw-1", "equipment.fault").station("press-01"));
+    let fault = Chain::new("gw-1")
+        .link(SecurityEvent::new("gw-1", EventType::EquipmentFault).station("press-01"));
     let (status, _) = env.post(Some(&token), signer.seal(&[fault]), true).await;
     assert_eq!(status, 200);
     // Fails twice (500), then delivered: after about 1 s + 2 s of backoff.
@@ -286,8 +289,8 @@ async fn a_webhook_that_keeps_failing_is_given_up_after_its_attempts_and_that_is
     .await;
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
-    let fault =
-        Chain::new("gw-1").link(SecurityEvent::new("gw-1", "equipment.fault").station("press-01"));
+    let fault = Chain::new("gw-1")
+        .link(SecurityEvent::new("gw-1", EventType::EquipmentFault).station("press-01"));
     env.post(Some(&token), signer.seal(&[fault]), true).await;
     assert_eq!(
         env.wait_count(

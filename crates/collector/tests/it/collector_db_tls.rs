@@ -7,6 +7,7 @@ use linesentry_testkit::collector as env;
 use env::{Chain, Env, EnvOptions, Pki};
 use linesentry_collector::auth::Role;
 use linesentry_collector::Collector;
+use linesentry_event::EventType;
 
 fn with_database(database_toml: &str, database: Option<String>) -> EnvOptions {
     EnvOptions {
@@ -44,7 +45,7 @@ async fn with_verify_full_every_database_connection_is_tls_and_a_batch_is_commit
     .await;
     let signer = env.gateway("gw-tls").await;
     let token = env.token(Role::Gateway, Some("gw-tls")).await;
-    let events = Chain::new("gw-tls").events("setpoint.changed", 5);
+    let events = Chain::new("gw-tls").events(EventType::SetpointChanged, 5);
     let (status, reply) = env.post(Some(&token), signer.seal(&events), true).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["accepted"], 5);

@@ -10,7 +10,7 @@ use linesentry_collector::config::Retention;
 use linesentry_collector::maintenance::{add_months, Housekeeping, Partitions};
 use linesentry_collector::migrate;
 use linesentry_event::integrity::{event_hash, hex};
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 use serde_json::{json, Value};
 
 async fn count(env: &Env, sql: &str) -> i64 {
@@ -23,7 +23,7 @@ async fn a_signed_batch_over_https_is_stored_once_with_every_field_and_a_verifie
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let mut chain = Chain::new("gw-1");
-    let mut events = chain.events("setpoint.changed", 3);
+    let mut events = chain.events(EventType::SetpointChanged, 3);
     events[1].user_id = Some("operator7".into());
     events[1].source_ip = Some("10.0.0.5".parse().unwrap());
     events[1].correlation_id = Some(uuid::Uuid::now_v7());
@@ -107,7 +107,7 @@ async fn a_batch_with_a_bad_signature_is_quarantined_and_reported_once_and_never
     let env = Env::start(EnvOptions::default()).await;
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
-    let events = Chain::new("gw-1").events("setpoint.changed", 2);
+    let events = Chain::new("gw-1").events(EventType::SetpointChanged, 2);
     let mut forged: Value = serde_json::from_slice(&signer.seal(&events)).unwrap();
     // A value changed after signing.
     forged["events"][1]["event_data"]["value"] = json!(999.0);
@@ -166,7 +166,7 @@ async fn invalid_events_are_named_by_index_and_nothing_of_their_batch_is_written
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let mut chain = Chain::new("gw-1");
-    let mut events = chain.events("setpoint.changed", 4);
+    let mut events = chain.events(EventType::SetpointChanged, 4);
     events[2].event_data.insert("tag".into(), "a\u{0}b".into());
     let mut v: Value = serde_json::from_slice(&signer.seal(&events)).unwrap();
     v["events"][3]["severity"] = "fatal".into();
@@ -216,7 +216,7 @@ async fn oversized_malformed_wrong_version_and_oddly_encoded_batches_get_a_clear
     let token = env.token(Role::Gateway, Some("gw-1")).await;
 
     let big: Vec<SecurityEvent> = Chain::new("gw-1")
-        .events("setpoint.changed", 1)
+        .events(EventType::SetpointChanged, 1)
         .into_iter()
         .map(|e| e.data("blob", "x".repeat(100 * 1024)))
         .collect();
@@ -236,8 +236,10 @@ async fn oversized_malformed_wrong_version_and_oddly_encoded_batches_get_a_clear
         "{reply}"
     );
 
-    let mut v: Value =
-        serde_json::from_slice(&signer.seal(&Chain::new("gw-1").events("a.b", 1))).unwrap();
+    let mut v: Value = serde_json::from_slice(
+        &signer.seal(&Chain::new("gw-1").events(EventType::EquipmentStatus, 1)),
+    )
+    .unwrap();
     v["batch_version"] = 7.into();
     let (status, reply) = env
         .post(Some(&token), serde_json::to_vec(&v).unwrap(), true)
@@ -300,7 +302,7 @@ async fn ingest_needs_a_gateway_token_of_the_batchs_own_registered_gateway() {
     env.gateway("gw-b").await;
     let token_a = env.token(Role::Gateway, Some("gw-a")).await;
     let token_b = env.token(Role::Gateway, Some("gw-b")).await;
-    let body = a.seal(&Chain::new("gw-a").events("setpoint.changed", 1));
+    let body = a.seal(&Chain::new("gw-a").events(EventType::SetpointChanged, 1));
 
     let (status, reply) = env.post(None, body.clone(), true).await;
     assert_eq!(status, 401, "{reply}");
@@ -364,7 +366,7 @@ async fn a_gateway_may_identify_by_its_registered_client_certificate_instead_of_
     .await
     .unwrap();
     let signer = linesentry_event::integrity::BatchSigner::new("gw-tls", signing);
-    let body = signer.seal(&Chain::new("gw-tls").events("mode.changed", 2));
+    let body = signer.seal(&Chain::new("gw-tls").events(EventType::ModeChanged, 2));
     let client = Env::client(&env.pki, Some((&cert, &key)));
     let (status, reply) = env::post_with(&client, &env.base, None, body.clone(), true).await;
     assert_eq!(status, 200, "{reply}");
@@ -381,7 +383,7 @@ async fn events_ahead_of_their_predecessor_wait_as_pending_and_verify_when_it_ar
     let env = Env::start(EnvOptions::default()).await;
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
-    let events = Chain::new("gw-1").events("equipment.status", 5);
+    let events = Chain::new("gw-1").events(EventType::EquipmentStatus, 5);
     // Alerts go first: 4 and 5 before 3. 5 links to 4 in the same batch; 4 must wait.
     let (status, reply) = env
         .post(Some(&token), signer.seal(&events[0..2]), true)
@@ -426,11 +428,11 @@ async fn a_prev_hash_that_does_not_match_the_held_predecessor_is_flagged_broken_
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let mut chain = Chain::new("gw-1");
-    let first = chain.events("setpoint.changed", 3);
+    let first = chain.events(EventType::SetpointChanged, 3);
     let (status, _) = env.post(Some(&token), signer.seal(&first), true).await;
     assert_eq!(status, 200);
     // Event 4 links to something other than event 3 (an event removed or altered upstream).
-    let mut fourth = chain.events("setpoint.changed", 1);
+    let mut fourth = chain.events(EventType::SetpointChanged, 1);
     fourth[0].prev_hash = Some(hex(&event_hash(&first[0])));
     let (status, reply) = env.post(Some(&token), signer.seal(&fourth), true).await;
     assert_eq!(
@@ -482,11 +484,11 @@ async fn a_missing_seq_becomes_a_gap_reported_unless_the_gateway_said_it_dropped
     let signer = env.gateway("gw-1").await;
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let mut chain = Chain::new("gw-1");
-    let events = chain.events("equipment.status", 12);
+    let events = chain.events(EventType::EquipmentStatus, 12);
     // 3 and 4 vanish without a word; 8 and 9 were evicted by the agent's full buffer, which
     // says so with an agent.buffer_dropped event (seq 13).
     let dropped = chain.link(
-        SecurityEvent::new("gw-1", "agent.buffer_dropped")
+        SecurityEvent::new("gw-1", EventType::AgentBufferDropped)
             .data("dropped", 2)
             .data("first_seq", 8)
             .data("last_seq", 9),
@@ -572,7 +574,7 @@ async fn sql_looking_text_in_events_is_stored_as_data() {
     let token = env.token(Role::Gateway, Some("gw-1")).await;
     let nasty = "x'); DROP TABLE security_events; --";
     let mut chain = Chain::new("gw-1");
-    let mut e = SecurityEvent::new("gw-1", "auth.failed").data("tag", nasty);
+    let mut e = SecurityEvent::new("gw-1", EventType::AuthFailed).data("tag", nasty);
     e.user_id = Some(nasty.into());
     let e = chain.link(e);
     let (status, reply) = env

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use env::{events_topic, Chain, Env, EnvOptions, Publisher};
+use linesentry_event::EventType;
 use serde_json::{json, Value};
 
 fn mqtt_options(port: u16, client_id: &str) -> EnvOptions {
@@ -41,7 +42,7 @@ async fn published_batch_committed_once(options: fn(u16, &str) -> EnvOptions) {
     let broker = env::mosquitto();
     let env = Env::start(options(broker.port(), "collector-1")).await;
     let signer = env.gateway("gw-1").await;
-    let events = Chain::new("gw-1").events("setpoint.changed", 5);
+    let events = Chain::new("gw-1").events(EventType::SetpointChanged, 5);
     let topic = events_topic("gw-1", &events[0]);
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
     let body = signer.seal(&events);
@@ -89,7 +90,7 @@ async fn crash_before_commit_loses_nothing(options: fn(u16, &str) -> EnvOptions)
     let broker = env::mosquitto();
     let mut first = Env::start(options(broker.port(), "collector-crash")).await;
     let signer = first.gateway("gw-1").await;
-    let events = Chain::new("gw-1").events("mode.changed", 3);
+    let events = Chain::new("gw-1").events(EventType::ModeChanged, 3);
     // Hold the events table so the collector cannot commit.
     let mut blocker = first.db().await;
     let lock = blocker.transaction().await.unwrap();
@@ -160,7 +161,7 @@ async fn collectors_in_a_share_group_split_the_messages_and_store_each_event_onc
     let mut chains: Vec<Chain> = (0..4).map(|g| Chain::new(&format!("gw-{g}"))).collect();
     for _round in 0..10 {
         for (g, chain) in chains.iter_mut().enumerate() {
-            let events = chain.events("equipment.status", 5);
+            let events = chain.events(EventType::EquipmentStatus, 5);
             publisher
                 .publish(
                     &events_topic(&format!("gw-{g}"), &events[0]),
@@ -205,7 +206,7 @@ async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_d
     let mut chain = Chain::new("gw-1");
 
     let mut forged: Value =
-        serde_json::from_slice(&signer.seal(&chain.events("setpoint.changed", 1))).unwrap();
+        serde_json::from_slice(&signer.seal(&chain.events(EventType::SetpointChanged, 1))).unwrap();
     forged["events"][0]["event_data"]["value"] = json!(-1);
     publisher
         .publish(
@@ -226,12 +227,12 @@ async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_d
     publisher
         .publish(
             "linesentry/v1/site-a/gw-9/events/info/equipment.status",
-            unknown.seal(&Chain::new("gw-9").events("equipment.status", 1)),
+            unknown.seal(&Chain::new("gw-9").events(EventType::EquipmentStatus, 1)),
             false,
         )
         .await;
     // gw-1's genuine batch published on gw-2's topic.
-    let misrouted = chain.events("setpoint.changed", 1);
+    let misrouted = chain.events(EventType::SetpointChanged, 1);
     publisher
         .publish(
             "linesentry/v1/site-a/gw-2/events/warn/setpoint.changed",
@@ -241,7 +242,7 @@ async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_d
         .await;
     // And a genuine one behind them all.
     let mut fresh = Chain::new("gw-1");
-    let good = fresh.events("setpoint.changed", 2);
+    let good = fresh.events(EventType::SetpointChanged, 2);
     publisher
         .publish(&events_topic("gw-1", &good[0]), signer.seal(&good), false)
         .await;
@@ -298,7 +299,7 @@ async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_d
         ..mqtt_options(broker.port(), "collector-bad")
     })
     .await;
-    let one_more = fresh.events("setpoint.changed", 1);
+    let one_more = fresh.events(EventType::SetpointChanged, 1);
     publisher
         .publish(
             &events_topic("gw-1", &one_more[0]),
@@ -385,7 +386,7 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
     let mut chain = Chain::new("gw-1");
     {
         let publisher = Publisher::connect(broker.port(), "gw-1").await;
-        let events = chain.events("equipment.status", 2);
+        let events = chain.events(EventType::EquipmentStatus, 2);
         publisher
             .publish(
                 &events_topic("gw-1", &events[0]),
@@ -413,7 +414,7 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
     }
     assert!(env.collector().mqtt_subscribed(), "subscribed again");
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
-    let events = chain.events("equipment.status", 2);
+    let events = chain.events(EventType::EquipmentStatus, 2);
     publisher
         .publish(
             &events_topic("gw-1", &events[0]),
@@ -446,7 +447,7 @@ async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
     // The gateway publishes on the plain listener; the collector reads over TLS.
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
     let mut chain = Chain::new("gw-1");
-    let events = chain.events("setpoint.changed", 3);
+    let events = chain.events(EventType::SetpointChanged, 3);
     publisher
         .publish(
             &events_topic("gw-1", &events[0]),
@@ -472,7 +473,7 @@ async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
         ..mqtt_options(0, "collector-stranger")
     })
     .await;
-    let more = chain.events("setpoint.changed", 1);
+    let more = chain.events(EventType::SetpointChanged, 1);
     publisher
         .publish(&events_topic("gw-1", &more[0]), signer.seal(&more), false)
         .await;

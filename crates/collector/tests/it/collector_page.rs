@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use env::{Chain, Env, EnvOptions};
 use linesentry_collector::auth::Role;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,7 +26,7 @@ async fn an_ingested_event_appears_live_on_the_page_with_its_severity_colour_and
     let (status, _) = env
         .post(
             Some(&gateway),
-            signer.seal(&chain.events("setpoint.changed", 3)),
+            signer.seal(&chain.events(EventType::SetpointChanged, 3)),
             true,
         )
         .await;
@@ -55,14 +55,15 @@ async fn an_ingested_event_appears_live_on_the_page_with_its_severity_colour_and
     // Live: a critical event, a debug one (below the default filter) and one whose data
     // looks like markup.
     let critical = chain.link(
-        SecurityEvent::new("gw-1", "identity.changed")
+        SecurityEvent::new("gw-1", EventType::IdentityChanged)
             .station("plc-7")
             .data("previous", "ACME PLC 1.2")
             .data("current", "<img src=x onerror=\"document.title='owned'\">"),
     );
-    let debug =
-        chain.link(SecurityEvent::new("gw-1", "equipment.measurement").severity(Severity::Debug));
-    let warn = chain.link(SecurityEvent::new("gw-1", "mode.changed").station("plc-7"));
+    let debug = chain.link(
+        SecurityEvent::new("gw-1", EventType::EquipmentMeasurement).severity(Severity::Debug),
+    );
+    let warn = chain.link(SecurityEvent::new("gw-1", EventType::ModeChanged).station("plc-7"));
     let (status, reply) = env
         .post(
             Some(&gateway),
@@ -143,8 +144,8 @@ async fn fetch_status(browser: &chromium::Browser, method: &str, path: &str) -> 
 async fn raise_alert(env: &Env) -> uuid::Uuid {
     let signer = env.gateway("gw-1").await;
     let gateway = env.token(Role::Gateway, Some("gw-1")).await;
-    let fault =
-        Chain::new("gw-1").link(SecurityEvent::new("gw-1", "equipment.fault").station("press-01"));
+    let fault = Chain::new("gw-1")
+        .link(SecurityEvent::new("gw-1", EventType::EquipmentFault).station("press-01"));
     let (status, reply) = env.post(Some(&gateway), signer.seal(&[fault]), true).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use env::{Chain, Env, EnvOptions};
 use linesentry_collector::auth::Role;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -22,7 +22,7 @@ async fn seed(env: &Env) -> (Uuid, Vec<SecurityEvent>) {
         let mut chain = Chain::new(gw);
         let mut events = Vec::new();
         for i in 0..4 {
-            let mut e = SecurityEvent::new(gw, "auth.failed")
+            let mut e = SecurityEvent::new(gw, EventType::AuthFailed)
                 .severity(Severity::Warn)
                 .station("hmi-1")
                 .data("attempt", i);
@@ -32,7 +32,7 @@ async fn seed(env: &Env) -> (Uuid, Vec<SecurityEvent>) {
         }
         events.push(
             chain.link(
-                SecurityEvent::new(gw, "setpoint.changed")
+                SecurityEvent::new(gw, EventType::SetpointChanged)
                     .station("press-01")
                     .data("tag", "die_temp_sp")
                     .data("value", 250.0)
@@ -41,7 +41,7 @@ async fn seed(env: &Env) -> (Uuid, Vec<SecurityEvent>) {
         );
         events.push(
             chain.link(
-                SecurityEvent::new(gw, "program.changed")
+                SecurityEvent::new(gw, EventType::ProgramChanged)
                     .station("press-01")
                     .severity(Severity::Error)
                     .data("tag", "program_crc"),
@@ -49,7 +49,7 @@ async fn seed(env: &Env) -> (Uuid, Vec<SecurityEvent>) {
         );
         events.push(
             chain.link(
-                SecurityEvent::new(gw, "equipment.measurement")
+                SecurityEvent::new(gw, EventType::EquipmentMeasurement)
                     .station("oven-2")
                     .severity(Severity::Debug)
                     .data("tag", "zone1_temp"),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use env::{events_topic, ws_next, ws_send, Chain, Env, EnvOptions, Publisher};
 use linesentry_collector::auth::Role;
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{EventType, SecurityEvent, Severity};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,11 +33,11 @@ async fn a_subscribed_client_receives_the_matching_events_as_they_are_committed(
 
     let mut chain = Chain::new("gw-1");
     let events: Vec<SecurityEvent> = [
-        ("setpoint.changed", Severity::Warn),
-        ("setpoint.changed", Severity::Info),
-        ("equipment.status", Severity::Warn),
-        ("program.changed", Severity::Error),
-        ("setpoint.out_of_range", Severity::Error),
+        (EventType::SetpointChanged, Severity::Warn),
+        (EventType::SetpointChanged, Severity::Info),
+        (EventType::EquipmentStatus, Severity::Warn),
+        (EventType::ProgramChanged, Severity::Error),
+        (EventType::SetpointOutOfRange, Severity::Error),
     ]
     .into_iter()
     .map(|(t, s)| chain.link(SecurityEvent::new("gw-1", t).severity(s)))
@@ -144,7 +144,8 @@ async fn a_slow_client_never_slows_ingest_and_is_told_how_many_events_it_missed(
         let events: Vec<SecurityEvent> = (0..20)
             .map(|_| {
                 chain.link(
-                    SecurityEvent::new("gw-1", "equipment.measurement").data("blob", blob.clone()),
+                    SecurityEvent::new("gw-1", EventType::EquipmentMeasurement)
+                        .data("blob", blob.clone()),
                 )
             })
             .collect();
@@ -201,8 +202,8 @@ async fn an_event_published_at_the_broker_reaches_a_stream_client() {
     .await;
     ws_next(&mut ws, WAIT).await.unwrap();
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
-    let e =
-        Chain::new("gw-1").link(SecurityEvent::new("gw-1", "identity.changed").station("plc-7"));
+    let e = Chain::new("gw-1")
+        .link(SecurityEvent::new("gw-1", EventType::IdentityChanged).station("plc-7"));
     publisher
         .publish(
             &events_topic("gw-1", &e),

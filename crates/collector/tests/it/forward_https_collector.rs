@@ -12,7 +12,7 @@ use linesentry_agent::config::{HttpsSettings, Secret, TlsSettings};
 use linesentry_agent::forward::https::HttpsSink;
 use linesentry_agent::forward::{ForwardOptions, Forwarder};
 use linesentry_collector::auth::Role;
-use linesentry_event::SecurityEvent;
+use linesentry_event::{EventType, SecurityEvent};
 use tokio_util::sync::CancellationToken;
 
 /// A gateway registered with the collector, its sink, and a queue holding `events`.
@@ -68,7 +68,7 @@ async fn forward_all(queue: &Queue, sink: HttpsSink, gateway_id: &str) {
 
 fn events(gateway_id: &str, n: usize) -> Vec<SecurityEvent> {
     (0..n)
-        .map(|i| SecurityEvent::new(gateway_id, "setpoint.changed").data("n", i))
+        .map(|i| SecurityEvent::new(gateway_id, EventType::SetpointChanged).data("n", i))
         .collect()
 }
 

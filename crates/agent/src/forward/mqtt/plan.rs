@@ -86,10 +86,13 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linesentry_event::Severity;
+    use linesentry_event::{EventType, Severity};
 
+    /// An event of any type name, known or not: topics are planned from the name.
     fn ev(kind: &str, severity: Severity) -> SecurityEvent {
-        SecurityEvent::new("gw", kind).severity(severity)
+        let mut e = SecurityEvent::new("gw", EventType::EquipmentStatus).severity(severity);
+        e.event_type = kind.into();
+        e
     }
 
     #[test]
