@@ -10,11 +10,13 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use https_server::{Collector, Mode, Pki};
 use linesentry::buffer::{Queue, QueueOptions};
-use linesentry::config::{HttpsSettings, Secret, TlsSettings};
 use linesentry::event::integrity::{event_hash, hex, BatchSigner};
 use linesentry::event::SecurityEvent;
+use linesentry::forward::https::HttpsSettings;
 use linesentry::forward::https::{HttpsError, HttpsSink};
+use linesentry::forward::tls::TlsSettings;
 use linesentry::forward::{ForwardCounters, ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::secret::Secret;
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-https-1";

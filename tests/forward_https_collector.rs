@@ -10,10 +10,12 @@ use std::time::Duration;
 use env::{Env, EnvOptions};
 use linesentry::buffer::{Queue, QueueOptions};
 use linesentry::collector::auth::Role;
-use linesentry::config::{HttpsSettings, Secret, TlsSettings};
 use linesentry::event::SecurityEvent;
+use linesentry::forward::https::HttpsSettings;
 use linesentry::forward::https::HttpsSink;
+use linesentry::forward::tls::TlsSettings;
 use linesentry::forward::{ForwardOptions, Forwarder};
+use linesentry_agent::secret::Secret;
 use tokio_util::sync::CancellationToken;
 
 /// A gateway registered with the collector, its sink, and a queue holding `events`.

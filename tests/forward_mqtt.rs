@@ -12,12 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linesentry::buffer::{Queue, QueueOptions};
-use linesentry::config::{MqttProtocol, MqttSettings, Secret, TlsSettings};
 use linesentry::event::integrity::BatchSigner;
 use linesentry::event::{SecurityEvent, Severity};
 use linesentry::forward::identity::Identity;
 use linesentry::forward::mqtt::{GatewayInfo, MqttSink};
+use linesentry::forward::mqtt::{MqttProtocol, MqttSettings};
+use linesentry::forward::tls::TlsSettings;
 use linesentry::forward::{ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::secret::Secret;
 use support::mosquitto::{Broker, BrokerOptions, Subscriber};
 use tokio_util::sync::CancellationToken;
 

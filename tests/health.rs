@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linesentry::buffer::{Queue, QueueOptions};
-use linesentry::config::{HealthSettings, HealthTls, Secret};
 use linesentry::event::{SecurityEvent, Severity, Timestamp};
 use linesentry::health::{
     self, notify::Notifier, FailureKind, HealthError, Liveness, Metrics, Server, ServerLimits,
 };
+use linesentry::health::{HealthSettings, HealthTls};
+use linesentry_agent::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

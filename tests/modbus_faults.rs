@@ -17,10 +17,10 @@ use common::{
     garbage_server, load_stations, poll_like_the_agent, refused_address, relink, silent_server,
     Fault, MapServer, RegisterMap, RtuBus, ScriptedServer, Unit,
 };
-use linesentry::config::StationConfig;
 use linesentry::source::modbus::breaker::BreakerState;
 use linesentry::source::modbus::rtu::TokioSerial;
 use linesentry::source::modbus::{BusOptions, RtuBuses, RtuStation, StationOptions, TcpStation};
+use linesentry::source::StationConfig;
 use linesentry::source::{SourceError, Value};
 
 /// Blocks: holding registers 0-2, holding register 40, input register 5.

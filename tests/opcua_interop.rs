@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linesentry::config::StationConfig;
 use linesentry::source::opcua::{Acquisition, CertState, OpcUaSettings, OpcUaSource, Pki};
+use linesentry::source::StationConfig;
 use linesentry::source::{PollResult, Quality, SourceError, Value};
 
 const USER: &str = "operator";

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use linesentry::config::{Profile, StationConfig};
 use linesentry::sim::opcua::{self as sim_opcua, OpcUaSim, OpcUaSimOptions};
 use linesentry::sim::{self, Action, SimOptions};
 use linesentry::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource, Pki};
 use linesentry::source::{PollResult, SourceError, Value};
+use linesentry::source::{Profile, StationConfig};
 
 fn init_logs() {
     if let Ok(filter) = std::env::var("RUST_LOG") {

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use linesentry::config::{Profile, TagSpec};
 use linesentry::sim::{self, Action, Schedule, SimError, SimHandle, SimOptions};
 use linesentry::source::modbus::codec::{decode_bit, decode_registers, TagEncoding};
+use linesentry::source::{Profile, TagSpec};
 use linesentry::source::{RegisterArea, TagRole, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

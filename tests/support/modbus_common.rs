@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use linesentry::config::StationConfig;
 use linesentry::source::modbus::{RtuStation, TcpStation};
+use linesentry::source::StationConfig;
 use linesentry::source::{PollResult, Source};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

@@ -4,7 +4,9 @@
 pub mod generator;
 pub mod modbus;
 pub mod opcua;
+mod profile;
 pub mod reserved;
+mod station;
 pub mod tag;
 
 use std::fmt;
@@ -14,6 +16,11 @@ use serde::Serialize;
 
 use linesentry_event::Timestamp;
 
+pub use profile::{Limits, Profile, Protocol, TagSpec};
+pub use station::{
+    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, SourceTuning,
+    StationConfig,
+};
 pub use tag::{ByteOrder, DataType, ModbusAddress, RegisterArea, TagRole};
 
 /// A decoded tag value. Integers keep their signedness so nothing is rounded through f64.
@@ -160,11 +167,7 @@ pub struct SourceContext {
 
 impl Source {
     /// The source for one configured station.
-    pub fn for_station(
-        station: &crate::config::StationConfig,
-        ctx: &SourceContext,
-    ) -> Result<Self, SourceError> {
-        use crate::config::SourceConfig;
+    pub fn for_station(station: &StationConfig, ctx: &SourceContext) -> Result<Self, SourceError> {
         match &station.source {
             SourceConfig::Simulated => Ok(Source::Simulated(generator::Generator::new(
                 &station.id,
