@@ -33,9 +33,8 @@ pub struct StationConfig {
 }
 
 /// How a station's source acquires: the optional per-station keys of `[[stations]]`, with
-/// the source modules' defaults (`modbus::StationOptions::default`, `opcua::OpcUaSettings::new`)
-/// filled in. Keys of another source kind are refused, so
-/// the fields a source does not use keep their defaults.
+/// the source modules' own defaults filled in ([`SourceTuning::defaults_for`]). Keys of
+/// another source kind are refused, so the fields a source does not use keep their defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SourceTuning {
     /// Modbus: `max_gap`, `max_read_registers`, `max_read_bits`.
@@ -62,19 +61,19 @@ impl SourceTuning {
     /// The defaults for a station of source `kind` (`"opcua"` has its own reconnect start).
     pub fn defaults_for(kind: &str) -> Self {
         let modbus = StationOptions::default();
-        let opcua = kind == "opcua";
+        let is_opcua = kind == "opcua";
         SourceTuning {
             plan: modbus.limits,
             breaker_failures: modbus.breaker.failure_threshold,
             breaker_open: modbus.breaker.open.initial,
             breaker_open_max: modbus.breaker.open.max,
             identity_every: modbus.identity_every,
-            reconnect_initial: if opcua {
+            reconnect_initial: if is_opcua {
                 opcua::DEFAULT_RECONNECT_INITIAL
             } else {
                 modbus.reconnect.initial
             },
-            reconnect_max: if opcua {
+            reconnect_max: if is_opcua {
                 opcua::DEFAULT_RECONNECT_MAX
             } else {
                 modbus.reconnect.max
@@ -189,12 +188,12 @@ mod tests {
         assert_eq!(tuning.reconnect_max, modbus.reconnect.max);
         assert_eq!(StationOptions::from_tuning(&tuning), modbus);
 
-        let opcua = opcua::OpcUaSettings::new(std::path::Path::new("data"), "gw");
+        let settings = opcua::OpcUaSettings::new(std::path::Path::new("data"), "gw");
         let tuning = SourceTuning::defaults_for("opcua");
-        assert_eq!(tuning.queue_size, opcua.queue_size);
-        assert_eq!(tuning.watchdog_intervals, opcua.watchdog_intervals);
-        assert!(tuning.watchdog_intervals > opcua.keep_alive_count);
-        assert_eq!(tuning.reconnect_initial, opcua.reconnect_initial);
-        assert_eq!(tuning.reconnect_max, opcua.reconnect_max);
+        assert_eq!(tuning.queue_size, settings.queue_size);
+        assert_eq!(tuning.watchdog_intervals, settings.watchdog_intervals);
+        assert!(tuning.watchdog_intervals > settings.keep_alive_count);
+        assert_eq!(tuning.reconnect_initial, settings.reconnect_initial);
+        assert_eq!(tuning.reconnect_max, settings.reconnect_max);
     }
 }
