@@ -17,13 +17,13 @@
 //!
 //! ```no_run
 //! # async fn wire(
-//! #     settings: linesentry::health::HealthSettings,
-//! #     stations: Vec<linesentry::source::StationConfig>,
-//! #     queue: linesentry::buffer::Queue,
+//! #     settings: linesentry_agent::health::HealthSettings,
+//! #     stations: Vec<linesentry_agent::source::StationConfig>,
+//! #     queue: linesentry_agent::buffer::Queue,
 //! #     shutdown: tokio_util::sync::CancellationToken,
-//! # ) -> Result<(), linesentry::health::HealthError> {
+//! # ) -> Result<(), linesentry_agent::health::HealthError> {
 //! use std::time::Instant;
-//! use linesentry::health::{notify, FailureKind, Liveness, Metrics, Server};
+//! use linesentry_agent::health::{notify, FailureKind, Liveness, Metrics, Server};
 //!
 //! let metrics = Metrics::new();
 //! let liveness = Liveness::new(settings.stall_after);
