@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_agent::config::{MqttProtocol, MqttSettings, Secret, TlsSettings};
 use linesentry_agent::forward::identity::Identity;
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
+use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
+use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_agent::forward::{ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::secret::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, SecurityEvent, Severity};
 use mosquitto::{Broker, BrokerOptions, Subscriber};

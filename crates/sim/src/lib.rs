@@ -65,7 +65,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use linesentry_agent::config::{self, ConfigError, ConfigErrors, Profile, Protocol};
+use linesentry_agent::config::{self, ConfigError, ConfigErrors};
+use linesentry_agent::source::{Profile, Protocol};
 use linesentry_event::Timestamp;
 
 pub use model::{LinkBehaviour, ModelError, SecurityOffer, StationModel};
@@ -442,7 +443,7 @@ async fn serve_control(
 pub(crate) mod test_support {
     use std::sync::Arc;
 
-    use linesentry_agent::config::Profile;
+    use linesentry_agent::source::Profile;
 
     /// The profile `name` with the given `[profile]` protocol and tag tables.
     pub(crate) fn profile(name: &str, protocol: &str, tags: &str) -> Arc<Profile> {

@@ -63,10 +63,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::diag::Served;
 use super::{lock, LinkBehaviour, SharedModel, SimError, SimHandle, SimOptions, StationModel};
-use linesentry_agent::config::{Profile, Protocol, TagSpec};
 use linesentry_agent::source::modbus::codec::{self, TagEncoding};
 use linesentry_agent::source::modbus::plan::{MAX_READ_BITS, MAX_READ_REGISTERS};
 use linesentry_agent::source::{DeviceIdentity, RegisterArea};
+use linesentry_agent::source::{Profile, Protocol, TagSpec};
 
 /// Unused registers (bits) between two tags that still belong to one mapped region.
 pub const MAP_GAP: u16 = 10;

@@ -50,9 +50,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use linesentry_agent::config::{Profile, TagSpec};
 use linesentry_agent::source::generator::{self, Generator};
 use linesentry_agent::source::{DataType, DeviceIdentity, TagRole, Value};
+use linesentry_agent::source::{Profile, TagSpec};
 use linesentry_event::Timestamp;
 
 use super::diag::DiagCounters;

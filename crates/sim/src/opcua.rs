@@ -86,9 +86,9 @@ use super::{
     lock, Action, LinkBehaviour, SecurityOffer, SharedModel, SimError, SimHandle, SimOptions,
     StationModel,
 };
-use linesentry_agent::config::{Profile, Protocol, TagSpec};
 use linesentry_agent::source::opcua::Pki;
 use linesentry_agent::source::{DataType, DeviceIdentity, Value};
+use linesentry_agent::source::{Profile, Protocol, TagSpec};
 
 /// User name of the simulator's password identity, unless the options say otherwise.
 pub const DEFAULT_USER: &str = "operator";

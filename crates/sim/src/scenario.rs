@@ -47,9 +47,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::model::{LinkBehaviour, SecurityOffer, StationModel};
-use linesentry_agent::config::{Profile, Protocol, TagSpec};
 use linesentry_agent::source::generator;
 use linesentry_agent::source::{DataType, TagRole, Value};
+use linesentry_agent::source::{Profile, Protocol, TagSpec};
 
 /// Quality checks a `quality_burst` fails.
 pub const QUALITY_BURST_CHECKS: u32 = 8;

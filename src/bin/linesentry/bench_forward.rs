@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_agent::config::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
+use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::{
     ForwardOptions, Forwarder, PushFuture, Pushed, SendFuture, Sink, SinkError,
 };

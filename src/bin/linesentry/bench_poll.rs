@@ -203,7 +203,7 @@ fn measure(options: &Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let routine = linesentry_agent::runtime::queue_options(&config).routine_commit;
+    let routine = config.buffer.routine_commit;
     let (summary, cpu, wall, rss_kib) = rt.block_on(async {
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(runtime::run(

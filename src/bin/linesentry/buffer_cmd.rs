@@ -155,7 +155,7 @@ fn resolve(store: StoreArgs) -> Result<(PathBuf, Option<QueueOptions>), String> 
             let config = linesentry_agent::config::load(&path).map_err(|errors| {
                 format!("{}: {} error(s):\n{errors}", path.display(), errors.0.len())
             })?;
-            let opts = linesentry_agent::runtime::queue_options(&config);
+            let opts = config.buffer.clone();
             Ok((config.agent.data_dir.clone(), Some(opts)))
         }
         (None, None) => Err("expected --data DIR or --config FILE".into()),

@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use linesentry_agent::config::{Config, SourceConfig};
+use linesentry_agent::config::Config;
 use linesentry_agent::source::opcua::Pki;
+use linesentry_agent::source::SourceConfig;
 use linesentry_sim as sim;
 use linesentry_sim::opcua::{OpcUaSim, OpcUaSimOptions};
 use linesentry_sim::{Schedule, SimHandle, SimOptions};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use linesentry_agent::config::Protocol;
+use linesentry_agent::source::Protocol;
 use linesentry_sim as sim;
 use linesentry_sim::{Schedule, SimOptions};
 
@@ -107,7 +107,7 @@ pub(crate) fn run(args: SimArgs) -> ExitCode {
 
 /// The OPC UA branch: serves until a signal, printing what a client needs to connect.
 async fn serve_opcua(
-    profile: std::sync::Arc<linesentry_agent::config::Profile>,
+    profile: std::sync::Arc<linesentry_agent::source::Profile>,
     options: &SimOptions,
     pki: PathBuf,
 ) -> ExitCode {

@@ -54,7 +54,18 @@ use writer::{Command, Held, Writer};
 /// small cache serves it; redb's default (up to 1 GiB) would let a backlog grow the agent's
 /// memory. 8 MiB filled up in `bench poll` (1,250 events/s appended, nothing forwarded) and
 /// was a quarter of the agent's memory; 2 MiB cost no CPU there (docs/BENCHMARKS.md).
-const CACHE_BYTES: usize = 2 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 2 << 20;
+// The other defaults of [`QueueOptions`], which the `[buffer]` keys default to as well.
+pub const DEFAULT_QUOTA_BYTES: u64 = 256 << 20;
+pub const DEFAULT_COMMIT_MAX_EVENTS: usize = 4096;
+pub const DEFAULT_COMMIT_LINGER: Duration = Duration::ZERO;
+pub const DEFAULT_HIGH_WATERMARK_PERCENT: u8 = 80;
+pub const DEFAULT_DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 << 10;
+pub const DEFAULT_INFLIGHT_EVENTS: usize = 65_536;
+/// `buffer.routine_commit_ms` when not given. [`QueueOptions::new`] keeps zero instead (every
+/// routine append commits at once), for callers without a configuration: tests and tools.
+pub const DEFAULT_ROUTINE_COMMIT: Duration = Duration::from_millis(100);
 
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "queue.redb";
@@ -66,8 +77,9 @@ pub fn record_len(event: &SecurityEvent) -> Result<usize, QueueError> {
         .map_err(|e| QueueError::encode(&e))
 }
 
-/// How the queue is bounded and how it commits.
-#[derive(Debug, Clone)]
+/// How the queue is bounded and how it commits: the validated `[buffer]` section, with `dir`
+/// and `gateway_id` from `[agent]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueOptions {
     pub dir: PathBuf,
     pub gateway_id: String,
@@ -91,15 +103,15 @@ impl QueueOptions {
         Self {
             dir: dir.into(),
             gateway_id: gateway_id.into(),
-            quota_bytes: 256 << 20,
-            commit_max_events: 4096,
-            commit_linger: Duration::ZERO,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            commit_max_events: DEFAULT_COMMIT_MAX_EVENTS,
+            commit_linger: DEFAULT_COMMIT_LINGER,
             routine_commit: Duration::ZERO,
-            high_watermark_percent: 80,
-            drop_report_interval: Duration::from_secs(10),
-            max_event_bytes: 64 << 10,
-            inflight_events: 65_536,
-            cache_bytes: CACHE_BYTES,
+            high_watermark_percent: DEFAULT_HIGH_WATERMARK_PERCENT,
+            drop_report_interval: DEFAULT_DROP_REPORT_INTERVAL,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            inflight_events: DEFAULT_INFLIGHT_EVENTS,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `[health]`: the agent's local health and metrics endpoint (served by [`crate::health`]).
+//! `[health]`: the agent's local health and metrics endpoint, validated into
+//! [`HealthSettings`] (served by [`crate::health`]).
 //!
 //! Plain HTTP is accepted only on a loopback address. Any other address, `0.0.0.0` and `[::]`
 //! included, needs both `tls` and `token`: metrics name stations and sinks, and a bearer
@@ -7,48 +8,15 @@
 //! endpoint reads them when it starts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::defaults;
 use super::raw;
 use super::report::Report;
-use super::secret::{self, Secret};
+use super::secret;
 use super::spans::child;
-
-/// The validated `[health]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthSettings {
-    /// `false`: no endpoint is served (the notify watchdog still uses liveness).
-    pub enabled: bool,
-    /// Loopback unless `tls` and `token` are both set (checked by validation).
-    pub listen: SocketAddr,
-    pub tls: Option<HealthTls>,
-    /// Required as `Authorization: Bearer <token>` on every request when set.
-    pub token: Option<Secret>,
-    /// The default maximum silence of a component registered with liveness.
-    pub stall_after: Duration,
-}
-
-/// The endpoint's own certificate chain and private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthTls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-impl Default for HealthSettings {
-    /// What a configuration without `[health]` gets: plain HTTP on 127.0.0.1:9464.
-    fn default() -> Self {
-        Self {
-            enabled: defaults::HEALTH_ENABLED,
-            listen: defaults::HEALTH_LISTEN,
-            tls: None,
-            token: None,
-            stall_after: Duration::from_millis(defaults::STALL_AFTER_MS.default as u64),
-        }
-    }
-}
+use crate::health::{self as component, HealthSettings, HealthTls};
 
 const AT: &str = "health";
 
@@ -65,7 +33,9 @@ pub(super) fn health(
     let listen = raw
         .listen
         .as_deref()
-        .map_or(Some(defaults::HEALTH_LISTEN), |given| listen(report, given));
+        .map_or(Some(component::DEFAULT_LISTEN), |given| {
+            listen(report, given)
+        });
     let tls = raw.tls.as_ref().and_then(|t| tls(report, t, base_dir));
     let token = raw
         .token
@@ -83,7 +53,7 @@ pub(super) fn health(
         return None;
     }
     Some(HealthSettings {
-        enabled: raw.enabled.unwrap_or(defaults::HEALTH_ENABLED),
+        enabled: raw.enabled.unwrap_or(component::DEFAULT_ENABLED),
         listen: listen?,
         tls,
         token,
@@ -110,7 +80,7 @@ fn listen(report: &mut Report<'_>, given: &str) -> Option<SocketAddr> {
                 KEY,
                 format!(
                     "expected an IP address and port such as `{}` or `[::1]:9464`, found `{}`",
-                    defaults::HEALTH_LISTEN,
+                    component::DEFAULT_LISTEN,
                     given.escape_debug()
                 ),
             );
@@ -136,7 +106,7 @@ fn require_protection(report: &mut Report<'_>, addr: SocketAddr, tls: bool, toke
              host needs TLS and a bearer token, but {missing} missing; expected a loopback \
              address such as `{}`, or `tls = {{ cert_file = \"...\", key_file = \"...\" }}` \
              and `token = {{ env = \"VAR\" }}` in [health]",
-            defaults::HEALTH_LISTEN
+            component::DEFAULT_LISTEN
         ),
     );
 }

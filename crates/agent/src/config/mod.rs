@@ -5,6 +5,11 @@
 //! station. [`load`] reads both and returns either a [`Config`] whose every field has been
 //! checked, or [`ConfigErrors`] holding every problem found, never just the first.
 //!
+//! The settings types belong to the components that run on them (`source::StationConfig`,
+//! `source::Profile`, `buffer::QueueOptions`, `forward::ForwardSettings`,
+//! `health::HealthSettings`...): this module depends on them and builds them, they never
+//! depend on it. Only `[agent]` and `[log]`, which are the whole agent's, are typed here.
+//!
 //! How the errors are all found in one pass:
 //! 1. A file that does not parse is one error, with the line of the syntax error.
 //! 2. Each top-level table, each `[[stations]]` element and each `[[tags]]` element is
@@ -15,9 +20,10 @@
 //!
 //! Every [`ConfigError`] carries the file, the key path (`stations[2].poll_interval_ms`) and
 //! the line, found afterwards by walking the key path through a `toml_edit` document of the
-//! same text (`spans`). Defaults and ranges live in `defaults` only. Secrets are references
+//! same text (`spans`). Ranges live in `defaults` only, defaults there too or, where the
+//! component's own type has one, in the component (see `defaults`). Secrets are references
 //! (`{ env = "VAR" }`, `{ file = "/path" }`) resolved at load time; a plain-text secret in a
-//! file is refused, and [`Secret`] never prints its value.
+//! file is refused, and [`Secret`](crate::secret::Secret) never prints its value.
 //!
 //! [`Config::digest`] is SHA-256 over the configuration bytes and, in profile-name order, each
 //! referenced profile's name and bytes (all length-prefixed), so that `agent.config_changed`
@@ -40,18 +46,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use health::{HealthSettings, HealthTls};
-pub use profile::{Limits, Profile, Protocol, TagSpec};
-pub use secret::Secret;
-pub use settings::{
-    AgentSettings, BufferSettings, ForwardSettings, HttpsSettings, LogFormat, LogSettings,
-    MqttProtocol, MqttSettings, Strategy, TlsSettings,
-};
-pub use station::{
-    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, SourceConfig, SourceTuning,
-    StationConfig,
-};
+pub use settings::{AgentSettings, LogFormat, LogSettings};
 
+use crate::buffer::QueueOptions;
+use crate::forward::ForwardSettings;
+use crate::health::HealthSettings;
+use crate::source::StationConfig;
 use linesentry_event::SeverityMap;
 use report::Report;
 
@@ -63,7 +63,8 @@ pub struct Config {
     /// Hex SHA-256 of the configuration and every referenced profile (see the module doc).
     pub digest: String,
     pub agent: AgentSettings,
-    pub buffer: BufferSettings,
+    /// `[buffer]`, opening the queue in `agent.data_dir` for `agent.gateway_id`.
+    pub buffer: QueueOptions,
     pub log: LogSettings,
     pub severity: SeverityMap,
     pub stations: Vec<StationConfig>,
@@ -146,8 +147,12 @@ pub fn load_str(path_for_messages: &Path, text: &str) -> Result<Config, ConfigEr
         ) if errors.is_empty() => Ok(Config {
             path: path.to_owned(),
             digest,
+            buffer: QueueOptions {
+                dir: agent.data_dir.clone(),
+                gateway_id: agent.gateway_id.clone(),
+                ..buffer
+            },
             agent,
-            buffer,
             log,
             severity,
             stations,

@@ -1,8 +1,8 @@
 //! Rule tuning: a profile's `[rules]` table into [`RuleSettings`], a tag's rule keys into
 //! [`TagRules`], a station's `change_windows` into [`ChangeWindow`]s.
 //!
-//! Every key is optional: a missing `[rules]` key takes its default from `defaults` (equal to
-//! `RuleSettings::default()`), a missing tag key falls back to the profile's setting. A tag
+//! Every key is optional: a missing `[rules]` key takes its default from `defaults` (which
+//! refers to `RuleSettings`' own), a missing tag key falls back to the profile's setting. A tag
 //! key that the rules would ignore for that tag (a `deadband` on a status tag) is an error
 //! rather than silently without effect.
 
@@ -12,8 +12,8 @@ use super::defaults::{self, Int};
 use super::raw;
 use super::report::{type_name, Report};
 use super::spans::{child, item};
-use super::TagSpec;
 use crate::rules::{ChangeWindow, RuleSettings, TagRules};
+use crate::source::TagSpec;
 use crate::source::{DataType, TagRole};
 use linesentry_event::Timestamp;
 

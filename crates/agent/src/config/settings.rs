@@ -1,4 +1,6 @@
 //! The agent-wide sections: `[agent]`, `[buffer]`, `[log]`, `[severity]`, `[forward]`.
+//! `[agent]` and `[log]` are the agent's own ([`AgentSettings`], [`LogSettings`]); the others
+//! build the types of the components that use them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,8 +11,13 @@ use serde::Deserialize;
 use super::defaults;
 use super::raw;
 use super::report::{type_name, Report};
-use super::secret::{self, Secret};
+use super::secret;
 use super::spans::child;
+use crate::buffer::QueueOptions;
+use crate::forward::https::HttpsSettings;
+use crate::forward::mqtt::{MqttProtocol, MqttSettings};
+use crate::forward::tls::TlsSettings;
+use crate::forward::{ForwardSettings, Strategy};
 use linesentry_event::{EventType, Severity, SeverityMap, CATALOG};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,20 +27,6 @@ pub struct AgentSettings {
     /// Absolute, or relative to the working directory when the config path was.
     pub data_dir: PathBuf,
     pub shutdown_grace: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BufferSettings {
-    pub quota_bytes: u64,
-    pub commit_max_events: usize,
-    pub commit_linger: Duration,
-    /// How long a station's info-level append may wait to share a commit.
-    pub routine_commit: Duration,
-    pub high_watermark_percent: u8,
-    pub drop_report_interval: Duration,
-    pub max_event_bytes: usize,
-    /// redb's page cache, at most.
-    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,80 +41,6 @@ pub struct LogSettings {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ForwardSettings {
-    /// Print forwarded events as JSON lines on stdout.
-    pub console: bool,
-    pub mqtt: Option<MqttSettings>,
-    pub https: Option<HttpsSettings>,
-    /// Which of the configured sinks receive events, and in which order.
-    pub strategy: Strategy,
-    pub fallback_after: Duration,
-    pub batch_events: usize,
-    pub replay_events_per_second: u32,
-    pub replay_jitter: Duration,
-    pub upstream_down_after: Duration,
-}
-
-/// How events are routed when MQTT and HTTPS are both configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    Mqtt,
-    Https,
-    /// MQTT; HTTPS while the broker has failed for `fallback_after`.
-    MqttThenHttps,
-    HttpsThenMqtt,
-    /// Both; an event counts as delivered once both acknowledged it.
-    Both,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum MqttProtocol {
-    #[serde(rename = "3.1.1")]
-    V311,
-    #[serde(rename = "5")]
-    V5,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    pub tls: Option<TlsSettings>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// No leading or trailing `/`, no wildcards.
-    pub topic_prefix: String,
-    pub events_per_message: usize,
-    pub max_packet_bytes: usize,
-    pub protocol: MqttProtocol,
-    pub keep_alive: Duration,
-    /// A message not acknowledged within this ends the connection (and is re-sent).
-    pub ack_timeout: Duration,
-    /// Messages published and not yet acknowledged, at most.
-    pub inflight: u16,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpsSettings {
-    pub url: String,
-    pub tls: Option<TlsSettings>,
-    pub bearer_token: Option<Secret>,
-    pub batch_events: usize,
-    pub timeout: Duration,
-}
-
-/// TLS material; paths are resolved against the config file's directory but not opened.
-/// Without `ca_file` the system roots apply. `client_cert` and `client_key` come together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub ca_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
 }
 
 /// `[agent]` minus `profiles_dir`, which the loader reads on its own.
@@ -180,10 +99,8 @@ pub(super) fn profiles_dir(agent: Option<&toml::Value>, base_dir: &Path) -> Path
     }
 }
 
-pub(super) fn buffer(
-    report: &mut Report<'_>,
-    value: Option<toml::Value>,
-) -> Option<BufferSettings> {
+/// `[buffer]`; `dir` and `gateway_id` are left empty for `load_str` to fill in from `[agent]`.
+pub(super) fn buffer(report: &mut Report<'_>, value: Option<toml::Value>) -> Option<QueueOptions> {
     let raw = match value {
         Some(value) => report.deserialize::<raw::Buffer>("buffer", value)?,
         None => raw::Buffer::default(),
@@ -220,7 +137,7 @@ pub(super) fn buffer(
         defaults::MAX_EVENT_KIB,
     );
     let cache = report.int("buffer.cache_mib", raw.cache_mib, defaults::CACHE_MIB);
-    Some(BufferSettings {
+    Some(QueueOptions {
         quota_bytes: quota? as u64 * 1024 * 1024,
         commit_max_events: commit? as usize,
         commit_linger: Duration::from_millis(linger? as u64),
@@ -229,6 +146,7 @@ pub(super) fn buffer(
         drop_report_interval: Duration::from_secs(drop_report? as u64),
         max_event_bytes: max_event? as usize * 1024,
         cache_bytes: cache? as usize * 1024 * 1024,
+        ..QueueOptions::new(PathBuf::new(), String::new())
     })
 }
 

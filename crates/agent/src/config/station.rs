@@ -1,4 +1,5 @@
-//! `[[stations]]`: which station, which profile, how to reach it, how often to poll it.
+//! `[[stations]]`: which station, which profile, how to reach it, how often to poll it;
+//! validated into [`crate::source::StationConfig`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,170 +9,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::defaults;
-use super::profile::{is_profile_name, Library, Profile, Protocol};
+use super::profile::{is_profile_name, Library};
 use super::raw;
 use super::report::{type_name, Report};
 use super::rules;
-use super::secret::{self, Secret};
+use super::secret;
 use super::spans::{child, item};
-use crate::rules::{ChangeWindow, RuleSettings};
-
-/// One polled station.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StationConfig {
-    /// Unique within the configuration.
-    pub id: String,
-    pub profile: Arc<Profile>,
-    pub source: SourceConfig,
-    pub poll_interval: Duration,
-    /// Deadline of one device request.
-    pub timeout: Duration,
-    pub enabled: bool,
-    /// Authorised maintenance windows of this station (management-of-change tickets), in
-    /// file order, each `start < end`.
-    pub change_windows: Vec<ChangeWindow>,
-    /// Coalescing, breaker, reconnect, identification and subscription settings; the
-    /// defaults unless the station sets its source kind's keys.
-    pub tuning: SourceTuning,
-}
-
-/// How a station's source acquires: the optional per-station keys of `[[stations]]`, with
-/// the defaults of `defaults.rs` filled in. Keys of another source kind are refused, so
-/// the fields a source does not use keep their defaults.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SourceTuning {
-    /// Modbus: `max_gap`, `max_read_registers`, `max_read_bits`.
-    pub plan: crate::source::modbus::PlanLimits,
-    /// Modbus: `breaker_failures`, failed polls in a row that isolate the device.
-    pub breaker_failures: u32,
-    /// Modbus: `breaker_open_ms` / `breaker_open_max_ms`, first and longest isolation.
-    pub breaker_open: Duration,
-    pub breaker_open_max: Duration,
-    /// Modbus: `identity_every_polls`; 0 reads FC 43/14 only on a new connection.
-    pub identity_every: u32,
-    /// Modbus TCP and OPC UA: `reconnect_initial_ms` / `reconnect_max_ms`. The initial
-    /// default depends on the source (200 ms Modbus TCP, 500 ms OPC UA).
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
-    /// OPC UA: `queue_size` of every monitored item.
-    pub queue_size: u32,
-    /// OPC UA: `watchdog_intervals`, silent publishing intervals before the subscription is
-    /// re-created.
-    pub watchdog_intervals: u32,
-}
-
-impl SourceTuning {
-    /// The defaults for a station of source `kind` (`"opcua"` has its own reconnect start).
-    pub fn defaults_for(kind: &str) -> Self {
-        let ms = |setting: defaults::Int| Duration::from_millis(setting.default as u64);
-        SourceTuning {
-            plan: crate::source::modbus::PlanLimits {
-                max_registers: defaults::MAX_READ_REGISTERS.default as u16,
-                max_bits: defaults::MAX_READ_BITS.default as u16,
-                max_gap: defaults::MAX_GAP.default as u16,
-            },
-            breaker_failures: defaults::BREAKER_FAILURES.default as u32,
-            breaker_open: ms(defaults::BREAKER_OPEN_MS),
-            breaker_open_max: ms(defaults::BREAKER_OPEN_MAX_MS),
-            identity_every: defaults::IDENTITY_EVERY_POLLS.default as u32,
-            reconnect_initial: ms(if kind == "opcua" {
-                defaults::RECONNECT_INITIAL_MS_OPCUA
-            } else {
-                defaults::RECONNECT_INITIAL_MS_MODBUS
-            }),
-            reconnect_max: ms(defaults::RECONNECT_MAX_MS),
-            queue_size: defaults::QUEUE_SIZE.default as u32,
-            watchdog_intervals: defaults::WATCHDOG_INTERVALS.default as u32,
-        }
-    }
-}
-
-impl StationConfig {
-    /// The rule settings of this station: its profile's `[rules]`, with the station's change
-    /// windows added (the station's configuration, not the profile, knows its tickets).
-    pub fn rule_settings(&self) -> RuleSettings {
-        let mut settings = self.profile.rules.clone();
-        settings
-            .change_windows
-            .extend(self.change_windows.iter().copied());
-        settings
-    }
-}
-
-/// How readings are obtained. The profile's protocol matches (any profile for `Simulated`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceConfig {
-    /// The built-in generator of plausible readings.
-    Simulated,
-    ModbusTcp {
-        /// `host:port`, not resolved at load time.
-        address: String,
-        unit_id: u8,
-    },
-    ModbusRtu {
-        device: PathBuf,
-        baud: u32,
-        parity: Parity,
-        data_bits: u8,
-        stop_bits: u8,
-        unit_id: u8,
-    },
-    OpcUa {
-        endpoint_url: String,
-        security_mode: OpcUaSecurityMode,
-        security_policy: OpcUaSecurityPolicy,
-        identity: OpcUaIdentity,
-        /// Subscriptions (default) or one Read per poll.
-        acquisition: crate::source::opcua::Acquisition,
-    },
-}
-
-impl SourceConfig {
-    /// The `source` name as written in the file.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Simulated => "simulated",
-            SourceConfig::ModbusTcp { .. } => "modbus_tcp",
-            SourceConfig::ModbusRtu { .. } => "modbus_rtu",
-            SourceConfig::OpcUa { .. } => "opcua",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-/// OPC UA MessageSecurityMode, spelt as in the specification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum OpcUaSecurityMode {
-    None,
-    Sign,
-    SignAndEncrypt,
-}
-
-/// OPC UA security policy, spelt as the last part of its URI (with or without underscores).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum OpcUaSecurityPolicy {
-    None,
-    Basic256Sha256,
-    #[serde(alias = "Aes128_Sha256_RsaOaep")]
-    Aes128Sha256RsaOaep,
-    #[serde(alias = "Aes256_Sha256_RsaPss")]
-    Aes256Sha256RsaPss,
-}
-
-/// The user identity an OPC UA session activates with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OpcUaIdentity {
-    Anonymous,
-    UserName { user: String, password: Secret },
-    Certificate { cert: PathBuf, key: PathBuf },
-}
+use crate::source::{
+    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, Profile, Protocol, SourceConfig,
+    SourceTuning, StationConfig,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -801,25 +648,47 @@ mod tests {
     }
 
     #[test]
-    fn the_tuning_defaults_are_the_sources_own_defaults() {
-        use crate::source::modbus::StationOptions;
-        let modbus = StationOptions::default();
-        let tuning = SourceTuning::defaults_for("modbus_tcp");
-        assert_eq!(tuning.plan, modbus.limits);
-        assert_eq!(tuning.breaker_failures, modbus.breaker.failure_threshold);
-        assert_eq!(tuning.breaker_open, modbus.breaker.open.initial);
-        assert_eq!(tuning.breaker_open_max, modbus.breaker.open.max);
-        assert_eq!(tuning.identity_every, modbus.identity_every);
-        assert_eq!(tuning.reconnect_initial, modbus.reconnect.initial);
-        assert_eq!(tuning.reconnect_max, modbus.reconnect.max);
-        assert_eq!(StationOptions::from_tuning(&tuning), modbus);
-
-        let opcua = crate::source::opcua::OpcUaSettings::new(Path::new("data"), "gw");
-        let tuning = SourceTuning::defaults_for("opcua");
-        assert_eq!(tuning.queue_size, opcua.queue_size);
-        assert_eq!(tuning.watchdog_intervals, opcua.watchdog_intervals);
-        assert!(tuning.watchdog_intervals > opcua.keep_alive_count);
-        assert_eq!(tuning.reconnect_initial, opcua.reconnect_initial);
-        assert_eq!(tuning.reconnect_max, opcua.reconnect_max);
+    fn the_tuning_keys_default_to_the_sources_own_defaults() {
+        // One table of ranges serves every source kind's keys; its defaults must be what
+        // each kind's source uses (`SourceTuning::defaults_for`), reconnect_max included.
+        let ms = |d: Duration| d.as_millis() as i64;
+        for kind in ["modbus_tcp", "modbus_rtu", "opcua"] {
+            let t = SourceTuning::defaults_for(kind);
+            let initial = if kind == "opcua" {
+                defaults::RECONNECT_INITIAL_MS_OPCUA
+            } else {
+                defaults::RECONNECT_INITIAL_MS_MODBUS
+            };
+            assert_eq!(i64::from(t.plan.max_gap), defaults::MAX_GAP.default);
+            assert_eq!(
+                i64::from(t.plan.max_registers),
+                defaults::MAX_READ_REGISTERS.default
+            );
+            assert_eq!(i64::from(t.plan.max_bits), defaults::MAX_READ_BITS.default);
+            assert_eq!(
+                i64::from(t.breaker_failures),
+                defaults::BREAKER_FAILURES.default
+            );
+            assert_eq!(ms(t.breaker_open), defaults::BREAKER_OPEN_MS.default);
+            assert_eq!(
+                ms(t.breaker_open_max),
+                defaults::BREAKER_OPEN_MAX_MS.default
+            );
+            assert_eq!(
+                i64::from(t.identity_every),
+                defaults::IDENTITY_EVERY_POLLS.default
+            );
+            assert_eq!(ms(t.reconnect_initial), initial.default, "{kind}");
+            assert_eq!(
+                ms(t.reconnect_max),
+                defaults::RECONNECT_MAX_MS.default,
+                "{kind}"
+            );
+            assert_eq!(i64::from(t.queue_size), defaults::QUEUE_SIZE.default);
+            assert_eq!(
+                i64::from(t.watchdog_intervals),
+                defaults::WATCHDOG_INTERVALS.default
+            );
+        }
     }
 }

@@ -16,6 +16,12 @@ use linesentry_event::{EventType, SecurityEvent, SeverityMap};
 /// (wrong endpoint, unknown gateway), retried instead of dead-lettered.
 const SYSTEMIC_REJECTION: usize = 8;
 
+/// Defaults of [`ForwardOptions`], and of the `[forward]` keys that set them.
+pub const DEFAULT_BATCH_EVENTS: usize = 1000;
+pub const DEFAULT_REPLAY_EVENTS_PER_SECOND: u32 = 25_000;
+pub const DEFAULT_REPLAY_JITTER: Duration = Duration::from_secs(2);
+pub const DEFAULT_UPSTREAM_DOWN_AFTER: Duration = Duration::from_secs(60);
+
 /// How a forwarder paces and reports.
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
@@ -37,10 +43,10 @@ impl ForwardOptions {
     pub fn new(gateway_id: impl Into<String>) -> Self {
         Self {
             gateway_id: gateway_id.into(),
-            batch_events: 1000,
-            replay_events_per_second: 25_000,
-            replay_jitter: Duration::from_secs(2),
-            upstream_down_after: Duration::from_secs(60),
+            batch_events: DEFAULT_BATCH_EVENTS,
+            replay_events_per_second: DEFAULT_REPLAY_EVENTS_PER_SECOND,
+            replay_jitter: DEFAULT_REPLAY_JITTER,
+            upstream_down_after: DEFAULT_UPSTREAM_DOWN_AFTER,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(30),
             severities: Arc::new(SeverityMap::default()),

@@ -58,13 +58,24 @@ use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::tls::TlsSettings;
 use super::tls::{self, TlsError};
 use super::{SendFuture, Sink, SinkError};
-use crate::config::{HttpsSettings, TlsSettings};
+use crate::secret::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::SecurityEvent;
 
 const NAME: &str = "https";
+
+/// The validated `[forward.https]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpsSettings {
+    pub url: String,
+    pub tls: Option<TlsSettings>,
+    pub bearer_token: Option<Secret>,
+    pub batch_events: usize,
+    pub timeout: Duration,
+}
 
 /// Longest wait a `Retry-After` header can impose before the next request.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);

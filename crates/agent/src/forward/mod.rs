@@ -22,6 +22,9 @@
 //! Tamper evidence travels with every batch: events carry their `prev_hash` link (set by
 //! the queue) and sinks seal each message or request with the gateway's Ed25519 key
 //! ([`linesentry_event::integrity::BatchSigner`], key file from [`identity`]).
+//!
+//! Settings: [`ForwardSettings`] (`[forward]`) with [`mqtt::MqttSettings`],
+//! [`https::HttpsSettings`] and their [`tls::TlsSettings`]; `config` validates and builds them.
 
 mod backoff;
 mod console;
@@ -34,12 +37,51 @@ pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use linesentry_event::SecurityEvent;
 
 pub use backoff::{Backoff, TokenBucket};
 pub use console::{ConsoleFormat, ConsoleSink};
-pub use engine::{ForwardCounters, ForwardOptions, ForwardStats, Forwarder};
+pub use engine::{
+    ForwardCounters, ForwardOptions, ForwardStats, Forwarder, DEFAULT_BATCH_EVENTS,
+    DEFAULT_REPLAY_EVENTS_PER_SECOND, DEFAULT_REPLAY_JITTER, DEFAULT_UPSTREAM_DOWN_AFTER,
+};
+
+use https::HttpsSettings;
+use mqtt::MqttSettings;
+
+/// The validated `[forward]` section: which sinks, how they are combined, and the pacing
+/// [`ForwardOptions`] is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardSettings {
+    /// Print forwarded events as JSON lines on stdout.
+    pub console: bool,
+    pub mqtt: Option<MqttSettings>,
+    pub https: Option<HttpsSettings>,
+    /// Which of the configured sinks receive events, and in which order.
+    pub strategy: Strategy,
+    pub fallback_after: Duration,
+    pub batch_events: usize,
+    pub replay_events_per_second: u32,
+    pub replay_jitter: Duration,
+    pub upstream_down_after: Duration,
+}
+
+/// How events are routed when MQTT and HTTPS are both configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Mqtt,
+    Https,
+    /// MQTT; HTTPS while the broker has failed for `fallback_after`.
+    MqttThenHttps,
+    HttpsThenMqtt,
+    /// Both; an event counts as delivered once both acknowledged it.
+    Both,
+}
 
 /// Why a batch was not (completely) delivered.
 #[derive(Debug, Clone, thiserror::Error)]

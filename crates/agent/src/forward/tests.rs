@@ -504,7 +504,11 @@ async fn a_receiver_refusing_the_dead_letter_report_does_not_get_a_report_of_the
     task.await.unwrap().unwrap();
     let dead = q.dead_letters(10).unwrap();
     let types: Vec<&str> = dead.iter().map(|d| d.event.event_type.as_str()).collect();
-    assert_eq!(types, vec!["equipment.status", "forward.dead_lettered"], "{dead:?}");
+    assert_eq!(
+        types,
+        vec!["equipment.status", "forward.dead_lettered"],
+        "{dead:?}"
+    );
     assert_eq!(q.stats().depth, 0);
     assert_eq!(*got.lock().unwrap(), vec![1, 2, 4, 5]);
 }

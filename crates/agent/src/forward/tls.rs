@@ -1,13 +1,20 @@
 //! rustls client configuration from [`TlsSettings`]: CA file (or the system's roots) and
 //! an optional client certificate for mutual TLS. Only the `ring` provider is built in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::config::TlsSettings;
+/// TLS material; paths are resolved against the config file's directory but not opened.
+/// Without `ca_file` the system roots apply. `client_cert` and `client_key` come together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

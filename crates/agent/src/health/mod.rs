@@ -12,32 +12,33 @@
 //!
 //! # Wiring
 //!
-//! In the agent's start-up, once the queue is open (`queue`), with the validated `config`
-//! and the shutdown token:
+//! In the agent's start-up, once the queue is open (`queue`), with the validated `[health]`
+//! settings, the stations and the shutdown token:
 //!
 //! ```no_run
 //! # async fn wire(
-//! #     config: linesentry::config::Config,
-//! #     queue: linesentry::buffer::Queue,
+//! #     settings: linesentry_agent::health::HealthSettings,
+//! #     stations: Vec<linesentry_agent::source::StationConfig>,
+//! #     queue: linesentry_agent::buffer::Queue,
 //! #     shutdown: tokio_util::sync::CancellationToken,
-//! # ) -> Result<(), linesentry::health::HealthError> {
+//! # ) -> Result<(), linesentry_agent::health::HealthError> {
 //! use std::time::Instant;
-//! use linesentry::health::{notify, FailureKind, Liveness, Metrics, Server};
+//! use linesentry_agent::health::{notify, FailureKind, Liveness, Metrics, Server};
 //!
 //! let metrics = Metrics::new();
-//! let liveness = Liveness::new(config.health.stall_after);
+//! let liveness = Liveness::new(settings.stall_after);
 //! metrics.observe_queue(&queue);
 //! liveness.observe_queue(&queue);
 //!
 //! // Bind before reporting ready, so a taken port or a bad certificate stops the start-up.
-//! if config.health.enabled {
-//!     let server = Server::bind(&config.health).await?;
+//! if settings.enabled {
+//!     let server = Server::bind(&settings).await?;
 //!     tokio::spawn(server.run(metrics.clone(), liveness.clone(), shutdown.clone()));
 //! }
 //!
 //! // Each station task: a handle and a heartbeat; the allowed silence must cover a poll
 //! // interval plus its timeout.
-//! for station in config.stations.iter().filter(|s| s.enabled) {
+//! for station in stations.iter().filter(|s| s.enabled) {
 //!     let counters = metrics.station(&station.id);
 //!     let silence = liveness
 //!         .default_silence()
@@ -88,13 +89,55 @@ mod metrics;
 pub mod notify;
 mod server;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::Duration;
 
-pub use crate::config::{HealthSettings, HealthTls};
+use crate::secret::Secret;
 pub use liveness::{Health, Heartbeat, Liveness};
 pub use metrics::{FailureKind, Metrics, SinkMetrics, StationMetrics, MAX_SINKS, MAX_STATIONS};
 pub use server::{serve, Server, ServerLimits};
+
+/// The validated `[health]` section (`config` builds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// `false`: no endpoint is served (the notify watchdog still uses liveness).
+    pub enabled: bool,
+    /// Loopback unless `tls` and `token` are both set (checked by validation).
+    pub listen: SocketAddr,
+    pub tls: Option<HealthTls>,
+    /// Required as `Authorization: Bearer <token>` on every request when set.
+    pub token: Option<Secret>,
+    /// The default maximum silence of a component registered with liveness.
+    pub stall_after: Duration,
+}
+
+/// The endpoint's own certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Whether the endpoint is served when `[health]` does not say.
+pub const DEFAULT_ENABLED: bool = true;
+/// Plain HTTP is accepted on loopback only; anything else needs TLS and a token.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
+/// The default maximum silence of a component before health turns not ok.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(30);
+
+impl Default for HealthSettings {
+    /// What a configuration without `[health]` gets: plain HTTP on 127.0.0.1:9464.
+    fn default() -> Self {
+        Self {
+            enabled: DEFAULT_ENABLED,
+            listen: DEFAULT_LISTEN,
+            tls: None,
+            token: None,
+            stall_after: DEFAULT_STALL_AFTER,
+        }
+    }
+}
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]

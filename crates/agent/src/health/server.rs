@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exposition::{Exposition, CONTENT_TYPE};
 use super::{HealthError, Liveness, Metrics};
-use crate::config::{HealthSettings, HealthTls};
+use super::{HealthSettings, HealthTls};
 
 /// How much the endpoint lets its clients take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

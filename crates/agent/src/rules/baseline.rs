@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::{DeviceIdentity, Value};
+use crate::reading::{DeviceIdentity, Value};
 
 /// Format version of the stored form; a different one is discarded (re-learned).
 const VERSION: u32 = 1;

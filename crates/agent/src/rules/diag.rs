@@ -1,5 +1,5 @@
 //! `diag.counters_reset` from a Modbus device's own diagnostic counters (FC 08 / FC 11,
-//! readings `_modbus.diag.*`, see [`crate::source::modbus::diag`]).
+//! readings `_modbus.diag.*`, see `source::modbus::diag`).
 //!
 //! The counters only go up while the device runs: the agent's own polls are counted on
 //! every read. Going back means they were cleared (FC 08 sub-function 0x0A, T0872 Indicator
@@ -24,8 +24,8 @@
 use std::collections::BTreeMap;
 
 use super::StationRules;
-use crate::source::modbus::diag::TAG_PREFIX;
-use crate::source::{PollResult, Quality, SourceError};
+use crate::reading::reserved::MODBUS_DIAG_PREFIX as TAG_PREFIX;
+use crate::reading::{PollResult, Quality, SourceError};
 use linesentry_event::{EventType, SecurityEvent, Timestamp};
 
 /// Smallest step through 65535 that counts as a wrap.
@@ -169,9 +169,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::reading::{Reading, TagRole, Value};
     use crate::rules::tests::kinds;
     use crate::rules::{RuleTag, TagRules};
-    use crate::source::{Reading, TagRole, Value};
     use linesentry_event::{Severity, SeverityMap};
 
     fn rules() -> StationRules {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 use uuid::Uuid;
 
-use crate::source::{
+use crate::reading::{
     reserved, DeviceIdentity, PollResult, Quality, Reading, SourceError, TagRole, Value,
 };
 use linesentry_event::{EventType, SecurityEvent, Severity, SeverityMap, Timestamp};

@@ -50,26 +50,48 @@ pub struct RuleSettings {
     pub change_windows: Vec<ChangeWindow>,
 }
 
+// Each field's default, one constant each so that `config` can use them in its table of
+// ranges (a `const` `RuleSettings` could not be taken apart there: it holds a `Vec`).
+impl RuleSettings {
+    pub const DEFAULT_UNREACHABLE_AFTER: u32 = 3;
+    pub const DEFAULT_UNREACHABLE_ESCALATE_AFTER: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_STATUS_HEARTBEAT: Duration = Duration::from_secs(10 * 60);
+    pub const DEFAULT_MEASUREMENT_HEARTBEAT: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_DEADBAND_PERCENT: f64 = 1.0;
+    pub const DEFAULT_QUALITY_WINDOW: usize = 20;
+    pub const DEFAULT_QUALITY_FAILURES: usize = 5;
+    pub const DEFAULT_AUTH_BURST: usize = 5;
+    pub const DEFAULT_AUTH_WINDOW: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_EXCEPTION_BURST: usize = 10;
+    pub const DEFAULT_EXCEPTION_WINDOW: Duration = Duration::from_secs(60);
+    pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
+    pub const DEFAULT_SESSION_MARGIN: u64 = 2;
+    pub const DEFAULT_TREND_POINTS: usize = 6;
+    pub const DEFAULT_TREND_MARGIN_PERCENT: f64 = 5.0;
+    pub const DEFAULT_ALARM_GRACE: Duration = Duration::from_secs(10);
+}
+
 impl Default for RuleSettings {
     fn default() -> Self {
         Self {
-            unreachable_after: 3,
-            unreachable_escalate_after: Duration::from_secs(5 * 60),
-            status_heartbeat: Duration::from_secs(10 * 60),
-            measurement_heartbeat: Duration::from_secs(5 * 60),
-            deadband_percent: 1.0,
-            quality_window: 20,
-            quality_failures: 5,
-            auth_burst: 5,
-            auth_window: Duration::from_secs(5 * 60),
-            exception_burst: 10,
-            exception_window: Duration::from_secs(60),
-            stale_after: Duration::from_secs(60),
-            clock_skew: Duration::from_secs(5),
-            session_margin: 2,
-            trend_points: 6,
-            trend_margin_percent: 5.0,
-            alarm_grace: Duration::from_secs(10),
+            unreachable_after: Self::DEFAULT_UNREACHABLE_AFTER,
+            unreachable_escalate_after: Self::DEFAULT_UNREACHABLE_ESCALATE_AFTER,
+            status_heartbeat: Self::DEFAULT_STATUS_HEARTBEAT,
+            measurement_heartbeat: Self::DEFAULT_MEASUREMENT_HEARTBEAT,
+            deadband_percent: Self::DEFAULT_DEADBAND_PERCENT,
+            quality_window: Self::DEFAULT_QUALITY_WINDOW,
+            quality_failures: Self::DEFAULT_QUALITY_FAILURES,
+            auth_burst: Self::DEFAULT_AUTH_BURST,
+            auth_window: Self::DEFAULT_AUTH_WINDOW,
+            exception_burst: Self::DEFAULT_EXCEPTION_BURST,
+            exception_window: Self::DEFAULT_EXCEPTION_WINDOW,
+            stale_after: Self::DEFAULT_STALE_AFTER,
+            clock_skew: Self::DEFAULT_CLOCK_SKEW,
+            session_margin: Self::DEFAULT_SESSION_MARGIN,
+            trend_points: Self::DEFAULT_TREND_POINTS,
+            trend_margin_percent: Self::DEFAULT_TREND_MARGIN_PERCENT,
+            alarm_grace: Self::DEFAULT_ALARM_GRACE,
             change_windows: Vec::new(),
         }
     }

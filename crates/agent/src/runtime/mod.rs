@@ -15,17 +15,18 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{Confirmation, OpenError, Queue, QueueError, QueueOptions};
-use crate::config::Strategy;
-use crate::config::{Config, Profile, StationConfig};
+use crate::buffer::{Confirmation, OpenError, Queue, QueueError};
+use crate::config::Config;
 use crate::forward::identity::{Identity, IdentityError};
 use crate::forward::mqtt::{GatewayInfo, MqttSink};
 use crate::forward::route::{Both, Fallback};
+use crate::forward::Strategy;
 use crate::forward::{
     ConsoleFormat, ConsoleSink, ForwardCounters, ForwardOptions, Forwarder, Sink,
 };
 use crate::health::{notify, Heartbeat, Liveness, Metrics, Server, StationMetrics};
 use crate::rules::{Baseline, RuleTag, RuleTags, StationRules};
+use crate::source::{Profile, StationConfig};
 use crate::source::{Source, SourceError};
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, Timestamp};
@@ -91,22 +92,6 @@ struct StationOutcome {
     dropped_unconfirmed: u64,
 }
 
-/// Builds the queue options from the validated config.
-pub fn queue_options(config: &Config) -> QueueOptions {
-    let b = &config.buffer;
-    QueueOptions {
-        quota_bytes: b.quota_bytes,
-        commit_max_events: b.commit_max_events,
-        commit_linger: b.commit_linger,
-        routine_commit: b.routine_commit,
-        high_watermark_percent: b.high_watermark_percent,
-        drop_report_interval: b.drop_report_interval,
-        max_event_bytes: b.max_event_bytes,
-        cache_bytes: b.cache_bytes,
-        ..QueueOptions::new(&config.agent.data_dir, &config.agent.gateway_id)
-    }
-}
-
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(
     mut config: Config,
@@ -117,7 +102,7 @@ pub async fn run(
     let sources = build_sources(&config, config.stations.iter().filter(|s| s.enabled))?;
     let metrics = Metrics::new();
     let sink = build_sink(&config, &options, &metrics)?;
-    let (queue, report) = Queue::open(queue_options(&config))?;
+    let (queue, report) = Queue::open(config.buffer.clone())?;
     tracing::info!(store = %queue.path().display(), depth = report.depth, next_seq = report.next_seq,
         "buffer open");
     let liveness = Liveness::new(config.health.stall_after);

@@ -10,16 +10,18 @@
 //! are named in the event and the log as needing a restart.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{lifecycle, rule_tags, run_station, station_health, AgentError, StationOutcome};
-use crate::buffer::Queue;
-use crate::config::{Config, Profile, StationConfig};
+use crate::buffer::{Queue, QueueOptions};
+use crate::config::Config;
 use crate::health::{Liveness, Metrics};
 use crate::rules::RuleTags;
+use crate::source::{Profile, StationConfig};
 use crate::source::{Source, SourceContext};
 use linesentry_event::{EventType, SeverityMap};
 
@@ -243,7 +245,13 @@ fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.agent != new.agent {
         out.push("agent");
     }
-    if old.buffer != new.buffer {
+    // The queue's `dir` and `gateway_id` come from `[agent]`, already compared above.
+    let buffer = |c: &Config| QueueOptions {
+        dir: PathBuf::new(),
+        gateway_id: String::new(),
+        ..c.buffer.clone()
+    };
+    if buffer(old) != buffer(new) {
         out.push("buffer");
     }
     if old.forward != new.forward {

@@ -15,8 +15,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{Profile, TagSpec};
 use crate::source::{DataType, Quality, Reading, TagRole, Value};
+use crate::source::{Profile, TagSpec};
 use linesentry_event::Timestamp;
 
 /// Length of one pass of the scenario, in samples.
@@ -281,9 +281,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::{Limits, Protocol};
     use crate::rules::{RuleSettings, TagRules};
     use crate::source::ByteOrder;
+    use crate::source::{Limits, Protocol};
 
     fn spec(name: &str, role: TagRole, data_type: DataType) -> TagSpec {
         TagSpec {

@@ -1,7 +1,5 @@
 //! The vocabulary of station profiles: what a tag is, how its bits decode, what it means.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 /// How a tag's value is encoded on the device.
@@ -66,49 +64,6 @@ pub enum RegisterArea {
 impl RegisterArea {
     pub fn is_bit(self) -> bool {
         matches!(self, RegisterArea::Coil | RegisterArea::DiscreteInput)
-    }
-}
-
-/// What a tag means to the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TagRole {
-    /// Machine state (run / idle / setup / fault), mapped through the tag's `states`.
-    Status,
-    /// Operating mode (RUN / PROGRAM / REMOTE / LOCAL).
-    Mode,
-    /// A watched setpoint: changes outside a change window are `setpoint.changed`.
-    Setpoint,
-    /// An alarm threshold.
-    AlarmLimit,
-    /// An alarm-enable bit.
-    AlarmEnable,
-    /// An alarm indication (alarm-active bit, common alarm output, beacon): non-zero while
-    /// the station shows an alarm.
-    AlarmActive,
-    /// A quality verdict (pass / fail) or a measurement checked against spec limits.
-    QualityResult,
-    /// Part or panel id that quality results refer to.
-    PartId,
-    /// Program checksum or version.
-    ProgramChecksum,
-    /// Firmware revision readable as a tag.
-    Firmware,
-    /// Production or diagnostic counter.
-    Counter,
-    /// A process value (temperature, pressure, ...), reported by exception.
-    Measurement,
-    /// A maintenance key switch: while set, setpoint and mode changes are authorised.
-    ChangeWindow,
-}
-
-impl fmt::Display for TagRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        f.write_str(&text)
     }
 }
 

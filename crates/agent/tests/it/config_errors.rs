@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use linesentry_agent::config::{self, Config, ConfigErrors, OpcUaIdentity, SourceConfig};
+use linesentry_agent::config::{self, Config, ConfigErrors};
+use linesentry_agent::source::{OpcUaIdentity, SourceConfig};
 
 /// Tests that read or write environment variables hold this, so that `setenv` never races
 /// with `getenv`.
@@ -1409,7 +1410,7 @@ fn a_forward_strategy_needing_a_missing_sink_is_refused() {
 
 #[test]
 fn modbus_and_opc_ua_acquisition_tuning_keys_arrive_in_the_station_config() {
-    use linesentry_agent::config::SourceTuning;
+    use linesentry_agent::source::SourceTuning;
     use std::time::Duration;
     let tree = Tree::new();
     let config = tree

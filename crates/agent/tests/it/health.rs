@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_agent::config::{HealthSettings, HealthTls, Secret};
 use linesentry_agent::health::{
     self, notify::Notifier, FailureKind, HealthError, Liveness, Metrics, Server, ServerLimits,
 };
+use linesentry_agent::health::{HealthSettings, HealthTls};
+use linesentry_agent::secret::Secret;
 use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use linesentry_agent::config::{self, Config, ConfigErrors, HealthSettings};
+use linesentry_agent::config::{self, Config, ConfigErrors};
+use linesentry_agent::health::HealthSettings;
 
 const AGENT: &str =
     "[agent]\ngateway_id = \"gw-test\"\nsite = \"test-site\"\ndata_dir = \"data\"\n";

@@ -16,12 +16,12 @@ use common::{
     garbage_server, load_stations, poll_like_the_agent, refused_address, relink, silent_server,
     Fault, MapServer, RegisterMap, RtuBus, ScriptedServer, Unit,
 };
-use linesentry_agent::config::StationConfig;
 use linesentry_agent::source::modbus::breaker::BreakerState;
 use linesentry_agent::source::modbus::rtu::TokioSerial;
 use linesentry_agent::source::modbus::{
     BusOptions, RtuBuses, RtuStation, StationOptions, TcpStation,
 };
+use linesentry_agent::source::StationConfig;
 use linesentry_agent::source::{SourceError, Value};
 
 /// Blocks: holding registers 0-2, holding register 40, input register 5.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linesentry_agent::config::StationConfig;
 use linesentry_agent::source::opcua::{Acquisition, CertState, OpcUaSettings, OpcUaSource, Pki};
+use linesentry_agent::source::StationConfig;
 use linesentry_agent::source::{PollResult, Quality, SourceError, Value};
 
 const USER: &str = "operator";

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use env::{Env, EnvOptions};
 use linesentry_agent::buffer::{Queue, QueueOptions};
-use linesentry_agent::config::{HttpsSettings, Secret, TlsSettings};
+use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::HttpsSink;
+use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_agent::forward::{ForwardOptions, Forwarder};
+use linesentry_agent::secret::Secret;
 use linesentry_collector::auth::Role;
 use linesentry_event::{EventType, SecurityEvent};
 use tokio_util::sync::CancellationToken;

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use linesentry_agent::config::{Profile, StationConfig};
 use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource, Pki};
 use linesentry_agent::source::{PollResult, SourceError, Value};
+use linesentry_agent::source::{Profile, StationConfig};
 use linesentry_sim::opcua::{self as sim_opcua, OpcUaSim, OpcUaSimOptions};
 use linesentry_sim::{self as sim, Action, SimOptions};
 

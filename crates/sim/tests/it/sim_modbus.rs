@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use linesentry_agent::config::{Profile, TagSpec};
 use linesentry_agent::source::modbus::codec::{decode_bit, decode_registers, TagEncoding};
+use linesentry_agent::source::{Profile, TagSpec};
 use linesentry_agent::source::{RegisterArea, TagRole, Value};
 use linesentry_sim::{self as sim, Action, Schedule, SimError, SimHandle, SimOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -14,7 +14,7 @@ use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{MqttProtocol, MqttSettings};
+use super::{MqttProtocol, MqttSettings};
 
 /// What the connection task reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

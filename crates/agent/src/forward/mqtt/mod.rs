@@ -26,18 +26,49 @@ pub mod plan;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::tls::TlsSettings;
 use super::tls::{client_config, TlsError};
 use super::{PushFuture, Pushed, SendFuture, Sink, SinkError};
-use crate::config::MqttSettings;
+use crate::secret::Secret;
 use linesentry_event::integrity::{canonical_json, BatchSigner, EventHash};
 use linesentry_event::SecurityEvent;
 use link::{Link, LinkEvent, Status};
 use sha2::{Digest, Sha256};
 
 const NAME: &str = "mqtt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub tls: Option<TlsSettings>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// No leading or trailing `/`, no wildcards.
+    pub topic_prefix: String,
+    pub events_per_message: usize,
+    pub max_packet_bytes: usize,
+    pub protocol: MqttProtocol,
+    pub keep_alive: Duration,
+    /// A message not acknowledged within this ends the connection (and is re-sent).
+    pub ack_timeout: Duration,
+    /// Messages published and not yet acknowledged, at most.
+    pub inflight: u16,
+}
 
 /// Live counters of the MQTT sink.
 #[derive(Debug, Default)]

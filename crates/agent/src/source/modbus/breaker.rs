@@ -121,10 +121,13 @@ pub struct BreakerPolicy {
     pub open: BackoffPolicy,
 }
 
+/// Failed polls in a row that isolate a device, by default.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
 impl Default for BreakerPolicy {
     fn default() -> Self {
         BreakerPolicy {
-            failure_threshold: 3,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             open: BackoffPolicy::ISOLATION,
         }
     }

@@ -44,8 +44,8 @@ use super::station::{
     custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
     StationOptions,
 };
-use crate::config::{SourceConfig, StationConfig};
 use crate::source::{PollResult, SourceError};
+use crate::source::{SourceConfig, StationConfig};
 
 /// A Modbus TCP station: [`Source::ModbusTcp`](crate::source::Source::ModbusTcp).
 pub struct TcpStation {

@@ -29,7 +29,7 @@ pub const SUB_CLEAR_COUNTERS: u16 = 0x0A;
 /// FC 08 sub-function: return query data (loopback).
 pub const SUB_RETURN_QUERY_DATA: u16 = 0x00;
 /// Prefix of the readings of diagnostic counters.
-pub const TAG_PREFIX: &str = "_modbus.diag.";
+pub const TAG_PREFIX: &str = crate::reading::reserved::MODBUS_DIAG_PREFIX;
 
 /// One diagnostic counter a device may keep. The names are the profile's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

@@ -27,8 +27,8 @@ pub use codec::{
 };
 pub use diag::{DiagCounter, DiagnosticsConfig};
 pub use plan::{
-    extract, plan_reads, ExtractError, PlanError, PlanLimits, ReadBlock, TagSpan, MAX_READ_BITS,
-    MAX_READ_REGISTERS,
+    extract, plan_reads, ExtractError, PlanError, PlanLimits, ReadBlock, TagSpan, DEFAULT_MAX_GAP,
+    MAX_READ_BITS, MAX_READ_REGISTERS,
 };
 pub use rtu::{BusCounters, BusHandle, BusOptions, RtuBuses, RtuStation, SerialSettings};
-pub use station::{exception_name, ModbusCounters, StationOptions};
+pub use station::{exception_name, ModbusCounters, StationOptions, DEFAULT_IDENTITY_EVERY};

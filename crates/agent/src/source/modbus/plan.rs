@@ -31,6 +31,8 @@ use crate::source::{ModbusAddress, RegisterArea};
 pub const MAX_READ_REGISTERS: u16 = 125;
 /// Most bits one FC 1 / FC 2 request may read (Modbus application protocol, 6.1).
 pub const MAX_READ_BITS: u16 = 2000;
+/// Unused registers (bits) read between two tags to join them, by default.
+pub const DEFAULT_MAX_GAP: u16 = 10;
 
 /// One past the last protocol address.
 const ADDRESS_SPACE: u32 = 1 << 16;
@@ -52,7 +54,7 @@ impl Default for PlanLimits {
         PlanLimits {
             max_registers: MAX_READ_REGISTERS,
             max_bits: MAX_READ_BITS,
-            max_gap: 10,
+            max_gap: DEFAULT_MAX_GAP,
         }
     }
 }

@@ -68,7 +68,7 @@ use super::station::{
     custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
     StationOptions,
 };
-use crate::config::{Parity, SourceConfig, StationConfig};
+use crate::source::{Parity, SourceConfig, StationConfig};
 use crate::source::{PollResult, SourceError};
 
 /// Line settings of a serial port.
@@ -874,14 +874,18 @@ mod tests {
     }
 
     fn station_with(unit_id: u8, baud: u32) -> StationConfig {
-        crate::source::modbus::station::tests::load_station(
-            "[[tags]]\nname = \"value\"\nrole = \"measurement\"\ntype = \"u16\"\n\
-             area = \"holding_register\"\naddress = 0\n",
-            &format!(
-                "source = \"modbus_rtu\"\ndevice = \"/dev/ttyTEST\"\nbaud = {baud}\n\
-                 parity = \"even\"\nunit_id = {unit_id}\ntimeout_ms = 200"
-            ),
-        )
+        use crate::source::modbus::station::tests::{station_of, tag};
+        use crate::source::{DataType, Parity, RegisterArea, SourceConfig};
+        let source = SourceConfig::ModbusRtu {
+            device: "/dev/ttyTEST".into(),
+            baud,
+            parity: Parity::Even,
+            data_bits: 8,
+            stop_bits: 1,
+            unit_id,
+        };
+        let value = tag("value", DataType::U16, RegisterArea::HoldingRegister, 0, 0);
+        station_of(vec![value], None, source, Duration::from_millis(200))
     }
 
     fn station(unit_id: u8) -> StationConfig {

@@ -46,7 +46,7 @@ use super::breaker::{Admission, BackoffPolicy, Breaker, BreakerPolicy, BreakerSt
 use super::codec::{decode_bit, decode_registers, TagEncoding};
 use super::diag::{DiagCounter, DiagSchedule};
 use super::plan::{extract, plan_reads, PlanError, PlanLimits, ReadBlock, TagSpan};
-use crate::config::StationConfig;
+use crate::source::StationConfig;
 use crate::source::{DeviceIdentity, PollResult, Quality, Reading, RegisterArea, SourceError};
 use linesentry_event::Timestamp;
 
@@ -66,13 +66,16 @@ pub struct StationOptions {
     pub seed: Option<u64>,
 }
 
+/// Polls between two FC 43/14 identity reads, by default; 0 reads only on a new connection.
+pub const DEFAULT_IDENTITY_EVERY: u32 = 60;
+
 impl Default for StationOptions {
     fn default() -> Self {
         StationOptions {
             limits: PlanLimits::default(),
             breaker: BreakerPolicy::default(),
             reconnect: BackoffPolicy::RECONNECT,
-            identity_every: 60,
+            identity_every: DEFAULT_IDENTITY_EVERY,
             seed: None,
         }
     }
@@ -82,7 +85,7 @@ impl StationOptions {
     /// The options a station's config asks for (`[[stations]]` tuning keys); the growth and
     /// jitter of both backoffs stay those of [`BackoffPolicy::RECONNECT`] and
     /// [`BackoffPolicy::ISOLATION`].
-    pub fn from_tuning(tuning: &crate::config::SourceTuning) -> Self {
+    pub fn from_tuning(tuning: &crate::source::SourceTuning) -> Self {
         StationOptions {
             limits: tuning.plan,
             breaker: BreakerPolicy {
@@ -874,72 +877,93 @@ pub(crate) mod tests {
     use crate::source::Value;
     use tokio_modbus::prelude::{ConformityLevel, DeviceIdObject};
 
-    use super::super::diag::DiagCounter;
+    use super::super::diag::{DiagCounter, DiagnosticsConfig};
+    use crate::rules::{RuleSettings, TagRules};
+    use crate::source::{
+        ByteOrder, DataType, ModbusAddress, Profile, Protocol, SourceConfig, SourceTuning, TagRole,
+        TagSpec,
+    };
 
-    /// The only station of an agent configuration with `profile` (the body of
-    /// `devices/test.toml` after its `[profile]` table) and the station keys `source`.
-    pub(crate) fn load_station(profile: &str, source: &str) -> StationConfig {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("devices")).unwrap();
-        std::fs::write(
-            dir.path().join("devices/test.toml"),
-            format!("[profile]\nname = \"test\"\nprotocol = \"modbus\"\n\n{profile}"),
-        )
-        .unwrap();
-        let config = format!(
-            "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"data\"\n\
-             profiles_dir = \"devices\"\n\n[[stations]]\nid = \"press-01\"\n\
-             profile = \"test\"\n{source}\n"
-        );
-        let mut config = crate::config::load_str(&dir.path().join("agent.toml"), &config)
-            .unwrap_or_else(|e| panic!("{e}"));
-        config.stations.remove(0)
+    /// A Modbus station named `press-01` with `tags` and `diagnostics`, reached over `source`,
+    /// with the defaults a configuration gives (1 s polls, the source's tuning). Built by hand
+    /// so that the source's tests need no `config`.
+    pub(crate) fn station_of(
+        tags: Vec<TagSpec>,
+        diagnostics: Option<DiagnosticsConfig>,
+        source: SourceConfig,
+        timeout: Duration,
+    ) -> StationConfig {
+        let tuning = SourceTuning::defaults_for(source.kind());
+        StationConfig {
+            id: "press-01".into(),
+            profile: Arc::new(Profile {
+                name: "test".into(),
+                file: "devices/test.toml".into(),
+                description: String::new(),
+                protocol: Protocol::Modbus,
+                tags,
+                rules: RuleSettings::default(),
+                diagnostics,
+            }),
+            source,
+            poll_interval: Duration::from_secs(1),
+            timeout,
+            enabled: true,
+            change_windows: Vec::new(),
+            tuning,
+        }
+    }
+
+    /// A measurement tag at zero-based `index` of `area`; `length` for strings, else 0.
+    pub(crate) fn tag(
+        name: &str,
+        data_type: DataType,
+        area: RegisterArea,
+        index: u16,
+        length: u16,
+    ) -> TagSpec {
+        TagSpec {
+            name: name.into(),
+            role: TagRole::Measurement,
+            data_type,
+            order: ByteOrder::ABCD,
+            length,
+            modbus: Some(ModbusAddress {
+                area,
+                index,
+                bit: None,
+            }),
+            node_id: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            states: BTreeMap::new(),
+            limits: None,
+            rules: TagRules::default(),
+            server_deadband: None,
+        }
     }
 
     /// Blocks: coil 0, holding registers 0-2, holding register 300, input registers 0-1.
-    pub(crate) const PROFILE: &str = r#"
-[[tags]]
-name = "run"
-role = "measurement"
-type = "bool"
-area = "coil"
-address = 0
+    fn profile_tags() -> Vec<TagSpec> {
+        vec![
+            tag("run", DataType::Bool, RegisterArea::Coil, 0, 0),
+            tag("speed", DataType::U16, RegisterArea::HoldingRegister, 0, 0),
+            tag("temp", DataType::F32, RegisterArea::HoldingRegister, 1, 0),
+            tag("far", DataType::U16, RegisterArea::HoldingRegister, 300, 0),
+            tag("name", DataType::String, RegisterArea::InputRegister, 0, 2),
+        ]
+    }
 
-[[tags]]
-name = "speed"
-role = "measurement"
-type = "u16"
-area = "holding_register"
-address = 0
-
-[[tags]]
-name = "temp"
-role = "measurement"
-type = "f32"
-area = "holding_register"
-address = 1
-
-[[tags]]
-name = "far"
-role = "measurement"
-type = "u16"
-area = "holding_register"
-address = 300
-
-[[tags]]
-name = "name"
-role = "measurement"
-type = "string"
-length = 2
-area = "input_register"
-address = 0
-"#;
+    fn tcp() -> SourceConfig {
+        SourceConfig::ModbusTcp {
+            address: "127.0.0.1:502".into(),
+            unit_id: 1,
+        }
+    }
 
     fn station() -> StationConfig {
-        load_station(
-            PROFILE,
-            "source = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\ntimeout_ms = 50",
-        )
+        station_of(profile_tags(), None, tcp(), Duration::from_millis(50))
     }
 
     fn poller(identity_every: u32) -> Poller {
@@ -1382,13 +1406,19 @@ address = 0
     }
 
     fn diag_poller() -> Poller {
-        let profile = format!(
-            "[diagnostics]\ncounters = [\"bus_message_count\", \"comm_event_count\", \
-             \"server_message_count\"]\nevery_s = 60\n{PROFILE}"
-        );
-        let station = load_station(
-            &profile,
-            "source = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\ntimeout_ms = 50",
+        let diagnostics = DiagnosticsConfig {
+            counters: vec![
+                DiagCounter::CommEventCount,
+                DiagCounter::BusMessageCount,
+                DiagCounter::ServerMessageCount,
+            ],
+            every: Duration::from_secs(60),
+        };
+        let station = station_of(
+            profile_tags(),
+            Some(diagnostics),
+            tcp(),
+            Duration::from_millis(50),
         );
         let options = StationOptions {
             identity_every: 0,

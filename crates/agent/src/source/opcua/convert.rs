@@ -8,8 +8,8 @@ use opcua::types::{
     ByteString, DataValue, DateTime, NodeId, ReadValueId, StatusCode, VariableId, Variant,
 };
 
-use crate::config::{OpcUaSecurityMode, OpcUaSecurityPolicy};
 use crate::source::{DeviceIdentity, Quality, SourceError, Value};
+use crate::source::{OpcUaSecurityMode, OpcUaSecurityPolicy};
 use linesentry_event::Timestamp;
 
 /// Parses the text form of a node id as profiles write it (`ns=2;s=Press.State`).

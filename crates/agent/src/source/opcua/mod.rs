@@ -86,17 +86,27 @@ use opcua::types::{NodeId, ReadValueId, TimestampsToReturn};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, SourceConfig, StationConfig,
-};
 use linesentry_event::Timestamp;
 
 use super::reserved;
-use super::{DeviceIdentity, PollResult, Reading, SourceError, Value};
+use super::{
+    DeviceIdentity, OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, PollResult, Reading,
+    SourceConfig, SourceError, StationConfig, Value,
+};
 use convert::Sample;
 use state::{Inbox, NodeBook, Notified};
 
 pub use pki::{CertInfo, CertState, Pki, PkiError};
+
+// Defaults of `OpcUaSettings::new`, which the `[[stations]]` tuning keys default to as well.
+/// Values the server queues per monitored item between publishes.
+pub const DEFAULT_QUEUE_SIZE: u32 = 10;
+/// Publishing intervals without a notification before the subscription is re-created; more
+/// than the keep-alive count (5), so a quiet but healthy subscription is kept.
+pub const DEFAULT_WATCHDOG_INTERVALS: u32 = 15;
+/// First reconnect delay, doubling with jitter up to [`DEFAULT_RECONNECT_MAX`].
+pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// How a station's values are obtained (`acquisition = "subscription" | "polling"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -160,15 +170,15 @@ impl OpcUaSettings {
             application_name: format!("linesentry {gateway_id}"),
             acquisition: Acquisition::Subscription,
             auto_accept_server_certificates: false,
-            queue_size: 10,
+            queue_size: DEFAULT_QUEUE_SIZE,
             deadbands: BTreeMap::new(),
             inbox_capacity: 10_000,
             keep_alive_count: 5,
-            watchdog_intervals: 15,
+            watchdog_intervals: DEFAULT_WATCHDOG_INTERVALS,
             status_interval: Duration::from_secs(30),
             session_retries: 4,
-            reconnect_initial: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(30),
+            reconnect_initial: DEFAULT_RECONNECT_INITIAL,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
         }
     }
 }

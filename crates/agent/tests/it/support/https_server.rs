@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use linesentry_agent::config::TlsSettings;
+use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_event::integrity::Envelope;
 use linesentry_event::SecurityEvent;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

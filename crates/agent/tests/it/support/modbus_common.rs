@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use linesentry_agent::config::StationConfig;
 use linesentry_agent::source::modbus::{RtuStation, TcpStation};
+use linesentry_agent::source::StationConfig;
 use linesentry_agent::source::{PollResult, Source};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

@@ -3,6 +3,8 @@
 
 /// OPC UA `ServerStatus.State` (0 = Running), as an integer.
 pub const SERVER_STATE: &str = "_server.state";
+/// Prefix of a Modbus device's diagnostic counter readings (`_modbus.diag.<counter>`).
+pub const MODBUS_DIAG_PREFIX: &str = "_modbus.diag.";
 /// OPC UA `ServerStatus.StartTime`, RFC 3339 text.
 pub const SERVER_START_TIME: &str = "_server.start_time";
 /// OPC UA `ServerStatus.CurrentTime`, RFC 3339 text (clock skew).

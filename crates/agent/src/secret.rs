@@ -1,0 +1,46 @@
+//! [`Secret`]: a password or token that never prints. Its own module, importing nothing of
+//! the crate, so that `forward` and `health` (which hold secrets) and `config` (which
+//! resolves them) can all use it without depending on each other.
+
+use std::fmt;
+
+/// A password or token. `Debug` and `Display` print `***`; only [`Secret::expose`] gives the
+/// value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value. Configuration files name where it is kept instead
+    /// (`{ env = "VAR" }` / `{ file = "/path" }`), which `config` resolves into this.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_print_as_stars_in_debug_and_display() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
