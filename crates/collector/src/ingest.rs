@@ -35,9 +35,9 @@ use super::decode::{self, Limits, Rejection};
 use super::maintenance::Partitions;
 use super::mqtt::MqttAck;
 use super::registry::{KeyLookup, Registry};
-use super::retry::Backoff;
 use super::store::{self, CommitReport, Refusal, Transport, Work, WorkReport};
 use super::stream::Hub;
+use linesentry_common::Backoff;
 use linesentry_event::integrity::{Envelope, IntegrityError};
 use linesentry_event::Timestamp;
 

@@ -34,7 +34,6 @@ pub mod migrate;
 pub mod mqtt;
 pub mod query;
 pub mod registry;
-mod retry;
 pub mod store;
 pub mod stream;
 pub mod webhook;
@@ -60,7 +59,6 @@ use self::stream::Hub;
 use linesentry_event::{EventType, SecurityEvent, Severity};
 
 pub use config::{load, ConfigErrors};
-pub use retry::Backoff;
 
 /// Why the collector did not start.
 #[derive(Debug, thiserror::Error)]

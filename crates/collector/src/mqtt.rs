@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use super::config::{MqttProtocol, MqttSettings};
 use super::db::Pool;
 use super::ingest::{Ingest, Input, Job, Reply};
-use super::retry::Backoff;
 use super::store::local_event;
+use linesentry_common::Backoff;
 use linesentry_event::{EventType, Severity};
 
 /// The client handle of either protocol version.

@@ -120,39 +120,20 @@ pub(super) const MAX_READ_BITS: Int = int(modbus::MAX_READ_BITS as i64, 1, 2000,
 pub(super) const BREAKER_FAILURES: Int =
     int(breaker::DEFAULT_FAILURE_THRESHOLD as i64, 1, 1000, "polls");
 /// First and longest isolation, doubling with ±20 % jitter.
-pub(super) const BREAKER_OPEN_MS: Int = int(
-    ms(breaker::BackoffPolicy::ISOLATION.initial),
-    10,
-    3_600_000,
-    "ms",
-);
-pub(super) const BREAKER_OPEN_MAX_MS: Int = int(
-    ms(breaker::BackoffPolicy::ISOLATION.max),
-    10,
-    3_600_000,
-    "ms",
-);
+pub(super) const BREAKER_OPEN_MS: Int = int(ms(breaker::ISOLATION.initial), 10, 3_600_000, "ms");
+pub(super) const BREAKER_OPEN_MAX_MS: Int = int(ms(breaker::ISOLATION.max), 10, 3_600_000, "ms");
 /// Seconds between two reads of a profile's Modbus diagnostic counters (`[diagnostics]`).
 pub(super) const DIAGNOSTICS_EVERY_S: Int = int(60, 1, 86_400, "s");
 /// Polls between two FC 43/14 reads; 0 = only on each new connection.
 pub(super) const IDENTITY_EVERY_POLLS: Int =
     int(modbus::DEFAULT_IDENTITY_EVERY as i64, 0, 1_000_000, "polls");
 /// First reconnect delay, doubling with ±20 % jitter: Modbus TCP and OPC UA defaults.
-pub(super) const RECONNECT_INITIAL_MS_MODBUS: Int = int(
-    ms(breaker::BackoffPolicy::RECONNECT.initial),
-    10,
-    600_000,
-    "ms",
-);
+pub(super) const RECONNECT_INITIAL_MS_MODBUS: Int =
+    int(ms(breaker::RECONNECT.initial), 10, 600_000, "ms");
 pub(super) const RECONNECT_INITIAL_MS_OPCUA: Int =
     int(ms(opcua::DEFAULT_RECONNECT_INITIAL), 10, 600_000, "ms");
 /// Both sources' (they agree; `station.rs` tests it).
-pub(super) const RECONNECT_MAX_MS: Int = int(
-    ms(breaker::BackoffPolicy::RECONNECT.max),
-    10,
-    3_600_000,
-    "ms",
-);
+pub(super) const RECONNECT_MAX_MS: Int = int(ms(breaker::RECONNECT.max), 10, 3_600_000, "ms");
 /// Values the server queues per OPC UA monitored item between publishes.
 pub(super) const QUEUE_SIZE: Int = int(opcua::DEFAULT_QUEUE_SIZE as i64, 1, 10_000, "values");
 /// Publishing intervals without a notification before the subscription is re-created.

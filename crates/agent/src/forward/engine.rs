@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Pushed, Sink, SinkError, TokenBucket};
+use super::{Pushed, Sink, SinkError, TokenBucket};
 use crate::buffer::{Ack, Lane, Queue, QueueError};
 use crate::health::{FailureKind, Heartbeat, SinkMetrics};
+use linesentry_common::Backoff;
 use linesentry_event::{EventType, SecurityEvent, SeverityMap};
 
 /// A batch at least this large whose every event is rejected alone is a systemic refusal

@@ -26,12 +26,12 @@
 //! Settings: [`ForwardSettings`] (`[forward]`) with [`mqtt::MqttSettings`],
 //! [`https::HttpsSettings`] and their [`tls::TlsSettings`]; `config` validates and builds them.
 
-mod backoff;
 mod console;
 mod engine;
 pub mod https;
 pub mod identity;
 pub mod mqtt;
+mod pacing;
 pub mod route;
 pub mod tls;
 
@@ -43,12 +43,12 @@ use serde::Deserialize;
 
 use linesentry_event::SecurityEvent;
 
-pub use backoff::{Backoff, TokenBucket};
 pub use console::{ConsoleFormat, ConsoleSink};
 pub use engine::{
     ForwardCounters, ForwardOptions, ForwardStats, Forwarder, DEFAULT_BATCH_EVENTS,
     DEFAULT_REPLAY_EVENTS_PER_SECOND, DEFAULT_REPLAY_JITTER, DEFAULT_UPSTREAM_DOWN_AFTER,
 };
+pub use pacing::TokenBucket;
 
 use https::HttpsSettings;
 use mqtt::MqttSettings;

@@ -195,17 +195,6 @@ async fn alerts_overtake_a_telemetry_backlog_that_is_paced_by_the_replay_rate() 
     q.close().await;
 }
 
-#[test]
-fn backoff_grows_to_its_cap_with_jitter() {
-    let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
-    assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
-    assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
-    assert!(delays[9] >= Duration::from_secs(1));
-    b.reset();
-    assert!(b.next_delay() <= Duration::from_millis(100));
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_paces_to_its_rate_after_its_burst() {
     let start = tokio::time::Instant::now();

@@ -32,85 +32,24 @@
 
 use std::time::Duration;
 
+use linesentry_common::{Backoff, BackoffPolicy, Jitter};
 use tokio::time::Instant;
 
-/// Shape of a backoff sequence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffPolicy {
-    /// First delay.
-    pub initial: Duration,
-    /// Longest delay, jitter included.
-    pub max: Duration,
-    /// Growth per attempt, at least 1.
-    pub multiplier: f64,
-    /// Spread of each delay as a fraction, 0 to 1: 0.2 gives ±20 %.
-    pub jitter: f64,
-}
+/// Reconnect timing of a TCP device or a serial port: 200 ms doubling to 30 s, ±20 %.
+pub const RECONNECT: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+    multiplier: 2.0,
+    jitter: Jitter::Spread(0.2),
+};
 
-impl BackoffPolicy {
-    /// Reconnect timing of a TCP device or a serial port: 200 ms doubling to 30 s, ±20 %.
-    pub const RECONNECT: BackoffPolicy = BackoffPolicy {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(30),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
-
-    /// How long an isolated device is left alone: 1 s doubling to 30 s, ±20 %.
-    pub const ISOLATION: BackoffPolicy = BackoffPolicy {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(30),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy::RECONNECT
-    }
-}
-
-/// A capped exponential backoff with jitter. Deterministic for a given seed.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    policy: BackoffPolicy,
-    attempt: u32,
-    rng: fastrand::Rng,
-}
-
-impl Backoff {
-    pub fn new(policy: BackoffPolicy, seed: u64) -> Self {
-        Backoff {
-            policy,
-            attempt: 0,
-            rng: fastrand::Rng::with_seed(seed),
-        }
-    }
-
-    /// The delay before the next attempt; each call advances the sequence.
-    pub fn next_delay(&mut self) -> Duration {
-        let p = self.policy;
-        let max = p.max.as_secs_f64();
-        let exponent = i32::try_from(self.attempt).unwrap_or(i32::MAX);
-        let base = (p.initial.as_secs_f64() * p.multiplier.max(1.0).powi(exponent)).min(max);
-        let jitter = p.jitter.clamp(0.0, 1.0);
-        let spread = 1.0 + jitter * (2.0 * self.rng.f64() - 1.0);
-        self.attempt = self.attempt.saturating_add(1);
-        // `min` also maps NaN (never produced from finite inputs) to `max`.
-        Duration::from_secs_f64((base * spread).clamp(0.0, max).min(max))
-    }
-
-    /// Delays handed out since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Starts the sequence over (after a success).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+/// How long an isolated device is left alone: 1 s doubling to 30 s, ±20 %.
+pub const ISOLATION: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    multiplier: 2.0,
+    jitter: Jitter::Spread(0.2),
+};
 
 /// When a device is isolated and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,7 +67,7 @@ impl Default for BreakerPolicy {
     fn default() -> Self {
         BreakerPolicy {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            open: BackoffPolicy::ISOLATION,
+            open: ISOLATION,
         }
     }
 }
@@ -179,7 +118,7 @@ impl Breaker {
         Breaker {
             threshold: policy.failure_threshold.max(1),
             state: BreakerState::Closed { failures: 0 },
-            backoff: Backoff::new(policy.open, seed),
+            backoff: Backoff::seeded(policy.open, seed),
         }
     }
 
@@ -252,13 +191,13 @@ mod tests {
             initial: initial_ms * MS,
             max: max_ms * MS,
             multiplier: 2.0,
-            jitter: 0.0,
+            jitter: Jitter::Spread(0.0),
         }
     }
 
     #[test]
     fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {
-        let mut b = Backoff::new(no_jitter(200, 30_000), 1);
+        let mut b = Backoff::seeded(no_jitter(200, 30_000), 1);
         let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(
             delays,
@@ -268,7 +207,7 @@ mod tests {
 
     #[test]
     fn backoff_starts_over_after_a_reset() {
-        let mut b = Backoff::new(no_jitter(200, 30_000), 1);
+        let mut b = Backoff::seeded(no_jitter(200, 30_000), 1);
         for _ in 0..5 {
             b.next_delay();
         }
@@ -279,7 +218,7 @@ mod tests {
 
     #[test]
     fn jittered_delays_stay_within_the_spread_and_never_exceed_the_cap() {
-        let mut b = Backoff::new(BackoffPolicy::RECONNECT, 42);
+        let mut b = Backoff::seeded(RECONNECT, 42);
         let mut distinct = std::collections::BTreeSet::new();
         for n in 0..200u32 {
             let d = b.next_delay();
@@ -304,22 +243,14 @@ mod tests {
     #[test]
     fn jitter_differs_between_seeds_so_stations_do_not_retry_in_step() {
         let a: Vec<Duration> = {
-            let mut b = Backoff::new(BackoffPolicy::RECONNECT, 1);
+            let mut b = Backoff::seeded(RECONNECT, 1);
             (0..5).map(|_| b.next_delay()).collect()
         };
         let b: Vec<Duration> = {
-            let mut b = Backoff::new(BackoffPolicy::RECONNECT, 2);
+            let mut b = Backoff::seeded(RECONNECT, 2);
             (0..5).map(|_| b.next_delay()).collect()
         };
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn an_overflowing_exponent_still_gives_the_cap() {
-        let mut b = Backoff::new(no_jitter(200, 30_000), 1);
-        b.attempt = u32::MAX - 1;
-        assert_eq!(b.next_delay(), 30_000 * MS);
-        assert_eq!(b.next_delay(), 30_000 * MS);
     }
 
     fn breaker(threshold: u32) -> Breaker {

@@ -39,13 +39,14 @@ use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{tcp, Client as _, Context};
 use tokio_modbus::{Request, Slave};
 
-use super::breaker::{Backoff, BreakerState};
+use super::breaker::BreakerState;
 use super::station::{
     custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
     StationOptions,
 };
 use crate::source::{PollResult, SourceError};
 use crate::source::{SourceConfig, StationConfig};
+use linesentry_common::Backoff;
 
 /// A Modbus TCP station: [`Source::ModbusTcp`](crate::source::Source::ModbusTcp).
 pub struct TcpStation {
@@ -89,7 +90,7 @@ impl TcpStation {
                 address: address.clone(),
                 unit_id: *unit_id,
                 context: None,
-                backoff: Backoff::new(options.reconnect, seed.rotate_left(17)),
+                backoff: Backoff::seeded(options.reconnect, seed.rotate_left(17)),
                 retry_at: None,
                 last_error: String::new(),
                 epoch: 0,

@@ -63,13 +63,14 @@ use tokio_modbus::client::{rtu, Client as _, Context};
 use tokio_modbus::prelude::SlaveContext as _;
 use tokio_modbus::{Request, Slave};
 
-use super::breaker::{Backoff, BackoffPolicy, BreakerState};
+use super::breaker::{self, BreakerState};
 use super::station::{
     custom_exception, millis, CallResult, Link, LinkDown, LinkError, ModbusCounters, Poller,
     StationOptions,
 };
 use crate::source::{Parity, SourceConfig, StationConfig};
 use crate::source::{PollResult, SourceError};
+use linesentry_common::{Backoff, BackoffPolicy};
 
 /// Line settings of a serial port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +179,7 @@ pub struct BusOptions {
 impl Default for BusOptions {
     fn default() -> Self {
         BusOptions {
-            reopen: BackoffPolicy::RECONNECT,
+            reopen: breaker::RECONNECT,
             queue: 64,
             inter_frame_gap: None,
         }
@@ -359,7 +360,7 @@ impl RtuBuses {
                 .options
                 .inter_frame_gap
                 .unwrap_or_else(|| settings.inter_frame_gap()),
-            backoff: Backoff::new(self.options.reopen, fastrand::u64(..)),
+            backoff: Backoff::seeded(self.options.reopen, fastrand::u64(..)),
             stats: stats.clone(),
             port: None,
             retry_at: None,

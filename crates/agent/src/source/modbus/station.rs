@@ -42,12 +42,13 @@ use tokio::time::Instant;
 use tokio_modbus::prelude::{ExceptionCode, ReadCode, ReadDeviceIdentificationResponse};
 use tokio_modbus::{Request, Response};
 
-use super::breaker::{Admission, BackoffPolicy, Breaker, BreakerPolicy, BreakerState, Transition};
+use super::breaker::{self, Admission, Breaker, BreakerPolicy, BreakerState, Transition};
 use super::codec::{decode_bit, decode_registers, TagEncoding};
 use super::diag::{DiagCounter, DiagSchedule};
 use super::plan::{extract, plan_reads, PlanError, PlanLimits, ReadBlock, TagSpan};
 use crate::source::StationConfig;
 use crate::source::{DeviceIdentity, PollResult, Quality, Reading, RegisterArea, SourceError};
+use linesentry_common::BackoffPolicy;
 use linesentry_event::Timestamp;
 
 /// Tunables of a Modbus station; [`Default`] gives the documented defaults.
@@ -74,7 +75,7 @@ impl Default for StationOptions {
         StationOptions {
             limits: PlanLimits::default(),
             breaker: BreakerPolicy::default(),
-            reconnect: BackoffPolicy::RECONNECT,
+            reconnect: breaker::RECONNECT,
             identity_every: DEFAULT_IDENTITY_EVERY,
             seed: None,
         }
@@ -83,8 +84,8 @@ impl Default for StationOptions {
 
 impl StationOptions {
     /// The options a station's config asks for (`[[stations]]` tuning keys); the growth and
-    /// jitter of both backoffs stay those of [`BackoffPolicy::RECONNECT`] and
-    /// [`BackoffPolicy::ISOLATION`].
+    /// jitter of both backoffs stay those of [`breaker::RECONNECT`] and
+    /// [`breaker::ISOLATION`].
     pub fn from_tuning(tuning: &crate::source::SourceTuning) -> Self {
         StationOptions {
             limits: tuning.plan,
@@ -93,13 +94,13 @@ impl StationOptions {
                 open: BackoffPolicy {
                     initial: tuning.breaker_open,
                     max: tuning.breaker_open_max,
-                    ..BackoffPolicy::ISOLATION
+                    ..breaker::ISOLATION
                 },
             },
             reconnect: BackoffPolicy {
                 initial: tuning.reconnect_initial,
                 max: tuning.reconnect_max,
-                ..BackoffPolicy::RECONNECT
+                ..breaker::RECONNECT
             },
             identity_every: tuning.identity_every,
             seed: None,
@@ -1244,7 +1245,7 @@ pub(crate) mod tests {
                     initial: Duration::from_millis(200),
                     max: Duration::from_secs(1),
                     multiplier: 2.0,
-                    jitter: 0.0,
+                    jitter: linesentry_common::Jitter::Spread(0.0),
                 },
             },
             ..StationOptions::default()

@@ -23,9 +23,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::convert;
-use super::state::{Backoff, Notified, Watchdog};
+use super::state::{Notified, Watchdog};
 use super::{Acquisition, Deadband, EndpointFacts, Phase, Shared, Station};
 use crate::source::SourceError;
+use linesentry_common::{Backoff, BackoffPolicy};
 use linesentry_event::Timestamp;
 
 /// A service call under `timeout`, its failure classified.
@@ -106,7 +107,13 @@ pub(super) async fn run(
         .id
         .bytes()
         .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let mut backoff = Backoff::new(s.reconnect_initial, s.reconnect_max, seed);
+    let mut backoff = Backoff::seeded(
+        BackoffPolicy::doubling(
+            s.reconnect_initial,
+            s.reconnect_max.max(s.reconnect_initial),
+        ),
+        seed,
+    );
     loop {
         shared.lock().phase = Phase::Connecting;
         let attempt = tokio::select! {

@@ -132,40 +132,6 @@ impl Watchdog {
     }
 }
 
-/// Capped exponential backoff with jitter for re-discovering and reconnecting a station.
-/// Each delay is drawn uniformly from [d/2, d] where d doubles from `initial` up to `max`,
-/// so stations that failed together do not retry together.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-    rng: fastrand::Rng,
-}
-
-impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration, seed: u64) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            next: initial,
-            rng: fastrand::Rng::with_seed(seed),
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        let half = d / 2;
-        let span = u64::try_from(d.saturating_sub(half).as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(self.rng.u64(0..=span))
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,16 +177,5 @@ mod tests {
         dog.feed(t0 + Duration::from_millis(1400));
         assert!(!dog.expired(t0 + Duration::from_millis(2800)));
         assert!(dog.expired(t0 + Duration::from_millis(2901)));
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800), 7);
-        let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
-        for (d, cap) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(*d >= Duration::from_millis(cap / 2) && *d <= Duration::from_millis(cap));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

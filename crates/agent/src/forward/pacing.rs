@@ -1,46 +1,9 @@
-//! Pacing, pure and clock-explicit: retry backoff and the replay token bucket.
+//! Pacing, pure and clock-explicit: the replay token bucket (retries back off with
+//! `linesentry_common::Backoff`).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-/// Capped exponential backoff with jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay: uniform in [ceiling/2, ceiling], ceiling = min(cap, base * 2^attempt).
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// Failures in a row so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-}
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug, Clone)]
