@@ -35,6 +35,7 @@ pub mod mqtt;
 pub mod query;
 pub mod registry;
 mod retry;
+pub mod rows;
 pub mod store;
 pub mod stream;
 pub mod webhook;
@@ -55,7 +56,7 @@ use self::db::{DbError, Pool};
 use self::ingest::{Counters, Ingest, WorkerContext};
 use self::maintenance::{Housekeeping, Partitions};
 use self::registry::Registry;
-use self::store::local_event;
+use self::rows::local_event;
 use self::stream::Hub;
 use linesentry_event::Severity;
 

@@ -36,7 +36,7 @@ use super::config::{MqttProtocol, MqttSettings};
 use super::db::Pool;
 use super::ingest::{Ingest, Input, Job, Reply};
 use super::retry::Backoff;
-use super::store::local_event;
+use super::rows::local_event;
 use linesentry_event::Severity;
 
 /// The client handle of either protocol version.
