@@ -18,7 +18,9 @@
 //!
 //! [`maintenance`] keeps month partitions, retention and the seq-gap sweeper; [`auth`] the
 //! API tokens and roles; [`local`] starts private PostgreSQL and Mosquitto servers for the
-//! demo, the benchmark and the tests.
+//! demo, the benchmark and the tests. Below them all: [`rows`], the events row model that
+//! store, alerts and the readers share, and [`tls`], the PEM and rustls helpers of HTTPS,
+//! MQTT and the database connection.
 
 pub mod alerts;
 pub mod auth;
@@ -38,6 +40,7 @@ mod retry;
 pub mod rows;
 pub mod store;
 pub mod stream;
+pub mod tls;
 pub mod webhook;
 
 use std::net::SocketAddr;

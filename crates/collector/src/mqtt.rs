@@ -232,7 +232,8 @@ fn status_gateway<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
 fn transport(settings: &MqttSettings) -> Result<Option<rumqttc::Transport>, String> {
     match &settings.tls {
         Some(tls) => {
-            let config = super::http::tls::mqtt_client_config(tls)?;
+            let client_auth = tls.client_cert.as_deref().zip(tls.client_key.as_deref());
+            let config = super::tls::client_config(&tls.ca_file, client_auth)?;
             Ok(Some(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
             )))
