@@ -126,10 +126,6 @@ impl Collector {
             alerts: Arc::clone(&alerts),
             collector_id: settings.collector_id.clone(),
             limits: settings.ingest.limits,
-            topic_prefix: settings.mqtt.as_ref().map_or_else(
-                || config::defaults::TOPIC_PREFIX.to_owned(),
-                |m| m.topic_prefix.clone(),
-            ),
             transaction_events: settings.ingest.transaction_events,
             counters: Arc::new(Counters::default()),
             webhooks: Arc::clone(&webhooks),
