@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::chain::Verification;
 use super::config::{AlertRule, GroupBy, Webhook};
 use super::db::DbError;
-use super::store::{self, local_event, stored_json, Stored};
+use super::rows::{self, local_event, stored_json, Stored};
 use linesentry_event::{EventType, SecurityEvent};
 
 /// What the handlers need inside an ingest transaction.
@@ -214,7 +214,7 @@ async fn raise(
         event: e,
         verification: Verification::Local,
     });
-    store::insert_local(tx, &stored).await?;
+    rows::insert_local(tx, &stored).await?;
     let e = &stored.event;
     let source_count = i32::try_from(count).unwrap_or(i32::MAX);
     tx.execute(

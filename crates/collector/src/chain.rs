@@ -9,8 +9,8 @@
 //! - `verified`: `seq-1` is held and its hash is `prev_hash`, or `seq` is 1 with no
 //!   `prev_hash` (the start of the chain);
 //! - `pending`: `seq-1` has not arrived yet. When it arrives the pending event becomes
-//!   verified or broken; if it never does, the gap sweeper marks it `gap`
-//!   ([`super::maintenance`]);
+//!   verified or broken; if it never does, the gap sweeper marks it `gap` (in
+//!   `maintenance`);
 //! - `broken`: `seq-1` is held and its hash differs from `prev_hash`, or the `seq` was
 //!   already held with other content;
 //! - `gap`: `prev_hash` is null at `seq` > 1 (the agent started a fresh store) or the sweeper

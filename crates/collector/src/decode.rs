@@ -105,8 +105,8 @@ pub fn looks_gzipped(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Parses and checks an envelope. The signature is not checked here (see
-/// [`super::ingest`]); `now_micros` is the collector's clock.
+/// Parses and checks an envelope. The signature is not checked here (`ingest::verify`
+/// does); `now_micros` is the collector's clock.
 pub fn decode(bytes: &[u8], limits: &Limits, now_micros: i64) -> Result<Envelope, Rejection> {
     if bytes.len() > limits.max_bytes {
         return Err(Rejection::TooLarge {

@@ -1,12 +1,16 @@
-//! The ingest pipeline: jobs from MQTT and HTTPS, a fixed set of workers, one database
-//! transaction per gathered group of jobs, and the acknowledgement only after commit.
+//! The ingest pipeline: jobs from the transports (MQTT, HTTPS), a fixed set of workers, one
+//! database transaction per gathered group of jobs, and the acknowledgement only after
+//! commit.
 //!
 //! ```text
 //! MQTT poller --raw message--> worker[hash(gateway)] --decode, verify--> Work
 //! HTTPS handler --decode, verify--> Work --> worker[hash(gateway)]
 //! worker: gather jobs up to `transaction_events` -> store::commit -> stream, webhooks,
-//!         then PUBACK / HTTP 2xx
+//!         then each job's Reply (PUBACK / HTTP 2xx)
 //! ```
+//!
+//! The workers know no transport: a job carries its raw message with the gateway its
+//! transport vouches for, or ready work, and a [`Reply`] that the transport implements.
 //!
 //! Jobs of one gateway always go to the same worker, so a gateway's batches commit in the
 //! order they arrived and workers never wait for each other's gateway locks. Queues are
@@ -20,6 +24,7 @@
 //! never blocks a queue.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +38,6 @@ use super::alerts::AlertContext;
 use super::db::{DbError, Pool};
 use super::decode::{self, Limits, Rejection};
 use super::maintenance::Partitions;
-use super::mqtt::MqttAck;
 use super::registry::{KeyLookup, Registry};
 use super::store::{self, CommitReport, Refusal, Transport, Work, WorkReport};
 use super::stream::Hub;
@@ -46,25 +50,43 @@ use linesentry_event::Timestamp;
 pub enum Input {
     /// Ready to commit (HTTPS did the checks in its handler; own events).
     Work(Work),
-    /// An MQTT message, checked by the worker.
-    Mqtt { topic: String, payload: Bytes },
+    /// A message as received (MQTT), decoded and verified by the worker.
+    Message {
+        /// Where it came from, for a quarantine record (the MQTT topic).
+        origin: String,
+        /// The gateway the transport vouches for (the topic's gateway level), if any.
+        gateway: Option<String>,
+        payload: Bytes,
+    },
 }
 
-/// Who waits for the outcome.
-#[derive(Debug)]
-pub enum Reply {
-    None,
-    Http(oneshot::Sender<Result<WorkReport, Unavailable>>),
-    Mqtt(MqttAck),
+/// Who waits for the outcome of a job. Each transport answers in its own way (MQTT with
+/// the PUBACK, in `mqtt`; HTTPS with its response, which waits on the `oneshot` of
+/// [`Ingest::commit`]), so the workers need none of them.
+pub trait Reply: Send + fmt::Debug {
+    /// The job is done with: committed (`Ok`), or given up (`Err`: its deadline passed, or
+    /// the database refused the collector's own record). Not called for a job still
+    /// queued or uncommitted at shutdown: it is left to the broker or the client to send
+    /// again.
+    fn finish(self: Box<Self>, outcome: Result<WorkReport, Unavailable>);
+}
+
+impl Reply for oneshot::Sender<Result<WorkReport, Unavailable>> {
+    fn finish(self: Box<Self>, outcome: Result<WorkReport, Unavailable>) {
+        let _ = self.send(outcome);
+    }
 }
 
 /// One unit of work for a worker.
 #[derive(Debug)]
 pub struct Job {
     pub input: Input,
+    /// How it arrived: named in the quarantine record of a batch the database refuses.
+    pub transport: Transport,
     /// The bytes as received, kept to quarantine a batch the database refuses.
     pub raw: Option<Bytes>,
-    pub reply: Reply,
+    /// None: nobody waits (the collector's own events).
+    pub reply: Option<Box<dyn Reply>>,
     /// HTTPS: when the client stops waiting.
     pub deadline: Option<Instant>,
 }
@@ -117,7 +139,6 @@ pub struct WorkerContext {
     pub alerts: Arc<AlertContext>,
     pub collector_id: String,
     pub limits: Limits,
-    pub topic_prefix: String,
     pub transaction_events: usize,
     pub counters: Arc<Counters>,
     /// Woken when a transaction raised alerts (webhook outbox has work).
@@ -187,17 +208,19 @@ impl Ingest {
     pub async fn submit_local(&self, events: Vec<linesentry_event::SecurityEvent>) {
         let job = Job {
             input: Input::Work(Work::Local(events)),
+            transport: Transport::Local,
             raw: None,
-            reply: Reply::None,
+            reply: None,
             deadline: None,
         };
         let key = self.collector_id.clone();
         let _ = self.submit(job, &key).await;
     }
 
-    /// Queues work and waits for its commit (HTTPS).
+    /// Queues work that arrived by `transport` and waits for its commit (HTTPS).
     pub async fn commit(
         &self,
+        transport: Transport,
         work: Work,
         raw: Option<Bytes>,
         deadline: Instant,
@@ -206,8 +229,9 @@ impl Ingest {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             input: Input::Work(work),
+            transport,
             raw,
-            reply: Reply::Http(tx),
+            reply: Some(Box::new(tx)),
             deadline: Some(deadline),
         };
         tokio::time::timeout_at(deadline, self.submit(job, &key))
@@ -222,15 +246,6 @@ impl Ingest {
             )),
         }
     }
-}
-
-/// The gateway named by an events topic `{prefix}/{site}/{gateway}/events/...`.
-pub fn topic_gateway<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
-    let mut levels = rest.split('/');
-    let _site = levels.next()?;
-    let gateway = levels.next()?;
-    (levels.next() == Some("events")).then_some(gateway)
 }
 
 /// Why a batch is not stored as genuine.
@@ -378,13 +393,15 @@ fn rejection_detail(r: &Rejection) -> Map<String, Value> {
     }
 }
 
-/// Decodes and verifies one MQTT message into work (genuine or quarantined).
-async fn prepare_mqtt(
-    topic: String,
+/// Decodes and verifies one message into work (genuine or quarantined). `vouched`: the
+/// gateway its transport vouches for.
+async fn prepare_message(
+    transport: Transport,
+    origin: String,
+    vouched: Option<String>,
     payload: &Bytes,
     ctx: &WorkerContext,
 ) -> Result<Work, DbError> {
-    let topic_gw = topic_gateway(&topic, &ctx.topic_prefix).map(str::to_owned);
     let now = Timestamp::now().as_micros();
     let bytes = match decode::decompress(
         payload,
@@ -393,25 +410,25 @@ async fn prepare_mqtt(
     ) {
         Ok(b) => b,
         Err(r) => {
-            ctx.counters.refused(Transport::Mqtt, r.kind());
-            let why = NotGenuine::rejected(&r, topic_gw);
-            return Ok(refusal(Transport::Mqtt, topic, payload, false, why));
+            ctx.counters.refused(transport, r.kind());
+            let why = NotGenuine::rejected(&r, vouched);
+            return Ok(refusal(transport, origin, payload, false, why));
         }
     };
     let env = match decode::decode(&bytes, &ctx.limits, now) {
         Ok(env) => env,
         Err(r) => {
-            ctx.counters.refused(Transport::Mqtt, r.kind());
-            let why = NotGenuine::rejected(&r, topic_gw);
-            return Ok(refusal(Transport::Mqtt, topic, payload, false, why));
+            ctx.counters.refused(transport, r.kind());
+            let why = NotGenuine::rejected(&r, vouched);
+            return Ok(refusal(transport, origin, payload, false, why));
         }
     };
     Ok(
-        match verify(env, &ctx.registry, topic_gw.as_deref()).await? {
+        match verify(env, &ctx.registry, vouched.as_deref()).await? {
             Ok(work) => work,
             Err(ng) => {
-                ctx.counters.refused(Transport::Mqtt, ng.kind);
-                refusal(Transport::Mqtt, topic, payload, true, ng)
+                ctx.counters.refused(transport, ng.kind);
+                refusal(transport, origin, payload, true, ng)
             }
         },
     )
@@ -420,8 +437,9 @@ async fn prepare_mqtt(
 /// A job with its work ready.
 struct Ready {
     work: Work,
+    transport: Transport,
     raw: Option<Bytes>,
-    reply: Reply,
+    reply: Option<Box<dyn Reply>>,
     deadline: Option<Instant>,
 }
 
@@ -435,7 +453,7 @@ async fn worker(n: usize, mut rx: mpsc::Receiver<Job>, ctx: WorkerContext) {
                 Ok(job) => {
                     events += match &job.input {
                         Input::Work(w) => w.event_count(),
-                        Input::Mqtt { payload, .. } => payload.len() / 400 + 1,
+                        Input::Message { payload, .. } => payload.len() / 400 + 1,
                     };
                     jobs.push(job);
                 }
@@ -446,11 +464,18 @@ async fn worker(n: usize, mut rx: mpsc::Receiver<Job>, ctx: WorkerContext) {
         for job in jobs {
             let work = match job.input {
                 Input::Work(w) => w,
-                Input::Mqtt { topic, payload } => {
+                Input::Message {
+                    origin,
+                    gateway,
+                    payload,
+                } => {
                     let mut backoff =
                         Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
                     loop {
-                        match prepare_mqtt(topic.clone(), &payload, &ctx).await {
+                        let (origin, gateway) = (origin.clone(), gateway.clone());
+                        let prepared =
+                            prepare_message(job.transport, origin, gateway, &payload, &ctx);
+                        match prepared.await {
                             Ok(w) => break w,
                             Err(e) => {
                                 tracing::warn!(worker = n, error = %e, "gateway registry unavailable; retrying");
@@ -462,6 +487,7 @@ async fn worker(n: usize, mut rx: mpsc::Receiver<Job>, ctx: WorkerContext) {
             };
             ready.push(Ready {
                 work,
+                transport: job.transport,
                 raw: job.raw,
                 reply: job.reply,
                 deadline: job.deadline,
@@ -504,12 +530,8 @@ fn deliver(report: CommitReport, jobs: Vec<Ready>, ctx: &WorkerContext) {
                 .duplicates
                 .fetch_add(r.duplicates as u64, Ordering::Relaxed);
         }
-        match job.reply {
-            Reply::None => {}
-            Reply::Http(tx) => {
-                let _ = tx.send(Ok(r));
-            }
-            Reply::Mqtt(ack) => ack.ack(),
+        if let Some(reply) = job.reply {
+            reply.finish(Ok(r));
         }
     }
 }
@@ -539,8 +561,8 @@ async fn commit_with_retry(n: usize, mut jobs: Vec<Ready>, ctx: &WorkerContext) 
             jobs.retain_mut(|j| {
                 let expired = j.deadline.is_some_and(|d| d <= now);
                 if expired {
-                    if let Reply::Http(tx) = std::mem::replace(&mut j.reply, Reply::None) {
-                        let _ = tx.send(Err(Unavailable(format!("database unavailable: {error}"))));
+                    if let Some(reply) = j.reply.take() {
+                        reply.finish(Err(Unavailable(format!("database unavailable: {error}"))));
                     }
                 }
                 !expired
@@ -564,11 +586,7 @@ async fn commit_with_retry(n: usize, mut jobs: Vec<Ready>, ctx: &WorkerContext) 
             // so it neither blocks the queue nor disappears.
             tracing::warn!(worker = n, gateway = %gateway_id, error = %error, "database refused a batch; quarantining it");
             let body = job.raw.clone().map(|b| b.to_vec()).unwrap_or_default();
-            let transport = match job.reply {
-                Reply::Http(_) => Transport::Https,
-                Reply::Mqtt(_) => Transport::Mqtt,
-                Reply::None => Transport::Local,
-            };
+            let transport = job.transport;
             job.work = Work::Refused(Refusal {
                 transport,
                 origin: "database".into(),
@@ -583,14 +601,10 @@ async fn commit_with_retry(n: usize, mut jobs: Vec<Ready>, ctx: &WorkerContext) 
             jobs = vec![job];
         } else {
             tracing::error!(worker = n, error = %error, "database refused the collector's own record; it is lost");
-            match job.reply {
-                Reply::Http(tx) => {
-                    let _ = tx.send(Err(Unavailable(format!(
-                        "database refused the batch: {error}"
-                    ))));
-                }
-                Reply::Mqtt(ack) => ack.ack(),
-                Reply::None => {}
+            if let Some(reply) = job.reply {
+                reply.finish(Err(Unavailable(format!(
+                    "database refused the batch: {error}"
+                ))));
             }
             return;
         }
@@ -600,17 +614,6 @@ async fn commit_with_retry(n: usize, mut jobs: Vec<Ready>, ctx: &WorkerContext) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_gateway_of_an_events_topic_is_its_fourth_level() {
-        let p = "linesentry/v1";
-        assert_eq!(
-            topic_gateway("linesentry/v1/plant-a/gw-7/events/warn/setpoint.changed", p),
-            Some("gw-7")
-        );
-        assert_eq!(topic_gateway("linesentry/v1/plant-a/gw-7/status", p), None);
-        assert_eq!(topic_gateway("other/v1/plant-a/gw-7/events/x/y", p), None);
-    }
 
     #[test]
     fn routing_is_stable_and_spreads() {

@@ -18,7 +18,9 @@
 //!
 //! [`maintenance`] keeps month partitions, retention and the seq-gap sweeper; [`auth`] the
 //! API tokens and roles; [`local`] starts private PostgreSQL and Mosquitto servers for the
-//! demo, the benchmark and the tests.
+//! demo, the benchmark and the tests. Below them all: [`rows`], the events row model that
+//! store, alerts and the readers share, and [`tls`], the PEM and rustls helpers of HTTPS,
+//! MQTT and the database connection.
 
 pub mod alerts;
 pub mod auth;
@@ -34,8 +36,10 @@ pub mod migrate;
 pub mod mqtt;
 pub mod query;
 pub mod registry;
+pub mod rows;
 pub mod store;
 pub mod stream;
+pub mod tls;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -54,7 +58,7 @@ use self::db::{DbError, Pool};
 use self::ingest::{Counters, Ingest, WorkerContext};
 use self::maintenance::{Housekeeping, Partitions};
 use self::registry::Registry;
-use self::store::local_event;
+use self::rows::local_event;
 use self::stream::Hub;
 use linesentry_event::{EventType, SecurityEvent, Severity};
 
@@ -120,10 +124,6 @@ impl Collector {
             alerts: Arc::clone(&alerts),
             collector_id: settings.collector_id.clone(),
             limits: settings.ingest.limits,
-            topic_prefix: settings.mqtt.as_ref().map_or_else(
-                || config::defaults::TOPIC_PREFIX.to_owned(),
-                |m| m.topic_prefix.clone(),
-            ),
             transaction_events: settings.ingest.transaction_events,
             counters: Arc::new(Counters::default()),
             webhooks: Arc::clone(&webhooks),

@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{MqttProtocol, MqttSettings};
 use super::db::Pool;
-use super::ingest::{Ingest, Input, Job, Reply};
-use super::store::local_event;
+use super::ingest::{Ingest, Input, Job, Reply, Unavailable};
+use super::rows::local_event;
+use super::store::{Transport, WorkReport};
 use linesentry_common::Backoff;
 use linesentry_event::{EventType, Severity};
 
@@ -210,6 +211,14 @@ impl MqttAck {
     }
 }
 
+impl Reply for MqttAck {
+    /// Either way the message is done with: committed, or (the database refused it)
+    /// dropped, which a redelivery would not change.
+    fn finish(self: Box<Self>, _: Result<WorkReport, Unavailable>) {
+        self.ack();
+    }
+}
+
 /// The topic filters a collector subscribes to.
 pub fn filters(settings: &MqttSettings) -> (String, String) {
     let events = format!("{}/+/+/events/#", settings.topic_prefix);
@@ -218,6 +227,15 @@ pub fn filters(settings: &MqttSettings) -> (String, String) {
         None => events,
     };
     (events, format!("{}/+/+/status", settings.topic_prefix))
+}
+
+/// The gateway named by an events topic `{prefix}/{site}/{gateway}/events/...`.
+pub fn topic_gateway<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let mut levels = rest.split('/');
+    let _site = levels.next()?;
+    let gateway = levels.next()?;
+    (levels.next() == Some("events")).then_some(gateway)
 }
 
 /// The gateway of a status topic `{prefix}/{site}/{gateway}/status`.
@@ -232,7 +250,8 @@ fn status_gateway<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
 fn transport(settings: &MqttSettings) -> Result<Option<rumqttc::Transport>, String> {
     match &settings.tls {
         Some(tls) => {
-            let config = super::http::tls::mqtt_client_config(tls)?;
+            let client_auth = tls.client_cert.as_deref().zip(tls.client_key.as_deref());
+            let config = super::tls::client_config(&tls.ca_file, client_auth)?;
             Ok(Some(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
             )))
@@ -347,13 +366,17 @@ pub async fn run(
                     });
                     continue;
                 }
-                let hint = super::ingest::topic_gateway(&topic, &settings.topic_prefix)
-                    .unwrap_or("")
-                    .to_owned();
+                let gateway = topic_gateway(&topic, &settings.topic_prefix).map(str::to_owned);
+                let hint = gateway.clone().unwrap_or_default();
                 let job = Job {
                     raw: Some(payload.clone()),
-                    input: Input::Mqtt { topic, payload },
-                    reply: Reply::Mqtt(ack),
+                    input: Input::Message {
+                        origin: topic,
+                        gateway,
+                        payload,
+                    },
+                    transport: Transport::Mqtt,
+                    reply: Some(Box::new(ack)),
                     deadline: None,
                 };
                 // Waits while the worker's queue is full: backpressure to the broker.
@@ -497,6 +520,17 @@ mod tests {
             )
         );
         assert_eq!(filters(&settings(None)).0, "linesentry/v1/+/+/events/#");
+    }
+
+    #[test]
+    fn the_gateway_of_an_events_topic_is_its_fourth_level() {
+        let p = "linesentry/v1";
+        assert_eq!(
+            topic_gateway("linesentry/v1/plant-a/gw-7/events/warn/setpoint.changed", p),
+            Some("gw-7")
+        );
+        assert_eq!(topic_gateway("linesentry/v1/plant-a/gw-7/status", p), None);
+        assert_eq!(topic_gateway("other/v1/plant-a/gw-7/events/x/y", p), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::store::{stored_json, Stored};
+use super::rows::{stored_json, Stored};
 use linesentry_event::Severity;
 
 /// What a client wants to see. Empty fields match everything.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::Webhook;
 use super::db::{DbError, Pool};
 use super::ingest::Ingest;
-use super::store::local_event;
+use super::rows::local_event;
 use linesentry_event::integrity::hex;
 use linesentry_event::{EventType, Severity};
 

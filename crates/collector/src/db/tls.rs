@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::http::tls::{provider, read_certs, read_key, roots};
+use crate::tls::{provider, read_certs, read_key, roots};
 
 /// `database.sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

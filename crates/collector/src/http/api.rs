@@ -19,7 +19,7 @@ use crate::auth::{self, Role};
 use crate::chain::Verification;
 use crate::query::{self, EventFilter};
 use crate::registry::{self, AdminError};
-use crate::store::{local_event, stored_json, timestamp_of, Stored};
+use crate::rows::{local_event, stored_json, timestamp_of, Stored};
 use linesentry_event::{EventType, SecurityEvent, Severity, SCHEMA_VERSION};
 
 type Pairs = Query<Vec<(String, String)>>;

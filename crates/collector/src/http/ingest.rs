@@ -115,7 +115,7 @@ pub(super) async fn ingest(
             let work = refusal(Transport::Https, peer.addr.to_string(), &bytes, true, ng);
             let report = st
                 .ingest
-                .commit(work, None, deadline)
+                .commit(Transport::Https, work, None, deadline)
                 .await
                 .map_err(unavailable)?;
             let body = json!({
@@ -128,7 +128,7 @@ pub(super) async fn ingest(
     };
     let report = st
         .ingest
-        .commit(work, Some(Bytes::from(bytes)), deadline)
+        .commit(Transport::Https, work, Some(Bytes::from(bytes)), deadline)
         .await
         .map_err(unavailable)?;
     if let Some((id, _)) = report.quarantine {

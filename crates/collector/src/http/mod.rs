@@ -31,7 +31,7 @@ use super::config::Settings;
 use super::db::Pool;
 use super::ingest::Ingest;
 use super::registry::Registry;
-use super::store::local_event;
+use super::rows::local_event;
 use super::stream::Hub;
 use linesentry_event::{EventType, Severity};
 pub use tls::PeerInfo;
