@@ -1,14 +1,15 @@
 //! The event catalogue of `docs/EVENTS.md`: every event type linesentry emits, as the
 //! [`EventType`] enum, so a type that is not in the catalogue does not compile; for the
 //! agent's types, the default severity and the ATT&CK for ICS / IEC 62443 references
-//! ([`CATALOG`]).
+//! ([`CATALOG`]); and [`SeverityMap`], the defaults with the configuration's overrides.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Severity;
+use crate::severity::Severity;
 
 /// Declares [`EventType`] with its wire names, in catalogue order.
 macro_rules! event_types {
@@ -250,12 +251,38 @@ pub fn catalog_entry(event_type: &str) -> Option<&'static CatalogEntry> {
     EventType::from_name(event_type).and_then(EventType::entry)
 }
 
+/// Default severity per event type ([`EventType::default_severity`]), with overrides from
+/// configuration applied on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeverityMap {
+    overrides: BTreeMap<EventType, Severity>,
+}
+
+impl SeverityMap {
+    pub fn with_overrides(overrides: BTreeMap<EventType, Severity>) -> Self {
+        Self { overrides }
+    }
+
+    /// The override, else the type's default.
+    pub fn severity_of(&self, event_type: EventType) -> Severity {
+        self.overrides
+            .get(&event_type)
+            .copied()
+            .unwrap_or_else(|| event_type.default_severity())
+    }
+
+    /// Whether configuration decides this type's severity (rules then keep their hands off).
+    pub fn has_override(&self, event_type: EventType) -> bool {
+        self.overrides.contains_key(&event_type)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_type_name_is_unique_valid_and_parses_back() {
+    fn every_type_name_is_unique_and_parses_back() {
         for (i, t) in EventType::ALL.iter().enumerate() {
             assert!(
                 EventType::ALL[i + 1..]
@@ -264,7 +291,6 @@ mod tests {
                 "{t} twice"
             );
             assert_eq!(t.as_str().parse::<EventType>(), Ok(*t));
-            crate::SecurityEvent::new("gw", *t).check().unwrap();
         }
         assert_eq!(
             "never.heard.of".parse::<EventType>(),
@@ -283,5 +309,34 @@ mod tests {
         }
         assert_eq!(EventType::ApiAccess.entry(), None);
         assert_eq!(EventType::ApiAccess.default_severity(), Severity::Debug);
+    }
+
+    #[test]
+    fn the_design_defaults_hold_without_overrides() {
+        let map = SeverityMap::default();
+        assert_eq!(map.severity_of(EventType::UserLogin), Severity::Info);
+        assert_eq!(map.severity_of(EventType::AccessDenied), Severity::Warn);
+        assert_eq!(
+            map.severity_of(EventType::SecurityViolation),
+            Severity::Error
+        );
+        assert_eq!(
+            map.severity_of(EventType::IdentityChanged),
+            Severity::Critical
+        );
+    }
+
+    #[test]
+    fn an_override_wins_over_the_default() {
+        let map = SeverityMap::with_overrides(BTreeMap::from([(
+            EventType::SetpointChanged,
+            Severity::Critical,
+        )]));
+        assert_eq!(
+            map.severity_of(EventType::SetpointChanged),
+            Severity::Critical
+        );
+        assert!(map.has_override(EventType::SetpointChanged));
+        assert_eq!(map.severity_of(EventType::ModeChanged), Severity::Warn);
     }
 }

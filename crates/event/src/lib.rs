@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use catalog::{catalog_entry, CatalogEntry, EventType, UnknownEventType, CATALOG};
-pub use severity::{Severity, SeverityMap, UnknownSeverity};
+pub use catalog::{catalog_entry, CatalogEntry, EventType, SeverityMap, UnknownEventType, CATALOG};
+pub use severity::{Severity, UnknownSeverity};
 pub use timestamp::Timestamp;
 
 /// Version of the JSON form. Bumped on any incompatible change to the wire shape.
@@ -309,6 +309,13 @@ mod tests {
         assert_eq!(v["schema_version"], 1);
         assert_eq!(v["severity"], "warn");
         assert_eq!(SecurityEvent::from_json(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn every_event_type_makes_a_valid_event() {
+        for t in EventType::ALL {
+            SecurityEvent::new("gw", *t).check().unwrap();
+        }
     }
 
     #[test]

@@ -885,7 +885,7 @@ fn int_range(data_type: DataType) -> Option<(i128, i128)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support;
+    use crate::profile::test_support;
 
     const TAGS: &str = r#"
 [[tags]]

@@ -383,7 +383,7 @@ fn applied_to(tags: &[String], what: &str) -> Outcome {
     }
 }
 
-fn forced(result: Result<Vec<String>, super::ModelError>, what: &str) -> Outcome {
+fn forced(result: Result<Vec<String>, crate::model::ModelError>, what: &str) -> Outcome {
     match result {
         Ok(tags) => applied_to(&tags, what),
         Err(e) => Outcome::NoEffect(e.to_string()),
@@ -641,7 +641,7 @@ impl SchedulePlayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support;
+    use crate::profile::test_support;
 
     /// An AOI-like station: no `program` mode, two setpoints, two alarm enables, nothing else.
     fn aoi_like() -> StationModel {
@@ -772,7 +772,7 @@ node_id = "ns=2;s=A2"
     fn press() -> StationModel {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../devices/stamping_press.toml");
-        StationModel::new(crate::load_profile(&path).unwrap(), 3)
+        StationModel::new(crate::profile::load_profile(&path).unwrap(), 3)
     }
 
     fn tick(m: &mut StationModel, n: i64) {
