@@ -6,7 +6,7 @@ use linesentry_testkit::mosquitto;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::config::{MqttProtocol, MqttSettings, Secret, TlsSettings};

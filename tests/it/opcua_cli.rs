@@ -88,7 +88,7 @@ mod sim {
     use std::io::{BufRead, BufReader};
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource};
     use linesentry_agent::source::Value;
