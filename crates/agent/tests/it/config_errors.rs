@@ -797,6 +797,8 @@ fn fixture_output(case: &Path) -> String {
 
 /// A unified-style line diff of `expected` and `actual` (longest common subsequence).
 fn line_diff(expected: &str, actual: &str) -> String {
+    use std::fmt::Write as _;
+
     let a: Vec<&str> = expected.lines().collect();
     let b: Vec<&str> = actual.lines().collect();
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -813,14 +815,14 @@ fn line_diff(expected: &str, actual: &str) -> String {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
-            out.push_str(&format!(" {}\n", a[i]));
+            let _ = writeln!(out, " {}", a[i]);
             i += 1;
             j += 1;
         } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("-{}\n", a[i]));
+            let _ = writeln!(out, "-{}", a[i]);
             i += 1;
         } else {
-            out.push_str(&format!("+{}\n", b[j]));
+            let _ = writeln!(out, "+{}", b[j]);
             j += 1;
         }
     }
