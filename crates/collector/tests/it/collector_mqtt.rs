@@ -406,14 +406,17 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
             2
         );
     }
+    let log_before = broker.log();
     broker.restart().expect("broker restarts");
-    // The broker lost every session (no persistence): the collector connects again (the
-    // new broker logs it after its start line; the flag alone may still be the old one)
-    // and subscribes.
+    // The broker lost every session (no persistence): the collector connects again (a new
+    // line in the broker's log, which may start afresh; the flag alone may still be the old
+    // one) and subscribes.
     linesentry_testkit::wait_until(Duration::from_secs(33), || {
         let log = broker.log();
-        let since_start = log.rfind(" starting").map_or("", |at| &log[at..]);
-        since_start.contains("as collector-reconnect").then_some(())
+        let since_restart = log.strip_prefix(log_before.as_str()).unwrap_or(&log);
+        since_restart
+            .contains("as collector-reconnect")
+            .then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
