@@ -5,9 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use linesentry_testkit::free_port;
+use linesentry_testkit::{free_port, wait_until};
 
 /// `GET path` over plain HTTP; (status, body), or None while nothing listens.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -70,19 +70,17 @@ fn the_agent_serves_healthz_and_metrics_with_its_stations_queue_and_forwarder() 
     // No broker listens here: the forwarder fails, events stay buffered.
     let broker = free_port();
     let mut agent = start(dir.path(), port, broker);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut metrics = String::new();
-    while Instant::now() < deadline {
-        if let Some((200, body)) = get(port, "/metrics") {
+    // On a timeout the assertions below say which metric is missing.
+    let metrics = wait_until(Duration::from_secs(20), || match get(port, "/metrics") {
+        Some((200, body))
             if body.contains("linesentry_forward_failures_total")
-                && body.contains("linesentry_station_polls_total{station=\"press-01\"}")
-            {
-                metrics = body;
-                break;
-            }
+                && body.contains("linesentry_station_polls_total{station=\"press-01\"}") =>
+        {
+            Some(body)
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        _ => None,
+    })
+    .unwrap_or_default();
     let health = get(port, "/healthz");
     let _ = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])

@@ -22,7 +22,9 @@ mod harness {
     use std::fmt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, ExitStatus, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use linesentry_testkit::wait_until;
 
     use tempfile::{NamedTempFile, TempDir};
     use toml_edit::{value, DocumentMut};
@@ -210,22 +212,21 @@ mod harness {
         /// Until the store exists and the agent has logged that its stations are running.
         pub(crate) fn wait_until_running(&mut self, data_dir: &Path, within: Duration) {
             let store = data_dir.join("queue.redb");
-            let deadline = Instant::now() + within;
-            loop {
+            let running = wait_until(within, || {
                 if store.exists() && self.stderr().contains("agent running") {
-                    return;
+                    return Some(());
                 }
                 if let Ok(Some(status)) = self.child.try_wait() {
                     self.reaped = true;
                     panic!("the agent exited before running: {:?}", self.output(status));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "the agent did not start within {within:?}; stderr:\n{}",
-                    self.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+                None
+            });
+            assert!(
+                running.is_some(),
+                "the agent did not log `agent running` and create its store within {within:?}; stderr:\n{}",
+                self.stderr()
+            );
         }
 
         /// Sends `signal` (e.g. `libc::SIGTERM`); the agent must still be running.
@@ -246,28 +247,21 @@ mod harness {
 
         /// Waits for the exit; kills the process and panics if it takes longer than `within`.
         pub(crate) fn wait(&mut self, within: Duration) -> Output {
-            let deadline = Instant::now() + within;
-            loop {
-                match self.child.try_wait() {
-                    Ok(Some(status)) => {
-                        self.reaped = true;
-                        return self.output(status);
-                    }
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Ok(None) => {
-                        let _ = self.child.kill();
-                        let status = self.child.wait().expect("reap the killed child");
-                        self.reaped = true;
-                        panic!(
-                            "still running after {within:?}; killed: {:?}",
-                            self.output(status)
-                        );
-                    }
-                    Err(e) => panic!("waiting for the child failed: {e}"),
-                }
+            let exited = wait_until(within, || match self.child.try_wait() {
+                Ok(status) => status,
+                Err(e) => panic!("waiting for the child failed: {e}"),
+            });
+            if let Some(status) = exited {
+                self.reaped = true;
+                return self.output(status);
             }
+            let _ = self.child.kill();
+            let status = self.child.wait().expect("reap the killed child");
+            self.reaped = true;
+            panic!(
+                "still running after {within:?}; killed: {:?}",
+                self.output(status)
+            );
         }
 
         fn output(&self, status: ExitStatus) -> Output {
@@ -328,6 +322,8 @@ fn is_station_event(e: &SecurityEvent) -> bool {
 /// checks that it exited 0.
 fn run_until_signal(s: &Scenario, config: &Path, polling: Duration, signal: libc::c_int) -> Output {
     let mut agent = Agent::run(config, &s.data_dir(), START_WITHIN);
+    // The run under test: the agent polls for a given time (its queue is locked meanwhile,
+    // so what it buffered is only readable after the stop).
     std::thread::sleep(polling);
     agent.signal(signal);
     let out = agent.wait(STOP_WITHIN);
@@ -668,7 +664,6 @@ fn log_format_json_makes_every_stderr_log_line_a_json_object() {
     let config = s.config(false, |_| {});
     let mut agent = Agent::start(&["--log-format", "json", "run", "--config", utf8(&config)]);
     agent.wait_until_running(&s.data_dir(), START_WITHIN);
-    std::thread::sleep(Duration::from_millis(300));
     agent.signal(libc::SIGTERM);
     let out = agent.wait(STOP_WITHIN);
     assert_eq!(out.code(), Some(0), "{out:?}");

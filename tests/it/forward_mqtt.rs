@@ -6,7 +6,7 @@ use linesentry_testkit::mosquitto;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::forward::identity::Identity;
@@ -213,6 +213,7 @@ fn every_event_arrives_once_after_dedup_through_three_broker_restarts_and_an_age
     };
     progress(1000);
     broker.stop();
+    // The outage under test: the broker stays down for a fixed while before it returns.
     std::thread::sleep(Duration::from_millis(800));
     broker.restart();
     progress(3500);
@@ -221,10 +222,12 @@ fn every_event_arrives_once_after_dedup_through_three_broker_restarts_and_an_age
     agent = start_agent(&config);
     progress(6000);
     broker.stop();
+    // The outage under test: the broker stays down for a fixed while before it returns.
     std::thread::sleep(Duration::from_millis(500));
     broker.restart();
     progress(8000);
     broker.stop();
+    // The outage under test: the broker stays down for a fixed while before it returns.
     std::thread::sleep(Duration::from_millis(300));
     broker.restart();
     let messages = sub.wait_for(Duration::from_secs(60), |m| {
@@ -303,12 +306,18 @@ async fn forward_with(
     let forwarder = Forwarder::new(q.clone(), sink, opts);
     let stats = forwarder.stats();
     let task = tokio::spawn(forwarder.run(shutdown.clone(), Duration::from_secs(2)));
-    let deadline = Instant::now() + timeout;
-    while !until() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Not finding `until` is no failure here: the callers assert on what happened.
+    let done = linesentry_testkit::wait_until_async(timeout, async || until().then_some(()))
+        .await
+        .is_some();
+    if done {
+        // The subscriber has the events; the broker's acks may still be on the way back:
+        // wait for the queue to drain (acknowledged or dead-lettered events leave it).
+        linesentry_testkit::wait_until_async(Duration::from_secs(5), async || {
+            (q.stats().depth == 0).then_some(())
+        })
+        .await;
     }
-    // Let the last acks land.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let depth = q.stats().depth;

@@ -88,7 +88,7 @@ mod sim {
     use std::io::{BufRead, BufReader};
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource};
     use linesentry_agent::source::Value;
@@ -149,21 +149,18 @@ mod sim {
         let mut settings = OpcUaSettings::new(dir.path(), "gw-cli");
         settings.acquisition = Acquisition::Polling;
         let mut source = OpcUaSource::start(&station, settings).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut cycles = None;
-        while Instant::now() < deadline {
+        let cycles = linesentry_testkit::wait_until_async(Duration::from_secs(20), async || {
             let poll = source.poll().await;
-            if let Some(r) = poll
-                .readings
+            poll.readings
                 .iter()
                 .find(|r| r.tag.as_ref() == "cycle_counter")
-            {
-                cycles = Some(r.value.clone());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(matches!(cycles, Some(Value::UInt(_))), "{cycles:?}");
+                .map(|r| r.value.clone())
+        })
+        .await;
+        assert!(
+            matches!(cycles, Some(Value::UInt(_))),
+            "a `cycle_counter` reading within 20 s: {cycles:?}"
+        );
         source.close().await;
 
         let pid = sim.0.id().to_string();
@@ -172,14 +169,9 @@ mod sim {
             .status()
             .unwrap()
             .success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = sim.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "sim did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status =
+            linesentry_testkit::wait_until(Duration::from_secs(10), || sim.0.try_wait().unwrap())
+                .unwrap_or_else(|| panic!("sim did not stop within 10 s of SIGTERM"));
         assert!(status.success(), "{status:?}");
     }
 }

@@ -23,6 +23,22 @@ fn config(stations: &[(&str, u64)]) -> String {
     text
 }
 
+/// Waits until the agent's log holds `needle`, at most 20 s.
+fn logged(log: &Path, needle: &str) {
+    linesentry_testkit::wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {needle:?} in the agent's log within 20 s:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
+}
+
 fn events(data: &Path) -> Vec<SecurityEvent> {
     let mut out = Vec::new();
     Inspector::open(data)
@@ -52,16 +68,21 @@ fn sighup_restarts_changed_stations_starts_new_ones_and_keeps_the_config_when_th
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    logged(&log, "agent running");
     std::fs::write(
         &path,
         config(&[("press-a", 200), ("press-b", 300), ("press-c", 200)]),
     )
     .unwrap();
     signal(agent.id(), "-HUP");
+    logged(&log, "configuration reloaded");
+    // The added station polls at 200 ms for a while: its events only become visible after
+    // the stop (the queue is locked while the agent runs), so no condition can be awaited.
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(&path, "[agent]\ngateway_id = \n").unwrap();
     signal(agent.id(), "-HUP");
+    logged(&log, "configuration reload refused");
+    // Staying up can only be observed over a while: the agent must outlive the refusal.
     std::thread::sleep(Duration::from_millis(800));
     let alive = agent.try_wait().unwrap().is_none();
     signal(agent.id(), "-TERM");

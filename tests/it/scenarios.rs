@@ -148,6 +148,7 @@ async fn run_agent(dir: &Path, profile: &str, source: &str, seconds: f64) -> Vec
 
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
+    // The scenario plays in real time on the simulator: the agent polls it for its length.
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     shutdown.cancel();
     agent.await.unwrap().unwrap();

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use linesentry_testkit::wait_until;
 
 use tempfile::TempDir;
 
@@ -54,20 +56,22 @@ fn read(log: &Path) -> String {
 
 /// Waits until the log contains `needle`; panics if the agent exits or `within` passes.
 fn wait_for(agent: &mut Child, log: &Path, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !read(log).contains(needle) {
+    let logged = wait_until(within, || {
+        if read(log).contains(needle) {
+            return Some(());
+        }
         if let Some(status) = agent.try_wait().unwrap() {
             panic!(
                 "the agent exited ({status}) before logging {needle:?}:\n{}",
                 read(log)
             );
         }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("no {needle:?} within {within:?}:\n{}", read(log));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        None
+    });
+    if logged.is_none() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+        panic!("no {needle:?} within {within:?}:\n{}", read(log));
     }
 }
 
@@ -77,17 +81,10 @@ fn stop(mut agent: Child) -> std::process::ExitStatus {
         .args(["-TERM", &agent.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            panic!("the agent did not stop within 10 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || agent.try_wait().unwrap()).unwrap_or_else(|| {
+        let _ = agent.kill();
+        panic!("the agent did not stop within 10 s of SIGTERM")
+    })
 }
 
 fn run_to_end(config: &Path) -> Output {
@@ -110,7 +107,7 @@ fn without_a_notify_socket_the_agent_runs_polls_and_stops_cleanly_even_with_a_wa
     // would give, or a copied environment. There is nobody to ping: the agent must run on.
     let mut agent = start_with_env(&config, &log, &[("WATCHDOG_USEC", "200000")]);
     wait_for(&mut agent, &log, "agent running", Duration::from_secs(10));
-    // Several watchdog periods.
+    // Several watchdog periods (200 ms each) must pass without a ping going anywhere.
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.try_wait().unwrap().is_none(), "{}", read(&log));
     let status = stop(agent);

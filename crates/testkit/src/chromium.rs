@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -64,20 +64,16 @@ impl Browser {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http
-                .get(format!("{base}/status"))
+        crate::wait_until_async(Duration::from_secs(20), async || {
+            http.get(format!("{base}/status"))
                 .send()
                 .await
                 .ok()
-                .is_some_and(|r| r.status().is_success());
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .is_some_and(|r| r.status().is_success())
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("chromedriver did not answer /status within 20 s"));
         let profile = tempfile::tempdir().expect("profile dir");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -173,21 +169,20 @@ impl Browser {
     /// Polls `script` until it returns something truthy (not null/false/empty); panics with
     /// the last value after `timeout`.
     pub async fn wait_for(&self, script: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut last = Value::Null;
+        crate::wait_until_async(timeout, async || {
             let v = self.eval(script).await;
             let truthy = !matches!(&v, Value::Null | Value::Bool(false))
                 && !v.as_array().is_some_and(Vec::is_empty)
                 && !v.as_str().is_some_and(str::is_empty);
             if truthy {
-                return v;
+                return Some(v);
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for `{script}`; last value {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            last = v;
+            None
+        })
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for `{script}`; last value {last}"))
     }
 
     /// Ends the session (Chromium exits) and stops chromedriver.

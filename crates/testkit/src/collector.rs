@@ -248,14 +248,11 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("collector did not start: {e}"));
         if options.mqtt_port.is_some() && options.wait_subscribed {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while !collector.mqtt_subscribed() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the collector did not subscribe within 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            crate::wait_until_async(Duration::from_secs(30), async || {
+                collector.mqtt_subscribed().then_some(())
+            })
+            .await
+            .unwrap_or_else(|| panic!("the collector did not subscribe within 30 s"));
         }
         let base = format!("https://127.0.0.1:{}", collector.http_addr().port());
         let http = Self::client(&pki, None);
@@ -397,13 +394,11 @@ client_ca = "{ca}"
     pub async fn wait_count(&self, sql_text: &str, want: i64) -> i64 {
         let db = self.db().await;
         let mut last = -1;
-        for _ in 0..400 {
+        crate::wait_until_async(Duration::from_secs(20), async || {
             last = db.query_one(sql_text, &[]).await.expect("query").get(0);
-            if last == want {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (last == want).then_some(())
+        })
+        .await;
         last
     }
 
@@ -450,6 +445,8 @@ impl Publisher {
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
+                    // A pause before the next poll reconnects, not a wait for a condition:
+                    // without it a refused connection would spin this task.
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
@@ -474,16 +471,16 @@ impl Publisher {
 
     /// Waits until the broker acknowledged `n` publishes in total.
     pub async fn wait_acked(&self, n: u64) {
-        for _ in 0..400 {
-            if self.acked.load(Ordering::Relaxed) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "broker acknowledged {} of {n} publishes",
-            self.acked.load(Ordering::Relaxed)
-        );
+        crate::wait_until_async(Duration::from_secs(10), async || {
+            (self.acked.load(Ordering::Relaxed) >= n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "broker acknowledged {} of {n} publishes within 10 s",
+                self.acked.load(Ordering::Relaxed)
+            )
+        });
     }
 }
 

@@ -1,10 +1,10 @@
 //! Test harnesses shared by linesentry's test binaries (`tests/it` of each crate and of the
 //! root package), so each is written and compiled once:
 //!
-//! - [`free_port`], [`repo_root`], [`peer_script`] and [`wait_until`]: loopback ports, the
-//!   repository's files, the independent Python peers under `crates/testkit/peers/`
-//!   (pymodbus, asyncua, the JSON Schema and batch verifiers), and polling instead of fixed
-//!   sleeps;
+//! - [`free_port`], [`repo_root`], [`peer_script`], [`wait_until`] and
+//!   [`wait_until_async`]: loopback ports, the repository's files, the independent Python
+//!   peers under `crates/testkit/peers/` (pymodbus, asyncua, the JSON Schema and batch
+//!   verifiers), and polling instead of fixed sleeps;
 //! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers;
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
@@ -54,5 +54,24 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes; `None` then. The
+/// async twin of [`wait_until`], for checks that await (a query, a request) and for waits
+/// inside a tokio runtime, which it does not block.
+pub async fn wait_until_async<T>(
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

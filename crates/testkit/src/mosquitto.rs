@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use crate::free_port;
 
@@ -102,7 +102,9 @@ impl Broker {
             "persistence true\npersistence_location {}/\nautosave_interval 1\n",
             dir.path().display()
         ));
-        conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\n");
+        // `subscribe` logs `<client id> <qos> <topic>` per subscription, which
+        // [`Broker::subscribe`] waits for.
+        conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type subscribe\n");
         conf.push_str("max_queued_messages 0\nmax_inflight_messages 0\n");
         if let Some(max) = options.max_packet {
             conf.push_str(&format!("max_packet_size {max}\n"));
@@ -173,16 +175,16 @@ impl Broker {
             .spawn()
             .expect("mosquitto (Debian package mosquitto) must be installed");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {}: {}",
+        crate::wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "mosquitto did not listen on {} within 10 s: {}",
                 self.port,
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        });
     }
 
     /// SIGTERM and wait: the broker saves its sessions and queued messages.
@@ -203,6 +205,15 @@ impl Broker {
     /// `topic<TAB>payload` lines to a file.
     pub fn subscribe(&self, topic: &str, client_id: &str) -> Subscriber {
         let out = self.dir.path().join(format!("{client_id}.out"));
+        // The log survives restarts, so a subscription of this client counts once it is new.
+        let subscribed = format!(" {client_id} 1 {topic}");
+        let logged = || {
+            self.log()
+                .lines()
+                .filter(|l| l.ends_with(&subscribed))
+                .count()
+        };
+        let before = logged();
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-t", topic, "-q", "1", "-c", "-i", client_id])
@@ -215,9 +226,17 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto_sub (Debian package mosquitto-clients)");
-        // Subscribed once a retained probe comes back would be exact; a short wait suffices
-        // for a persistent session, which queues whatever arrives after the subscription.
-        std::thread::sleep(Duration::from_millis(300));
+        // Subscribed once the broker logs the subscription; from then on the persistent
+        // session queues whatever arrives.
+        crate::wait_until(Duration::from_secs(10), || {
+            (logged() > before).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "mosquitto did not log the subscription of {client_id} to {topic} within 10 s: {}",
+                self.log()
+            )
+        });
         Subscriber {
             child: Some(child),
             out,
@@ -256,14 +275,8 @@ impl Subscriber {
         timeout: Duration,
         done: impl Fn(&[(String, String)]) -> bool,
     ) -> Vec<(String, String)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let m = self.messages();
-            if done(&m) || Instant::now() > deadline {
-                return m;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_until(timeout, || Some(self.messages()).filter(|m| done(m)))
+            .unwrap_or_else(|| self.messages())
     }
 }
 

@@ -99,218 +99,6 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-fn malformed_toml_is_one_error_with_the_line_of_the_syntax_error() {
-    let tree = Tree::new();
-    let errors =
-        tree.errors("[agent]\ngateway_id = \"gw-test\"\nsite = \"test-site\ndata_dir = \"data\"\n");
-    assert_eq!(errors.len(), 1, "{errors}");
-    let text = errors.to_string();
-    assert!(text.contains("agent.toml:3: invalid TOML:"), "{text}");
-}
-
-#[test]
-fn an_unknown_top_level_table_is_named_with_the_tables_expected() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!("{AGENT}\n[metrics]\nport = 9100\n"));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        6,
-        "metrics",
-        "unknown key `metrics`; expected one of `agent`, `buffer`",
-    );
-}
-
-#[test]
-fn an_unknown_key_in_a_station_is_named_with_the_keys_expected() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\npol_interval_ms = 500\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        10,
-        "stations[0].pol_interval_ms",
-        "unknown key `pol_interval_ms`; expected one of",
-    );
-    assert!(
-        errors.to_string().contains("`poll_interval_ms`"),
-        "{errors}"
-    );
-}
-
-#[test]
-fn an_unknown_key_in_a_profile_tag_is_reported_in_the_profile_file() {
-    let tree = Tree::new();
-    tree.profile(
-        "press",
-        &PRESS.replace("address = 0\n", "address = 0\nscael = 2.0\n"),
-    );
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "press.toml",
-        12,
-        "tags[0].scael",
-        "unknown key `scael`; expected one of",
-    );
-}
-
-#[test]
-fn a_value_of_the_wrong_type_says_what_was_expected_and_found() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\npoll_interval_ms = \"fast\"\n"
-    ));
-    assert_reported(
-        &errors,
-        "agent.toml",
-        9,
-        "stations[0].poll_interval_ms",
-        "expected an integer, found string \"fast\"",
-    );
-}
-
-#[test]
-fn an_out_of_range_value_names_the_range_and_the_unit() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!("{AGENT}[buffer]\nquota_mib = 0\n"));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        6,
-        "buffer.quota_mib",
-        "expected an integer between 1 and 65536 (MiB), found 0",
-    );
-}
-
-#[test]
-fn a_missing_required_key_points_at_its_table() {
-    let tree = Tree::new();
-    let errors = tree.errors("[agent]\ngateway_id = \"gw-test\"\ndata_dir = \"data\"\n");
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        1,
-        "agent.site",
-        "missing required key `site`; expected 1-64 characters",
-    );
-}
-
-#[test]
-fn a_missing_agent_table_is_reported() {
-    let tree = Tree::new();
-    let errors = tree.errors("[buffer]\nquota_mib = 8\n");
-    assert!(
-        errors
-            .to_string()
-            .contains("`agent`: missing required table `[agent]`"),
-        "{errors}"
-    );
-}
-
-#[test]
-fn a_duplicate_station_id_names_the_first_station() {
-    let tree = Tree::new();
-    let station = "[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"simulated\"\n";
-    let errors = tree.errors(&format!("{AGENT}{station}{station}"));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        10,
-        "stations[1].id",
-        "duplicate station id `press-01`; first used by stations[0]",
-    );
-}
-
-#[test]
-fn a_missing_profile_file_names_the_path_the_os_error_and_the_profiles_available() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"pres\"\nsource = \"simulated\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        7,
-        "stations[0].profile",
-        "cannot read profile file",
-    );
-    let text = errors.to_string();
-    assert!(text.contains("pres.toml"), "{text}");
-    assert!(text.contains("No such file or directory"), "{text}");
-    assert!(text.contains("`aoi`, `press`"), "{text}");
-}
-
-#[test]
-fn a_profile_whose_name_differs_from_its_file_name_is_refused() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &PRESS.replace("name = \"press\"", "name = \"reflow\""),
-    );
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"o\"\nprofile = \"oven\"\nsource = \"simulated\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        2,
-        "profile.name",
-        "profile name `reflow` does not match its file name `oven.toml`; expected `oven`",
-    );
-}
-
-#[test]
-fn a_modbus_profile_on_an_opcua_station_is_a_protocol_mismatch() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"opcua\"\nendpoint_url = \"opc.tcp://127.0.0.1:4840\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        7,
-        "stations[0].profile",
-        "profile `press` has protocol = \"modbus\"",
-    );
-    assert!(
-        errors
-            .to_string()
-            .contains("expects a profile with protocol = \"opcua\""),
-        "{errors}"
-    );
-}
-
-#[test]
-fn a_key_for_another_source_kind_is_named() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\naddress = \"127.0.0.1:5020\"\ndevice = \"/dev/ttyUSB0\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        10,
-        "stations[0].device",
-        "`device` only applies to source = \"modbus_rtu\"; expected no `device` on a station with source = \"modbus_tcp\"",
-    );
-}
-
-#[test]
 fn a_plain_text_secret_is_refused_and_never_echoed() {
     let tree = Tree::new();
     let errors = tree.errors(&format!(
@@ -345,126 +133,6 @@ fn a_secret_from_an_unset_environment_variable_names_the_variable_and_the_key() 
         "stations[0].identity.password.env",
         "environment variable `LINESENTRY_TEST_NEVER_SET` is not set",
     );
-}
-
-#[test]
-fn a_malformed_node_id_is_reported_with_the_expected_form() {
-    let tree = Tree::new();
-    tree.profile("aoi", &AOI.replace("ns=2;s=AOI.Result", "AOI.Result"));
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"a\"\nprofile = \"aoi\"\nsource = \"simulated\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "aoi.toml",
-        9,
-        "tags[0].node_id",
-        "expected an OPC UA node id",
-    );
-    assert!(
-        errors.to_string().contains("found `AOI.Result`"),
-        "{errors}"
-    );
-}
-
-#[test]
-fn a_bool_in_a_register_area_without_a_bit_is_refused() {
-    let tree = Tree::new();
-    tree.profile(
-        "press",
-        "[profile]\nname = \"press\"\nprotocol = \"modbus\"\n\n[[tags]]\nname = \"alarm_on\"\nrole = \"alarm_enable\"\ntype = \"bool\"\narea = \"holding_register\"\naddress = 12\n",
-    );
-    let errors = tree.errors(&format!(
-        "{AGENT}[[stations]]\nid = \"p\"\nprofile = \"press\"\nsource = \"simulated\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "press.toml",
-        5,
-        "tags[0].bit",
-        "missing required key `bit` for a bool tag in a register area",
-    );
-}
-
-#[test]
-fn errors_in_several_sections_and_files_are_reported_together_in_file_and_line_order() {
-    let tree = Tree::new();
-    tree.profile("aoi", &AOI.replace("type = \"u16\"", "type = \"u17\""));
-    let config = "[agent]\n\
-         gateway_id = \"gw test\"\n\
-         site = \"test-site\"\n\
-         data_dir = \"data\"\n\
-         [buffer]\n\
-         quota_mib = 0\n\
-         [log]\n\
-         format = \"xml\"\n\
-         [[stations]]\n\
-         id = \"p\"\n\
-         profile = \"press\"\n\
-         source = \"simulated\"\n\
-         colour = \"red\"\n\
-         [[stations]]\n\
-         id = \"a\"\n\
-         profile = \"aoi\"\n\
-         source = \"simulated\"\n\
-         poll_interval_ms = 1\n\
-         [forward.https]\n\
-         url = \"http://10.0.0.5/ingest\"\n";
-    let errors = tree.errors(config);
-    let lines: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e.file.file_name().unwrap().to_string_lossy(),
-                e.line.unwrap_or(0)
-            )
-        })
-        .collect();
-    assert_eq!(
-        lines,
-        [
-            "agent.toml:2",
-            "agent.toml:6",
-            "agent.toml:8",
-            "agent.toml:13",
-            "agent.toml:18",
-            "agent.toml:20",
-            "aoi.toml:8"
-        ],
-        "\n{errors}"
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        2,
-        "agent.gateway_id",
-        "expected 1-64 characters of [A-Za-z0-9._-], found `gw test`",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        8,
-        "log.format",
-        "expected `text` or `json`, found `xml`",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        18,
-        "stations[1].poll_interval_ms",
-        "expected an integer between 10 and 3600000 (ms), found 1",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        20,
-        "forward.https.url",
-        "plain http is refused for a non-loopback host",
-    );
-    assert_reported(&errors, "aoi.toml", 8, "tags[0].type", "found `u17`");
 }
 
 #[test]
@@ -642,34 +310,6 @@ fn trend_and_alarm_keys_arrive_in_rule_settings_and_tag_rules_with_the_only_alar
 }
 
 #[test]
-fn alarm_links_to_a_missing_tag_or_a_tag_of_another_role_are_refused() {
-    let tree = Tree::new();
-    tree.profile(
-        "press",
-        &PRESS_ALARMS.replace(
-            "alarm_high = \"die_temp_high\"\n",
-            "alarm_high = \"die_temp_hi\"\nalarm_low = \"press_alarm\"\n",
-        ),
-    );
-    let errors = tree.errors(&press_station());
-    assert_eq!(errors.len(), 2, "{errors}");
-    assert_reported(
-        &errors,
-        "press.toml",
-        18,
-        "tags[0].alarm_high",
-        "no tag is named `die_temp_hi`; expected the name of an alarm_limit tag: `die_temp_high`",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        19,
-        "tags[0].alarm_low",
-        "`press_alarm` is an alarm_active tag; expected the name of an alarm_limit tag: `die_temp_high`",
-    );
-}
-
-#[test]
 fn an_alarm_limit_needs_an_alarm_output_and_one_named_when_there_are_several() {
     let tree = Tree::new();
     tree.profile(
@@ -713,89 +353,6 @@ fn an_alarm_limit_needs_an_alarm_output_and_one_named_when_there_are_several() {
 }
 
 #[test]
-fn trend_and_alarm_keys_out_of_range_misplaced_or_without_effect_are_each_reported() {
-    let tree = Tree::new();
-    tree.profile(
-        "press",
-        &PRESS_ALARMS
-            .replace("trend_points = 7", "trend_points = 2")
-            .replace("trend_margin_percent = 10.0", "trend_margin_percent = 60.0")
-            .replace("alarm_grace_s = 3", "alarm_grace_s = 3601")
-            .replace(
-                "scale = 0.1\n\n",
-                "scale = 0.1\ntrend_points = 8\nalarm_active = \"press_alarm\"\n\n",
-            )
-            .replace("type = \"bool\"", "type = \"f32\"")
-            .replace("area = \"discrete_input\"", "area = \"input_register\""),
-    );
-    let errors = tree.errors(&press_station());
-    assert_eq!(errors.len(), 6, "{errors}");
-    assert_reported(
-        &errors,
-        "press.toml",
-        6,
-        "rules.trend_points",
-        "expected an integer between 3 and 100 (values), found 2",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        7,
-        "rules.trend_margin_percent",
-        "expected a finite number between 0 and 50 (% of the limits' span), found 60",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        8,
-        "rules.alarm_grace_s",
-        "expected an integer between 0 and 3600 (s), found 3601",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        28,
-        "tags[1].trend_points",
-        "`trend_points` only applies to numeric measurement tags with limits; expected no `trend_points` on a alarm_limit tag of type i16",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        29,
-        "tags[1].alarm_active",
-        "`alarm_active` only applies to numeric measurement tags",
-    );
-    assert_reported(
-        &errors,
-        "press.toml",
-        34,
-        "tags[2].type",
-        "an alarm_active tag is on (non-zero) or off (zero); expected type bool or an integer type, found f32",
-    );
-}
-
-#[test]
-fn an_alarm_output_named_without_an_alarm_limit_is_refused_as_without_effect() {
-    let tree = Tree::new();
-    tree.profile(
-        "press",
-        &PRESS_ALARMS.replace(
-            "alarm_high = \"die_temp_high\"",
-            "alarm_active = \"press_alarm\"",
-        ),
-    );
-    let errors = tree.errors(&press_station());
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "press.toml",
-        18,
-        "tags[0].alarm_active",
-        "`alarm_active` without `alarm_high` or `alarm_low` has no limit to watch",
-    );
-}
-
-#[test]
 fn a_stations_change_windows_arrive_in_its_config_and_in_its_rule_settings() {
     use linesentry_event::Timestamp;
 
@@ -835,241 +392,6 @@ fn a_stations_change_windows_arrive_in_its_config_and_in_its_rule_settings() {
     assert!(
         station.profile.rules.change_windows.is_empty(),
         "the station's windows stay out of the shared profile"
-    );
-}
-
-#[test]
-fn out_of_range_rules_values_name_the_key_the_range_and_the_unit() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN
-            .replace("unreachable_after = 5", "unreachable_after = 0")
-            .replace("stale_after_s = 300", "stale_after_s = -1")
-            .replace("deadband_percent = 0.5", "deadband_percent = 150")
-            .replace("clock_skew_ms = 2000", "clock_skew_ms = 0"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 4, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        6,
-        "rules.unreachable_after",
-        "expected an integer between 1 and 1000 (polls), found 0",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        7,
-        "rules.stale_after_s",
-        "expected an integer between 1 and 86400 (s), found -1",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        8,
-        "rules.deadband_percent",
-        "expected a finite number between 0 and 100 (% of the limits' span), found 150",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        11,
-        "rules.clock_skew_ms",
-        "expected an integer between 1 and 3600000 (ms), found 0",
-    );
-}
-
-#[test]
-fn a_not_finite_deadband_percent_is_refused() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN.replace("deadband_percent = 0.5", "deadband_percent = nan"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        8,
-        "rules.deadband_percent",
-        "expected a finite number between 0 and 100 (% of the limits' span), found NaN",
-    );
-}
-
-#[test]
-fn an_unknown_key_in_the_rules_table_is_named_with_the_keys_expected() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN.replace("stale_after_s = 300", "stale_after = 300"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        7,
-        "rules.stale_after",
-        "unknown key `stale_after`; expected one of",
-    );
-    assert!(errors.to_string().contains("`stale_after_s`"), "{errors}");
-}
-
-#[test]
-fn quality_failures_above_quality_window_is_refused_with_the_window_size() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN.replace("quality_failures = 3", "quality_failures = 12"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        10,
-        "rules.quality_failures",
-        "expected an integer between 1 and quality_window (10)",
-    );
-    assert!(errors.to_string().contains("found 12"), "{errors}");
-}
-
-#[test]
-fn a_deadband_on_a_non_numeric_tag_is_refused() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN.replace("debounce_ms = 1500", "deadband = 1.0"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        32,
-        "tags[1].deadband",
-        "`deadband` only applies to numeric measurement tags; expected no `deadband` on a status tag of type bool",
-    );
-}
-
-#[test]
-fn tag_rule_keys_that_do_not_apply_or_are_out_of_range_are_each_reported() {
-    let tree = Tree::new();
-    tree.profile(
-        "oven",
-        &OVEN
-            .replace("deadband = 2.0", "deadband = -0.5")
-            .replace("heartbeat_s = 120", "deadband_percent = 1.0")
-            .replace("debounce_ms = 1500", "debounce_ms = 600001")
-            .replace("heartbeat_s = 900", "stale_after_s = 60"),
-    );
-    let errors = tree.errors(&oven_station(""));
-    assert_eq!(errors.len(), 4, "{errors}");
-    assert_reported(
-        &errors,
-        "oven.toml",
-        21,
-        "tags[0].deadband",
-        "expected a finite number >= 0 (engineering units, °C), found -0.5",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        22,
-        "tags[0].deadband_percent",
-        "`deadband` and `deadband_percent` are both given",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        32,
-        "tags[1].debounce_ms",
-        "expected an integer between 0 and 600000 (ms), found 600001",
-    );
-    assert_reported(
-        &errors,
-        "oven.toml",
-        33,
-        "tags[1].stale_after_s",
-        "`stale_after_s` only applies to measurement tags; expected no `stale_after_s` on a status tag",
-    );
-}
-
-#[test]
-fn a_change_window_time_that_is_not_rfc_3339_names_the_key_and_the_expected_form() {
-    let tree = Tree::new();
-    tree.profile("oven", OVEN);
-    let errors = tree.errors(&oven_station(
-        "change_windows = [\n  { start = \"2026-11-28T06:00:00Z\", end = \"2026-11-28T10:00:00Z\" },\n  \
-         { start = \"28.11.2026 22:00\", end = \"2026-11-29T02:00:00Z\" },\n  \
-         { start = 2026-11-30T06:00:00, end = 1764500000 },\n]\n",
-    ));
-    assert_eq!(errors.len(), 3, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        11,
-        "stations[0].change_windows[1].start",
-        "expected an RFC 3339 date-time with a UTC offset such as `2026-11-28T06:00:00Z`, found `28.11.2026 22:00`",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        12,
-        "stations[0].change_windows[2].start",
-        "expected an RFC 3339 date-time with a UTC offset such as `2026-11-28T06:00:00Z`, found `2026-11-30T06:00:00` (a local date or time, which has no UTC offset; add `Z`",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        12,
-        "stations[0].change_windows[2].end",
-        "expected an RFC 3339 date-time such as `2026-11-28T06:00:00Z`, found an integer",
-    );
-}
-
-#[test]
-fn a_change_window_whose_start_is_not_before_its_end_is_refused() {
-    let tree = Tree::new();
-    tree.profile("oven", OVEN);
-    let errors = tree.errors(&oven_station(
-        "[[stations.change_windows]]\nstart = \"2026-11-28T10:00:00Z\"\nend = \"2026-11-28T06:00:00Z\"\n\
-         [[stations.change_windows]]\nstart = \"2026-11-28T12:00:00+01:00\"\nend = \"2026-11-28T11:00:00Z\"\n",
-    ));
-    assert_eq!(errors.len(), 2, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        11,
-        "stations[0].change_windows[0].end",
-        "expected end after start, found start = 2026-11-28T10:00:00Z and end = 2026-11-28T06:00:00Z",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        14,
-        "stations[0].change_windows[1].end",
-        "expected end after start, found start = 2026-11-28T12:00:00+01:00 and end = 2026-11-28T11:00:00Z",
-    );
-}
-
-#[test]
-fn a_change_window_with_an_unknown_or_missing_key_is_refused() {
-    let tree = Tree::new();
-    tree.profile("oven", OVEN);
-    let errors = tree.errors(&oven_station(
-        "change_windows = [{ start = \"2026-11-28T06:00:00Z\", until = \"2026-11-28T10:00:00Z\" }]\n",
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    assert_reported(
-        &errors,
-        "agent.toml",
-        9,
-        "stations[0].change_windows[0].until",
-        "unknown key `until`; expected `start` or `end`",
     );
 }
 
@@ -1380,35 +702,6 @@ fn a_server_deadband_belongs_to_numeric_opc_ua_tags_and_takes_one_kind() {
 }
 
 #[test]
-fn plain_mqtt_to_a_broker_off_this_host_is_refused_naming_the_tls_table() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[forward.mqtt]\nhost = \"broker.plant.example\"\n"
-    ));
-    assert_eq!(errors.len(), 1, "{errors}");
-    let text = errors.to_string();
-    assert!(
-        text.contains(
-            "`forward.mqtt.tls`: broker `broker.plant.example` is not a loopback address"
-        ),
-        "{text}"
-    );
-}
-
-#[test]
-fn a_forward_strategy_needing_a_missing_sink_is_refused() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}[forward]\nstrategy = \"both\"\n\n[forward.mqtt]\nhost = \"127.0.0.1\"\n"
-    ));
-    let text = errors.to_string();
-    assert!(
-        text.contains("`forward.strategy`: strategy needs a [forward.https] section"),
-        "{text}"
-    );
-}
-
-#[test]
 fn modbus_and_opc_ua_acquisition_tuning_keys_arrive_in_the_station_config() {
     use linesentry_agent::source::SourceTuning;
     use std::time::Duration;
@@ -1468,134 +761,104 @@ fn modbus_and_opc_ua_acquisition_tuning_keys_arrive_in_the_station_config() {
     assert_eq!(options.limits.max_registers, 60);
 }
 
-#[test]
-fn out_of_range_acquisition_tuning_values_name_the_key_the_range_and_the_unit() {
+// --- fixture cases: `tests/fixtures/config_errors/<case>/` ----------------------------------
+
+/// The cases whose point is "this file gives exactly these errors", one directory each:
+/// `agent.toml`, optionally `devices/*.toml` (beside the `press` and `aoi` profiles above,
+/// which a case's own file of the same name replaces), and `expected.txt`, the exact lines the
+/// loader prints, file names relative to the case directory. `LINESENTRY_BLESS=1` (re)writes
+/// every `expected.txt` from what the loader prints now: review the diff before committing.
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/config_errors");
+
+/// Loads one case in a fresh tree; the errors as printed, paths relative to the case.
+fn fixture_output(case: &Path) -> String {
     let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
-         address = \"127.0.0.1:502\"\nmax_gap = 2001\nmax_read_registers = 126\nmax_read_bits = 0\n\
-         breaker_failures = 0\nbreaker_open_ms = 5\nidentity_every_polls = -1\n\
-         reconnect_max_ms = 100000000\n\
-         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
-         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nqueue_size = 0\nwatchdog_intervals = 5\n"
-    ));
-    let cases = [
-        (
-            11,
-            "max_gap",
-            "between 0 and 2000 (registers or bits), found 2001",
-        ),
-        (
-            12,
-            "max_read_registers",
-            "between 1 and 125 (registers), found 126",
-        ),
-        (13, "max_read_bits", "between 1 and 2000 (bits), found 0"),
-        (
-            14,
-            "breaker_failures",
-            "between 1 and 1000 (polls), found 0",
-        ),
-        (
-            15,
-            "breaker_open_ms",
-            "between 10 and 3600000 (ms), found 5",
-        ),
-        (
-            16,
-            "identity_every_polls",
-            "between 0 and 1000000 (polls), found -1",
-        ),
-        (
-            17,
-            "reconnect_max_ms",
-            "between 10 and 3600000 (ms), found 100000000",
-        ),
-    ];
-    for (line, key, expect) in cases {
-        assert_reported(
-            &errors,
-            "agent.toml",
-            line,
-            &format!("stations[0].{key}"),
-            expect,
-        );
+    let devices = case.join("devices");
+    if devices.is_dir() {
+        for entry in std::fs::read_dir(&devices).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(
+                &path,
+                tree.root().join("devices").join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
     }
-    assert_reported(
-        &errors,
-        "agent.toml",
-        24,
-        "stations[1].queue_size",
-        "between 1 and 10000 (values), found 0",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        25,
-        "stations[1].watchdog_intervals",
-        "between 6 and 10000 (publishing intervals), found 5",
-    );
-    assert_eq!(errors.len(), cases.len() + 2, "{errors}");
+    let config = std::fs::read_to_string(case.join("agent.toml"))
+        .unwrap_or_else(|e| panic!("{}: {e}", case.join("agent.toml").display()));
+    let root = tree.root().display().to_string();
+    let text = tree.errors(&config).to_string();
+    let mut out = text
+        .replace(&format!("{root}/config/../devices"), "devices")
+        .replace(&format!("{root}/devices"), "devices")
+        .replace(&format!("{root}/config/"), "");
+    out.push('\n');
+    out
+}
+
+/// A unified-style line diff of `expected` and `actual` (longest common subsequence).
+fn line_diff(expected: &str, actual: &str) -> String {
+    use std::fmt::Write as _;
+
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut out = String::from("--- expected.txt\n+++ actual\n");
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            let _ = writeln!(out, " {}", a[i]);
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            let _ = writeln!(out, "-{}", a[i]);
+            i += 1;
+        } else {
+            let _ = writeln!(out, "+{}", b[j]);
+            j += 1;
+        }
+    }
+    out
 }
 
 #[test]
-fn a_backoff_whose_longest_delay_is_below_its_first_is_refused_naming_both_keys() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
-         address = \"127.0.0.1:502\"\nbreaker_open_ms = 5000\nbreaker_open_max_ms = 1000\n\
-         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
-         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nreconnect_max_ms = 400\n"
-    ));
-    assert_reported(
-        &errors,
-        "agent.toml",
-        12,
-        "stations[0].breaker_open_max_ms",
-        "expected at least `breaker_open_ms` (5000 ms), found 1000 ms",
+fn every_fixture_case_gives_exactly_its_expected_errors() {
+    let bless = std::env::var_os("LINESENTRY_BLESS").is_some_and(|v| v == "1");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 30, "fixture cases missing: {cases:?}");
+    let mut failed = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let actual = fixture_output(case);
+        let expected_path = case.join("expected.txt");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            eprintln!("case {name}:\n{}", line_diff(&expected, &actual));
+            failed.push(name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ (diffs above; LINESENTRY_BLESS=1 rewrites expected.txt): {failed:?}",
+        failed.len(),
+        cases.len()
     );
-    // Against the default first delay of an OPC UA station (500 ms).
-    assert_reported(
-        &errors,
-        "agent.toml",
-        19,
-        "stations[1].reconnect_max_ms",
-        "expected at least `reconnect_initial_ms` (500 ms), found 400 ms",
-    );
-    assert_eq!(errors.len(), 2, "{errors}");
-}
-
-#[test]
-fn acquisition_tuning_keys_of_another_source_kind_are_named() {
-    let tree = Tree::new();
-    let errors = tree.errors(&format!(
-        "{AGENT}\n[[stations]]\nid = \"press-01\"\nprofile = \"press\"\nsource = \"modbus_tcp\"\n\
-         address = \"127.0.0.1:502\"\nqueue_size = 10\n\
-         \n[[stations]]\nid = \"aoi-01\"\nprofile = \"aoi\"\nsource = \"opcua\"\n\
-         endpoint_url = \"opc.tcp://127.0.0.1:4840\"\nmax_gap = 4\n\
-         \n[[stations]]\nid = \"press-02\"\nprofile = \"press\"\nsource = \"modbus_rtu\"\n\
-         device = \"/dev/ttyUSB0\"\nreconnect_initial_ms = 100\n"
-    ));
-    assert_reported(
-        &errors,
-        "agent.toml",
-        11,
-        "stations[0].queue_size",
-        "`queue_size` only applies to source = \"opcua\"",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        18,
-        "stations[1].max_gap",
-        "`max_gap` only applies to source = \"modbus_tcp\" or \"modbus_rtu\"",
-    );
-    assert_reported(
-        &errors,
-        "agent.toml",
-        25,
-        "stations[2].reconnect_initial_ms",
-        "`reconnect_initial_ms` only applies to source = \"modbus_tcp\" or \"opcua\"; expected no `reconnect_initial_ms` on a station with source = \"modbus_rtu\"",
-    );
-    assert_eq!(errors.len(), 3, "{errors}");
 }

@@ -94,15 +94,14 @@ fn forward(queue: &Queue, sink: HttpsSink) -> Running {
 }
 
 async fn wait_for_empty(queue: &Queue) {
-    let deadline = std::time::Instant::now() + WITHIN;
-    while queue.stats().depth > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "queue still holds {} events",
-            queue.stats().depth
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    linesentry_testkit::wait_until_async(WITHIN, async || (queue.stats().depth == 0).then_some(()))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the queue did not drain within {WITHIN:?}: it still holds {} events",
+                queue.stats().depth
+            )
+        });
 }
 
 fn ids(events: &[SecurityEvent]) -> Vec<String> {
@@ -338,11 +337,11 @@ async fn a_refused_token_dead_letters_nothing_and_everything_goes_once_it_is_acc
             .auth_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while refused() < 3 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(refused() >= 3, "the sink counted {} refusals", refused());
+    linesentry_testkit::wait_until_async(Duration::from_secs(10), async || {
+        (refused() >= 3).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the sink counted {} refusals within 10 s", refused()));
     assert!(server.statuses().iter().all(|&s| s == 401));
     assert_eq!(queue.stats().depth, 50);
     assert!(queue.dead_letters(10).expect("dead letters").is_empty());

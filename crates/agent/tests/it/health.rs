@@ -207,7 +207,13 @@ async fn a_stalled_component_turns_healthz_into_503_naming_it_until_it_beats_aga
     let _mqtt = liveness.register("forward/mqtt", Duration::from_secs(60));
     let endpoint = Endpoint::start(&loopback(), ServerLimits::default(), &metrics, &liveness).await;
     let http = client(&[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the 100 ms heartbeat deadline has passed, /healthz turns 503.
+    linesentry_testkit::wait_until_async(Duration::from_secs(5), async || {
+        let (status, _, _) = get(&http, &endpoint.url("http", "/healthz")).await;
+        (status == 503).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("/healthz did not turn 503 within 5 s of the stall"));
 
     let (status, _, body) = get(&http, &endpoint.url("http", "/healthz")).await;
     assert_eq!(status, 503, "{body}");
@@ -377,6 +383,7 @@ async fn run_returns_soon_after_shutdown_even_with_a_connection_open() {
     };
     let endpoint = Endpoint::start(&loopback(), limits, &metrics, &liveness).await;
     let _idle = TcpStream::connect(endpoint.addr).await.unwrap();
+    // Nothing observable says the server has taken the idle connection in: give it 50 ms.
     tokio::time::sleep(Duration::from_millis(50)).await;
     endpoint.stop(Duration::from_secs(2)).await;
 }
@@ -427,6 +434,7 @@ async fn serve_with_the_endpoint_disabled_binds_nothing_and_returns_on_shutdown(
         Liveness::new(Duration::from_secs(30)),
         shutdown.clone(),
     ));
+    // Not returning before the shutdown can only be observed over a while.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!task.is_finished());
     shutdown.cancel();
@@ -487,6 +495,7 @@ async fn ready_arrives_and_watchdog_pings_stop_while_a_component_is_stalled() {
         async move {
             while !beating.is_cancelled() {
                 press.beat();
+                // A heartbeat at a known rate, well inside the 300 ms deadline.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             press
@@ -528,6 +537,7 @@ async fn ready_arrives_and_watchdog_pings_stop_while_a_component_is_stalled() {
     let beater = tokio::spawn(async move {
         loop {
             press.beat();
+            // A heartbeat at a known rate, well inside the 300 ms deadline.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });

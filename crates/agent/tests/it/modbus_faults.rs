@@ -501,13 +501,8 @@ async fn when_the_serial_port_disappears_every_unit_reports_it_and_all_resume_wh
 
     let replacement = rtu_bus(&[1, 2]);
     relink(&link, &replacement.path).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut back = [false, false];
-    while !back.iter().all(|b| *b) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "units did not resume"
-        );
+    linesentry_testkit::wait_until_async(Duration::from_secs(5), async || {
         for (station, back) in stations.iter_mut().zip(back.iter_mut()) {
             let result = station.poll().await;
             if result.readings.len() == PROBE_TAGS {
@@ -515,8 +510,10 @@ async fn when_the_serial_port_disappears_every_unit_reports_it_and_all_resume_wh
                 assert_eq!(value(&result, "setpoint"), Some(Value::UInt(40)));
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        back.iter().all(|b| *b).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("units did not resume on the new bus within 5 s: {back:?}"));
     let c = stations[0].bus().counters();
     assert!(c.port_failures >= 1 && c.opens >= 2, "{c:?}");
     for station in &stations {

@@ -256,6 +256,8 @@ async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counte
         echo,
         tokio_modbus::Response::Custom(0x08, vec![0x00, 0x0A, 0x00, 0x00].into())
     );
+    // The profile reads diagnostic counters every second: the next poll past that re-reads
+    // them (the source runs on the real clock against a real peer).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let second = source.poll().await;
     assert_eq!(second.errors, []);

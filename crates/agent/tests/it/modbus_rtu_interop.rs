@@ -42,21 +42,21 @@ fn pty_pair(dir: &Path) -> PtyPair {
         .spawn()
         .expect("socat (Debian package socat; scripts/test installs it)");
     let socat = ChildGuard(socat);
-    for _ in 0..300 {
-        if peer.exists() && agent.exists() {
-            return PtyPair {
-                _socat: socat,
-                peer,
-                agent,
-            };
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    linesentry_testkit::wait_until(Duration::from_secs(30), || {
+        (peer.exists() && agent.exists()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "socat did not create {} and {} within 30 s",
+            peer.display(),
+            agent.display()
+        )
+    });
+    PtyPair {
+        _socat: socat,
+        peer,
+        agent,
     }
-    panic!(
-        "socat did not create {} and {} within 30 s",
-        peer.display(),
-        agent.display()
-    );
 }
 
 fn station(id: &str, profile: &str, device: &Path, unit: u8) -> String {

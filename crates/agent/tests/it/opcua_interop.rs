@@ -252,6 +252,7 @@ async fn poll_until(
             "condition not met within {limit:?}; last poll: {:?}",
             polls.last()
         );
+        // Paced at the station's poll interval, as the runtime polls: `done` may count polls.
         tokio::time::sleep(every).await;
     }
 }

@@ -35,6 +35,8 @@ async fn a_collector_that_refuses_every_connection_is_reported_once_as_upstream_
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
+    // The outage under test lasts 6 s, several `upstream_down_after_ms`: one event, not one
+    // per second (the queue can only be read after the stop).
     tokio::time::sleep(Duration::from_secs(6)).await;
     shutdown.cancel();
     agent.await.unwrap().unwrap();
@@ -91,6 +93,7 @@ async fn a_store_filled_past_its_quota_raises_buffer_high_once_then_reports_what
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(agent::run(config, RunOptions::default(), shutdown.clone()));
+        // One round of filling; the store can only be read while the agent is stopped.
         tokio::time::sleep(Duration::from_secs(3)).await;
         shutdown.cancel();
         agent.await.unwrap().unwrap();

@@ -327,6 +327,8 @@ async fn ingest_needs_a_gateway_token_of_the_batchs_own_registered_gateway() {
     linesentry_collector::registry::set_enabled(env.collector().pool(), "gw-a", false)
         .await
         .unwrap();
+    // The registry caches a gateway for 1 s: past that the change applies. Polling with
+    // posts instead would deliver the batch before the gateway is disabled.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, reply) = env.post(Some(&token_a), body.clone(), true).await;
     assert_eq!(
@@ -337,6 +339,7 @@ async fn ingest_needs_a_gateway_token_of_the_batchs_own_registered_gateway() {
     linesentry_collector::registry::set_enabled(env.collector().pool(), "gw-a", true)
         .await
         .unwrap();
+    // The registry's 1 s cache again (see above).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, reply) = env.post(Some(&token_a), body, true).await;
     assert_eq!(status, 200, "{reply}");

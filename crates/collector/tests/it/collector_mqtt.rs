@@ -58,13 +58,15 @@ async fn published_batch_committed_once(options: fn(u16, &str) -> EnvOptions) {
     publisher.publish(&topic, body, false).await;
     publisher.wait_acked(2).await;
     let counters = env.collector().counters();
-    for _ in 0..200 {
-        if counters.duplicates.load(Ordering::Relaxed) == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(counters.duplicates.load(Ordering::Relaxed), 5);
+    linesentry_testkit::wait_until_async(Duration::from_secs(5), async || {
+        (counters.duplicates.load(Ordering::Relaxed) == 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        counters.duplicates.load(Ordering::Relaxed),
+        5,
+        "5 duplicates counted within 5 s"
+    );
     assert_eq!(
         count(&env, "SELECT count(*) FROM security_events WHERE gateway_id = 'gw-1' AND verification = 'verified'").await,
         5
@@ -106,7 +108,8 @@ async fn crash_before_commit_loses_nothing(options: fn(u16, &str) -> EnvOptions)
         )
         .await;
     publisher.wait_acked(1).await;
-    // The collector has the message and is stuck in its transaction.
+    // The collector has the message and is stuck in its transaction: not committing can
+    // only be observed over a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         first.collector().counters().batches.load(Ordering::Relaxed),
@@ -128,6 +131,7 @@ async fn crash_before_commit_loses_nothing(options: fn(u16, &str) -> EnvOptions)
             .await,
         3
     );
+    // No duplicate may follow: an absence, observed over a while.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         count(
@@ -403,15 +407,28 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
             2
         );
     }
+    let log_before = broker.log();
     broker.restart().expect("broker restarts");
-    // The broker lost every session (no persistence): the collector subscribes again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for _ in 0..600 {
-        if env.collector().mqtt_subscribed() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The broker lost every session (no persistence): the collector connects again (a new
+    // line in the broker's log, which may start afresh; the flag alone may still be the old
+    // one) and subscribes.
+    linesentry_testkit::wait_until(Duration::from_secs(33), || {
+        let log = broker.log();
+        let since_restart = log.strip_prefix(log_before.as_str()).unwrap_or(&log);
+        since_restart
+            .contains("as collector-reconnect")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the collector did not connect to the restarted broker within 33 s: {}",
+            broker.log()
+        )
+    });
+    linesentry_testkit::wait_until_async(Duration::from_secs(30), async || {
+        env.collector().mqtt_subscribed().then_some(())
+    })
+    .await;
     assert!(env.collector().mqtt_subscribed(), "subscribed again");
     let publisher = Publisher::connect(broker.port(), "gw-1").await;
     let events = chain.events(EventType::EquipmentStatus, 2);
@@ -486,6 +503,7 @@ async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
         .await,
         4
     );
+    // Never having a session can only be observed over a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         stranger.collector().counters().snapshot()["batches"],

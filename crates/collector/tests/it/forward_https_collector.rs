@@ -57,12 +57,11 @@ async fn forward_all(queue: &Queue, sink: HttpsSink, gateway_id: &str) {
     let task = tokio::spawn(
         Forwarder::new(queue.clone(), sink, opts).run(shutdown.clone(), Duration::from_secs(2)),
     );
-    for _ in 0..400 {
-        if queue.stats().depth == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // On a timeout the assertion below reports it.
+    linesentry_testkit::wait_until_async(Duration::from_secs(20), async || {
+        (queue.stats().depth == 0).then_some(())
+    })
+    .await;
     shutdown.cancel();
     task.await.expect("forwarder task").expect("forwarder");
     assert_eq!(queue.stats().depth, 0, "the queue did not drain");

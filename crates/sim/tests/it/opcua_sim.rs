@@ -103,6 +103,7 @@ async fn poll_until(
             "condition not met within {limit:?}; last poll: {:?}",
             polls.last()
         );
+        // Paced like a station polling every 200 ms: `done` may count polls.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -361,6 +362,7 @@ async fn a_long_outage_rebuilds_the_session_and_its_subscription_in_the_same_sou
         .iter()
         .filter(|p| !p.reachable)
         .all(|p| p.readings.is_empty() && !p.errors.is_empty()));
+    // The outage under test: the server stays down for 2 s before it returns.
     tokio::time::sleep(Duration::from_secs(2)).await;
     sim.start_server().await.unwrap();
     poll_until(&mut source, Duration::from_secs(30), |polls| {

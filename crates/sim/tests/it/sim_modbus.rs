@@ -47,7 +47,7 @@ async fn start_still(name: &str) -> SimHandle {
         },
     )
     .await;
-    wait_until(Duration::from_secs(2), || {
+    wait_until("the model ticked once", Duration::from_secs(2), || {
         sim::lock(handle.model()).ticks() > 0
     })
     .await;
@@ -60,12 +60,10 @@ async fn connect(handle: &SimHandle) -> Context {
         .unwrap()
 }
 
-async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met in {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    linesentry_testkit::wait_until_async(limit, async || condition().then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("not within {limit:?}: {what}"));
 }
 
 /// What a client got for one request.
@@ -193,6 +191,7 @@ async fn measurements_stay_within_limits_while_the_station_ticks_at_10_hz() {
         let v = read(&mut ctx, temp).await.value().as_f64().unwrap();
         assert!((0.0..=300.0).contains(&v), "{v}");
         seen.push(v);
+        // Reads paced past the 100 ms tick, so that consecutive ones see different ticks.
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
     let moved = seen.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-9);
@@ -292,6 +291,7 @@ async fn freeze_stops_measurements_from_changing() {
     sim.apply(Action::Freeze);
     let first = read(&mut ctx, spec).await.value();
     for _ in 0..5 {
+        // Several 10 ms ticks pass between reads: a frozen value must not change over them.
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(read(&mut ctx, spec).await.value(), first);
     }
@@ -537,6 +537,7 @@ async fn a_schedule_plays_its_actions_at_their_times() {
             ("run", Some(_)) => recovered_at = Some(t0.elapsed()),
             _ => {}
         }
+        // Sampling at 10 ms: the resolution of the transition times measured here.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (fault_at, recovered_at) = (fault_at.unwrap(), recovered_at.unwrap());

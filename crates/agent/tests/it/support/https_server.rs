@@ -301,19 +301,15 @@ impl Collector {
 
     /// Polls until `done` holds; panics with `what` after `within`.
     pub async fn wait_until(&self, what: &str, within: Duration, done: impl Fn(&Log) -> bool) {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.log(&done) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not within {within:?}: {what}; statuses {:?}, {} events stored",
-                self.statuses(),
-                self.log(|l| l.events.len())
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        linesentry_testkit::wait_until_async(within, async || self.log(&done).then_some(()))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "not within {within:?}: {what}; statuses {:?}, {} events stored",
+                    self.statuses(),
+                    self.log(|l| l.events.len())
+                )
+            });
     }
 
     /// The checks every test makes: the sink spoke the protocol and signed every batch.
@@ -363,6 +359,7 @@ async fn accept_loop(
 ) {
     loop {
         let Ok((stream, _)) = tcp.accept().await else {
+            // A failed accept (e.g. out of descriptors): pause instead of spinning.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -447,6 +444,7 @@ async fn ingest(
     };
     let (status, response, events) = judge(&control, &key, &headers, &body, &shared);
     if let Mode::Stall(d) = control.mode {
+        // The scripted stall: the answer comes this much later.
         tokio::time::sleep(d).await;
     }
     let mut s = lock(&shared);

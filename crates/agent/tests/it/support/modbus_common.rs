@@ -287,6 +287,7 @@ impl ScriptedServer {
                     away = serve_scripted(socket, &registers, &faults, &r).await;
                 }
                 drop(l);
+                // The scripted outage: the port refuses connections for this long.
                 tokio::time::sleep(away.unwrap_or_default()).await;
             }
         });
@@ -318,6 +319,7 @@ async fn serve_scripted(
             return Some(outage);
         }
         if let Some(Fault::Delay(delay)) = fault {
+            // The scripted slow answer.
             tokio::time::sleep(delay).await;
         }
         let mut tid = u16::from_be_bytes([header[0], header[1]]);
@@ -509,7 +511,8 @@ async fn serve_rtu(
     loop {
         match port.read(&mut chunk).await {
             Ok(0) | Err(_) => {
-                // No reader on the slave side yet (EIO): wait for one.
+                // No reader on the slave side yet (EIO): a pty gives no readiness for that,
+                // so retry the read after a short pause instead of spinning.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
