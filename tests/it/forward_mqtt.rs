@@ -14,7 +14,7 @@ use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_agent::forward::{ForwardOptions, Forwarder, Sink, SinkError};
-use linesentry_agent::secret::Secret;
+use linesentry_common::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, SecurityEvent, Severity};
 use mosquitto::{Broker, BrokerOptions, Subscriber};

@@ -7,8 +7,8 @@
 //!
 //! Each component owns the settings it runs on (`source::StationConfig`,
 //! `forward::mqtt::MqttSettings`, `health::HealthSettings`, `buffer::QueueOptions`...) and
-//! their defaults; `config` depends on the components, never the other way round. [`secret`]
-//! is the one type several of them share; [`reading`] is the model a source yields and the
+//! their defaults; `config` depends on the components, never the other way round. The
+//! `Secret` several of them hold is `linesentry_common::Secret`; [`reading`] is the model a source yields and the
 //! rules consume, so that `rules` need not depend on `source`. The event
 //! model every stage shares with the central collector is the `linesentry-event` crate.
 
@@ -19,5 +19,4 @@ pub mod health;
 pub mod reading;
 pub mod rules;
 pub mod runtime;
-pub mod secret;
 pub mod source;

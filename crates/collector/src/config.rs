@@ -1,8 +1,11 @@
 //! The collector's TOML configuration: raw tables in, validated [`Settings`] out.
 //!
-//! Tables and keys are strict (`deny_unknown_fields`); a parse error names the key path
-//! (through `serde_path_to_error`) and the line; validation collects every problem at once,
-//! each with its key path. Defaults live in [`defaults`]. Secrets are references
+//! Tables and keys are strict (`deny_unknown_fields`). Errors are
+//! `linesentry_common::config`'s, like the agent's: `collector.toml:LINE: \`key.path\`:
+//! message`, every problem at once. A file that does not parse is one error at the line of
+//! the syntax error; each top-level table is deserialised on its own (an error at the exact
+//! key serde stopped at), so a bad table does not hide another; when every table
+//! deserialised, validation adds each semantic problem at the line of its key. Defaults live in [`defaults`]. Secrets are references
 //! (`{ env = "VAR" }` or `{ file = "/path" }`), resolved at load and never printed.
 //! `config/collector.toml` documents every key.
 
@@ -16,6 +19,8 @@ use serde_json::Value;
 
 use super::db::{tls as db_tls, DbOptions, DbTls, SslMode};
 use super::decode::Limits;
+use linesentry_common::config::Report;
+use linesentry_common::Secret;
 use linesentry_event::Severity;
 
 /// Every default in one place.
@@ -44,61 +49,7 @@ pub mod defaults {
     pub const WEBHOOK_MAX_ATTEMPTS: u32 = 10;
 }
 
-/// One problem in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// Dotted key path (`http.tls_cert`); empty for file-level problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if !self.key.is_empty() {
-            write!(f, ": `{}`", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every problem of one load; never empty when returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// A password or secret token; prints as `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use linesentry_common::config::{ConfigError, ConfigErrors};
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -259,23 +210,30 @@ pub struct Webhook {
 
 // ---- raw TOML ----
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The top-level tables, each deserialised on its own.
+#[derive(Debug)]
 struct Raw {
-    #[serde(default)]
     collector: RawCollector,
     database: RawDatabase,
-    #[serde(default)]
     retention: RawRetention,
-    #[serde(default)]
     ingest: RawIngest,
     http: RawHttp,
     mqtt: Option<RawMqtt>,
-    #[serde(default)]
     stream: RawStream,
-    #[serde(default)]
     alerts: RawAlerts,
 }
+
+/// Top-level tables of a collector configuration.
+const SECTIONS: &[&str] = &[
+    "collector",
+    "database",
+    "retention",
+    "ingest",
+    "http",
+    "mqtt",
+    "stream",
+    "alerts",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,7 +356,8 @@ pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
-            key: String::new(),
+            key_path: String::new(),
+            line: None,
             message: format!("cannot read: {e}"),
         }])
     })?;
@@ -408,47 +367,92 @@ pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
 
 /// Parses and validates TOML text; relative paths are taken from `base_dir`.
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Settings, ConfigErrors> {
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.to_owned(),
-            key: String::new(),
-            message: e.to_string().trim().replace('\n', " "),
-        }])
-    })?;
-    let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        ConfigErrors(vec![ConfigError {
-            file: file.to_owned(),
-            key: if key == "." { String::new() } else { key },
-            message: e.inner().to_string().trim().replace('\n', " "),
-        }])
-    })?;
+    let mut report = Report::new(file, text);
+    let raw = report.parse().and_then(|table| raw(&mut report, table));
+    let Some(raw) = raw.filter(|_| report.error_count() == 0) else {
+        return Err(in_line_order(report.into_errors()));
+    };
     let mut v = Validator {
-        file: file.to_owned(),
+        report,
         base: base_dir.to_owned(),
-        errors: Vec::new(),
     };
     let settings = v.settings(raw);
-    if v.errors.is_empty() {
+    let errors = v.report.into_errors();
+    if errors.is_empty() {
         Ok(settings)
     } else {
-        Err(ConfigErrors(v.errors))
+        Err(in_line_order(errors))
     }
 }
 
-struct Validator {
-    file: PathBuf,
-    base: PathBuf,
-    errors: Vec<ConfigError>,
+/// The errors in the order of their lines (file-level ones first), as the agent's.
+fn in_line_order(mut errors: Vec<ConfigError>) -> ConfigErrors {
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
+    ConfigErrors(errors)
 }
 
-impl Validator {
-    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.clone(),
-            key: key.into(),
-            message: message.into(),
-        });
+/// Every top-level table deserialised on its own, so that each bad one is reported.
+fn raw(report: &mut Report<'_>, mut table: toml::Table) -> Option<Raw> {
+    report.unknown_keys("", &table, SECTIONS);
+    let mut section = |key: &str, required: bool| match table.remove(key) {
+        Some(value) => Some(value),
+        None if required => {
+            report.error(key, format!("missing required key `{key}`"));
+            None
+        }
+        None => None,
+    };
+    let collector = section("collector", false);
+    let database = section("database", true);
+    let retention = section("retention", false);
+    let ingest = section("ingest", false);
+    let http = section("http", true);
+    let mqtt = section("mqtt", false);
+    let stream = section("stream", false);
+    let alerts = section("alerts", false);
+    let collector = or_default(report, "collector", collector);
+    let database = database.and_then(|v| report.deserialize("database", v));
+    let retention = or_default(report, "retention", retention);
+    let ingest = or_default(report, "ingest", ingest);
+    let http = http.and_then(|v| report.deserialize("http", v));
+    let mqtt = mqtt.map(|v| report.deserialize("mqtt", v));
+    let stream = or_default(report, "stream", stream);
+    let alerts = or_default(report, "alerts", alerts);
+    Some(Raw {
+        collector: collector?,
+        database: database?,
+        retention: retention?,
+        ingest: ingest?,
+        http: http?,
+        mqtt: match mqtt {
+            Some(m) => Some(m?),
+            None => None,
+        },
+        stream: stream?,
+        alerts: alerts?,
+    })
+}
+
+/// An optional table: its default when absent.
+fn or_default<T: serde::de::DeserializeOwned + Default>(
+    report: &mut Report<'_>,
+    key: &str,
+    value: Option<toml::Value>,
+) -> Option<T> {
+    match value {
+        Some(v) => report.deserialize(key, v),
+        None => Some(T::default()),
+    }
+}
+
+struct Validator<'a> {
+    report: Report<'a>,
+    base: PathBuf,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, key: impl AsRef<str>, message: impl Into<String>) {
+        self.report.error(key.as_ref(), message);
     }
 
     fn path(&self, p: &Path) -> PathBuf {
@@ -505,7 +509,7 @@ impl Validator {
         }
         if let Some(var) = env {
             match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(Secret(v)),
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
                 _ => {
                     self.error(
                         format!("{key}.env"),
@@ -517,7 +521,7 @@ impl Validator {
         } else {
             let full = self.path(Path::new(file.unwrap_or_default()));
             match std::fs::read_to_string(&full) {
-                Ok(v) => Some(Secret(v.trim_end_matches(['\n', '\r']).to_owned())),
+                Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
                 Err(e) => {
                     self.error(
                         format!("{key}.file"),
@@ -566,7 +570,7 @@ impl Validator {
             url: raw.database.url,
             password: self
                 .secret("database.password", raw.database.password)
-                .map(|s| s.0),
+                .map(|s| s.expose().to_owned()),
             pool_size: self.range(
                 "database.pool_size",
                 raw.database.pool_size,
@@ -1169,7 +1173,7 @@ mod tests {
             window_s = 60
         "#;
         let errs = parse_str(text).unwrap_err();
-        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key_path.as_str()).collect();
         for k in [
             "database.pool_size",
             "http.plain",
@@ -1298,5 +1302,28 @@ mod tests {
         "#;
         let errs = parse_str(text).unwrap_err();
         assert!(errs.to_string().contains("TLS is required"), "{errs}");
+    }
+
+    /// Each bad file in `tests/fixtures/config_errors/NAME.toml` gives exactly the errors in
+    /// `NAME.expected`, read as `collector.toml` with relative paths under `/nonexistent`.
+    #[test]
+    fn bad_files_report_every_error_with_its_line_and_key() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config_errors");
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3, "{names:?}");
+        for toml in names {
+            let text = std::fs::read_to_string(&toml).unwrap();
+            let expected = std::fs::read_to_string(toml.with_extension("expected")).unwrap();
+            let got = match parse_str(&text) {
+                Ok(_) => String::from("(no errors)"),
+                Err(errs) => errs.to_string(),
+            };
+            assert_eq!(got, expected.trim_end(), "{}:\n{got}", toml.display());
+        }
     }
 }

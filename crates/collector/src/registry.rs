@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
+use linesentry_common::pem::PemProblem;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
@@ -268,11 +269,11 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, AdminError> {
 
 /// SHA-256 of the first certificate in a PEM file (a gateway's client certificate).
 pub fn cert_fingerprint(pem: &[u8]) -> Result<[u8; 32], AdminError> {
-    let mut reader = pem;
-    let cert = rustls_pemfile::certs(&mut reader)
-        .next()
-        .ok_or_else(|| AdminError::Invalid("no certificate in the PEM file".into()))?
-        .map_err(|e| AdminError::Invalid(format!("bad PEM: {e}")))?;
+    let certs = linesentry_common::pem::parse_certs(pem).map_err(|e| match e {
+        PemProblem::NoCertificate => AdminError::Invalid("no certificate in the PEM file".into()),
+        e => AdminError::Invalid(format!("bad PEM: {e}")),
+    })?;
+    let cert = &certs[0];
     Ok(Sha256::digest(cert.as_ref()).into())
 }
 

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use linesentry_common::pem;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -17,22 +18,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Every certificate of a PEM file; an error names the file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    pem::read_certs(path).map_err(|e| e.to_string())
 }
 
 /// The first private key of a PEM file; an error names the file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key", path.display()))
+    pem::read_key(path).map_err(|e| e.to_string())
 }
 
 /// The CA certificates of a PEM file as trust roots.

@@ -1,6 +1,13 @@
 //! Infrastructure the agent and the collector share, so each concern has one kit: retry
-//! [`backoff`]. Nothing here knows about events, stations or databases.
+//! [`backoff`], PEM certificates and keys ([`pem`]), a value that never prints
+//! ([`Secret`]), configuration errors that name file, line and key path ([`config`]).
+//! Nothing here knows about events, stations or databases, and nothing here depends on
+//! another linesentry crate.
 
 pub mod backoff;
+pub mod config;
+pub mod pem;
+pub mod secret;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
+pub use secret::Secret;

@@ -621,8 +621,9 @@ impl Env {
         install_crypto();
         let port = self.collector().http_addr().port();
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut self.pki.ca_pem.as_bytes()) {
-            roots.add(cert.expect("CA PEM")).expect("CA");
+        for cert in linesentry_common::pem::parse_certs(self.pki.ca_pem.as_bytes()).expect("CA PEM")
+        {
+            roots.add(cert).expect("CA");
         }
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)

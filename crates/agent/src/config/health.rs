@@ -15,8 +15,8 @@ use super::defaults;
 use super::raw;
 use super::report::Report;
 use super::secret;
-use super::spans::child;
 use crate::health::{self as component, HealthSettings, HealthTls};
+use linesentry_common::config::spans::child;
 
 const AT: &str = "health";
 

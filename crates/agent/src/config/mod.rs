@@ -20,17 +20,18 @@
 //!
 //! Every [`ConfigError`] carries the file, the key path (`stations[2].poll_interval_ms`) and
 //! the line, found afterwards by walking the key path through a `toml_edit` document of the
-//! same text (`spans`). Ranges live in `defaults` only, defaults there too or, where the
-//! component's own type has one, in the component (see `defaults`). Secrets are references
+//! same text (`linesentry_common::config`, shared with the collector: the error types, the
+//! line look-up and the per-file `Report` that `report` wraps). Ranges live in `defaults`
+//! only, defaults there too or, where the component's own type has one, in the component
+//! (see `defaults`). Secrets are references
 //! (`{ env = "VAR" }`, `{ file = "/path" }`) resolved at load time; a plain-text secret in a
-//! file is refused, and [`Secret`](crate::secret::Secret) never prints its value.
+//! file is refused, and [`Secret`](linesentry_common::Secret) never prints its value.
 //!
 //! [`Config::digest`] is SHA-256 over the configuration bytes and, in profile-name order, each
 //! referenced profile's name and bytes (all length-prefixed), so that `agent.config_changed`
 //! can tell any edit that changes behaviour.
 
 mod defaults;
-mod error;
 mod health;
 mod profile;
 mod raw;
@@ -38,14 +39,13 @@ mod report;
 mod rules;
 mod secret;
 mod settings;
-mod spans;
 mod station;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use error::{ConfigError, ConfigErrors};
+pub use linesentry_common::config::{ConfigError, ConfigErrors};
 pub use settings::{AgentSettings, LogFormat, LogSettings};
 
 use crate::buffer::QueueOptions;

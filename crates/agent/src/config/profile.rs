@@ -8,15 +8,15 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::defaults;
-use super::error::ConfigError;
 use super::raw;
 use super::report::{type_name, Report};
 use super::rules;
-use super::spans::{child, item};
 use crate::source::modbus::{DiagCounter, DiagnosticsConfig};
 use crate::source::{
     ByteOrder, DataType, Limits, ModbusAddress, Profile, Protocol, RegisterArea, TagRole, TagSpec,
 };
+use linesentry_common::config::spans::{child, item};
+use linesentry_common::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,98 +1,40 @@
-//! The error collector for one file, and the checks every section shares.
+//! The agent's error collector: `linesentry_common::config::Report` with the agent's
+//! "missing required key" hints, plus the range and identifier checks its sections share
+//! (ranges from `defaults`).
 
-use std::path::{Path, PathBuf};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use serde_path_to_error::Segment;
+use linesentry_common::config::Report as FileReport;
 
 use super::defaults::{Float, Int};
-use super::error::{humanize, ConfigError};
-use super::spans::{self, Spans};
+
+pub(super) use linesentry_common::config::{is_ident, type_name};
 
 /// Collects the errors of one file; every error gets the file and the line of its key.
 #[derive(Debug)]
-pub(super) struct Report<'a> {
-    file: PathBuf,
-    text: &'a str,
-    spans: Spans<'a>,
-    errors: Vec<ConfigError>,
+pub(super) struct Report<'a>(FileReport<'a>);
+
+impl<'a> Deref for Report<'a> {
+    type Target = FileReport<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Report<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl<'a> Report<'a> {
     pub(super) fn new(file: &Path, text: &'a str) -> Self {
-        Self {
-            file: file.to_owned(),
-            text,
-            spans: Spans::new(text),
-            errors: Vec::new(),
-        }
+        Self(FileReport::new(file, text).with_required_hint(required_hint))
     }
 
-    pub(super) fn error_count(&self) -> usize {
-        self.errors.len()
-    }
-
-    pub(super) fn into_errors(self) -> Vec<ConfigError> {
-        self.errors
-    }
-
-    pub(super) fn error(&mut self, key_path: &str, message: impl Into<String>) {
-        let line = self.spans.line(key_path);
-        self.errors.push(ConfigError {
-            file: self.file.clone(),
-            key_path: key_path.to_owned(),
-            line,
-            message: message.into(),
-        });
-    }
-
-    /// The document as a table, or one error with the line of the syntax error.
-    pub(super) fn parse(&mut self) -> Option<toml::Table> {
-        match toml::from_str::<toml::Table>(self.text) {
-            Ok(table) => Some(table),
-            Err(e) => {
-                let line = e.span().map(|s| spans::line_at(self.text, s.start));
-                self.errors.push(ConfigError {
-                    file: self.file.clone(),
-                    key_path: String::new(),
-                    line,
-                    message: format!("invalid TOML: {}", e.message().trim_end()),
-                });
-                None
-            }
-        }
-    }
-
-    /// Deserialises one section; on failure records one error at the exact key serde
-    /// stopped at.
-    pub(super) fn deserialize<T: DeserializeOwned>(
-        &mut self,
-        at: &str,
-        value: toml::Value,
-    ) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let mut path = at.to_owned();
-                for segment in e.path() {
-                    path = match segment {
-                        Segment::Seq { index } => spans::item(&path, *index),
-                        Segment::Map { key } => spans::child(&path, key),
-                        Segment::Enum { variant } => spans::child(&path, variant),
-                        Segment::Unknown => path,
-                    };
-                }
-                let message = e.inner().message();
-                if let Some(field) = message
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.strip_suffix('`'))
-                {
-                    path = spans::child(&path, field);
-                }
-                self.error(&path, humanize(message));
-                None
-            }
-        }
+    pub(super) fn into_errors(self) -> Vec<linesentry_common::config::ConfigError> {
+        self.0.into_errors()
     }
 
     /// `given` (or the default) when inside the setting's range.
@@ -145,18 +87,6 @@ impl<'a> Report<'a> {
         None
     }
 
-    /// A name from a fixed vocabulary (a serde enum of unit variants).
-    pub(super) fn choice<T: DeserializeOwned>(&mut self, at: &str, given: &str) -> Option<T> {
-        let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(given);
-        match T::deserialize(de) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(at, humanize(&e.to_string()));
-                None
-            }
-        }
-    }
-
     /// An identifier of 1-64 characters of `[A-Za-z0-9._-]`.
     pub(super) fn ident(&mut self, at: &str, value: &str) -> Option<String> {
         if is_ident(value, super::defaults::MAX_ID_LEN, b"._-") {
@@ -173,50 +103,26 @@ impl<'a> Report<'a> {
             None
         }
     }
-
-    /// Reports `key` as an error when it is given although `why` says it does not apply.
-    pub(super) fn forbid(&mut self, at: &str, given: bool, why: &str) {
-        if given {
-            self.error(at, why.to_owned());
-        }
-    }
-
-    /// Reports every key of `table` that is not in `allowed`.
-    pub(super) fn unknown_keys(&mut self, at: &str, table: &toml::Table, allowed: &[&str]) {
-        for key in table.keys() {
-            if !allowed.contains(&key.as_str()) {
-                let expected = allowed
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.error(
-                    &spans::child(at, key),
-                    format!("unknown key `{key}`; expected one of {expected}"),
-                );
-            }
-        }
-    }
 }
 
-/// 1..=`max_len` ASCII letters, digits and `extra` bytes.
-pub(super) fn is_ident(value: &str, max_len: usize, extra: &[u8]) -> bool {
-    !value.is_empty()
-        && value.len() <= max_len
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
-}
-
-/// The TOML type name of `value`, for "found ..." messages.
-pub(super) fn type_name(value: &toml::Value) -> &'static str {
-    match value {
-        toml::Value::String(_) => "a string",
-        toml::Value::Integer(_) => "an integer",
-        toml::Value::Float(_) => "a float",
-        toml::Value::Boolean(_) => "a boolean",
-        toml::Value::Datetime(_) => "a datetime",
-        toml::Value::Array(_) => "an array",
-        toml::Value::Table(_) => "a table",
-    }
+/// What a required key must hold, for "missing required key" messages.
+fn required_hint(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "gateway_id" | "site" | "id" => "1-64 characters of [A-Za-z0-9._-]",
+        "data_dir" => {
+            "a directory path (relative paths resolve against the config file's directory)"
+        }
+        "profile" => "the name of a profile file in profiles_dir, without `.toml`",
+        "source" => "one of `simulated`, `modbus_tcp`, `modbus_rtu`, `opcua`",
+        "name" => "a name of [a-z0-9_] characters",
+        "role" => "a tag role such as `status`, `setpoint` or `measurement`",
+        "type" => "a data type such as `bool`, `u16`, `f32` or `string`",
+        "protocol" => "`modbus` or `opcua`",
+        "host" => "a host name or IP address",
+        "url" => "an https:// URL",
+        "kind" => "`anonymous`, `username` or `certificate`",
+        "min" | "max" => "a finite number",
+        "start" | "end" => "an RFC 3339 date-time such as `2026-11-28T06:00:00Z`",
+        _ => return None,
+    })
 }

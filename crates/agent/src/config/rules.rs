@@ -11,10 +11,10 @@ use std::time::Duration;
 use super::defaults::{self, Int};
 use super::raw;
 use super::report::{type_name, Report};
-use super::spans::{child, item};
 use crate::rules::{ChangeWindow, RuleSettings, TagRules};
 use crate::source::TagSpec;
 use crate::source::{DataType, TagRole};
+use linesentry_common::config::spans::{child, item};
 use linesentry_event::Timestamp;
 
 /// The validated `[rules]` table at `at`; `None` when any key had an error.

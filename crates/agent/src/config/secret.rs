@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::report::{type_name, Report};
-use super::spans;
-use crate::secret::Secret;
+use linesentry_common::config::spans;
+use linesentry_common::Secret;
 
 const EXPECTED: &str = "`{ env = \"VAR\" }` or `{ file = \"/path/to/secret\" }`";
 

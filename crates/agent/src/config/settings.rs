@@ -12,12 +12,12 @@ use super::defaults;
 use super::raw;
 use super::report::{type_name, Report};
 use super::secret;
-use super::spans::child;
 use crate::buffer::QueueOptions;
 use crate::forward::https::HttpsSettings;
 use crate::forward::mqtt::{MqttProtocol, MqttSettings};
 use crate::forward::tls::TlsSettings;
 use crate::forward::{ForwardSettings, Strategy};
+use linesentry_common::config::spans::child;
 use linesentry_event::{EventType, Severity, SeverityMap, CATALOG};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

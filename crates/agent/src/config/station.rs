@@ -14,11 +14,11 @@ use super::raw;
 use super::report::{type_name, Report};
 use super::rules;
 use super::secret;
-use super::spans::{child, item};
 use crate::source::{
     OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, Parity, Profile, Protocol, SourceConfig,
     SourceTuning, StationConfig,
 };
+use linesentry_common::config::spans::{child, item};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -61,7 +61,7 @@ use tokio::time::Instant;
 use super::tls::TlsSettings;
 use super::tls::{self, TlsError};
 use super::{SendFuture, Sink, SinkError};
-use crate::secret::Secret;
+use linesentry_common::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::SecurityEvent;
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use linesentry_common::pem::{self, PemError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
@@ -34,32 +35,20 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |reason: String| TlsError::File {
+fn file_error(what: &'static str, e: &PemError) -> TlsError {
+    TlsError::File {
         what,
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("holds no PEM certificate".into()));
+        path: e.path.display().to_string(),
+        reason: e.problem.to_string(),
     }
-    Ok(certs)
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    pem::read_certs(path).map_err(|e| file_error(what, &e))
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bad = |reason: String| TlsError::File {
-        what: "client key",
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|e| bad(format!("not a PEM private key: {e}")))?
-        .ok_or_else(|| bad("holds no PEM private key".into()))
+    pem::read_key(path).map_err(|e| file_error("client key", &e))
 }
 
 /// Builds the client configuration. Without `ca_file`, the system's roots

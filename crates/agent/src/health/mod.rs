@@ -93,7 +93,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::secret::Secret;
+use linesentry_common::Secret;
 pub use liveness::{Health, Heartbeat, Liveness};
 pub use metrics::{FailureKind, Metrics, SinkMetrics, StationMetrics, MAX_SINKS, MAX_STATIONS};
 pub use server::{serve, Server, ServerLimits};

@@ -11,7 +11,7 @@ use super::modbus::{PlanLimits, StationOptions};
 use super::opcua::{self, Acquisition};
 use super::Profile;
 use crate::rules::{ChangeWindow, RuleSettings};
-use crate::secret::Secret;
+use linesentry_common::Secret;
 
 /// One polled station.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::{HttpsError, HttpsSink};
 use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_agent::forward::{ForwardCounters, ForwardOptions, Forwarder, Sink, SinkError};
-use linesentry_agent::secret::Secret;
+use linesentry_common::Secret;
 use linesentry_event::integrity::{event_hash, hex, BatchSigner};
 use linesentry_event::{EventType, SecurityEvent};
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use linesentry_agent::health::{
     self, notify::Notifier, FailureKind, HealthError, Liveness, Metrics, Server, ServerLimits,
 };
 use linesentry_agent::health::{HealthSettings, HealthTls};
-use linesentry_agent::secret::Secret;
+use linesentry_common::Secret;
 use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

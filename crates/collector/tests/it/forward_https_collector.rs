@@ -12,8 +12,8 @@ use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::HttpsSink;
 use linesentry_agent::forward::tls::TlsSettings;
 use linesentry_agent::forward::{ForwardOptions, Forwarder};
-use linesentry_agent::secret::Secret;
 use linesentry_collector::auth::Role;
+use linesentry_common::Secret;
 use linesentry_event::{EventType, SecurityEvent};
 use tokio_util::sync::CancellationToken;
 

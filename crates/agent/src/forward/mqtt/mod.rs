@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::tls::TlsSettings;
 use super::tls::{client_config, TlsError};
 use super::{PushFuture, Pushed, SendFuture, Sink, SinkError};
-use crate::secret::Secret;
+use linesentry_common::Secret;
 use linesentry_event::integrity::{canonical_json, BatchSigner, EventHash};
 use linesentry_event::SecurityEvent;
 use link::{Link, LinkEvent, Status};

@@ -107,17 +107,10 @@ impl Pki {
     fn server_config(&self, require_client_cert: bool) -> ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let read_certs = |file: &str| -> Vec<CertificateDer<'static>> {
-            let pem = std::fs::read(self.path(file)).expect("read PEM");
-            rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<_, _>>()
-                .expect("PEM certificates")
+            linesentry_common::pem::read_certs(&self.path(file)).expect("PEM certificates")
         };
-        let key: PrivateKeyDer<'static> = {
-            let pem = std::fs::read(self.path("server.key")).expect("read key");
-            rustls_pemfile::private_key(&mut pem.as_slice())
-                .expect("PEM key")
-                .expect("a key")
-        };
+        let key: PrivateKeyDer<'static> =
+            linesentry_common::pem::read_key(&self.path("server.key")).expect("PEM key");
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("protocol versions");

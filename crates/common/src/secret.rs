@@ -1,6 +1,6 @@
-//! [`Secret`]: a password or token that never prints. Its own module, importing nothing of
-//! the crate, so that `forward` and `health` (which hold secrets) and `config` (which
-//! resolves them) can all use it without depending on each other.
+//! [`Secret`]: a password or token that never prints, for the agent (forwarders, health,
+//! stations) and the collector (database password, webhook secrets). Each product's config
+//! resolves where a secret is kept and wraps the value in this.
 
 use std::fmt;
 
@@ -11,7 +11,7 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a value. Configuration files name where it is kept instead
-    /// (`{ env = "VAR" }` / `{ file = "/path" }`), which `config` resolves into this.
+    /// (`{ env = "VAR" }` / `{ file = "/path" }`), which each config resolves into this.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }

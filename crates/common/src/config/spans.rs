@@ -8,7 +8,7 @@
 use toml_edit::{Array, ArrayOfTables, Document, InlineTable, Item, Table, Value};
 
 /// `base.key`, quoting `key` when it is not a bare TOML key.
-pub(super) fn child(base: &str, key: &str) -> String {
+pub fn child(base: &str, key: &str) -> String {
     let is_bare = !key.is_empty()
         && key
             .bytes()
@@ -27,7 +27,7 @@ pub(super) fn child(base: &str, key: &str) -> String {
 }
 
 /// `base[index]`.
-pub(super) fn item(base: &str, index: usize) -> String {
+pub fn item(base: &str, index: usize) -> String {
     format!("{base}[{index}]")
 }
 
@@ -84,7 +84,7 @@ fn segments(path: &str) -> Vec<Segment> {
 
 /// The TOML text of one file, parsed once for line look-ups.
 #[derive(Debug)]
-pub(super) struct Spans<'a> {
+pub struct Spans<'a> {
     text: &'a str,
     doc: Option<Document<&'a str>>,
 }
@@ -133,7 +133,7 @@ impl<'d> Node<'d> {
 
 impl<'a> Spans<'a> {
     /// Parses `text`; a text that does not parse yields no lines (the syntax error has its own).
-    pub(super) fn new(text: &'a str) -> Self {
+    pub fn new(text: &'a str) -> Self {
         Self {
             text,
             doc: Document::parse(text).ok(),
@@ -141,7 +141,7 @@ impl<'a> Spans<'a> {
     }
 
     /// 1-based line of `key_path`, or of the deepest existing part of it.
-    pub(super) fn line(&self, key_path: &str) -> Option<usize> {
+    pub fn line(&self, key_path: &str) -> Option<usize> {
         let doc = self.doc.as_ref()?;
         let mut node = Node::Table(doc.as_table());
         let mut best = None;
@@ -160,15 +160,14 @@ impl<'a> Spans<'a> {
 }
 
 /// 1-based line of byte `offset` in `text`.
-pub(super) fn line_at(text: &str, offset: usize) -> usize {
+pub fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end].split(|&b| b == b'\n').count()
 }
 
-/// 1-based line of `key_path` in the TOML `source` (see [`Spans::line`]; the loader keeps
-/// one parsed [`Spans`] per file instead of calling this).
-#[cfg(test)]
-pub(super) fn line_of(source: &str, key_path: &str) -> Option<usize> {
+/// 1-based line of `key_path` in the TOML `source` (see [`Spans::line`]; a loader keeps
+/// one parsed [`Spans`] per file instead of calling this for every error).
+pub fn line_of(source: &str, key_path: &str) -> Option<usize> {
     Spans::new(source).line(key_path)
 }
 

@@ -1,5 +1,6 @@
 //! What a bad configuration looks like to the user: one [`ConfigError`] per problem, each
-//! naming the file, the key path, the line and what was expected.
+//! naming the file, the key path, the line and what was expected; [`humanize`] rewords
+//! serde's messages into that vocabulary.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,8 +35,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Every problem found in one load, in file order then line order. Never empty when returned
-/// by [`super::load`].
+/// Every problem found in one load, in file order then line order. Never empty when a
+/// loader returns it as its error.
 #[derive(Debug)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -76,9 +77,14 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// What a required key must hold, for "missing required key" messages: the product's own
+/// vocabulary (`None` for keys it has no hint for).
+pub type RequiredHint = fn(&str) -> Option<&'static str>;
+
 /// Rewrites a serde message into this module's wording: "unknown key `x`; expected one of
-/// ...", "expected an integer, found string \"x\"", "missing required key `x`".
-pub(super) fn humanize(message: &str) -> String {
+/// ...", "expected an integer, found string \"x\"", "missing required key `x`" (followed by
+/// "; expected {hint}" when `required_hint` has one for the key).
+pub fn humanize(message: &str, required_hint: RequiredHint) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         if let Some((key, expected)) = rest.split_once(", expected ") {
             return format!("unknown key {key}; expected {expected}");
@@ -110,6 +116,11 @@ pub(super) fn humanize(message: &str) -> String {
     message.to_owned()
 }
 
+/// No hints: "missing required key `x`" alone.
+pub fn no_hint(_key: &str) -> Option<&'static str> {
+    None
+}
+
 /// serde's type words in TOML's vocabulary.
 fn plain(what: &str) -> &str {
     match what {
@@ -122,28 +133,6 @@ fn plain(what: &str) -> &str {
         s if s.starts_with("struct ") => "a table",
         s => s,
     }
-}
-
-/// What a required key must hold, for "missing required key" messages.
-fn required_hint(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "gateway_id" | "site" | "id" => "1-64 characters of [A-Za-z0-9._-]",
-        "data_dir" => {
-            "a directory path (relative paths resolve against the config file's directory)"
-        }
-        "profile" => "the name of a profile file in profiles_dir, without `.toml`",
-        "source" => "one of `simulated`, `modbus_tcp`, `modbus_rtu`, `opcua`",
-        "name" => "a name of [a-z0-9_] characters",
-        "role" => "a tag role such as `status`, `setpoint` or `measurement`",
-        "type" => "a data type such as `bool`, `u16`, `f32` or `string`",
-        "protocol" => "`modbus` or `opcua`",
-        "host" => "a host name or IP address",
-        "url" => "an https:// URL",
-        "kind" => "`anonymous`, `username` or `certificate`",
-        "min" | "max" => "a finite number",
-        "start" | "end" => "an RFC 3339 date-time such as `2026-11-28T06:00:00Z`",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -173,22 +162,27 @@ mod tests {
     #[test]
     fn serde_messages_are_reworded_into_expected_and_found() {
         assert_eq!(
-            humanize("unknown field `foo`, expected one of `a`, `b`, `c`"),
+            humanize(
+                "unknown field `foo`, expected one of `a`, `b`, `c`",
+                no_hint
+            ),
             "unknown key `foo`; expected one of `a`, `b`, `c`"
         );
         assert_eq!(
-            humanize("invalid type: string \"x\", expected i64"),
+            humanize("invalid type: string \"x\", expected i64", no_hint),
             "expected an integer, found string \"x\""
         );
         assert_eq!(
-            humanize("invalid type: map, expected a string"),
+            humanize("invalid type: map, expected a string", no_hint),
             "expected a string, found a table"
         );
         assert!(
-            humanize("missing field `site`").starts_with("missing required key `site`; expected")
+            humanize("missing field `site`", |k| (k == "site")
+                .then_some("a site name"))
+                == "missing required key `site`; expected a site name"
         );
         assert_eq!(
-            humanize("unknown variant `xml`, expected `text` or `json`"),
+            humanize("unknown variant `xml`, expected `text` or `json`", no_hint),
             "expected `text` or `json`, found `xml`"
         );
     }
