@@ -26,28 +26,33 @@ pub struct Pki {
 impl Pki {
     pub fn create(dir: &Path) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let ca_key = KeyPair::generate().expect("generate the test CA key");
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).expect("test CA parameters");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "linesentry test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let ca = ca_params
+            .self_signed(&ca_key)
+            .expect("self-sign the test CA");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf = |names: Vec<String>, cn: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
+            let key = KeyPair::generate().expect("generate a test key");
+            let mut params = CertificateParams::new(names).expect("test certificate parameters");
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, cn);
-            let cert = params.signed_by(&key, &issuer).unwrap();
+            let cert = params
+                .signed_by(&key, &issuer)
+                .expect("sign a test certificate");
             (cert.pem(), key.serialize_pem())
         };
         let (server_pem, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "broker");
         let (client_pem, client_key) = leaf(vec!["gw-test".into()], "gw-test");
         let write = |name: &str, text: &str| {
             let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
+            std::fs::write(&p, text).expect("write a test PKI file");
             p
         };
         Self {
@@ -85,7 +90,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(options: BrokerOptions) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("create the broker directory");
         let pki = Pki::create(dir.path());
         let port = free_port();
         let tls_port = options.mtls.then(free_port);
@@ -93,7 +98,10 @@ impl Broker {
         conf.push_str("per_listener_settings false\n");
         // Run as whoever runs the tests: as root, mosquitto would switch to the `mosquitto`
         // user, which cannot write its persistence file into our temp dir.
-        let me = Command::new("id").arg("-un").output().unwrap();
+        let me = Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("run `id -un`");
         conf.push_str(&format!(
             "user {}\n",
             String::from_utf8_lossy(&me.stdout).trim()
@@ -112,7 +120,7 @@ impl Broker {
         match &options.user {
             Some((user, password)) => {
                 let file = dir.path().join("passwd");
-                std::fs::write(&file, "").unwrap();
+                std::fs::write(&file, "").expect("write the password file");
                 let status = Command::new("mosquitto_passwd")
                     .args(["-b"])
                     .arg(&file)
@@ -129,7 +137,7 @@ impl Broker {
         }
         if let Some(acl) = &options.acl {
             let file = dir.path().join("acl");
-            std::fs::write(&file, acl).unwrap();
+            std::fs::write(&file, acl).expect("write the ACL file");
             conf.push_str(&format!("acl_file {}\n", file.display()));
         }
         conf.push_str(&format!("listener {port} 127.0.0.1\n"));
@@ -143,9 +151,9 @@ impl Broker {
         }
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::File::create(&conf_path)
-            .unwrap()
+            .expect("create mosquitto.conf")
             .write_all(conf.as_bytes())
-            .unwrap();
+            .expect("write mosquitto.conf");
         let mut broker = Self {
             dir,
             port,
@@ -166,7 +174,7 @@ impl Broker {
             .create(true)
             .append(true)
             .open(self.dir.path().join("broker.log"))
-            .unwrap();
+            .expect("open broker.log");
         let child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&self.conf)
@@ -222,7 +230,7 @@ impl Broker {
             cmd.args(["-u", user, "-P", password]);
         }
         let child = cmd
-            .stdout(std::fs::File::create(&out).unwrap())
+            .stdout(std::fs::File::create(&out).expect("create the subscriber output file"))
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto_sub (Debian package mosquitto-clients)");
