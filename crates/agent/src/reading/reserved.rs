@@ -5,6 +5,13 @@
 pub const SERVER_STATE: &str = "_server.state";
 /// Prefix of a Modbus device's diagnostic counter readings (`_modbus.diag.<counter>`).
 pub const MODBUS_DIAG_PREFIX: &str = "_modbus.diag.";
+/// Modbus: requests the agent itself has sent to the unit since it started (cumulative),
+/// handed over with every read of the diagnostic counters, so the rules can tell the agent's
+/// own share of the device's message count from everyone else's.
+pub const MODBUS_OWN_REQUESTS: &str = "_modbus.own.requests";
+/// Modbus: exception responses the agent itself has received from the unit (cumulative),
+/// likewise, against the device's exception count.
+pub const MODBUS_OWN_EXCEPTIONS: &str = "_modbus.own.exceptions";
 /// OPC UA `ServerStatus.StartTime`, RFC 3339 text.
 pub const SERVER_START_TIME: &str = "_server.start_time";
 /// OPC UA `ServerStatus.CurrentTime`, RFC 3339 text (clock skew).
@@ -13,10 +20,16 @@ pub const SERVER_CURRENT_TIME: &str = "_server.current_time";
 pub const SOFTWARE_VERSION: &str = "_server.build.software_version";
 /// OPC UA `ServerDiagnosticsSummary.CurrentSessionCount`.
 pub const CURRENT_SESSIONS: &str = "_diag.current_session_count";
+/// OPC UA: sessions this agent itself holds on the same server (every station of the
+/// gateway that connects to that endpoint), so they are not taken for someone else's.
+pub const OWN_SESSIONS: &str = "_agent.own_session_count";
 /// OPC UA `ServerDiagnosticsSummary.SecurityRejectedSessionCount`.
 pub const SECURITY_REJECTED_SESSIONS: &str = "_diag.security_rejected_session_count";
 /// OPC UA `ServerDiagnosticsSummary.RejectedSessionCount`.
 pub const REJECTED_SESSIONS: &str = "_diag.rejected_session_count";
+/// Prefix of what endpoint discovery learns about a server's security, with or without a
+/// session (`_security.best_policy`, `_security.offers_none`).
+pub const SECURITY_PREFIX: &str = "_security.";
 /// OPC UA: the strongest security policy the endpoints offer, as its short name
 /// (`None`, `Basic128Rsa15`, `Basic256`, `Basic256Sha256`, `Aes128_Sha256_RsaOaep`,
 /// `Aes256_Sha256_RsaPss`).

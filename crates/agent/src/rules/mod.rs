@@ -127,6 +127,8 @@ pub struct RuleCounters {
     pub not_finite: u64,
     pub bad_quality: u64,
     pub debounced: u64,
+    /// Firmware changes that another source had already shown (one update, one event).
+    pub firmware_merged: u64,
 }
 
 /// Fixed per-station context shared by every rule.
@@ -201,6 +203,9 @@ struct TagState {
     stamp_stuck: bool,
     /// An open bad-quality episode.
     bad: bool,
+    /// Quality results: the part id this tag's last check was for (one check per part and
+    /// result tag, whether or not the result changed).
+    checked_part: Option<Value>,
     trend: Trend,
 }
 
@@ -259,7 +264,6 @@ pub struct StationRules {
     /// Correlation id of the open fault, shared by the fault and its recovery.
     fault: Option<Uuid>,
     part_id: Option<Value>,
-    checked_part: Option<Value>,
     quality: NofM,
     quality_anomaly: bool,
     auth: HashMap<String, Burst>,
@@ -271,6 +275,47 @@ pub struct StationRules {
     counters: RuleCounters,
     /// Modbus diagnostic counters (`diag.rs`).
     diag: diag::DiagState,
+    /// What this poll's readings said that is judged once all of them are seen.
+    pending: Pending,
+    /// The firmware update being collected from its sources.
+    firmware: Option<Firmware>,
+}
+
+/// How long after a firmware update's first sighting another source's change is the same
+/// update.
+const FIRMWARE_EPISODE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The last firmware update raised, and the sources that showed it (`settle_firmware`).
+#[derive(Debug)]
+struct Firmware {
+    first_at: Timestamp,
+    /// Source name -> `{value, previous}`.
+    sources: serde_json::Map<String, Json>,
+}
+
+/// Observations of one poll that several readings contribute to; judged at its end
+/// ([`StationRules::settle`]), so one real change is one event whatever the order and
+/// number of readings that show it.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Firmware changes: (source, new value, previous value).
+    firmware: Vec<(&'static str, Json, Json)>,
+    /// The event of a profile `firmware` tag that changed (it names the tag and unit).
+    firmware_tag: Option<SecurityEvent>,
+    /// Increments of RejectedSessionCount and SecurityRejectedSessionCount.
+    rejected: Option<u64>,
+    security_rejected: Option<u64>,
+    /// CurrentSessionCount, and how many of those sessions are the agent's own.
+    sessions: Option<u64>,
+    own_sessions: Option<u64>,
+}
+
+/// True when a poll brought data from the device itself: a tag, a diagnostic counter, the
+/// server status; not only what endpoint discovery learned without a session.
+fn delivers_data(poll: &PollResult) -> bool {
+    poll.readings
+        .iter()
+        .any(|r| !r.tag.starts_with(reserved::SECURITY_PREFIX))
 }
 
 fn json_of(v: &Value) -> Json {
@@ -412,7 +457,6 @@ impl StationRules {
             outage: None,
             fault: None,
             part_id: None,
-            checked_part: None,
             quality_anomaly: false,
             auth: HashMap::new(),
             cert_invalid: false,
@@ -420,6 +464,8 @@ impl StationRules {
             clock_skewed: false,
             counters: RuleCounters::default(),
             diag: diag::DiagState::default(),
+            pending: Pending::default(),
+            firmware: None,
         }
     }
 
@@ -516,6 +562,7 @@ impl StationRules {
             };
             self.reading(i, r, restarted, &mut out);
         }
+        self.settle(now, &mut out);
         self.check_stale(now, &mut out);
         if poll.reachable {
             self.check_alarms(now, &mut out);
@@ -523,9 +570,142 @@ impl StationRules {
         out
     }
 
+    /// Judges what several readings of this poll contributed to ([`Pending`]).
+    fn settle(&mut self, now: Timestamp, out: &mut Vec<SecurityEvent>) {
+        let pending = std::mem::take(&mut self.pending);
+        self.settle_firmware(pending.firmware, pending.firmware_tag, now, out);
+        self.settle_rejected(pending.rejected, pending.security_rejected, now, out);
+        if let Some(count) = pending.sessions {
+            self.settle_sessions(count, pending.own_sessions.unwrap_or(0), now, out);
+        }
+    }
+
+    /// One `firmware.changed` per firmware update, whichever sources show it: the device
+    /// identification, BuildInfo, a `firmware` tag. The event is raised at once, naming every
+    /// source that showed the update in that poll under `sources`. The sources are read at
+    /// different times (a tag every poll, the identity and BuildInfo at every status read or
+    /// reconnect), so another source showing a change within [`FIRMWARE_EPISODE`] of the
+    /// first is the same update: counted in `firmware_merged`, not raised again. The same
+    /// source changing again is a new update.
+    fn settle_firmware(
+        &mut self,
+        seen: Vec<(&'static str, Json, Json)>,
+        tag_event: Option<SecurityEvent>,
+        now: Timestamp,
+        out: &mut Vec<SecurityEvent>,
+    ) {
+        if seen.is_empty() {
+            return;
+        }
+        let open = self.firmware.as_ref().is_some_and(|f| {
+            elapsed(f.first_at, now) <= micros(FIRMWARE_EPISODE)
+                && seen
+                    .iter()
+                    .all(|(source, ..)| !f.sources.contains_key(*source))
+        });
+        if open {
+            if let Some(f) = self.firmware.as_mut() {
+                for (source, value, previous) in seen {
+                    self.counters.firmware_merged += 1;
+                    f.sources.insert(
+                        source.to_owned(),
+                        json!({ "value": value, "previous": previous }),
+                    );
+                }
+            }
+            return;
+        }
+        let mut sources = serde_json::Map::new();
+        for (source, value, previous) in &seen {
+            sources.insert(
+                (*source).to_owned(),
+                json!({ "value": value, "previous": previous }),
+            );
+        }
+        let (first, value, previous) = seen.into_iter().next().unwrap_or_default();
+        let e = match tag_event {
+            Some(e) => e.data("source", "firmware_tag"),
+            None => self
+                .ctx
+                .event(EventType::FirmwareChanged, now)
+                .data("source", first)
+                .data("value", value)
+                .data("previous", previous),
+        };
+        out.push(e.data("sources", Json::Object(sources.clone())));
+        self.firmware = Some(Firmware {
+            first_at: now,
+            sources,
+        });
+    }
+
+    /// Rejected sessions counted by the server: one `auth.failed` per increment of the
+    /// total. Per OPC UA Part 5, RejectedSessionCount already includes
+    /// SecurityRejectedSessionCount, so the larger of the two increments is the number of
+    /// rejections (a server that counts them apart is under-counted, never double-counted).
+    fn settle_rejected(
+        &mut self,
+        rejected: Option<u64>,
+        security_rejected: Option<u64>,
+        now: Timestamp,
+        out: &mut Vec<SecurityEvent>,
+    ) {
+        let n = rejected.unwrap_or(0).max(security_rejected.unwrap_or(0));
+        if n == 0 {
+            return;
+        }
+        let mut e = self
+            .ctx
+            .event(EventType::AuthFailed, now)
+            .data("tag", reserved::REJECTED_SESSIONS)
+            .data("rejected_sessions", n);
+        if let Some(security) = security_rejected {
+            e = e.data("security_rejected_sessions", security);
+        }
+        self.auth_failure("server:rejected_sessions", n, e, now, out);
+    }
+
+    /// `session.anomaly`: more sessions on the server than at first contact plus the
+    /// margin, not counting the sessions of the agent's own stations.
+    fn settle_sessions(
+        &mut self,
+        count: u64,
+        own: u64,
+        now: Timestamp,
+        out: &mut Vec<SecurityEvent>,
+    ) {
+        let others = count.saturating_sub(own);
+        let base = *self.baseline.sessions.get_or_insert_with(|| {
+            self.baseline_dirty = true;
+            others
+        });
+        let margin = self.ctx.settings.session_margin;
+        if others > base + margin && !self.session_anomaly {
+            self.session_anomaly = true;
+            out.push(
+                self.ctx
+                    .event(EventType::SessionAnomaly, now)
+                    .data("sessions", count)
+                    .data("own_sessions", own)
+                    .data("other_sessions", others)
+                    .data("baseline", base)
+                    .data("margin", margin),
+            );
+        } else if others <= base + margin {
+            self.session_anomaly = false;
+        }
+    }
+
     fn health(&mut self, poll: &PollResult, now: Timestamp, out: &mut Vec<SecurityEvent>) {
         let s = &self.ctx.settings;
         if poll.reachable {
+            // A server that answered only to refuse the session (its certificate is not
+            // trusted, the credentials are wrong) is not back: `cert.invalid` or
+            // `auth.failed` says what is wrong, and the outage, if any, stays open until the
+            // station delivers data again.
+            if self.outage.is_some() && !delivers_data(poll) {
+                return;
+            }
             if let Some(outage) = self.outage.take() {
                 let down_s = elapsed(outage.since, now) as f64 / 1e6;
                 out.push(
@@ -715,13 +895,9 @@ impl StationRules {
         if let Some(rev) = &id.revision {
             if merged.revision.as_ref() != Some(rev) {
                 if let Some(prev) = &merged.revision {
-                    out.push(
-                        self.ctx
-                            .event(EventType::FirmwareChanged, now)
-                            .data("source", "device_identification")
-                            .data("value", rev.clone())
-                            .data("previous", prev.clone()),
-                    );
+                    self.pending
+                        .firmware
+                        .push(("device_identification", json!(rev), json!(prev)));
                 }
                 merged.revision = Some(rev.clone());
             }
@@ -817,38 +993,20 @@ impl StationRules {
             reserved::SOFTWARE_VERSION => {
                 if let Some(prev) = self.baseline.value(reserved::SOFTWARE_VERSION) {
                     if !same(&prev, &r.value) {
-                        out.push(
-                            self.ctx
-                                .event(EventType::FirmwareChanged, now)
-                                .data("source", "build_info")
-                                .data("value", json_of(&r.value))
-                                .data("previous", json_of(&prev)),
-                        );
+                        self.pending.firmware.push((
+                            "build_info",
+                            json_of(&r.value),
+                            json_of(&prev),
+                        ));
                     }
                 }
                 self.remember(reserved::SOFTWARE_VERSION, &r.value);
             }
             reserved::CURRENT_SESSIONS => {
-                let Some(count) = r.value.as_f64().map(|c| c.max(0.0) as u64) else {
-                    return false;
-                };
-                let base = *self.baseline.sessions.get_or_insert_with(|| {
-                    self.baseline_dirty = true;
-                    count
-                });
-                let margin = self.ctx.settings.session_margin;
-                if count > base + margin && !self.session_anomaly {
-                    self.session_anomaly = true;
-                    out.push(
-                        self.ctx
-                            .event(EventType::SessionAnomaly, now)
-                            .data("sessions", count)
-                            .data("baseline", base)
-                            .data("margin", margin),
-                    );
-                } else if count <= base + margin {
-                    self.session_anomaly = false;
-                }
+                self.pending.sessions = r.value.as_f64().map(|c| c.max(0.0) as u64);
+            }
+            reserved::OWN_SESSIONS => {
+                self.pending.own_sessions = r.value.as_f64().map(|c| c.max(0.0) as u64);
             }
             reserved::SECURITY_REJECTED_SESSIONS | reserved::REJECTED_SESSIONS => {
                 let Some(count) = r.value.as_f64().map(|c| c.max(0.0) as u64) else {
@@ -861,14 +1019,12 @@ impl StationRules {
                 }
                 match prev {
                     Some(p) if count > p => {
-                        let e = self
-                            .ctx
-                            .event(EventType::AuthFailed, now)
-                            .data("tag", key.clone())
-                            .data("value", count)
-                            .data("previous", p)
-                            .data("rejected_sessions", count - p);
-                        self.auth_failure(&format!("server:{key}"), count - p, e, now, out);
+                        let slot = if key == reserved::REJECTED_SESSIONS {
+                            &mut self.pending.rejected
+                        } else {
+                            &mut self.pending.security_rejected
+                        };
+                        *slot = Some(count - p);
                     }
                     Some(p) if count < p => {
                         restarted = true;
@@ -1110,10 +1266,15 @@ impl StationRules {
                 );
             }
             TagRole::Firmware if changed => {
-                out.push(
-                    self.ctx
-                        .tag_event(EventType::FirmwareChanged, tag, &r.value, prev, now),
-                );
+                let e = self
+                    .ctx
+                    .tag_event(EventType::FirmwareChanged, tag, &r.value, prev, now);
+                self.pending.firmware.push((
+                    "firmware_tag",
+                    json_of(&r.value),
+                    prev.map_or(Json::Null, json_of),
+                ));
+                self.pending.firmware_tag.get_or_insert(e);
             }
             TagRole::Counter if changed => {
                 let back = match (prev.and_then(Value::as_f64), r.value.as_f64()) {
@@ -1130,7 +1291,7 @@ impl StationRules {
             }
             TagRole::PartId => self.part_id = Some(r.value.clone()),
             TagRole::QualityResult
-                if prev.is_none() || changed || self.part_id != self.checked_part =>
+                if prev.is_none() || changed || self.part_id != self.state[i].checked_part =>
             {
                 self.quality_check(i, r, prev, out);
             }
@@ -1222,7 +1383,7 @@ impl StationRules {
     ) {
         let now = r.received;
         let tag = &self.tags[i];
-        self.checked_part.clone_from(&self.part_id);
+        self.state[i].checked_part.clone_from(&self.part_id);
         let pass = quality_pass(tag, &r.value);
         let mut e = self
             .ctx

@@ -349,10 +349,52 @@ fn an_outage_is_unreachable_after_k_failures_escalates_and_recovers_with_one_cor
     assert_eq!(out[0].event_data["escalated"], true);
     assert_eq!(out[0].correlation_id, Some(id));
     assert!(s.observe(&down(), at(400)).is_empty(), "escalated once");
-    let out = s.observe(&poll(vec![], true, vec![]), at(410));
-    assert_eq!(kinds(&out), vec![("device.recovered", Severity::Info)]);
+    assert!(
+        s.observe(&poll(vec![], true, vec![]), at(405)).is_empty(),
+        "an answer without data is no recovery"
+    );
+    let temp = reading_at("zone1_temp", Value::Float(200.0), 410);
+    let out = s.observe(&poll(vec![temp], true, vec![]), at(410));
+    assert_eq!(kinds(&out)[0], ("device.recovered", Severity::Info));
     assert_eq!(out[0].correlation_id, Some(id));
     assert_eq!(out[0].event_data["down_for_s"], 410.0);
+}
+
+#[test]
+fn a_server_refusing_its_certificate_is_cert_invalid_and_neither_down_nor_recovered() {
+    let mut s = measured(RuleSettings::default());
+    let down = || poll(vec![], false, vec![SourceError::Timeout(1000)]);
+    for t in 0..3 {
+        s.observe(&down(), at(t));
+    }
+    // The server is back with a certificate the agent does not trust: it answers (reachable)
+    // but delivers nothing.
+    let refused = || {
+        poll(
+            vec![reading_at(reserved::OFFERS_NONE, Value::Bool(false), 10)],
+            true,
+            vec![SourceError::Certificate(
+                "untrusted; trust it with `linesentry pki trust`".into(),
+            )],
+        )
+    };
+    let out = s.observe(&refused(), at(10));
+    assert_eq!(kinds(&out), vec![("cert.invalid", Severity::Error)]);
+    assert!(
+        s.observe(&refused(), at(11)).is_empty(),
+        "once, and no device.recovered"
+    );
+    let temp = reading_at("zone1_temp", Value::Float(200.0), 20);
+    let out = s.observe(&poll(vec![temp], true, vec![]), at(20));
+    assert_eq!(kinds(&out)[0], ("device.recovered", Severity::Info));
+
+    // First contact refused: cert.invalid at the first attempt, no outage at all.
+    let mut s = measured(RuleSettings::default());
+    let out = s.observe(&refused(), at(0));
+    assert_eq!(kinds(&out), vec![("cert.invalid", Severity::Error)]);
+    for t in 1..10 {
+        assert!(s.observe(&refused(), at(t)).is_empty());
+    }
 }
 
 #[test]
@@ -433,6 +475,115 @@ fn rejected_session_counters_going_up_are_auth_failures_and_going_back_a_restart
     assert_eq!(out[0].event_data["rejected_sessions"], 6);
     let out = s.process(&[r(2, 20)]);
     assert_eq!(kinds(&out), vec![("device.restarted", Severity::Warn)]);
+}
+
+#[test]
+fn rejections_counted_in_both_server_counters_are_counted_once() {
+    // Part 5: RejectedSessionCount includes SecurityRejectedSessionCount.
+    let mut s = measured(RuleSettings {
+        auth_burst: 5,
+        ..RuleSettings::default()
+    });
+    let both = |total: u64, security: u64, t: i64| {
+        [
+            reading_at(
+                reserved::SECURITY_REJECTED_SESSIONS,
+                Value::UInt(security),
+                t,
+            ),
+            reading_at(reserved::REJECTED_SESSIONS, Value::UInt(total), t),
+        ]
+    };
+    assert!(s.process(&both(10, 4, 0)).is_empty());
+    let out = s.process(&both(13, 7, 10));
+    assert_eq!(kinds(&out), vec![("auth.failed", Severity::Warn)]);
+    assert_eq!(out[0].event_data["rejected_sessions"], 3);
+    assert_eq!(out[0].event_data["security_rejected_sessions"], 3);
+    assert_eq!(out[0].event_data["failures_in_window"], 3, "three, not six");
+    let out = s.process(&both(15, 7, 20));
+    assert_eq!(
+        kinds(&out),
+        vec![
+            ("auth.failed", Severity::Warn),
+            ("security.violation", Severity::Error)
+        ],
+        "the fifth rejection, not the tenth, completes the burst"
+    );
+    assert_eq!(out[1].event_data["failures"], 5);
+}
+
+#[test]
+fn the_agents_own_sessions_on_a_server_are_no_session_anomaly() {
+    let mut s = measured(RuleSettings {
+        session_margin: 1,
+        ..RuleSettings::default()
+    });
+    let sessions = |total: u64, own: u64, t: i64| {
+        [
+            reading_at(reserved::CURRENT_SESSIONS, Value::UInt(total), t),
+            reading_at(reserved::OWN_SESSIONS, Value::UInt(own), t),
+        ]
+    };
+    assert!(s.process(&sessions(2, 1, 0)).is_empty());
+    // Four more stations of this gateway connect to the same server: normal.
+    assert!(s.process(&sessions(6, 5, 10)).is_empty());
+    // Two sessions that are not ours: more than the margin.
+    let out = s.process(&sessions(8, 5, 20));
+    assert_eq!(kinds(&out), vec![("session.anomaly", Severity::Warn)]);
+    assert_eq!(out[0].event_data["other_sessions"], 3);
+    assert_eq!(out[0].event_data["own_sessions"], 5);
+    assert_eq!(out[0].event_data["baseline"], 1);
+}
+
+#[test]
+fn a_firmware_change_seen_by_identification_and_build_info_is_one_event_with_both() {
+    let mut s = measured(RuleSettings::default());
+    let with = |rev: &str, t: i64| PollResult {
+        identity: Some(identity("Acme", "P-200", rev)),
+        ..poll(
+            vec![reading_at(
+                reserved::SOFTWARE_VERSION,
+                Value::Text(rev.into()),
+                t,
+            )],
+            true,
+            vec![],
+        )
+    };
+    assert!(s.observe(&with("2.4.1", 0), at(0)).is_empty());
+    let out = s.observe(&with("2.5.0", 10), at(10));
+    assert_eq!(kinds(&out), vec![("firmware.changed", Severity::Error)]);
+    let data = &out[0].event_data;
+    assert_eq!(data["value"], "2.5.0");
+    assert_eq!(data["previous"], "2.4.1");
+    assert_eq!(data["sources"]["device_identification"]["value"], "2.5.0");
+    assert_eq!(data["sources"]["build_info"]["previous"], "2.4.1");
+    assert!(s.observe(&with("2.5.0", 20), at(20)).is_empty());
+}
+
+#[test]
+fn a_firmware_tag_and_the_identification_read_later_are_one_update() {
+    let mut s = station();
+    let fw = |v: &str| reading("fw", Value::Text(v.into()));
+    let ident = |rev: &str| PollResult {
+        identity: Some(identity("Acme", "P-200", rev)),
+        ..poll(vec![], true, vec![])
+    };
+    s.observe(&poll(vec![fw("2.4.1")], true, vec![]), at(0));
+    s.observe(&ident("2.4.1"), at(1));
+    let out = s.observe(&poll(vec![fw("2.5.0")], true, vec![]), at(10));
+    assert_eq!(kinds(&out), vec![("firmware.changed", Severity::Error)]);
+    assert_eq!(out[0].event_data["tag"], "fw");
+    assert_eq!(
+        out[0].event_data["sources"]["firmware_tag"]["value"],
+        "2.5.0"
+    );
+    // The identification, read a few polls later, shows the same update: no second event.
+    assert!(s.observe(&ident("2.5.0"), at(15)).is_empty());
+    assert_eq!(s.counters().firmware_merged, 1);
+    // A later update through the tag is a new one.
+    let out = s.observe(&poll(vec![fw("2.6.0")], true, vec![]), at(400));
+    assert_eq!(kinds(&out), vec![("firmware.changed", Severity::Error)]);
 }
 
 #[test]

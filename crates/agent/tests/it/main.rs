@@ -17,6 +17,7 @@ mod modbus_faults;
 mod modbus_interop;
 mod modbus_rtu_interop;
 mod opcua_interop;
+mod parity;
 mod queue_crash;
 mod queue_disk_full;
 mod queue_model;

@@ -122,6 +122,7 @@ pub(super) async fn run(
         };
         let failure = match attempt {
             Ok((session, event_loop)) => {
+                let _own = super::own::OwnSession::register(&station.endpoint_url);
                 shared.lock().session = Some(session.clone());
                 let ended = supervise(
                     &client,

@@ -73,6 +73,7 @@
 
 mod convert;
 mod driver;
+mod own;
 pub mod pki;
 mod state;
 
@@ -94,7 +95,7 @@ use super::{
     SourceConfig, SourceError, StationConfig, Value,
 };
 use convert::Sample;
-use state::{Inbox, NodeBook, Notified};
+use state::{Current, Inbox, NodeBook, Notified};
 
 pub use pki::{CertInfo, CertState, Pki, PkiError};
 
@@ -242,6 +243,8 @@ struct EndpointFacts {
 /// never across an await.
 struct Inner {
     inbox: Inbox,
+    /// What the subscription last delivered per tag, handed to the rules every poll.
+    current: Current,
     /// Errors for the next poll (bounded; the oldest are dropped beyond `MAX_PENDING_ERRORS`).
     errors: Vec<SourceError>,
     book: NodeBook,
@@ -379,6 +382,7 @@ impl OpcUaSource {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 inbox: Inbox::new(settings.inbox_capacity),
+                current: Current::new(tags.len()),
                 errors,
                 book,
                 session: None,
@@ -428,7 +432,7 @@ impl OpcUaSource {
         let session = self.wait_for_session().await;
         let mut result = PollResult::default();
         match self.station.settings.acquisition {
-            Acquisition::Subscription => self.drain(&mut result),
+            Acquisition::Subscription => self.drain(&mut result, session.is_some()),
             Acquisition::Polling => {
                 if let Some(session) = &session {
                     self.read_tags(session, &mut result).await;
@@ -515,9 +519,11 @@ impl OpcUaSource {
         }
     }
 
-    /// Turns what subscriptions delivered into readings.
-    fn drain(&self, result: &mut PollResult) {
-        let mut inner = self.shared.lock();
+    /// Turns what subscriptions delivered into readings, then adds the value every other tag
+    /// still has (see [`Current`]) while `connected`; without a session nothing is held.
+    fn drain(&self, result: &mut PollResult, connected: bool) {
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
         let (items, dropped) = inner.inbox.drain();
         if dropped > 0 {
             inner.stats.dropped_changes += dropped;
@@ -527,6 +533,7 @@ impl OpcUaSource {
                 self.station.settings.inbox_capacity
             )));
         }
+        let mut delivered = vec![false; self.station.tags.len()];
         for Notified {
             tag,
             value,
@@ -537,8 +544,23 @@ impl OpcUaSource {
                 continue;
             }
             let sample = convert::sample(&value);
+            let before = result.readings.len();
             self.take(&mut inner.book, tag, sample, received, result);
+            let taken = (result.readings.len() > before).then(|| &result.readings[before]);
+            inner.current.set(tag, taken);
+            if let Some(d) = delivered.get_mut(tag) {
+                *d = true;
+            }
         }
+        if !connected {
+            inner.current.clear();
+            return;
+        }
+        let book = &inner.book;
+        result.readings.extend(inner.current.held_except(
+            |i| delivered.get(i).copied().unwrap_or(true) || book.is_skipped(i),
+            Timestamp::now(),
+        ));
     }
 
     /// Adds one sample of tag `index` to the result.
@@ -659,6 +681,11 @@ impl OpcUaSource {
                 .clone_from(&facts.certificate_thumbprint);
             values.extend(security_values(&facts));
         }
+        // The rules leave the agent's own sessions out of the server's session count.
+        values.push((
+            reserved::OWN_SESSIONS,
+            Value::UInt(own::count(&self.station.endpoint_url)),
+        ));
         result.readings.extend(
             values
                 .into_iter()

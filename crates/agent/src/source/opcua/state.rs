@@ -1,12 +1,13 @@
 //! Protocol state of one OPC UA station, pure and clock-free (callers pass `Instant`s): the
-//! bounded inbox subscriptions fill and polls drain, the book of bad nodes, the subscription
-//! watchdog and the reconnect backoff.
+//! bounded inbox subscriptions fill and polls drain, the current value of every subscribed
+//! tag, the book of bad nodes, the subscription watchdog and the reconnect backoff.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use opcua::types::DataValue;
 
+use crate::reading::Reading;
 use linesentry_event::Timestamp;
 
 /// One data change delivered by a subscription, waiting for the next poll.
@@ -54,6 +55,52 @@ impl Inbox {
 
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
+    }
+}
+
+/// The last value a subscription delivered for each tag: what the server holds now, since
+/// a subscription reports changes only. Every poll hands the rules the value of every tag it
+/// holds, delivered in this poll or not, as a Read in polling mode would; so heartbeats,
+/// debounce, one quality check per part and the other rules that look at values that do not
+/// change behave the same in both acquisition modes. Bounded: one reading per tag.
+#[derive(Debug)]
+pub(crate) struct Current {
+    held: Vec<Option<Reading>>,
+}
+
+impl Current {
+    pub(crate) fn new(tags: usize) -> Self {
+        Self {
+            held: vec![None; tags],
+        }
+    }
+
+    /// The value tag `index` now has (a new delivery, or `None` when it has none that can
+    /// be used: a refused node, a value that does not decode).
+    pub(crate) fn set(&mut self, index: usize, reading: Option<&Reading>) {
+        if let Some(slot) = self.held.get_mut(index) {
+            *slot = reading.cloned();
+        }
+    }
+
+    /// The held readings of the tags for which `skip(index)` is false, stamped as received
+    /// at `now` (the source time stays the server's).
+    pub(crate) fn held_except(&self, skip: impl Fn(usize) -> bool, now: Timestamp) -> Vec<Reading> {
+        self.held
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skip(*i))
+            .filter_map(|(_, r)| r.as_ref())
+            .map(|r| Reading {
+                received: now,
+                ..r.clone()
+            })
+            .collect()
+    }
+
+    /// Forgets every value: the session is gone, so nothing is known about the server now.
+    pub(crate) fn clear(&mut self) {
+        self.held.iter_mut().for_each(|slot| *slot = None);
     }
 }
 
@@ -156,6 +203,40 @@ mod tests {
         let (items, dropped) = inbox.drain();
         assert!(items.is_empty());
         assert_eq!(dropped, 0);
+    }
+
+    fn reading(tag: &str, value: i64, received: i64) -> Reading {
+        Reading {
+            station_id: "st-1".into(),
+            tag: tag.into(),
+            value: crate::reading::Value::Int(value),
+            quality: crate::reading::Quality::Good,
+            source_time: Some(Timestamp::from_micros(5)),
+            received: Timestamp::from_micros(received),
+        }
+    }
+
+    #[test]
+    fn held_values_are_handed_again_for_every_tag_not_delivered_now() {
+        let mut current = Current::new(3);
+        current.set(0, Some(&reading("a", 1, 10)));
+        current.set(2, Some(&reading("c", 3, 10)));
+        let held = current.held_except(|i| i == 2, Timestamp::from_micros(99));
+        assert_eq!(held.len(), 1, "c was delivered now, b never was");
+        assert_eq!(&*held[0].tag, "a");
+        assert_eq!(held[0].received, Timestamp::from_micros(99));
+        assert_eq!(held[0].source_time, Some(Timestamp::from_micros(5)));
+        current.set(0, None);
+        assert_eq!(
+            current
+                .held_except(|_| false, Timestamp::from_micros(100))
+                .len(),
+            1
+        );
+        current.clear();
+        assert!(current
+            .held_except(|_| false, Timestamp::from_micros(101))
+            .is_empty());
     }
 
     #[test]
