@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::runtime::{self as agent, RunOptions};
-use linesentry_agent::source::opcua::{OpcUaSettings, Pki};
+use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, Pki};
 use linesentry_event::{SecurityEvent, Severity};
 use linesentry_sim::opcua::OpcUaSimOptions;
 use linesentry_sim::{self as sim, Schedule, SimOptions};
+use linesentry_testkit::intruder;
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-scenario";
@@ -18,14 +19,33 @@ const GATEWAY: &str = "gw-scenario";
 /// How the station talks to its simulator.
 enum Link {
     Modbus,
-    /// OPC UA with SignAndEncrypt / Basic256Sha256 and this password for `operator`.
+    /// OPC UA with SignAndEncrypt / Basic256Sha256 and this password for `operator`, the
+    /// values acquired in `mode`.
     OpcUa {
         password: &'static str,
+        mode: Acquisition,
     },
-    /// The same, with `acquisition = "polling"` (Read every poll instead of a subscription).
-    OpcUaPolled {
-        password: &'static str,
-    },
+}
+
+/// An OPC UA scenario runs once per acquisition mode: the same device behaviour must give
+/// the same events whether the station is subscribed (the default) or polled. `name!(f)`
+/// makes the tests `f::subscription` and `f::polling` of `async fn f(mode: Acquisition)`.
+macro_rules! in_both_modes {
+    ($name:ident) => {
+        mod $name {
+            use linesentry_agent::source::opcua::Acquisition;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn subscription() {
+                super::$name(Acquisition::Subscription).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn polling() {
+                super::$name(Acquisition::Polling).await;
+            }
+        }
+    };
 }
 
 /// Runs `profile` simulated with `schedule` (seconds after start), the agent polling it every
@@ -56,6 +76,28 @@ async fn scenario_with(
     schedule: &str,
     seconds: f64,
 ) -> Vec<SecurityEvent> {
+    scenario_intruded(profile, link, edit, schedule, seconds, None).await
+}
+
+/// Another Modbus client, given the simulated device's address.
+type Intruder = Box<
+    dyn FnOnce(
+            std::net::SocketAddr,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = intruder::Tally> + Send>>
+        + Send,
+>;
+
+/// [`scenario_with`], with `intruder` talking to the Modbus simulator from the second
+/// second on, beside the agent.
+async fn scenario_intruded(
+    profile: &str,
+    link: Link,
+    edit: impl FnOnce(String) -> String,
+    schedule: &str,
+    seconds: f64,
+    intruder: Option<Intruder>,
+) -> Vec<SecurityEvent> {
     let dir = tempfile::tempdir().unwrap();
     let devices = dir.path().join("devices");
     std::fs::create_dir_all(&devices).unwrap();
@@ -82,8 +124,8 @@ async fn scenario_with(
             modbus_sim = Some(handle);
             format!("source = \"modbus_tcp\"\naddress = \"{address}\"\ntimeout_ms = 300")
         }
-        Link::OpcUa { password } | Link::OpcUaPolled { password } => {
-            let polled = matches!(link, Link::OpcUaPolled { .. });
+        Link::OpcUa { password, mode } => {
+            let polled = mode == Acquisition::Polling;
             // The agent's application certificate exists before the simulator's timeline
             // starts, as on a gateway after its first start: its RSA key generation takes
             // seconds under qemu, and the scheduled actions would play before the first
@@ -120,7 +162,25 @@ async fn scenario_with(
             )
         }
     };
+    // Another client on the device, beside the agent, from the second second on.
+    let intrusion = match (intruder, &modbus_sim) {
+        (Some(intrude), Some(sim)) => {
+            let device = sim.local_addr();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                intrude(device).await
+            }))
+        }
+        _ => None,
+    };
     let events = run_agent(dir.path(), profile, &source, seconds).await;
+    if let Some(task) = intrusion {
+        let tally = task.await.expect("the intruder's task");
+        assert!(
+            tally.answered + tally.exceptions > 0,
+            "the intruder reached the device: {tally:?}"
+        );
+    }
     if let Some(h) = modbus_sim {
         h.shutdown().await;
     }
@@ -308,12 +368,12 @@ async fn new_firmware_and_a_new_identity_at_the_same_address_are_raised() {
     quiet_apart_from(&events, &["firmware.changed", "identity.changed"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_failed_inspections_is_a_quality_anomaly() {
+async fn a_burst_of_failed_inspections_is_a_quality_anomaly(mode: Acquisition) {
     let events = scenario(
         "aoi_station",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "quality_failures = 3\nquality_window = 10",
         "quality_burst@3",
@@ -324,10 +384,55 @@ async fn a_burst_of_failed_inspections_is_a_quality_anomaly() {
         .into_iter()
         .filter(|e| e.event_data["result"] == "fail")
         .collect();
-    assert!(failed.len() >= 3, "failed checks: {}", failed.len());
     assert!(failed.iter().all(|e| e.severity == Severity::Warn));
+    // The verdict tag stays `fail` for the whole burst while the panel id moves on: one
+    // failed check per panel, each panel once. The simulator and the agent both run at
+    // 10 Hz, so a poll may fall between two panels and miss one.
+    let mut panels: Vec<String> = failed
+        .iter()
+        .filter(|e| e.event_data["tag"] == "inspection_result")
+        .map(|e| e.event_data["part_id"].to_string())
+        .collect();
+    let checks = panels.len();
+    panels.sort_unstable();
+    panels.dedup();
+    assert_eq!(panels.len(), checks, "a panel checked twice: {panels:?}");
+    let burst = linesentry_sim::scenario::QUALITY_BURST_CHECKS as usize;
+    assert!(
+        (burst - 2..=burst).contains(&checks),
+        "{checks} failed verdicts for a burst of {burst} panels"
+    );
     one(&events, "quality.anomaly", Severity::Warn);
 }
+
+/// Values that do not change still get their heartbeats: a subscription delivers nothing
+/// while the cell state stays the same, the agent still reports it every `status_heartbeat_s`.
+async fn a_steady_status_gets_its_heartbeats(mode: Acquisition) {
+    let events = scenario(
+        "cell_controller",
+        Link::OpcUa {
+            password: "operator",
+            mode,
+        },
+        "status_heartbeat_s = 1",
+        "",
+        7.0,
+    )
+    .await;
+    let beats = of(&events, "equipment.status")
+        .into_iter()
+        .filter(|e| e.event_data.get("heartbeat") == Some(&serde_json::json!(true)))
+        .count();
+    assert!(
+        beats >= 3,
+        "{beats} status heartbeats in about 5 s of steady run"
+    );
+    quiet_apart_from(&events, &[]);
+}
+
+in_both_modes!(a_steady_status_gets_its_heartbeats);
+
+in_both_modes!(a_burst_of_failed_inspections_is_a_quality_anomaly);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_measurement_drifting_steadily_past_its_limit_is_one_trend_anomaly() {
@@ -380,12 +485,12 @@ async fn a_value_beyond_its_alarm_limit_while_the_alarm_stays_off_is_alarm_suppr
     quiet_apart_from(&events, &["alarm.suppressed"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_rejected_logins_are_a_security_violation() {
+async fn repeated_rejected_logins_are_a_security_violation(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "wrong-password",
+            mode,
         },
         "auth_burst = 2",
         "",
@@ -401,12 +506,14 @@ async fn repeated_rejected_logins_are_a_security_violation() {
         .all(|e| e.correlation_id == violation.correlation_id));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switch_to_program_mode_over_opc_ua_is_an_error() {
+in_both_modes!(repeated_rejected_logins_are_a_security_violation);
+
+async fn a_switch_to_program_mode_over_opc_ua_is_an_error(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "mode_program@4",
@@ -417,12 +524,14 @@ async fn a_switch_to_program_mode_over_opc_ua_is_an_error() {
     assert_eq!(e.event_data["state"], "PROGRAM");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_opc_ua_firmware_update_is_firmware_changed_and_a_restart() {
+in_both_modes!(a_switch_to_program_mode_over_opc_ua_is_an_error);
+
+async fn an_opc_ua_firmware_update_is_firmware_changed_and_a_restart(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "firmware_change@4",
@@ -438,12 +547,14 @@ async fn an_opc_ua_firmware_update_is_firmware_changed_and_a_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_server_identity_at_the_same_address_is_raised() {
+in_both_modes!(an_opc_ua_firmware_update_is_firmware_changed_and_a_restart);
+
+async fn a_new_server_identity_at_the_same_address_is_raised(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "identity_change@4",
@@ -459,6 +570,8 @@ async fn a_new_server_identity_at_the_same_address_is_raised() {
         assert_eq!(e.severity, Severity::Critical);
     }
 }
+
+in_both_modes!(a_new_server_identity_at_the_same_address_is_raised);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_production_reports_measurements_by_exception_and_raises_nothing() {
@@ -563,6 +676,53 @@ async fn diagnostic_counters_cleared_on_the_device_are_a_counters_reset() {
     quiet_apart_from(&events, &["diag.counters_reset"]);
 }
 
+/// The press with its diagnostic counters read every second and the scan and flood
+/// thresholds of the catalogue.
+#[allow(clippy::needless_pass_by_value)] // the shape `scenario_with` takes an edit in
+fn press_reading_its_counters_every_second(text: String) -> String {
+    assert!(text.contains("every_s = 60"), "the press ships diagnostics");
+    text.replace("every_s = 60", "every_s = 1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_scan_by_another_client_shows_in_the_device_counters() {
+    let events = scenario_intruded(
+        "stamping_press",
+        Link::Modbus,
+        press_reading_its_counters_every_second,
+        "",
+        6.0,
+        Some(Box::new(|device| {
+            Box::pin(intruder::scan(device, 1, 60, Duration::from_millis(20)))
+        })),
+    )
+    .await;
+    let e = one(&events, "security.violation", Severity::Error);
+    assert_eq!(e.event_data["kind"], "modbus_scan", "{:?}", e.event_data);
+    assert_eq!(e.event_data["source"], "device_diagnostics");
+    assert_eq!(e.event_data["own_exceptions"], 0, "{:?}", e.event_data);
+    quiet_apart_from(&events, &["security.violation"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_reads_by_another_client_shows_in_the_device_counters() {
+    let events = scenario_intruded(
+        "stamping_press",
+        Link::Modbus,
+        press_reading_its_counters_every_second,
+        "",
+        6.0,
+        // Holding register 101 is the press's stroke setpoint: every read is answered.
+        Some(Box::new(|device| {
+            Box::pin(intruder::flood(device, 1, 101, 1500))
+        })),
+    )
+    .await;
+    let e = one(&events, "security.violation", Severity::Error);
+    assert_eq!(e.event_data["kind"], "modbus_flood", "{:?}", e.event_data);
+    quiet_apart_from(&events, &["security.violation"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_illegal_address_exceptions_is_a_scan() {
     let events = scenario(
@@ -584,12 +744,12 @@ async fn a_burst_of_illegal_address_exceptions_is_a_scan() {
     quiet_apart_from(&events, &["security.violation"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_served_with_a_bad_status_are_stale() {
+async fn values_served_with_a_bad_status_are_stale(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "garbage@4",
@@ -616,12 +776,14 @@ async fn values_served_with_a_bad_status_are_stale() {
     quiet_apart_from(&events, &["value.stale"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_drops_its_strongest_security_policy_is_a_downgrade() {
+in_both_modes!(values_served_with_a_bad_status_are_stale);
+
+async fn a_server_that_drops_its_strongest_security_policy_is_a_downgrade(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "policy_downgrade@4",
@@ -635,14 +797,18 @@ async fn a_server_that_drops_its_strongest_security_policy_is_a_downgrade() {
     quiet_apart_from(&events, &["security_policy.downgraded", "device.restarted"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_no_fallback() {
+in_both_modes!(a_server_that_drops_its_strongest_security_policy_is_a_downgrade);
+
+async fn a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_no_fallback(
+    mode: Acquisition,
+) {
     // The agent asks for Basic256Sha256 / SignAndEncrypt; after the restart the server offers
     // only None and Aes128_Sha256_RsaOaep.
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "policy_downgrade_all@4",
@@ -671,15 +837,17 @@ async fn a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_n
     );
 }
 
+in_both_modes!(a_server_that_drops_the_configured_security_policy_is_a_downgrade_and_no_fallback);
+
 /// Server diagnostics are re-read every 30 s (and on a new session): these run past that.
 const STATUS_REREAD_S: f64 = 40.0;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extra_sessions_on_the_server_are_a_session_anomaly() {
+async fn extra_sessions_on_the_server_are_a_session_anomaly(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "session_flood@3",
@@ -694,12 +862,16 @@ async fn extra_sessions_on_the_server_are_a_session_anomaly() {
     quiet_apart_from(&events, &["session.anomaly"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation() {
+in_both_modes!(extra_sessions_on_the_server_are_a_session_anomaly);
+
+async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation(
+    mode: Acquisition,
+) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "password_guess@3",
@@ -707,11 +879,9 @@ async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation
     )
     .await;
     // The agent's own session is fine: these come from the server's diagnostics.
+    // RejectedSessionCount includes SecurityRejectedSessionCount: counted once.
     let failed = one(&events, "auth.failed", Severity::Warn);
-    assert_eq!(
-        failed.event_data["tag"],
-        "_diag.security_rejected_session_count"
-    );
+    assert_eq!(failed.event_data["tag"], "_diag.rejected_session_count");
     assert!(
         failed.event_data["rejected_sessions"].as_u64().unwrap() >= 5,
         "{:?}",
@@ -719,10 +889,7 @@ async fn wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation
     );
     let violation = one(&events, "security.violation", Severity::Error);
     assert_eq!(violation.event_data["kind"], "auth_burst");
-    assert_eq!(
-        violation.event_data["key"],
-        "server:_diag.security_rejected_session_count"
-    );
+    assert_eq!(violation.event_data["key"], "server:rejected_sessions");
     assert_eq!(violation.correlation_id, failed.correlation_id);
     // Each guess created a session whose activation failed; the server keeps it until it
     // times out, so the session count rises too, as on a real server.
@@ -746,6 +913,8 @@ impl Drop for Group {
         let _ = self.0.wait();
     }
 }
+
+in_both_modes!(wrong_passwords_counted_by_the_server_are_auth_failures_and_a_violation);
 
 /// A device whose clock is ten minutes ahead: the OPC UA simulator runs as its own process
 /// (`linesentry sim`) under libfaketime, so its `ServerStatus.CurrentTime` is really off.
@@ -813,8 +982,9 @@ async fn values_that_change_under_one_source_timestamp_are_stale_once_per_tag() 
     // a sampling interval past the last one, so only a Read shows the replayed stamp.
     let events = scenario(
         "cell_controller",
-        Link::OpcUaPolled {
+        Link::OpcUa {
             password: "operator",
+            mode: Acquisition::Polling,
         },
         "",
         "timestamps_freeze@4",
@@ -840,12 +1010,12 @@ async fn values_that_change_under_one_source_timestamp_are_stale_once_per_tag() 
     quiet_apart_from(&events, &["value.stale"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_stops_running_is_a_mode_change() {
+async fn a_server_that_stops_running_is_a_mode_change(mode: Acquisition) {
     let events = scenario(
         "cell_controller",
         Link::OpcUa {
             password: "operator",
+            mode,
         },
         "",
         "server_suspend@3",
@@ -858,3 +1028,5 @@ async fn a_server_that_stops_running_is_a_mode_change() {
     assert_eq!(e.event_data["previous_state"], "Running");
     quiet_apart_from(&events, &["mode.changed"]);
 }
+
+in_both_modes!(a_server_that_stops_running_is_a_mode_change);

@@ -17,7 +17,8 @@ SPEC.json describes the data the test expects to read back:
          "value": "AB-12"},
         ...
       ],
-      "diagnostics": {"BusMessage": 4660, "Event": 321, ...}   # optional
+      "diagnostics": {"BusMessage": 4660, "Event": 321, ...},  # optional
+      "count": true                             # optional, see below
     }
 
 Addresses are zero-based protocol addresses. Every value is encoded here, by pymodbus's own
@@ -34,6 +35,12 @@ the given identity, FC 08 (diagnostics) and FC 11 (comm event counter) from pymo
 control block, whose counters "diagnostics" presets by their pymodbus names (pymodbus's TCP
 server does not count what it serves itself; FC 08 sub-function 0x0A clears them), prints "READY <port>" on stdout once it listens and runs until killed.
 Reads past `size` get exception 02 (illegal data address).
+
+With "count": true the server counts what it serves, from every client, as a device does
+(pymodbus's TCP server does not): each request received adds one to BusMessage and
+DeviceMessage; each exception response sent to BusExceptionError; each normal response
+to Event (the FC 11 comm event count), FC 11 itself excluded. A request is counted when it
+arrives, so a read of a counter includes the request that reads it.
 """
 
 import asyncio
@@ -112,6 +119,22 @@ def build_tables(spec):
     return tables
 
 
+def counting(counters):
+    """A trace_pdu hook that keeps the device's diagnostic counters (see the docstring)."""
+
+    def trace(sending, pdu):
+        if not sending:
+            counters.BusMessage = (counters.BusMessage + 1) & 0xFFFF
+            counters.DeviceMessage = (counters.DeviceMessage + 1) & 0xFFFF
+        elif pdu.function_code & 0x80:
+            counters.BusExceptionError = (counters.BusExceptionError + 1) & 0xFFFF
+        elif pdu.function_code != 0x0B:
+            counters.Event = (counters.Event + 1) & 0xFFFF
+        return pdu
+
+    return trace
+
+
 async def main(port, spec_path):
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
@@ -135,7 +158,10 @@ async def main(port, spec_path):
     counters = ModbusControlBlock().Counter
     for name, value in spec.get("diagnostics", {}).items():
         setattr(counters, name, value)
-    server = ModbusTcpServer(context, identity=identity, address=("127.0.0.1", port))
+    trace = counting(counters) if spec.get("count") else None
+    server = ModbusTcpServer(
+        context, identity=identity, address=("127.0.0.1", port), trace_pdu=trace
+    )
     await server.serve_forever(background=True)
     print(f"READY {port}", flush=True)
     await asyncio.Event().wait()

@@ -6,6 +6,7 @@
 //!   peers under `crates/testkit/peers/` (pymodbus, asyncua, the JSON Schema and batch
 //!   verifiers), and polling instead of fixed sleeps;
 //! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers;
+//! - [`intruder`]: another Modbus client scanning or flooding a device the agent watches;
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
 //!
@@ -17,6 +18,7 @@
 pub mod chromium;
 #[cfg(feature = "collector")]
 pub mod collector;
+pub mod intruder;
 pub mod mosquitto;
 
 use std::net::TcpListener;

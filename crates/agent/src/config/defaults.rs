@@ -216,6 +216,18 @@ pub(super) const AUTH_WINDOW_S: Int = int(s(R::DEFAULT_AUTH_WINDOW), 1, 86_400, 
 pub(super) const EXCEPTION_BURST: Int =
     int(R::DEFAULT_EXCEPTION_BURST as i64, 1, 1000, "exceptions");
 pub(super) const EXCEPTION_WINDOW_S: Int = int(s(R::DEFAULT_EXCEPTION_WINDOW), 1, 86_400, "s");
+pub(super) const DIAG_SCAN_EXCEPTIONS_PER_MIN: Int = int(
+    R::DEFAULT_DIAG_SCAN_EXCEPTIONS_PER_MIN as i64,
+    1,
+    100_000,
+    "exceptions per minute",
+);
+pub(super) const DIAG_FLOOD_MESSAGES_PER_S: Int = int(
+    R::DEFAULT_DIAG_FLOOD_MESSAGES_PER_S as i64,
+    1,
+    100_000,
+    "messages per second",
+);
 pub(super) const STALE_AFTER_S: Int = int(s(R::DEFAULT_STALE_AFTER), 1, 86_400, "s");
 pub(super) const CLOCK_SKEW_MS: Int = int(ms(R::DEFAULT_CLOCK_SKEW), 1, 3_600_000, "ms");
 pub(super) const SESSION_MARGIN: Int = int(R::DEFAULT_SESSION_MARGIN as i64, 0, 10_000, "sessions");

@@ -230,6 +230,8 @@ pub(super) struct Rules {
     pub(super) auth_window_s: Option<i64>,
     pub(super) exception_burst: Option<i64>,
     pub(super) exception_window_s: Option<i64>,
+    pub(super) diag_scan_exceptions_per_min: Option<i64>,
+    pub(super) diag_flood_messages_per_s: Option<i64>,
     pub(super) stale_after_s: Option<i64>,
     pub(super) clock_skew_ms: Option<i64>,
     pub(super) session_margin: Option<i64>,

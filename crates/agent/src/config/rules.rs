@@ -72,6 +72,7 @@ pub(super) fn settings(
         raw.exception_window_s,
         defaults::EXCEPTION_WINDOW_S,
     );
+    let (diag_scan, diag_flood) = diag_rates(report, at, raw);
     let stale_after = seconds(
         report,
         &key("stale_after_s"),
@@ -107,6 +108,8 @@ pub(super) fn settings(
         auth_window: auth_window?,
         exception_burst: exception_burst? as usize,
         exception_window: exception_window?,
+        diag_scan_exceptions_per_min: diag_scan? as u64,
+        diag_flood_messages_per_s: diag_flood? as u64,
         stale_after: stale_after?,
         clock_skew: clock_skew?,
         session_margin: session_margin? as u64,
@@ -115,6 +118,21 @@ pub(super) fn settings(
         alarm_grace: alarm_grace?,
         change_windows: Vec::new(),
     })
+}
+
+/// `diag_scan_exceptions_per_min` and `diag_flood_messages_per_s`.
+fn diag_rates(report: &mut Report<'_>, at: &str, raw: &raw::Rules) -> (Option<i64>, Option<i64>) {
+    let scan = report.int(
+        &child(at, "diag_scan_exceptions_per_min"),
+        raw.diag_scan_exceptions_per_min,
+        defaults::DIAG_SCAN_EXCEPTIONS_PER_MIN,
+    );
+    let flood = report.int(
+        &child(at, "diag_flood_messages_per_s"),
+        raw.diag_flood_messages_per_s,
+        defaults::DIAG_FLOOD_MESSAGES_PER_S,
+    );
+    (scan, flood)
 }
 
 /// `quality_window` and `quality_failures`, the latter at most the former.

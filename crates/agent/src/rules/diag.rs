@@ -20,11 +20,33 @@
 //! raising a false reset on every wrap of a busy bus.
 //!
 //! State is in memory only: after an agent restart the first read sets the reference again.
+//!
+//! # Someone else on the device: scans and floods
+//!
+//! A device scanned by another client keeps answering the agent normally; what changes is
+//! its own counters. With each read of the counters the source also hands over the agent's
+//! own share so far (`_modbus.own.requests`, `_modbus.own.exceptions`). Between two reads
+//! that both reached the device, with no counter going back:
+//!
+//! - foreign exceptions = the rise of `bus_exception_error_count` (FC 08 / 0x0D) minus the
+//!   exception responses the agent received; at `diag_scan_exceptions_per_min` or faster it
+//!   is a function or address scan (T0846 Remote System Discovery, T0888);
+//! - foreign messages = the rise of `server_message_count` (FC 08 / 0x0E; else
+//!   `bus_message_count`, which on a shared serial bus also counts the other units' traffic)
+//!   minus the agent's own requests; at `diag_flood_messages_per_s` or faster it is a flood
+//!   (T0814 Denial of Service);
+//! - the rise of `server_no_response_count` (0x0F) goes with either as data.
+//!
+//! One `security.violation` per burst (`kind` `modbus_scan`, or `modbus_flood` when only the
+//! message rate is over), with the counts and rates in `event_data`; the burst lasts while
+//! consecutive reads stay over a threshold and shares one correlation id. A read that lost
+//! the link in between, or counters going back, starts the comparison again. Each counter
+//! is compared only when the profile's `[diagnostics]` reads it.
 
 use std::collections::BTreeMap;
 
 use super::StationRules;
-use crate::reading::reserved::MODBUS_DIAG_PREFIX as TAG_PREFIX;
+use crate::reading::reserved::{self, MODBUS_DIAG_PREFIX as TAG_PREFIX};
 use crate::reading::{PollResult, Quality, SourceError};
 use linesentry_event::{EventType, SecurityEvent, Timestamp};
 
@@ -40,6 +62,45 @@ pub(super) struct DiagState {
     counters: BTreeMap<String, Counter>,
     /// A poll since the last read did not reach the device or lost the link.
     interrupted: bool,
+    /// The agent's own share at the last read, and when it was: the reference for the next
+    /// read's scan and flood comparison (`None` after an interruption).
+    own: Option<Own>,
+    /// The open scan or flood burst, by its correlation id.
+    burst: Option<uuid::Uuid>,
+    /// Foreign exceptions per read over the last minute (bounded: reads are at least a
+    /// second apart, and older entries are dropped).
+    recent_exceptions: std::collections::VecDeque<(Timestamp, u64)>,
+}
+
+/// The agent's own requests and exceptions (cumulative) at a read of the counters.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Own {
+    at: Timestamp,
+    requests: u64,
+    exceptions: u64,
+}
+
+/// What two consecutive reads of the counters show beyond the agent's own traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Foreign {
+    pub(super) seconds: f64,
+    /// Exceptions the device sent to others (`None`: its exception counter is not read).
+    pub(super) exceptions: Option<u64>,
+    /// Messages the device received from others (`None`: no message counter is read).
+    pub(super) messages: Option<u64>,
+    pub(super) no_responses: Option<u64>,
+    pub(super) own_requests: u64,
+    pub(super) own_exceptions: u64,
+}
+
+impl Foreign {
+    fn exceptions_per_min(&self) -> f64 {
+        self.exceptions.unwrap_or(0) as f64 * 60.0 / self.seconds
+    }
+
+    fn messages_per_s(&self) -> f64 {
+        self.messages.unwrap_or(0) as f64 / self.seconds
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,10 +131,18 @@ pub(super) fn movement(last: u64, now: u64, max_step: u64) -> Movement {
     }
 }
 
-/// True for a reading of a Modbus diagnostic counter.
+/// True for a reading of a Modbus diagnostic counter, or of the agent's own share of them.
 pub(super) fn is_diag(tag: &str) -> bool {
     tag.starts_with(TAG_PREFIX)
+        || tag == reserved::MODBUS_OWN_REQUESTS
+        || tag == reserved::MODBUS_OWN_EXCEPTIONS
 }
+
+/// The window over which foreign exceptions are summed against
+/// `diag_scan_exceptions_per_min`.
+const SCAN_WINDOW_US: i64 = 60_000_000;
+/// Most entries kept in that window, whatever the read interval.
+const SCAN_WINDOW_MAX: usize = 128;
 
 /// A poll error that means the link went down (so the device may have restarted meanwhile).
 fn link_lost(error: &SourceError) -> bool {
@@ -96,6 +165,8 @@ impl StationRules {
         let lost_now = !poll.reachable || poll.errors.iter().any(link_lost);
         let mut back = Vec::new();
         let mut read = false;
+        let mut steps: BTreeMap<&str, u64> = BTreeMap::new();
+        let (mut own_requests, mut own_exceptions) = (None, None);
         for r in poll.readings.iter().filter(|r| is_diag(&r.tag)) {
             let Some(value) = r.value.as_f64().filter(|v| *v >= 0.0) else {
                 self.counters.not_finite += 1;
@@ -105,8 +176,19 @@ impl StationRules {
                 self.counters.bad_quality += 1;
                 continue;
             }
-            read = true;
             let value = value as u64;
+            match r.tag.as_ref() {
+                reserved::MODBUS_OWN_REQUESTS => {
+                    own_requests = Some(value);
+                    continue;
+                }
+                reserved::MODBUS_OWN_EXCEPTIONS => {
+                    own_exceptions = Some(value);
+                    continue;
+                }
+                _ => {}
+            }
+            read = true;
             let name = r.tag.strip_prefix(TAG_PREFIX).unwrap_or(&r.tag);
             match self.diag.counters.get_mut(name) {
                 None => {
@@ -120,7 +202,10 @@ impl StationRules {
                 }
                 Some(c) => {
                     match movement(c.last, value, c.max_step) {
-                        Movement::Up(step) => c.max_step = c.max_step.max(step),
+                        Movement::Up(step) => {
+                            c.max_step = c.max_step.max(step);
+                            steps.insert(name, step);
+                        }
                         Movement::Back => {
                             back.push((name.to_owned(), value, c.last));
                             c.max_step = 0;
@@ -132,6 +217,20 @@ impl StationRules {
         }
         let interrupted = self.diag.interrupted;
         self.diag.interrupted = lost_now || (interrupted && !read);
+        if let (true, Some(requests), Some(exceptions)) = (read, own_requests, own_exceptions) {
+            let own = Own {
+                at: now,
+                requests,
+                exceptions,
+            };
+            match self.diag.own.replace(own) {
+                Some(prev) if back.is_empty() && !interrupted => {
+                    let foreign = foreign(&steps, prev, own);
+                    self.scan_or_flood(&foreign, now, out);
+                }
+                _ => {}
+            }
+        }
         if back.is_empty() {
             return false;
         }
@@ -160,6 +259,81 @@ impl StationRules {
                 .data("counters", counters),
         );
         interrupted
+    }
+}
+
+/// What the counters rose by between two reads beyond the agent's own share.
+pub(super) fn foreign(steps: &BTreeMap<&str, u64>, prev: Own, now: Own) -> Foreign {
+    let own_requests = now.requests.saturating_sub(prev.requests);
+    let own_exceptions = now.exceptions.saturating_sub(prev.exceptions);
+    let messages = steps
+        .get("server_message_count")
+        .or_else(|| steps.get("bus_message_count"));
+    Foreign {
+        seconds: (elapsed_us(prev.at, now.at) as f64 / 1e6).max(1e-3),
+        exceptions: steps
+            .get("bus_exception_error_count")
+            .map(|s| s.saturating_sub(own_exceptions)),
+        messages: messages.map(|s| s.saturating_sub(own_requests)),
+        no_responses: steps.get("server_no_response_count").copied(),
+        own_requests,
+        own_exceptions,
+    }
+}
+
+fn elapsed_us(from: Timestamp, to: Timestamp) -> i64 {
+    (to.as_micros() - from.as_micros()).max(0)
+}
+
+impl StationRules {
+    /// The scan and flood rule on one comparison of two reads (see the module's docs).
+    fn scan_or_flood(&mut self, f: &Foreign, now: Timestamp, out: &mut Vec<SecurityEvent>) {
+        let recent = &mut self.diag.recent_exceptions;
+        recent.push_back((now, f.exceptions.unwrap_or(0)));
+        while recent
+            .front()
+            .is_some_and(|(at, _)| elapsed_us(*at, now) > SCAN_WINDOW_US)
+            || recent.len() > SCAN_WINDOW_MAX
+        {
+            recent.pop_front();
+        }
+        let last_minute: u64 = recent.iter().map(|(_, n)| n).sum();
+        let s = &self.ctx.settings;
+        let scan = f.exceptions.unwrap_or(0) > 0 && last_minute >= s.diag_scan_exceptions_per_min;
+        let flood = f.messages_per_s() >= s.diag_flood_messages_per_s as f64;
+        if !(scan || flood) {
+            self.diag.burst = None;
+            return;
+        }
+        if self.diag.burst.is_some() {
+            return;
+        }
+        let id = uuid::Uuid::now_v7();
+        self.diag.burst = Some(id);
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        out.push(
+            self.ctx
+                .event(EventType::SecurityViolation, now)
+                .correlation(id)
+                .data("kind", if scan { "modbus_scan" } else { "modbus_flood" })
+                .data("source", "device_diagnostics")
+                .data("interval_s", round(f.seconds))
+                .data("foreign_exceptions", f.exceptions)
+                .data("foreign_exceptions_last_min", last_minute)
+                .data("exceptions_per_min", round(f.exceptions_per_min()))
+                .data("foreign_messages", f.messages)
+                .data("messages_per_s", round(f.messages_per_s()))
+                .data("no_responses", f.no_responses)
+                .data("own_requests", f.own_requests)
+                .data("own_exceptions", f.own_exceptions)
+                .data(
+                    "thresholds",
+                    serde_json::json!({
+                        "diag_scan_exceptions_per_min": s.diag_scan_exceptions_per_min,
+                        "diag_flood_messages_per_s": s.diag_flood_messages_per_s,
+                    }),
+                ),
+        );
     }
 }
 
@@ -219,6 +393,99 @@ mod tests {
             reachable: true,
             ..PollResult::default()
         }
+    }
+
+    /// A read of the message and exception counters with the agent's own share so far.
+    fn counted(second: i64, messages: u64, exceptions: u64, own: (u64, u64)) -> PollResult {
+        PollResult {
+            readings: vec![
+                reading("_modbus.diag.server_message_count", messages, second),
+                reading("_modbus.diag.bus_exception_error_count", exceptions, second),
+                reading("_modbus.own.requests", own.0, second),
+                reading("_modbus.own.exceptions", own.1, second),
+            ],
+            reachable: true,
+            ..PollResult::default()
+        }
+    }
+
+    fn settings(scan: u64, flood: u64) -> crate::rules::RuleSettings {
+        crate::rules::RuleSettings {
+            diag_scan_exceptions_per_min: scan,
+            diag_flood_messages_per_s: flood,
+            ..crate::rules::RuleSettings::default()
+        }
+    }
+
+    #[test]
+    fn exceptions_the_device_sent_to_someone_else_are_one_scan_per_burst() {
+        let mut s = rules().with_settings(settings(10, 100));
+        // The agent's own polls: 100 messages per 10 s, its own two exceptions.
+        assert!(s.observe(&counted(0, 100, 0, (100, 0)), at(0)).is_empty());
+        assert!(s.observe(&counted(10, 200, 2, (200, 2)), at(10)).is_empty());
+        assert_eq!(s.counters().unknown_tag, 0, "own-share readings are known");
+        // Someone probes addresses: 30 exceptions and 40 messages that are not the agent's.
+        let out = s.observe(&counted(20, 340, 32, (300, 2)), at(20));
+        assert_eq!(kinds(&out), [("security.violation", Severity::Error)]);
+        let d = &out[0].event_data;
+        assert_eq!(d["kind"], "modbus_scan");
+        assert_eq!(d["source"], "device_diagnostics");
+        assert_eq!(d["foreign_exceptions"], 30);
+        assert_eq!(d["foreign_messages"], 40);
+        assert_eq!(d["own_requests"], 100);
+        assert_eq!(d["exceptions_per_min"], 180.0);
+        let id = out[0].correlation_id;
+        // Still going: the same burst, no second event.
+        assert!(s
+            .observe(&counted(30, 480, 60, (400, 2)), at(30))
+            .is_empty());
+        // Quiet for a minute: the burst ends; a new scan is a new event.
+        for t in [40, 50, 60, 70, 80, 90, 100] {
+            let n = t as u64 * 10 + 80;
+            assert!(
+                s.observe(&counted(t, n, 60, (n - 80, 2)), at(t)).is_empty(),
+                "at {t}"
+            );
+        }
+        let out = s.observe(&counted(110, 1200, 80, (1100, 2)), at(110));
+        assert_eq!(kinds(&out), [("security.violation", Severity::Error)]);
+        assert_ne!(out[0].correlation_id, id);
+    }
+
+    #[test]
+    fn messages_beyond_the_agents_own_at_the_flood_rate_are_a_flood_and_its_own_are_not() {
+        let mut s = rules().with_settings(settings(10, 50));
+        assert!(s.observe(&counted(0, 100, 0, (100, 0)), at(0)).is_empty());
+        // The agent itself sent 2000 requests in 10 s: not a flood.
+        assert!(s
+            .observe(&counted(10, 2100, 0, (2100, 0)), at(10))
+            .is_empty());
+        // 1000 more than its own in 10 s: 100 per second.
+        let out = s.observe(&counted(20, 3200, 0, (2200, 0)), at(20));
+        assert_eq!(kinds(&out), [("security.violation", Severity::Error)]);
+        assert_eq!(out[0].event_data["kind"], "modbus_flood");
+        assert_eq!(out[0].event_data["messages_per_s"], 100.0);
+    }
+
+    #[test]
+    fn no_comparison_across_a_lost_link_or_a_clear() {
+        let mut s = rules().with_settings(settings(10, 50));
+        s.observe(&counted(0, 100, 0, (100, 0)), at(0));
+        let down = PollResult {
+            errors: vec![SourceError::Timeout(1000)],
+            ..PollResult::default()
+        };
+        s.observe(&down, at(5));
+        // The device restarted meanwhile and others talked to it: nothing to compare with.
+        let out = s.observe(&counted(10, 5000, 300, (150, 0)), at(10));
+        assert!(
+            out.iter().all(|e| e.event_type != "security.violation"),
+            "{:?}",
+            kinds(&out)
+        );
+        assert!(s
+            .observe(&counted(20, 5050, 300, (200, 0)), at(20))
+            .is_empty());
     }
 
     #[test]

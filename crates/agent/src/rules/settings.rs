@@ -30,6 +30,13 @@ pub struct RuleSettings {
     /// address scan) fall within `exception_window`.
     pub exception_burst: usize,
     pub exception_window: Duration,
+    /// `security.violation` (`modbus_scan`) when the device's own exception counter (FC 08
+    /// / 0x0D) rises faster than this, per minute, beyond the exceptions the agent itself
+    /// received: someone else is probing functions or addresses.
+    pub diag_scan_exceptions_per_min: u64,
+    /// `security.violation` (`modbus_flood`) when the device's message counter (FC 08 /
+    /// 0x0E, else 0x0B) rises faster than this, per second, beyond the agent's own requests.
+    pub diag_flood_messages_per_s: u64,
     /// `value.stale` when a measurement has not changed, or a source timestamp has not
     /// advanced, for this long.
     pub stale_after: Duration,
@@ -64,6 +71,8 @@ impl RuleSettings {
     pub const DEFAULT_AUTH_WINDOW: Duration = Duration::from_secs(5 * 60);
     pub const DEFAULT_EXCEPTION_BURST: usize = 10;
     pub const DEFAULT_EXCEPTION_WINDOW: Duration = Duration::from_secs(60);
+    pub const DEFAULT_DIAG_SCAN_EXCEPTIONS_PER_MIN: u64 = 10;
+    pub const DEFAULT_DIAG_FLOOD_MESSAGES_PER_S: u64 = 100;
     pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
     pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
     pub const DEFAULT_SESSION_MARGIN: u64 = 2;
@@ -86,6 +95,8 @@ impl Default for RuleSettings {
             auth_window: Self::DEFAULT_AUTH_WINDOW,
             exception_burst: Self::DEFAULT_EXCEPTION_BURST,
             exception_window: Self::DEFAULT_EXCEPTION_WINDOW,
+            diag_scan_exceptions_per_min: Self::DEFAULT_DIAG_SCAN_EXCEPTIONS_PER_MIN,
+            diag_flood_messages_per_s: Self::DEFAULT_DIAG_FLOOD_MESSAGES_PER_S,
             stale_after: Self::DEFAULT_STALE_AFTER,
             clock_skew: Self::DEFAULT_CLOCK_SKEW,
             session_margin: Self::DEFAULT_SESSION_MARGIN,

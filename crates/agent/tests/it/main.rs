@@ -16,6 +16,7 @@ mod health_config;
 mod modbus_faults;
 mod modbus_interop;
 mod modbus_rtu_interop;
+mod modbus_scan;
 mod opcua_interop;
 mod parity;
 mod queue_crash;

@@ -46,6 +46,7 @@ use super::breaker::{self, Admission, Breaker, BreakerPolicy, BreakerState, Tran
 use super::codec::{decode_bit, decode_registers, TagEncoding};
 use super::diag::{DiagCounter, DiagSchedule};
 use super::plan::{extract, plan_reads, PlanError, PlanLimits, ReadBlock, TagSpan};
+use crate::reading::reserved;
 use crate::source::StationConfig;
 use crate::source::{DeviceIdentity, PollResult, Quality, Reading, RegisterArea, SourceError};
 use linesentry_common::BackoffPolicy;
@@ -764,6 +765,7 @@ impl Poller {
             .as_mut()
             .map(|d| d.due(Instant::now()))
             .unwrap_or_default();
+        let read_before = result.readings.len();
         for counter in due {
             let function = counter.function();
             if self
@@ -825,6 +827,26 @@ impl Poller {
                     read.lost = Some((e, error));
                     break;
                 }
+            }
+        }
+        if result.readings.len() > read_before {
+            // The agent's own share of what the counters count, as of this read.
+            let own = [
+                (reserved::MODBUS_OWN_REQUESTS, self.counters.requests),
+                (
+                    reserved::MODBUS_OWN_EXCEPTIONS,
+                    self.counters.exceptions.values().sum::<u64>(),
+                ),
+            ];
+            for (tag, count) in own {
+                result.readings.push(Reading {
+                    station_id: self.plan.station_id.clone(),
+                    tag: Arc::from(tag),
+                    value: crate::source::Value::UInt(count),
+                    quality: Quality::Good,
+                    source_time: None,
+                    received: Timestamp::now(),
+                });
             }
         }
         read
@@ -1459,6 +1481,23 @@ pub(crate) mod tests {
                 ("_modbus.diag.bus_message_count".into(), Value::UInt(40)),
                 ("_modbus.diag.server_message_count".into(), Value::UInt(38)),
             ]
+        );
+        let own: Vec<(String, Value)> = result
+            .readings
+            .iter()
+            .filter(|r| r.tag.starts_with("_modbus.own."))
+            .map(|r| (r.tag.to_string(), r.value.clone()))
+            .collect();
+        assert_eq!(
+            own,
+            [
+                (
+                    "_modbus.own.requests".into(),
+                    Value::UInt(p.counters().requests)
+                ),
+                ("_modbus.own.exceptions".into(), Value::UInt(0)),
+            ],
+            "the agent's own share, for the scan and flood rules"
         );
         assert_eq!(
             link.calls[link.calls.len() - 3..],
