@@ -5,7 +5,9 @@
 //!   [`wait_until_async`]: loopback ports, the repository's files, the independent Python
 //!   peers under `crates/testkit/peers/` (pymodbus, asyncua, the JSON Schema and batch
 //!   verifiers), and polling instead of fixed sleeps;
-//! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers;
+//! - [`pki`]: the test PKI (a CA, server and client certificates) of every TLS test;
+//! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers,
+//!   over the one launcher of private servers, `linesentry_common::local`;
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
 //!
@@ -18,6 +20,7 @@ pub mod chromium;
 #[cfg(feature = "collector")]
 pub mod collector;
 pub mod mosquitto;
+pub mod pki;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
