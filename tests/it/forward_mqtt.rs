@@ -13,7 +13,7 @@ use linesentry_agent::forward::identity::Identity;
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::tls::TlsSettings;
-use linesentry_agent::forward::{ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::forward::{ForwardOptions, Forwarder, Pacing, Sink, SinkError};
 use linesentry_common::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, SecurityEvent, Severity};
@@ -299,7 +299,10 @@ async fn forward_with(
     q.append(&events).await.unwrap();
     let shutdown = CancellationToken::new();
     let opts = ForwardOptions {
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(100),
         ..ForwardOptions::new(GATEWAY)
     };

@@ -12,7 +12,9 @@ use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::{HttpsError, HttpsSink};
 use linesentry_agent::forward::tls::TlsSettings;
-use linesentry_agent::forward::{ForwardCounters, ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::forward::{
+    ForwardCounters, ForwardOptions, Forwarder, Pacing, Sink, SinkError,
+};
 use linesentry_common::Secret;
 use linesentry_event::integrity::{event_hash, hex, BatchSigner};
 use linesentry_event::{EventType, SecurityEvent};
@@ -79,9 +81,12 @@ impl Running {
 
 fn forward(queue: &Queue, sink: HttpsSink) -> Running {
     let opts = ForwardOptions {
-        batch_events: 100,
-        replay_events_per_second: 1_000_000,
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            batch_events: 100,
+            replay_events_per_second: 1_000_000,
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
         ..ForwardOptions::new(GATEWAY)
