@@ -75,7 +75,7 @@ fn validate_reports_every_error_with_its_key_and_exits_1() {
 async fn run_notifies_systemd_serves_survives_sighup_and_stops_cleanly_on_sigterm() {
     let db = env::database().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = linesentry_collector::local::free_port().unwrap();
+    let port = linesentry_common::local::free_port().unwrap();
     let config = write_config(dir.path(), &db, port);
 
     // Administration through the CLI, before the collector runs.

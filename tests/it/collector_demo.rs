@@ -5,7 +5,7 @@ use std::process::Command;
 
 #[test]
 fn the_demo_chain_stores_every_agent_event_with_a_verified_chain() {
-    let port = linesentry_collector::local::free_port().unwrap();
+    let port = linesentry_common::local::free_port().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_linesentry-collector"))
         .args(["--log-level", "error", "demo", "--exit", "--seconds", "12"])
         .arg("--listen")

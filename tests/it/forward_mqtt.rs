@@ -13,7 +13,7 @@ use linesentry_agent::forward::identity::Identity;
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::tls::TlsSettings;
-use linesentry_agent::forward::{ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::forward::{ForwardOptions, Forwarder, Pacing, Sink, SinkError};
 use linesentry_common::Secret;
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, SecurityEvent, Severity};
@@ -299,7 +299,10 @@ async fn forward_with(
     q.append(&events).await.unwrap();
     let shutdown = CancellationToken::new();
     let opts = ForwardOptions {
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(100),
         ..ForwardOptions::new(GATEWAY)
     };
@@ -347,9 +350,9 @@ async fn delivers_over(protocol: MqttProtocol, mtls: bool) {
     s.password = Some(Secret::new("s3cret-pw"));
     if mtls {
         s.tls = Some(TlsSettings {
-            ca_file: Some(broker.pki.ca.clone()),
-            client_cert: Some(broker.pki.client_cert.clone()),
-            client_key: Some(broker.pki.client_key.clone()),
+            ca_file: Some(broker.pki.ca()),
+            client_cert: Some(broker.pki.client_cert()),
+            client_key: Some(broker.pki.client_key()),
         });
     }
     let sink = MqttSink::new(s, signer, info()).unwrap();
@@ -434,15 +437,14 @@ async fn an_untrusted_broker_certificate_is_a_clear_transient_error() {
         mtls: true,
         ..BrokerOptions::default()
     });
-    let other = tempfile::tempdir().unwrap();
-    let foreign = mosquitto::Pki::create(other.path());
+    let foreign = mosquitto::Pki::named("foreign");
     let dir = tempfile::tempdir().unwrap();
     let (signer, _) = signer(dir.path());
     let mut s = settings(broker.tls_port.unwrap());
     s.tls = Some(TlsSettings {
-        ca_file: Some(foreign.ca.clone()),
-        client_cert: Some(broker.pki.client_cert.clone()),
-        client_key: Some(broker.pki.client_key.clone()),
+        ca_file: Some(foreign.ca()),
+        client_cert: Some(broker.pki.client_cert()),
+        client_key: Some(broker.pki.client_key()),
     });
     let mut sink = MqttSink::new(s, signer, info()).unwrap();
     let err = sink.send(&test_events(1)).await.unwrap_err();
@@ -585,10 +587,7 @@ async fn events_an_mqtt_5_broker_refuses_by_acl_are_dead_lettered_and_the_rest_d
         Duration::from_secs(30),
     )
     .await;
-    eprintln!(
-        "BROKERLOG {}",
-        std::fs::read_to_string(broker.dir.path().join("broker.log")).unwrap_or_default()
-    );
+    eprintln!("BROKERLOG {}", broker.log());
     eprintln!(
         "DEBUG depth {depth} counters {counters:?} got {}",
         received_test_events(&sub.messages()).len()

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! [`maintenance`] keeps month partitions, retention and the seq-gap sweeper; [`auth`] the
-//! API tokens and roles; [`local`] starts private PostgreSQL and Mosquitto servers for the
-//! demo, the benchmark and the tests. Below them all: [`rows`], the events row model that
+//! API tokens and roles; `db::create_database` makes the databases of the demo, the
+//! benchmark and the tests on a private PostgreSQL (`linesentry_common::local`). Below them all: [`rows`], the events row model that
 //! store, alerts and the readers share, and [`tls`], the PEM and rustls helpers of HTTPS,
 //! MQTT and the database connection.
 
@@ -30,7 +30,6 @@ pub mod db;
 pub mod decode;
 pub mod http;
 pub mod ingest;
-pub mod local;
 pub mod maintenance;
 pub mod migrate;
 pub mod mqtt;

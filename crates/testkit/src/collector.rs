@@ -5,7 +5,7 @@
 //!   database. Each [`Env`]'s PKI directory holds the CA of its certificate as
 //!   `postgres-ca.pem`.
 //! - [`mosquitto`]: a private Mosquitto per test (or more, for restarts).
-//! - [`Pki`]: a CA, a server certificate for 127.0.0.1 and client certificates.
+//! - [`Pki`]: the test PKI ([`crate::pki`]), re-exported for the collector's tests.
 //! - [`Env`]: a running collector (HTTPS with mTLS) on its own database, with helpers to
 //!   register gateways, make tokens, post batches and look into the database.
 
@@ -19,13 +19,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use linesentry_collector::config;
-use linesentry_collector::local::{
-    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions, PostgresTls,
-};
 use linesentry_collector::{auth, registry, Collector};
+use linesentry_common::local::{
+    LocalMosquitto, LocalPostgres, MosquittoOptions, MosquittoTls, PostgresOptions, PostgresTls,
+};
 use linesentry_event::integrity::{event_hash, hex, BatchSigner, EventHash};
 use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use serde_json::Value;
+
+pub use crate::pki::Pki;
 
 /// The private PostgreSQL of this test binary, with `ssl = on` (a certificate for
 /// 127.0.0.1 only, from a CA of its own: [`postgres_ca_pem`]). Clients may still connect
@@ -64,7 +66,9 @@ pub async fn database() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     );
     let pg = postgres();
-    pg.create_database(&name).await.expect("create database");
+    linesentry_collector::db::create_database(&pg.url("postgres"), &name)
+        .await
+        .expect("create database");
     pg.url(&name)
 }
 
@@ -75,26 +79,16 @@ pub fn mosquitto() -> LocalMosquitto {
 }
 
 /// A private Mosquitto with a plain listener and a TLS listener (server certificate of
-/// `pki`) on `tls_port`.
-pub fn mosquitto_tls(pki: &Pki, tls_port: u16) -> LocalMosquitto {
-    // The broker runs as nobody when the tests run as root: let it read the test PKI.
-    for p in [
-        pki.dir.path().to_owned(),
-        pki.path("ca.pem"),
-        pki.path("server.pem"),
-        pki.path("server.key"),
-    ] {
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .expect("chmod");
-    }
+/// `pki`, no client certificate required) on its `tls_port()`.
+pub fn mosquitto_tls(pki: &Pki) -> LocalMosquitto {
+    let (cert_pem, key_pem) = pki.issue(&["127.0.0.1", "localhost"], false);
     let options = MosquittoOptions {
-        extra: vec![
-            format!("listener {tls_port} 127.0.0.1"),
-            format!("cafile {}", pki.path("ca.pem").display()),
-            format!("certfile {}", pki.path("server.pem").display()),
-            format!("keyfile {}", pki.path("server.key").display()),
-        ],
+        tls: Some(MosquittoTls {
+            ca_pem: pki.ca_pem.clone(),
+            cert_pem,
+            key_pem,
+            require_certificate: false,
+        }),
         ..MosquittoOptions::default()
     };
     LocalMosquitto::start(&options)
@@ -108,70 +102,6 @@ pub async fn sql(url: &str) -> tokio_postgres::Client {
         .expect("connect to the test database");
     tokio::spawn(conn);
     client
-}
-
-/// A CA, a server certificate for 127.0.0.1 / localhost, and client certificates.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca_pem: String,
-    ca_params: rcgen::CertificateParams,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    // Not `Default`: a new PKI generates keys and writes files.
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "linesentry test CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).expect("CA");
-        let ca_pem = ca.pem();
-        std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("write");
-        let pki = Self {
-            dir,
-            ca_pem,
-            ca_params,
-            ca_key,
-        };
-        let (cert, key) = pki.issue(&["127.0.0.1", "localhost"], false);
-        std::fs::write(pki.path("server.pem"), cert).expect("write");
-        std::fs::write(pki.path("server.key"), key).expect("write");
-        pki
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// (certificate PEM, key PEM) signed by the CA.
-    pub fn issue(&self, names: &[&str], client: bool) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-        )
-        .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
-        let cert = params.signed_by(&key, &issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 /// How to start a collector.

@@ -5,7 +5,9 @@
 //!   [`wait_until_async`]: loopback ports, the repository's files, the independent Python
 //!   peers under `crates/testkit/peers/` (pymodbus, asyncua, the JSON Schema and batch
 //!   verifiers), and polling instead of fixed sleeps;
-//! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers;
+//! - [`pki`]: the test PKI (a CA, server and client certificates) of every TLS test;
+//! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers,
+//!   over the one launcher of private servers, `linesentry_common::local`;
 //! - [`intruder`]: another Modbus client scanning or flooding a device the agent watches;
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
@@ -20,6 +22,7 @@ pub mod chromium;
 pub mod collector;
 pub mod intruder;
 pub mod mosquitto;
+pub mod pki;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

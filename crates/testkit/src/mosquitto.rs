@@ -1,69 +1,18 @@
-//! A real Mosquitto broker for tests: its own config, data and certificates in a temp dir,
-//! on free loopback ports, stopped (SIGTERM, so it saves its persistence) on drop or on
-//! `stop()`, restartable on the same ports. Subscribers are `mosquitto_sub` processes: an
-//! independent MQTT implementation, with a persistent session that survives broker restarts.
+//! A real Mosquitto broker for tests, a thin layer over the one launcher,
+//! [`linesentry_common::local::LocalMosquitto`]: persistent sessions (saved on `stop()`),
+//! restartable on the same ports, unlimited queues, a mutual-TLS listener with the test
+//! [`Pki`] as asked. Subscribers are `mosquitto_sub` processes: an independent MQTT
+//! implementation, with a persistent session that survives broker restarts.
 #![allow(dead_code)]
-// The broker's config file is assembled line by line; readability wins here.
-#![allow(clippy::format_push_string, clippy::needless_pass_by_value)]
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use linesentry_common::local::{LocalMosquitto, MosquittoOptions, MosquittoTls};
+
 pub use crate::free_port;
-
-/// Test PKI: a CA, a server certificate for 127.0.0.1/localhost, and a client certificate.
-pub struct Pki {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-impl Pki {
-    pub fn create(dir: &Path) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().expect("generate the test CA key");
-        let mut ca_params =
-            CertificateParams::new(Vec::<String>::new()).expect("test CA parameters");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "linesentry test CA");
-        let ca = ca_params
-            .self_signed(&ca_key)
-            .expect("self-sign the test CA");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = |names: Vec<String>, cn: &str| {
-            let key = KeyPair::generate().expect("generate a test key");
-            let mut params = CertificateParams::new(names).expect("test certificate parameters");
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-            let cert = params
-                .signed_by(&key, &issuer)
-                .expect("sign a test certificate");
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_pem, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "broker");
-        let (client_pem, client_key) = leaf(vec!["gw-test".into()], "gw-test");
-        let write = |name: &str, text: &str| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).expect("write a test PKI file");
-            p
-        };
-        Self {
-            ca: write("ca.pem", &ca.pem()),
-            server_cert: write("server.pem", &server_pem),
-            server_key: write("server.key", &server_key),
-            client_cert: write("client.pem", &client_pem),
-            client_key: write("client.key", &client_key),
-        }
-    }
-}
+pub use crate::pki::Pki;
 
 /// What the broker offers.
 #[derive(Default)]
@@ -79,140 +28,70 @@ pub struct BrokerOptions {
 }
 
 pub struct Broker {
-    pub dir: tempfile::TempDir,
     pub port: u16,
     pub tls_port: Option<u16>,
+    /// The CA of the TLS listener, its server certificate and a client certificate.
     pub pki: Pki,
     pub user: Option<(String, String)>,
-    conf: PathBuf,
-    child: Option<Child>,
+    server: LocalMosquitto,
+    /// The subscribers' output files.
+    out: tempfile::TempDir,
 }
 
 impl Broker {
     pub fn start(options: BrokerOptions) -> Self {
-        let dir = tempfile::tempdir().expect("create the broker directory");
-        let pki = Pki::create(dir.path());
-        let port = free_port();
-        let tls_port = options.mtls.then(free_port);
-        let mut conf = String::new();
-        conf.push_str("per_listener_settings false\n");
-        // Run as whoever runs the tests: as root, mosquitto would switch to the `mosquitto`
-        // user, which cannot write its persistence file into our temp dir.
-        let me = Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("run `id -un`");
-        conf.push_str(&format!(
-            "user {}\n",
-            String::from_utf8_lossy(&me.stdout).trim()
-        ));
-        conf.push_str(&format!(
-            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
-            dir.path().display()
-        ));
-        // `subscribe` logs `<client id> <qos> <topic>` per subscription, which
-        // [`Broker::subscribe`] waits for.
-        conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type subscribe\n");
-        conf.push_str("max_queued_messages 0\nmax_inflight_messages 0\n");
-        if let Some(max) = options.max_packet {
-            conf.push_str(&format!("max_packet_size {max}\n"));
-        }
-        match &options.user {
-            Some((user, password)) => {
-                let file = dir.path().join("passwd");
-                std::fs::write(&file, "").expect("write the password file");
-                let status = Command::new("mosquitto_passwd")
-                    .args(["-b"])
-                    .arg(&file)
-                    .args([user, password])
-                    .status()
-                    .expect("mosquitto_passwd (Debian package mosquitto)");
-                assert!(status.success());
-                conf.push_str(&format!(
-                    "allow_anonymous false\npassword_file {}\n",
-                    file.display()
-                ));
+        let pki = Pki::new();
+        let tls = options.mtls.then(|| {
+            let (cert_pem, key_pem) = pki.server_pem();
+            MosquittoTls {
+                ca_pem: pki.ca_pem.clone(),
+                cert_pem,
+                key_pem,
+                require_certificate: true,
             }
-            None => conf.push_str("allow_anonymous true\n"),
-        }
-        if let Some(acl) = &options.acl {
-            let file = dir.path().join("acl");
-            std::fs::write(&file, acl).expect("write the ACL file");
-            conf.push_str(&format!("acl_file {}\n", file.display()));
-        }
-        conf.push_str(&format!("listener {port} 127.0.0.1\n"));
-        if let Some(tls) = tls_port {
-            conf.push_str(&format!(
-                "listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-                pki.ca.display(),
-                pki.server_cert.display(),
-                pki.server_key.display()
-            ));
-        }
-        let conf_path = dir.path().join("mosquitto.conf");
-        std::fs::File::create(&conf_path)
-            .expect("create mosquitto.conf")
-            .write_all(conf.as_bytes())
-            .expect("write mosquitto.conf");
-        let mut broker = Self {
-            dir,
-            port,
-            tls_port,
-            pki,
+        });
+        let server = LocalMosquitto::start(&MosquittoOptions {
+            max_inflight_messages: 0,
+            max_queued_messages: 0,
+            persistence: true,
+            tls,
             user: options.user.clone(),
-            conf: conf_path,
-            child: None,
-        };
-        broker.restart();
-        broker
+            acl: options.acl,
+            max_packet_size: options.max_packet,
+        })
+        .unwrap_or_else(|e| panic!("cannot start a private Mosquitto for the test: {e}"));
+        Self {
+            port: server.port(),
+            tls_port: server.tls_port(),
+            pki,
+            user: options.user,
+            server,
+            out: tempfile::tempdir().expect("create the subscribers' directory"),
+        }
     }
 
-    /// Starts the broker again (after `stop`), on the same ports with the same data.
+    /// Starts the broker again (after `stop`, or stops it first), on the same ports with
+    /// the same data.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .expect("open broker.log");
-        let child = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto (Debian package mosquitto) must be installed");
-        self.child = Some(child);
-        crate::wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).ok()
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "mosquitto did not listen on {} within 10 s: {}",
-                self.port,
-                self.log()
-            )
-        });
+        if let Err(e) = self.server.restart() {
+            panic!("mosquitto did not start again: {e}");
+        }
     }
 
     /// SIGTERM and wait: the broker saves its sessions and queued messages.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        self.server.stop();
     }
 
+    /// The broker's log so far, across restarts.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// A `mosquitto_sub` on `topic` with a persistent session (`-c`), writing
     /// `topic<TAB>payload` lines to a file.
     pub fn subscribe(&self, topic: &str, client_id: &str) -> Subscriber {
-        let out = self.dir.path().join(format!("{client_id}.out"));
+        let out = self.out.path().join(format!("{client_id}.out"));
         // The log survives restarts, so a subscription of this client counts once it is new.
         let subscribed = format!(" {client_id} 1 {topic}");
         let logged = || {
@@ -252,15 +131,6 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 pub struct Subscriber {
     child: Option<Child>,
     pub out: PathBuf,
@@ -294,14 +164,5 @@ impl Drop for Subscriber {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Debian installs the broker in /usr/sbin, which is not on every user's PATH.
-fn mosquitto_binary() -> &'static str {
-    if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
     }
 }

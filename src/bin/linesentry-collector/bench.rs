@@ -28,11 +28,9 @@ use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt as _, StreamExt as _};
 use linesentry_collector::config;
 use linesentry_collector::db::{DbOptions, Pool};
-use linesentry_collector::local::{
-    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
-};
 use linesentry_collector::maintenance::add_months;
 use linesentry_collector::{auth, migrate, registry, Collector};
+use linesentry_common::local::{LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions};
 use linesentry_event::integrity::{event_hash, hex, BatchSigner, EventHash};
 use linesentry_event::{EventType, SecurityEvent, Severity, Timestamp};
 use serde_json::{json, Value};
@@ -210,7 +208,7 @@ async fn fresh_db(
     name: &str,
     pool_size: usize,
 ) -> anyhow::Result<(String, Pool)> {
-    pg.create_database(name).await?;
+    linesentry_collector::db::create_database(&pg.url("postgres"), name).await?;
     let url = pg.url(name);
     let pool = Pool::new(&DbOptions {
         url: url.clone(),
@@ -377,7 +375,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let broker = LocalMosquitto::start(&MosquittoOptions {
         max_inflight_messages: 1000,
         max_queued_messages: 1_000_000,
-        extra: Vec::new(),
+        ..MosquittoOptions::default()
     })?;
     let mut report: Vec<(String, String)> = Vec::new();
 

@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use linesentry_collector::config;
-use linesentry_collector::local::{
-    LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions,
-};
 use linesentry_collector::{auth, registry, Collector};
+use linesentry_common::local::{LocalMosquitto, LocalPostgres, MosquittoOptions, PostgresOptions};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -170,7 +168,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("demo: starting a private PostgreSQL and Mosquitto");
     let pg = LocalPostgres::start(&PostgresOptions::default())?;
     let broker = LocalMosquitto::start(&MosquittoOptions::default())?;
-    pg.create_database("linesentry_demo").await?;
+    linesentry_collector::db::create_database(&pg.url("postgres"), "linesentry_demo").await?;
     let text = format!(
         "[collector]\nid = \"demo-collector\"\n[database]\nurl = \"{}\"\n[http]\nlisten = \"{}\"\nplain = true\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"demo-collector\"\nplain = true\n[ingest]\ngap_after_s = 30\n",

@@ -21,7 +21,7 @@ use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::forward::mqtt::{GatewayInfo, MqttSink};
 use linesentry_agent::forward::mqtt::{MqttProtocol, MqttSettings};
 use linesentry_agent::forward::{
-    ForwardOptions, Forwarder, PushFuture, Pushed, SendFuture, Sink, SinkError,
+    ForwardOptions, Forwarder, Pacing, PushFuture, Pushed, SendFuture, Sink, SinkError,
 };
 use linesentry_event::integrity::BatchSigner;
 use linesentry_event::{EventType, SecurityEvent, Severity};
@@ -181,9 +181,12 @@ impl<S> Timed<S> {
 
 fn options(rate: u32) -> ForwardOptions {
     ForwardOptions {
-        batch_events: 2000,
-        replay_events_per_second: rate,
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            batch_events: 2000,
+            replay_events_per_second: rate,
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         ..ForwardOptions::new(GATEWAY)
     }
 }

@@ -16,7 +16,7 @@ use crate::buffer::QueueOptions;
 use crate::forward::https::HttpsSettings;
 use crate::forward::mqtt::{MqttProtocol, MqttSettings};
 use crate::forward::tls::TlsSettings;
-use crate::forward::{ForwardSettings, Strategy};
+use crate::forward::{ForwardSettings, Pacing, Strategy};
 use linesentry_common::config::spans::child;
 use linesentry_event::{EventType, Severity, SeverityMap, CATALOG};
 
@@ -381,10 +381,12 @@ pub(super) fn forward(
         https: https.map_or(Some(None), |h| h.map(Some))?,
         strategy,
         fallback_after: Duration::from_millis(fallback_after? as u64),
-        batch_events: batch_events? as usize,
-        replay_events_per_second: replay_rate? as u32,
-        replay_jitter: Duration::from_millis(replay_jitter? as u64),
-        upstream_down_after: Duration::from_millis(down_after? as u64),
+        pacing: Pacing {
+            batch_events: batch_events? as usize,
+            replay_events_per_second: replay_rate? as u32,
+            replay_jitter: Duration::from_millis(replay_jitter? as u64),
+            upstream_down_after: Duration::from_millis(down_after? as u64),
+        },
     })
 }
 

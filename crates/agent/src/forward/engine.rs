@@ -17,23 +17,42 @@ use linesentry_event::{EventType, SecurityEvent, SeverityMap};
 /// (wrong endpoint, unknown gateway), retried instead of dead-lettered.
 const SYSTEMIC_REJECTION: usize = 8;
 
-/// Defaults of [`ForwardOptions`], and of the `[forward]` keys that set them.
+/// Defaults of [`Pacing`], and of the `[forward]` keys that set them.
 pub const DEFAULT_BATCH_EVENTS: usize = 1000;
 pub const DEFAULT_REPLAY_EVENTS_PER_SECOND: u32 = 25_000;
 pub const DEFAULT_REPLAY_JITTER: Duration = Duration::from_secs(2);
 pub const DEFAULT_UPSTREAM_DOWN_AFTER: Duration = Duration::from_secs(60);
 
-/// How a forwarder paces and reports.
-#[derive(Debug, Clone)]
-pub struct ForwardOptions {
-    pub gateway_id: String,
+/// How a forwarder paces its rounds and when it reports the upstream down: what the
+/// `[forward]` section sets (`forward::ForwardSettings`), owned here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
     /// Events read from the queue per round.
     pub batch_events: usize,
     /// Telemetry events per second, at most (alerts are not held back).
     pub replay_events_per_second: u32,
     /// After an outage, telemetry waits a random delay up to this before replaying.
     pub replay_jitter: Duration,
+    /// The upstream counts as down (`forward.upstream_down`) after failing this long.
     pub upstream_down_after: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            batch_events: DEFAULT_BATCH_EVENTS,
+            replay_events_per_second: DEFAULT_REPLAY_EVENTS_PER_SECOND,
+            replay_jitter: DEFAULT_REPLAY_JITTER,
+            upstream_down_after: DEFAULT_UPSTREAM_DOWN_AFTER,
+        }
+    }
+}
+
+/// How a forwarder paces and reports.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    pub gateway_id: String,
+    pub pacing: Pacing,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// Severities for the events the forwarder itself raises.
@@ -44,10 +63,7 @@ impl ForwardOptions {
     pub fn new(gateway_id: impl Into<String>) -> Self {
         Self {
             gateway_id: gateway_id.into(),
-            batch_events: DEFAULT_BATCH_EVENTS,
-            replay_events_per_second: DEFAULT_REPLAY_EVENTS_PER_SECOND,
-            replay_jitter: DEFAULT_REPLAY_JITTER,
-            upstream_down_after: DEFAULT_UPSTREAM_DOWN_AFTER,
+            pacing: Pacing::default(),
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(30),
             severities: Arc::new(SeverityMap::default()),
@@ -131,8 +147,8 @@ pub struct Forwarder<S> {
 impl<S: Sink> Forwarder<S> {
     pub fn new(queue: Queue, sink: S, opts: ForwardOptions) -> Self {
         let now = Instant::now();
-        let rate = opts.replay_events_per_second.max(1);
-        let burst = (rate / 10).max(opts.batch_events as u32).max(1);
+        let rate = opts.pacing.replay_events_per_second.max(1);
+        let burst = (rate / 10).max(opts.pacing.batch_events as u32).max(1);
         Self {
             backoff: Backoff::new(opts.backoff_base, opts.backoff_cap),
             bucket: TokenBucket::new(rate, burst, now),
@@ -171,12 +187,12 @@ impl<S: Sink> Forwarder<S> {
     /// Holds telemetry for a random delay up to the replay jitter when a backlog waits
     /// (start-up after an outage of the whole gateway).
     fn jitter_hold(&mut self) {
-        if self.opts.replay_jitter.is_zero() {
+        if self.opts.pacing.replay_jitter.is_zero() {
             return;
         }
         let depth = self.queue.stats().depth as usize;
-        if depth > self.opts.batch_events {
-            let delay = self.opts.replay_jitter.mul_f64(fastrand::f64());
+        if depth > self.opts.pacing.batch_events {
+            let delay = self.opts.pacing.replay_jitter.mul_f64(fastrand::f64());
             tracing::info!(
                 backlog = depth,
                 delay_ms = delay.as_millis() as u64,
@@ -244,12 +260,12 @@ impl<S: Sink> Forwarder<S> {
             self.requeues_seen = requeues;
             self.settle().await?;
         }
-        let alerts = self
-            .queue
-            .peek_lane(Lane::Alerts, self.cursor[0], self.opts.batch_events)?;
+        let alerts =
+            self.queue
+                .peek_lane(Lane::Alerts, self.cursor[0], self.opts.pacing.batch_events)?;
         // Telemetry fills what alerts leave of the batch, within its pace: a steady trickle
         // of alerts then does not cost a round trip per alert while the backlog waits.
-        let room = self.opts.batch_events - alerts.len();
+        let room = self.opts.pacing.batch_events - alerts.len();
         // Drained: this round takes all that may go now (the alerts did not fill it, and
         // telemetry gave fewer than it could or is held back).
         let (telemetry, drained) = match self.telemetry_allowance(room)? {
@@ -630,7 +646,8 @@ impl<S: Sink> Forwarder<S> {
         let depth = self.queue.stats().depth;
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, buffered = depth,
             attempt = self.backoff.attempts(), "batch not delivered; kept in the buffer");
-        if !self.down_reported && now.duration_since(since) >= self.opts.upstream_down_after {
+        if !self.down_reported && now.duration_since(since) >= self.opts.pacing.upstream_down_after
+        {
             self.down_reported = true;
             let event = self
                 .own_event(EventType::ForwardUpstreamDown)
@@ -648,13 +665,13 @@ impl<S: Sink> Forwarder<S> {
         let deadline = Instant::now() + grace;
         self.settle().await?;
         loop {
-            let mut batch = self
-                .queue
-                .peek_lane(Lane::Alerts, None, self.opts.batch_events)?;
+            let mut batch =
+                self.queue
+                    .peek_lane(Lane::Alerts, None, self.opts.pacing.batch_events)?;
             if batch.is_empty() {
-                batch = self
-                    .queue
-                    .peek_lane(Lane::Telemetry, None, self.opts.batch_events)?;
+                batch =
+                    self.queue
+                        .peek_lane(Lane::Telemetry, None, self.opts.pacing.batch_events)?;
             }
             if batch.is_empty() {
                 break;

@@ -45,7 +45,7 @@ use linesentry_event::SecurityEvent;
 
 pub use console::{ConsoleFormat, ConsoleSink};
 pub use engine::{
-    ForwardCounters, ForwardOptions, ForwardStats, Forwarder, DEFAULT_BATCH_EVENTS,
+    ForwardCounters, ForwardOptions, ForwardStats, Forwarder, Pacing, DEFAULT_BATCH_EVENTS,
     DEFAULT_REPLAY_EVENTS_PER_SECOND, DEFAULT_REPLAY_JITTER, DEFAULT_UPSTREAM_DOWN_AFTER,
 };
 pub use pacing::TokenBucket;
@@ -53,8 +53,8 @@ pub use pacing::TokenBucket;
 use https::HttpsSettings;
 use mqtt::MqttSettings;
 
-/// The validated `[forward]` section: which sinks, how they are combined, and the pacing
-/// [`ForwardOptions`] is built from.
+/// The validated `[forward]` section: which sinks, how they are combined, and the
+/// forwarder's [`Pacing`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardSettings {
     /// Print forwarded events as JSON lines on stdout.
@@ -64,10 +64,7 @@ pub struct ForwardSettings {
     /// Which of the configured sinks receive events, and in which order.
     pub strategy: Strategy,
     pub fallback_after: Duration,
-    pub batch_events: usize,
-    pub replay_events_per_second: u32,
-    pub replay_jitter: Duration,
-    pub upstream_down_after: Duration,
+    pub pacing: Pacing,
 }
 
 /// How events are routed when MQTT and HTTPS are both configured.

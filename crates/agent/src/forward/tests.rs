@@ -58,8 +58,11 @@ fn numbered(n: usize, poison: Option<usize>) -> Vec<SecurityEvent> {
 
 fn options() -> ForwardOptions {
     ForwardOptions {
-        batch_events: 10,
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            batch_events: 10,
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(10),
         ..ForwardOptions::new("gw")
     }
@@ -163,10 +166,8 @@ async fn alerts_overtake_a_telemetry_backlog_that_is_paced_by_the_replay_rate() 
     let sink = Recorder::default();
     let got = sink.got.clone();
     let shutdown = CancellationToken::new();
-    let opts = ForwardOptions {
-        replay_events_per_second: 100,
-        ..options()
-    };
+    let mut opts = options();
+    opts.pacing.replay_events_per_second = 100;
     let started = std::time::Instant::now();
     let task =
         tokio::spawn(Forwarder::new(q.clone(), sink, opts).run(shutdown.clone(), Duration::ZERO));
@@ -511,11 +512,11 @@ async fn an_outage_longer_than_upstream_down_after_is_reported_once() {
         fail_first: Arc::new(Mutex::new(u32::MAX)),
         ..Recorder::default()
     };
-    let opts = ForwardOptions {
-        upstream_down_after: Duration::from_millis(150),
+    let mut opts = ForwardOptions {
         backoff_cap: Duration::from_millis(40),
         ..options()
     };
+    opts.pacing.upstream_down_after = Duration::from_millis(150);
     let shutdown = CancellationToken::new();
     let forwarder = Forwarder::new(q.clone(), sink, opts);
     let stats = forwarder.stats();

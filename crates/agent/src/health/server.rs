@@ -1,7 +1,7 @@
 //! The HTTP endpoint: `GET /healthz` and `GET /metrics`, nothing else.
 //!
-//! One task per connection (the mini-redis shape), bounded three ways so that neither a slow
-//! nor a hostile client can hold the endpoint: at most `max_connections` at once (the rest
+//! One task per connection (the shared accept loop, `linesentry_common::accept`), bounded
+//! three ways so that neither a slow nor a hostile client can hold the endpoint: at most `max_connections` at once (the rest
 //! wait in the listen backlog), a TLS handshake and each request head must arrive in time,
 //! and every connection is closed `connection_lifetime` after it was accepted, keep-alive or
 //! not. HTTP/1.1 only. With a token configured, every request, an unknown path included,
@@ -22,11 +22,10 @@ use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use linesentry_common::accept::{accept_loop, AcceptOptions};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -140,40 +139,22 @@ impl Server {
         tracing::info!(listen = %local_addr, tls = tls.is_some(), token = token.is_some(),
             "health endpoint listening");
         let router = router(AppState { metrics, liveness }, token);
-        let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        let mut connections = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = shutdown.cancelled() => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait instead of spinning.
-                        tracing::warn!(error = %e, "health endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => break,
-            };
-            while connections.try_join_next().is_some() {}
-            connections.spawn(connection(
-                stream,
-                peer,
-                tls.clone(),
-                router.clone(),
-                limits,
-                shutdown.clone(),
-                permit,
-            ));
-        }
-        drop(listener);
+        let options = AcceptOptions {
+            max_connections: Some(limits.max_connections),
+            handshake_timeout: limits.handshake_timeout,
+            log_prefix: "health endpoint: ",
+        };
+        let closing = shutdown.clone();
+        let mut connections = accept_loop(listener, tls, options, shutdown, move |c| {
+            // HTTP/1.1 until the client is done, the lifetime is over or shutdown.
+            let router = router.clone().layer(Extension(Peer(c.peer)));
+            let shutdown = closing.clone();
+            async move {
+                let deadline = c.accepted_at + limits.connection_lifetime;
+                http(c.io, router, limits, &shutdown, deadline).await;
+            }
+        })
+        .await;
         // Every connection watches the same token and is closing; wait for them, bounded.
         let drained = tokio::time::timeout(limits.close_grace, async {
             while connections.join_next().await.is_some() {}
@@ -353,36 +334,6 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
         body,
     )
         .into_response()
-}
-
-/// One connection: TLS handshake (bounded), then HTTP/1.1 until the client is done, the
-/// lifetime is over or shutdown. Holds its connection permit until it returns.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    router: Router,
-    limits: ServerLimits,
-    shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    let deadline = tokio::time::Instant::now() + limits.connection_lifetime;
-    let router = router.layer(Extension(Peer(peer)));
-    let Some(acceptor) = tls else {
-        return http(stream, router, limits, &shutdown, deadline).await;
-    };
-    let handshake = tokio::select! {
-        handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)) => handshake,
-        () = shutdown.cancelled() => return,
-    };
-    match handshake {
-        Ok(Ok(stream)) => http(stream, router, limits, &shutdown, deadline).await,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "health endpoint: TLS handshake failed");
-        }
-        Err(_) => tracing::debug!(%peer, "health endpoint: TLS handshake timed out"),
-    }
 }
 
 async fn http<I>(

@@ -296,12 +296,8 @@ async fn start_health(
 
 /// Pacing and reporting of the forwarder, from the config.
 pub fn forward_options(config: &Config) -> ForwardOptions {
-    let f = &config.forward;
     ForwardOptions {
-        batch_events: f.batch_events,
-        replay_events_per_second: f.replay_events_per_second,
-        replay_jitter: f.replay_jitter,
-        upstream_down_after: f.upstream_down_after,
+        pacing: config.forward.pacing,
         severities: Arc::new(config.severity.clone()),
         ..ForwardOptions::new(config.agent.gateway_id.as_str())
     }

@@ -7,12 +7,14 @@ use crate::support::https_server;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use https_server::{Collector, Mode, Pki};
+use https_server::{client_tls, Collector, Mode, Pki};
 use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::{HttpsError, HttpsSink};
 use linesentry_agent::forward::tls::TlsSettings;
-use linesentry_agent::forward::{ForwardCounters, ForwardOptions, Forwarder, Sink, SinkError};
+use linesentry_agent::forward::{
+    ForwardCounters, ForwardOptions, Forwarder, Pacing, Sink, SinkError,
+};
 use linesentry_common::Secret;
 use linesentry_event::integrity::{event_hash, hex, BatchSigner};
 use linesentry_event::{EventType, SecurityEvent};
@@ -42,7 +44,7 @@ fn sink(settings: HttpsSettings) -> HttpsSink {
 
 async fn trusted(pki: &Pki, mtls: bool) -> (Collector, HttpsSink) {
     let server = Collector::start(pki, signer().public_key(), mtls).await;
-    let sink = sink(settings(&server.url, Some(pki.client_tls(mtls))));
+    let sink = sink(settings(&server.url, Some(client_tls(pki, mtls))));
     (server, sink)
 }
 
@@ -79,9 +81,12 @@ impl Running {
 
 fn forward(queue: &Queue, sink: HttpsSink) -> Running {
     let opts = ForwardOptions {
-        batch_events: 100,
-        replay_events_per_second: 1_000_000,
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            batch_events: 100,
+            replay_events_per_second: 1_000_000,
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
         ..ForwardOptions::new(GATEWAY)
@@ -112,7 +117,7 @@ fn ids(events: &[SecurityEvent]) -> Vec<String> {
 
 #[tokio::test]
 async fn every_event_is_delivered_gzipped_and_signed_and_then_acknowledged() {
-    let pki = Pki::new("deliver");
+    let pki = Pki::named("deliver");
     let (server, sink) = trusted(&pki, false).await;
     let stats = sink.stats();
     let (_dir, queue) = queue_with(&events(250)).await;
@@ -143,7 +148,7 @@ async fn every_event_is_delivered_gzipped_and_signed_and_then_acknowledged() {
 
 #[tokio::test]
 async fn delivered_events_form_an_unbroken_hash_chain_in_seq_order() {
-    let pki = Pki::new("chain");
+    let pki = Pki::named("chain");
     let (server, sink) = trusted(&pki, false).await;
     let (_dir, queue) = queue_with(&events(120)).await;
     let run = forward(&queue, sink);
@@ -170,7 +175,7 @@ async fn delivered_events_form_an_unbroken_hash_chain_in_seq_order() {
 
 #[tokio::test]
 async fn a_collector_answering_500_loses_nothing_once_it_recovers() {
-    let pki = Pki::new("recover");
+    let pki = Pki::named("recover");
     let (server, sink) = trusted(&pki, false).await;
     server.set(|c| c.mode = Mode::Status(500, None));
     let (_dir, queue) = queue_with(&events(100)).await;
@@ -197,7 +202,7 @@ async fn a_collector_answering_500_loses_nothing_once_it_recovers() {
 
 #[tokio::test]
 async fn a_poison_event_named_by_the_collector_is_dead_lettered_alone_at_once() {
-    let pki = Pki::new("named");
+    let pki = Pki::named("named");
     let (server, sink) = trusted(&pki, false).await;
     let mut batch = events(60);
     batch[17] = batch[17].clone().data("poison", true);
@@ -216,7 +221,7 @@ async fn a_poison_event_named_by_the_collector_is_dead_lettered_alone_at_once() 
 
 #[tokio::test]
 async fn a_poison_event_the_collector_does_not_name_is_found_by_splitting_the_batch() {
-    let pki = Pki::new("unnamed");
+    let pki = Pki::named("unnamed");
     let (server, sink) = trusted(&pki, false).await;
     server.set(|c| c.name_culprits = false);
     let mut batch = events(60);
@@ -272,7 +277,7 @@ fn assert_poison_handled(
 
 #[tokio::test]
 async fn an_event_larger_than_the_collector_accepts_is_dead_lettered_and_the_rest_delivered() {
-    let pki = Pki::new("large");
+    let pki = Pki::named("large");
     let (server, sink) = trusted(&pki, false).await;
     let mut batch = events(30);
     batch[12] = batch[12].clone().data("blob", "x".repeat(20_000));
@@ -300,7 +305,7 @@ async fn an_event_larger_than_the_collector_accepts_is_dead_lettered_and_the_res
 
 #[tokio::test]
 async fn batches_above_the_collectors_event_limit_are_split_and_nothing_is_dead_lettered() {
-    let pki = Pki::new("limit");
+    let pki = Pki::named("limit");
     let (server, sink) = trusted(&pki, false).await;
     server.set(|c| c.max_events = Some(7));
     let (_dir, queue) = queue_with(&events(90)).await;
@@ -317,10 +322,10 @@ async fn batches_above_the_collectors_event_limit_are_split_and_nothing_is_dead_
 
 #[tokio::test]
 async fn a_refused_token_dead_letters_nothing_and_everything_goes_once_it_is_accepted() {
-    let pki = Pki::new("token");
+    let pki = Pki::named("token");
     let server = Collector::start(&pki, signer().public_key(), false).await;
     server.set(|c| c.token = Some("the-right-token".into()));
-    let mut s = settings(&server.url, Some(pki.client_tls(false)));
+    let mut s = settings(&server.url, Some(client_tls(&pki, false)));
     s.bearer_token = Some(Secret::new("an-old-token"));
     let sink = sink(s);
     let stats = sink.stats();
@@ -358,7 +363,7 @@ async fn a_refused_token_dead_letters_nothing_and_everything_goes_once_it_is_acc
 
 #[tokio::test]
 async fn mutual_tls_required_by_the_collector_works_with_the_gateways_client_certificate() {
-    let pki = Pki::new("mtls");
+    let pki = Pki::named("mtls");
     let (server, sink) = trusted(&pki, true).await;
     let (_dir, queue) = queue_with(&events(30)).await;
     let sent = queued(&queue);
@@ -372,9 +377,9 @@ async fn mutual_tls_required_by_the_collector_works_with_the_gateways_client_cer
 
 #[tokio::test]
 async fn a_gateway_without_a_client_certificate_is_refused_transiently() {
-    let pki = Pki::new("no-cert");
+    let pki = Pki::named("no-cert");
     let server = Collector::start(&pki, signer().public_key(), true).await;
-    let mut sink = sink(settings(&server.url, Some(pki.client_tls(false))));
+    let mut sink = sink(settings(&server.url, Some(client_tls(&pki, false))));
     let batch = numbered(5);
     let err = sink.send(&batch).await.expect_err("refused");
     assert!(
@@ -386,10 +391,10 @@ async fn a_gateway_without_a_client_certificate_is_refused_transiently() {
 
 #[tokio::test]
 async fn an_untrusted_server_certificate_fails_transiently_with_a_clear_reason() {
-    let pki = Pki::new("real");
-    let other = Pki::new("other");
+    let pki = Pki::named("real");
+    let other = Pki::named("other");
     let server = Collector::start(&pki, signer().public_key(), false).await;
-    let mut sink = sink(settings(&server.url, Some(other.client_tls(false))));
+    let mut sink = sink(settings(&server.url, Some(client_tls(&other, false))));
     let err = sink.send(&numbered(3)).await.expect_err("untrusted");
     let SinkError::Transient { reason, .. } = &err else {
         panic!("not transient: {err}");
@@ -420,7 +425,7 @@ fn numbered(n: usize) -> Vec<SecurityEvent> {
 
 #[tokio::test]
 async fn garbage_cut_connections_and_cut_answers_are_transient_and_then_delivered() {
-    let pki = Pki::new("garbage");
+    let pki = Pki::named("garbage");
     let (server, mut sink) = trusted(&pki, false).await;
     let batch = numbered(10);
     for mode in [Mode::Garbage, Mode::Cut, Mode::CutMidAnswer] {
@@ -444,10 +449,10 @@ async fn garbage_cut_connections_and_cut_answers_are_transient_and_then_delivere
 
 #[tokio::test]
 async fn a_collector_slower_than_the_timeout_is_a_transient_failure() {
-    let pki = Pki::new("slow");
+    let pki = Pki::named("slow");
     let server = Collector::start(&pki, signer().public_key(), false).await;
     server.set(|c| c.mode = Mode::Stall(Duration::from_secs(3)));
-    let mut s = settings(&server.url, Some(pki.client_tls(false)));
+    let mut s = settings(&server.url, Some(client_tls(&pki, false)));
     s.timeout = Duration::from_millis(300);
     let mut sink = sink(s);
     let started = std::time::Instant::now();
@@ -465,9 +470,9 @@ async fn a_collector_slower_than_the_timeout_is_a_transient_failure() {
 
 #[tokio::test]
 async fn a_batch_larger_than_one_request_reports_what_earlier_requests_delivered() {
-    let pki = Pki::new("partial");
+    let pki = Pki::named("partial");
     let server = Collector::start(&pki, signer().public_key(), false).await;
-    let mut s = settings(&server.url, Some(pki.client_tls(false)));
+    let mut s = settings(&server.url, Some(client_tls(&pki, false)));
     s.batch_events = 10;
     let mut sink = sink(s);
     let mut batch = numbered(35);
@@ -495,7 +500,7 @@ async fn a_batch_larger_than_one_request_reports_what_earlier_requests_delivered
 
 #[tokio::test]
 async fn retry_after_from_a_throttling_collector_delays_the_next_request() {
-    let pki = Pki::new("throttle");
+    let pki = Pki::named("throttle");
     let (server, mut sink) = trusted(&pki, false).await;
     server.set(|c| c.mode = Mode::Status(429, Some("1".into())));
     let batch = numbered(2);

@@ -352,6 +352,28 @@ where
     });
 }
 
+/// Creates database `name` (letters, digits and `_` only) on the server that `url` (a
+/// superuser's URL of an existing database) points to: for the private PostgreSQL of the
+/// demo, the benchmark and the tests (`linesentry_common::local::LocalPostgres`).
+pub async fn create_database(url: &str, name: &str) -> Result<(), DbError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(DbError::Other(format!(
+            "database name `{name}`: letters, digits and `_` only"
+        )));
+    }
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| DbError::Connect(e.to_string()))?;
+    let task = tokio::spawn(conn);
+    // An identifier cannot be a bind parameter; `name` was checked above.
+    let result = client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await;
+    drop(client);
+    let _ = task.await;
+    result.map_err(DbError::Query)
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;

@@ -1,6 +1,6 @@
 //! TLS for the HTTP listener (built with [`crate::tls`]) and the accepting side of the server:
-//! TCP connections are handshaken in their own tasks (a slow or silent client cannot hold up
-//! others) and handed to axum with the peer address and, for mTLS, the SHA-256 of the
+//! TCP connections are handshaken in their own tasks by the shared accept loop
+//! (`linesentry_common::accept`; a slow or silent client cannot hold up others) and handed to axum with the peer address and, for mTLS, the SHA-256 of the
 //! client certificate.
 
 use std::io;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use linesentry_common::accept::{accept_loop, AcceptOptions};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub struct PeerInfo {
     pub client_cert_sha256: Option<[u8; 32]>,
 }
 
-type Io = Either<TlsStream<TcpStream>, TcpStream>;
+type Io = linesentry_common::accept::Io;
 
 /// Accepts TCP connections, handshakes TLS when configured, hands them to axum.
 #[derive(Debug)]
@@ -61,62 +61,34 @@ impl CollectorListener {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let acceptor = tls.map(TlsAcceptor::from);
+        let options = AcceptOptions {
+            max_connections: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            log_prefix: "",
+        };
         tokio::spawn(async move {
-            loop {
-                let (stream, addr) = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = tcp.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, do not spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = stream.set_nodelay(true);
+            // Each task ends once axum took its connection (axum serves it in a task of its
+            // own); those still handing over at shutdown are dropped with the set.
+            let _handing_over = accept_loop(tcp, acceptor, options, shutdown, move |c| {
                 let tx = tx.clone();
-                match &acceptor {
-                    None => {
-                        let peer = PeerInfo {
-                            addr,
-                            client_cert_sha256: None,
-                        };
-                        if tx.send((Either::Right(stream), peer)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(tls)) => {
-                                    let cert = tls
-                                        .get_ref()
-                                        .1
-                                        .peer_certificates()
-                                        .and_then(|c| c.first())
-                                        .map(|c| Sha256::digest(c.as_ref()).into());
-                                    let peer = PeerInfo {
-                                        addr,
-                                        client_cert_sha256: cert,
-                                    };
-                                    let _ = tx.send((Either::Left(tls), peer)).await;
-                                }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
-                                }
-                                Err(_) => {
-                                    tracing::debug!(peer = %addr, "TLS handshake timed out");
-                                }
-                            }
-                        });
-                    }
+                async move {
+                    let client_cert_sha256 = match &c.io {
+                        Either::Left(tls) => tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|cert| Sha256::digest(cert.as_ref()).into()),
+                        Either::Right(_) => None,
+                    };
+                    let peer = PeerInfo {
+                        addr: c.peer,
+                        client_cert_sha256,
+                    };
+                    let _ = tx.send((c.io, peer)).await;
                 }
-            }
+            })
+            .await;
         });
         Ok(Self { local, rx })
     }

@@ -120,7 +120,7 @@ async fn verify_full_checks_the_host_name_and_require_with_a_ca_checks_only_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_logs_in_where_pg_hba_asks_for_one_and_its_absence_is_refused() {
-    use linesentry_collector::local::{LocalPostgres, PostgresOptions, PostgresTls};
+    use linesentry_common::local::{LocalPostgres, PostgresOptions, PostgresTls};
     use std::os::unix::fs::PermissionsExt as _;
     env::install_crypto();
     // A cluster of its own: certificate login for `collector`, trust for the superuser.

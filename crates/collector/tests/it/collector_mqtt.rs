@@ -452,8 +452,8 @@ async fn the_collector_reconnects_after_the_broker_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_subscribes_over_tls_trusting_only_the_configured_ca() {
     let pki = env::Pki::new();
-    let tls_port = linesentry_collector::local::free_port().unwrap();
-    let broker = env::mosquitto_tls(&pki, tls_port);
+    let broker = env::mosquitto_tls(&pki);
+    let tls_port = broker.tls_port().expect("a TLS listener");
     let env = Env::start(EnvOptions {
         mqtt_port: Some(tls_port),
         mqtt_ca: Some(pki.path("ca.pem")),

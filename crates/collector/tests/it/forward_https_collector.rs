@@ -11,7 +11,7 @@ use linesentry_agent::buffer::{Queue, QueueOptions};
 use linesentry_agent::forward::https::HttpsSettings;
 use linesentry_agent::forward::https::HttpsSink;
 use linesentry_agent::forward::tls::TlsSettings;
-use linesentry_agent::forward::{ForwardOptions, Forwarder};
+use linesentry_agent::forward::{ForwardOptions, Forwarder, Pacing};
 use linesentry_collector::auth::Role;
 use linesentry_common::Secret;
 use linesentry_event::{EventType, SecurityEvent};
@@ -46,9 +46,12 @@ async fn gateway(
 /// Forwards until the queue is empty (20 s at most), then stops.
 async fn forward_all(queue: &Queue, sink: HttpsSink, gateway_id: &str) {
     let opts = ForwardOptions {
-        batch_events: 100,
-        replay_events_per_second: 1_000_000,
-        replay_jitter: Duration::ZERO,
+        pacing: Pacing {
+            batch_events: 100,
+            replay_events_per_second: 1_000_000,
+            replay_jitter: Duration::ZERO,
+            ..Pacing::default()
+        },
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
         ..ForwardOptions::new(gateway_id)

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,98 +39,44 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
-/// A CA with a server certificate for 127.0.0.1 / localhost and a client certificate, as
-/// PEM files in a temporary directory.
-pub struct Pki {
-    dir: tempfile::TempDir,
+pub use linesentry_testkit::pki::Pki;
+
+/// What a gateway trusting the CA of `pki` uses, with or without the client certificate.
+pub fn client_tls(pki: &Pki, with_client_cert: bool) -> TlsSettings {
+    TlsSettings {
+        ca_file: Some(pki.ca()),
+        client_cert: with_client_cert.then(|| pki.client_cert()),
+        client_key: with_client_cert.then(|| pki.client_key()),
+    }
 }
 
-impl Pki {
-    pub fn new(name: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
-        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
-        let issue = |names: &[&str], usage| {
-            let key = rcgen::KeyPair::generate().expect("key");
-            let mut params = rcgen::CertificateParams::new(
-                names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-            )
-            .expect("params");
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, names[0]);
-            params.extended_key_usages = vec![usage];
-            let cert = params.signed_by(&key, &issuer).expect("sign");
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server, server_key) = issue(
-            &["127.0.0.1", "localhost"],
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client, client_key) = issue(&["gw-test"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-        for (file, pem) in [
-            ("ca.pem", ca_cert.pem()),
-            ("server.pem", server),
-            ("server.key", server_key),
-            ("client.pem", client),
-            ("client.key", client_key),
-        ] {
-            std::fs::write(dir.path().join(file), pem).expect("write a PEM file");
+fn server_config(pki: &Pki, require_client_cert: bool) -> ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read_certs = |file: &str| -> Vec<CertificateDer<'static>> {
+        linesentry_common::pem::read_certs(&pki.path(file)).expect("PEM certificates")
+    };
+    let key: PrivateKeyDer<'static> =
+        linesentry_common::pem::read_key(&pki.path("server.key")).expect("PEM key");
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = if require_client_cert {
+        let mut roots = RootCertStore::empty();
+        for c in read_certs("ca.pem") {
+            roots.add(c).expect("CA certificate");
         }
-        Self { dir }
-    }
-
-    pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    /// What a gateway trusting this CA uses, with or without the client certificate.
-    pub fn client_tls(&self, with_client_cert: bool) -> TlsSettings {
-        TlsSettings {
-            ca_file: Some(self.path("ca.pem")),
-            client_cert: with_client_cert.then(|| self.path("client.pem")),
-            client_key: with_client_cert.then(|| self.path("client.key")),
-        }
-    }
-
-    fn server_config(&self, require_client_cert: bool) -> ServerConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let read_certs = |file: &str| -> Vec<CertificateDer<'static>> {
-            linesentry_common::pem::read_certs(&self.path(file)).expect("PEM certificates")
-        };
-        let key: PrivateKeyDer<'static> =
-            linesentry_common::pem::read_key(&self.path("server.key")).expect("PEM key");
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions");
-        let builder = if require_client_cert {
-            let mut roots = RootCertStore::empty();
-            for c in read_certs("ca.pem") {
-                roots.add(c).expect("CA certificate");
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("client verifier");
-            builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let mut config = builder
-            .with_single_cert(read_certs("server.pem"), key)
-            .expect("server certificate");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config
-    }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(read_certs("server.pem"), key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
 }
 
 /// How the next requests are answered.
@@ -230,7 +175,7 @@ impl Drop for Collector {
 impl Collector {
     /// HTTPS with `pki`'s server certificate; requires a client certificate when told.
     pub async fn start(pki: &Pki, public_key: VerifyingKey, require_client_cert: bool) -> Self {
-        let acceptor = TlsAcceptor::from(Arc::new(pki.server_config(require_client_cert)));
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(pki, require_client_cert)));
         Self::start_with(Some(acceptor), public_key).await
     }
 
