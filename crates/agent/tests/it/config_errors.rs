@@ -588,6 +588,70 @@ fn the_digest_covers_the_referenced_profiles() {
     );
 }
 
+/// The registers of `value` as the codec lays them out in `order`, as hex words.
+fn layout_words(
+    data_type: linesentry_agent::source::DataType,
+    order: linesentry_agent::source::ByteOrder,
+    value: &linesentry_agent::source::Value,
+) -> Vec<u16> {
+    use linesentry_agent::source::modbus::codec::{encode_value, TagEncoding};
+    encode_value(&TagEncoding::new(data_type).with_order(order), value).unwrap()
+}
+
+#[test]
+fn the_config_reference_says_what_each_byte_order_means_for_32_and_64_bit_values_as_the_codec_does()
+{
+    use linesentry_agent::source::{ByteOrder, DataType, Value};
+    let text = std::fs::read_to_string(repo().join("config/example.toml")).unwrap();
+    let hex = |regs: &[u16]| {
+        regs.iter()
+            .map(|r| format!("{r:04X}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // Byte letters: the value 0x41 42 43 .. reads as "AB CD ..".
+    let letters = |regs: &[u16]| {
+        regs.iter()
+            .map(|r| String::from_utf8_lossy(&r.to_be_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for order in [
+        ByteOrder::ABCD,
+        ByteOrder::CDAB,
+        ByteOrder::BADC,
+        ByteOrder::DCBA,
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("#   {order:?} ")))
+            .unwrap_or_else(|| panic!("no table row for {order:?} in config/example.toml"));
+        let bits32 = letters(&layout_words(
+            DataType::U32,
+            order,
+            &Value::UInt(0x4142_4344),
+        ));
+        let bits64 = letters(&layout_words(
+            DataType::U64,
+            order,
+            &Value::UInt(0x4142_4344_4546_4748),
+        ));
+        assert!(
+            row.contains(&format!(" {bits32} ")) && row.ends_with(&format!(" {bits64}")),
+            "{order:?}: expected 32-bit {bits32} and 64-bit {bits64} in `{row}`"
+        );
+        for data_type in [DataType::F32, DataType::F64] {
+            let words = hex(&layout_words(data_type, order, &Value::Float(123.456)));
+            let example = format!("{order:?} {words}");
+            let flat = text.replace("\n# ", " ");
+            assert!(
+                flat.contains(&example),
+                "no worked example `{example}` in config/example.toml"
+            );
+        }
+    }
+}
+
 mod never_panics {
     use proptest::prelude::*;
 
