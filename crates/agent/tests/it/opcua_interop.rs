@@ -735,3 +735,58 @@ async fn data_resumes_through_the_same_source_after_the_python_server_restarts()
     source.close().await;
     drop(server);
 }
+
+/// Log lines written through a `tracing` subscriber, kept for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_an_opc_ua_station_logs_no_endpoint_config_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("opc.tcp://127.0.0.1:{}/linesentry/", free_port());
+    let captured = Captured::default();
+    let subscriber = || {
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    };
+    for security in ["", SIGN_AND_ENCRYPT] {
+        let station = station(
+            dir.path(),
+            &url,
+            &Options {
+                security,
+                ..Options::default()
+            },
+        );
+        let source = tracing::subscriber::with_default(subscriber(), || {
+            tracing::warn!("capture works");
+            OpcUaSource::start(&station, settings(dir.path(), Acquisition::Subscription))
+        })
+        .unwrap();
+        source.close().await;
+    }
+    let text = captured.text();
+    assert!(text.contains("capture works"), "{text}");
+    assert!(!text.contains("contains no endpoints"), "{text}");
+}

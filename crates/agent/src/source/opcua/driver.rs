@@ -10,8 +10,8 @@ use opcua::client::transport::{
     Connector, RequestRecv, SecureChannelState, TcpConnector, TcpTransport, TransportConfiguration,
 };
 use opcua::client::{
-    Client, ClientBuilder, ConnectionSource, MonitoredItemMap, OnSubscriptionNotificationCore,
-    Session, SessionEventLoop,
+    Client, ClientBuilder, ClientEndpoint, ConnectionSource, MonitoredItemMap,
+    OnSubscriptionNotificationCore, Session, SessionEventLoop,
 };
 use opcua::types::{
     DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType, EndpointDescription,
@@ -58,6 +58,9 @@ pub(super) async fn is_connected(session: &Session) -> bool {
 /// stacks); the server revises it down to its own maximum (async-opcua servers: 5 min).
 const CHANNEL_LIFETIME_MS: u32 = 3_600_000;
 
+/// The id of the station's endpoint in the client config.
+const STATION_ENDPOINT: &str = "station";
+
 /// The async-opcua client of one station: the agent's PKI and application URI, its own
 /// certificate (never created here: [`super::Pki::ensure_own`] did that once), server
 /// certificates trusted only from `trusted/` unless auto-accept is on.
@@ -65,7 +68,20 @@ pub(super) fn build_client(station: &Station) -> Result<Client, SourceError> {
     let s = &station.settings;
     let keep_alive =
         (station.poll_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    // Sessions are built with `connect_to_endpoint_directly` on the endpoint discovery
+    // found, so the config's endpoint list is never used to connect. It is filled with the
+    // station's endpoint all the same: async-opcua's config validation warns "Endpoint config
+    // contains no endpoints" for an empty list, once per station at every start and reload.
+    let endpoint = ClientEndpoint {
+        security_policy: convert::security_policy(station.security_policy)
+            .to_str()
+            .to_owned(),
+        security_mode: convert::security_mode(station.security_mode).into(),
+        ..ClientEndpoint::new(station.endpoint_url.clone())
+    };
     ClientBuilder::new()
+        .endpoint(STATION_ENDPOINT, endpoint)
+        .default_endpoint(STATION_ENDPOINT)
         .application_name(s.application_name.clone())
         .application_uri(s.application_uri.clone())
         .product_uri("urn:linesentry")
