@@ -14,10 +14,10 @@ use opcua::client::{
     OnSubscriptionNotificationCore, Session, SessionEventLoop,
 };
 use opcua::types::{
-    DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType, EndpointDescription,
-    ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, ReadValueId, StatusChangeNotification, StatusCode,
-    TimestampsToReturn,
+    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType,
+    EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NotificationMessage, ReadValueId,
+    StatusChangeNotification, StatusCode, TimestampsToReturn, Variant,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -385,10 +385,83 @@ async fn supervise(
             was_connected = Some(true);
         }
         seen_connects = connects;
+        // Before the subscription's items are created: a tag of the wrong type gets none.
+        check_types(station, shared, session).await;
         if station.settings.acquisition == Acquisition::Subscription {
             upkeep.check(cancel).await;
         }
     }
+}
+
+/// Reads the DataType attribute of every active tag's node, once per transport connection,
+/// and skips each tag whose declared type does not fit it: reported once (warn, and an error
+/// with the next poll), as a node the server refuses is. When the read itself fails, the
+/// next call tries again; a node whose DataType cannot be read is left to the value reads,
+/// which report it.
+pub(super) async fn check_types(station: &Station, shared: &Shared, session: &Session) {
+    let connection = shared.connects.load(Ordering::Relaxed);
+    let reads: Vec<(usize, ReadValueId)> = {
+        let inner = shared.lock();
+        if inner.types_checked == Some(connection) {
+            return;
+        }
+        inner
+            .book
+            .active()
+            .filter_map(|i| {
+                let node = station.tags[i].node.clone()?;
+                let read = ReadValueId {
+                    attribute_id: AttributeId::DataType as u32,
+                    ..ReadValueId::from(node)
+                };
+                Some((i, read))
+            })
+            .collect()
+    };
+    if reads.is_empty() {
+        shared.lock().types_checked = Some(connection);
+        return;
+    }
+    let ids: Vec<ReadValueId> = reads.iter().map(|(_, r)| r.clone()).collect();
+    let values = match call(
+        station.timeout,
+        session.read(&ids, TimestampsToReturn::Neither, 0.0),
+    )
+    .await
+    {
+        Ok(values) => values,
+        Err(e) => {
+            tracing::debug!(station = %station.id, error = %e, "reading the DataType of the tags' nodes failed; trying again");
+            return;
+        }
+    };
+    let mut inner = shared.lock();
+    for ((index, _), value) in reads.iter().zip(&values) {
+        let Some(Variant::NodeId(node_type)) = &value.value else {
+            continue;
+        };
+        let tag = &station.tags[*index];
+        let Err(node_type) = convert::check_data_type(node_type, tag.declared) else {
+            continue;
+        };
+        if inner.book.mark_bad(*index) {
+            let declared = convert::profile_type_name(tag.declared);
+            tracing::warn!(station = %station.id, tag = %tag.name, node = %tag.node_text,
+                node_type, declared, "OPC UA node's DataType does not fit the profile's type; the tag is skipped");
+            if inner.errors.len() >= super::MAX_PENDING_ERRORS {
+                inner.errors.remove(0);
+            }
+            inner.errors.push(SourceError::Other(format!(
+                "station `{}`, {}: the node's DataType is {node_type} but the profile declares \
+                 type `{declared}`; the tag is skipped (expected a type that holds {node_type} \
+                 values, such as `{}`)",
+                station.id,
+                tag.what(),
+                convert::natural_type(node_type)
+            )));
+        }
+    }
+    inner.types_checked = Some(connection);
 }
 
 /// Best-effort close: delete subscriptions and the session on the server.
