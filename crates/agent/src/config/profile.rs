@@ -246,7 +246,9 @@ fn tags(
     let mut declared = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let at = item("tags", i);
-        let Some(raw) = report.deserialize::<raw::Tag>(&at, value) else {
+        // Key by key, so that an unknown or mistyped key does not hide the tag's other errors.
+        let (raw, bad_keys) = report.deserialize_keys::<raw::Tag>(&at, value);
+        let Some(raw) = raw else {
             continue;
         };
         if let Some(first) = seen.get(&raw.name) {
@@ -259,7 +261,9 @@ fn tags(
         }
         declared.push((raw.name.clone(), raw.role.clone()));
         if let Some(tag) = tag(report, &at, raw, protocol, addressing) {
-            out.push((i, tag));
+            if bad_keys == 0 {
+                out.push((i, tag));
+            }
         }
     }
     rules::alarm_links(report, &mut out, &declared);
@@ -313,14 +317,15 @@ fn tag(
         type_rules(report, at, &raw, data_type, role);
     }
     let rules = rules::tag_rules(report, at, &raw, role, data_type);
-    let (modbus, node_id, length) = match (protocol, data_type) {
-        (Some(Protocol::Modbus), Some(data_type)) => {
-            let length = string_length(report, at, raw.length, data_type);
+    // A bad `type` (reported above) leaves out only the checks that need the type.
+    let (modbus, node_id, length) = match protocol {
+        Some(Protocol::Modbus) => {
+            let length = data_type.map_or(0, |t| string_length(report, at, raw.length, t));
             let address = modbus_address(report, at, &raw, data_type, length, addressing);
             (address, None, length)
         }
-        (Some(Protocol::OpcUa), _) => (None, opcua_fields(report, at, &raw), 0),
-        _ => (None, None, 0),
+        Some(Protocol::OpcUa) => (None, opcua_fields(report, at, &raw), 0),
+        None => (None, None, 0),
     };
     let server_deadband = server_deadband(report, at, &raw, protocol, data_type);
     if report.error_count() > before {
@@ -542,7 +547,7 @@ fn modbus_address(
     report: &mut Report<'_>,
     at: &str,
     raw: &raw::Tag,
-    data_type: DataType,
+    data_type: Option<DataType>,
     length: u16,
     addressing: Addressing,
 ) -> Option<ModbusAddress> {
@@ -560,7 +565,10 @@ fn modbus_address(
         );
         None
     };
-    let bit = area.and_then(|area| bit(report, at, raw, data_type, area));
+    let bit = match (area, data_type) {
+        (Some(area), Some(data_type)) => bit(report, at, raw, data_type, area),
+        _ => None,
+    };
     let Some(address) = raw.address else {
         report.error(
             &child(at, "address"),
@@ -570,8 +578,8 @@ fn modbus_address(
     };
     let index = register_index(report, &child(at, "address"), address, addressing)?;
     let count = match data_type {
-        DataType::String => i64::from(length.max(1)),
-        other => i64::from(other.registers()),
+        Some(DataType::String) | None => i64::from(length.max(1)),
+        Some(other) => i64::from(other.registers()),
     };
     let last = index + count - 1;
     if area.is_some_and(|a| !a.is_bit()) && last > defaults::MAX_MODBUS_INDEX {

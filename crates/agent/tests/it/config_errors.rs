@@ -926,3 +926,76 @@ fn every_fixture_case_gives_exactly_its_expected_errors() {
         cases.len()
     );
 }
+
+// --- profile fixture cases: `tests/fixtures/profile_errors/<case>/` -------------------------
+
+/// A profile validated on its own (`linesentry validate --profile`), one directory per case:
+/// the case's one `<name>.toml` and `expected.txt`, the exact lines the loader prints, the
+/// file name relative to the case directory. `LINESENTRY_BLESS=1` rewrites `expected.txt`.
+const PROFILE_FIXTURES: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profile_errors");
+
+fn profile_fixture_output(case: &Path) -> String {
+    let files: Vec<PathBuf> = std::fs::read_dir(case)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "{}: expected one profile file",
+        case.display()
+    );
+    let text = match config::load_profile(&files[0]) {
+        Ok(p) => panic!("{}: expected errors, loaded {p:#?}", case.display()),
+        Err(errors) => errors.to_string(),
+    };
+    let mut out = text.replace(&format!("{}/", case.display()), "");
+    out.push('\n');
+    out
+}
+
+#[test]
+fn every_profile_fixture_case_gives_exactly_its_expected_errors() {
+    let bless = std::env::var_os("LINESENTRY_BLESS").is_some_and(|v| v == "1");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(PROFILE_FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "profile fixture cases missing: {cases:?}");
+    let mut failed = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let actual = profile_fixture_output(case);
+        let expected_path = case.join("expected.txt");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            eprintln!("case {name}:\n{}", line_diff(&expected, &actual));
+            failed.push(name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ (diffs above; LINESENTRY_BLESS=1 rewrites expected.txt): {failed:?}",
+        failed.len(),
+        cases.len()
+    );
+}
+
+#[test]
+fn every_shipped_profile_validates_on_its_own() {
+    for entry in std::fs::read_dir(repo().join("devices")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let profile = config::load_profile(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!profile.tags.is_empty(), "{}", path.display());
+        }
+    }
+}
