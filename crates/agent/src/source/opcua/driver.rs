@@ -393,11 +393,15 @@ async fn supervise(
     }
 }
 
+/// Failed reads of the tags' DataTypes after which a connection is left unchecked.
+const TYPE_CHECK_ATTEMPTS: u32 = 3;
+
 /// Reads the DataType attribute of every active tag's node, once per transport connection,
 /// and skips each tag whose declared type does not fit it: reported once (warn, and an error
 /// with the next poll), as a node the server refuses is. When the read itself fails, the
-/// next call tries again; a node whose DataType cannot be read is left to the value reads,
-/// which report it.
+/// next call tries again, up to [`TYPE_CHECK_ATTEMPTS`] times per connection (a server that
+/// never answers it must not cost a timeout on every tick); a node whose DataType cannot be
+/// read is left to the value reads, which report it.
 pub(super) async fn check_types(station: &Station, shared: &Shared, session: &Session) {
     let connection = shared.connects.load(Ordering::Relaxed);
     let reads: Vec<(usize, ReadValueId)> = {
@@ -431,7 +435,19 @@ pub(super) async fn check_types(station: &Station, shared: &Shared, session: &Se
     {
         Ok(values) => values,
         Err(e) => {
-            tracing::debug!(station = %station.id, error = %e, "reading the DataType of the tags' nodes failed; trying again");
+            let mut inner = shared.lock();
+            let failures = match inner.type_check_failures {
+                (c, n) if c == connection => n + 1,
+                _ => 1,
+            };
+            inner.type_check_failures = (connection, failures);
+            if failures >= TYPE_CHECK_ATTEMPTS {
+                inner.types_checked = Some(connection);
+                tracing::warn!(station = %station.id, error = %e, failures,
+                    "reading the DataType of the tags' nodes failed; their types are not checked on this connection");
+            } else {
+                tracing::debug!(station = %station.id, error = %e, "reading the DataType of the tags' nodes failed; trying again");
+            }
             return;
         }
     };

@@ -264,8 +264,10 @@ struct Inner {
     /// to the rules with the next poll that has no session.
     offered: Option<EndpointFacts>,
     /// The transport connection (count of `Shared::connects`) whose node DataTypes were
-    /// checked against the profile; a new connection checks again.
+    /// checked against the profile (or given up on); a new connection checks again.
     types_checked: Option<u64>,
+    /// Failed DataType reads on the connection named first.
+    type_check_failures: (u64, u32),
     stats: ClientStats,
 }
 
@@ -399,6 +401,7 @@ impl OpcUaSource {
                 status_due: true,
                 offered: None,
                 types_checked: None,
+                type_check_failures: (0, 0),
                 stats: ClientStats::default(),
             }),
             connects: Arc::default(),
