@@ -247,7 +247,7 @@ fn tags(
     for (i, value) in items.into_iter().enumerate() {
         let at = item("tags", i);
         // Key by key, so that an unknown or mistyped key does not hide the tag's other errors.
-        let (raw, bad_keys) = report.deserialize_keys::<raw::Tag>(&at, value);
+        let (raw, left_out) = report.deserialize_keys::<raw::Tag>(&at, value);
         let Some(raw) = raw else {
             continue;
         };
@@ -260,8 +260,8 @@ fn tags(
             seen.insert(raw.name.clone(), i);
         }
         declared.push((raw.name.clone(), raw.role.clone()));
-        if let Some(tag) = tag(report, &at, raw, protocol, addressing) {
-            if bad_keys == 0 {
+        if let Some(tag) = tag(report, &at, raw, protocol, addressing, &left_out) {
+            if left_out.is_empty() {
                 out.push((i, tag));
             }
         }
@@ -277,6 +277,7 @@ fn tag(
     raw: raw::Tag,
     protocol: Option<Protocol>,
     addressing: Addressing,
+    left_out: &[String],
 ) -> Option<TagSpec> {
     let before = report.error_count();
     let key = |k: &str| child(at, k);
@@ -290,7 +291,18 @@ fn tag(
         );
     }
     let role = report.choice::<TagRole>(&key("role"), &raw.role);
-    let data_type = report.choice::<DataType>(&key("type"), &raw.data_type);
+    let data_type = match &raw.data_type {
+        Some(given) => report.choice::<DataType>(&key("type"), given),
+        // Of the wrong TOML kind: reported already.
+        None if left_out.iter().any(|k| k == "type") => None,
+        None => {
+            report.error(
+                &key("type"),
+                "missing required key `type`; expected a data type such as `bool`, `u16`, `f32` or `string`",
+            );
+            None
+        }
+    };
     let order = match &raw.order {
         Some(given) => report.choice::<ByteOrder>(&key("order"), given),
         None => Some(ByteOrder::default()),
@@ -406,7 +418,7 @@ fn type_rules(
     data_type: DataType,
     role: Option<TagRole>,
 ) {
-    let type_name = raw.data_type.as_str();
+    let type_name = raw.data_type.as_deref().unwrap_or_default();
     if raw.order.is_some() && data_type.registers() < 2 {
         report.error(
             &child(at, "order"),
@@ -638,7 +650,7 @@ fn bit(
                 format!(
                     "a {} holds single bits; expected type `bool`, found `{}`",
                     raw.area.as_deref().unwrap_or_default(),
-                    raw.data_type
+                    raw.data_type.as_deref().unwrap_or_default()
                 ),
             );
         }

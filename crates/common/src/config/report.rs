@@ -100,23 +100,21 @@ impl<'a> Report<'a> {
     /// at (unknown, or holding a value of the wrong type) is reported, left out, and the
     /// rest deserialised again: one bad key does not hide the table's other bad keys, nor
     /// the checks that run on what did deserialise. Returns the value without the bad keys
-    /// (`None` when a required key is missing or was one of them) and how many errors were
-    /// reported; a caller must not accept a value that came with errors.
+    /// (`None` when a required key is missing or was one of them) and the keys reported and
+    /// left out; a caller must not accept a value that came with any.
     pub fn deserialize_keys<T: DeserializeOwned>(
         &mut self,
         at: &str,
         value: toml::Value,
-    ) -> (Option<T>, usize) {
+    ) -> (Option<T>, Vec<String>) {
         let toml::Value::Table(mut table) = value else {
-            let v = self.deserialize(at, value);
-            let errors = usize::from(v.is_none());
-            return (v, errors);
+            return (self.deserialize(at, value), Vec::new());
         };
         let mut left_out: Vec<String> = Vec::new();
         loop {
             let e =
                 match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone())) {
-                    Ok(v) => return (Some(v), left_out.len()),
+                    Ok(v) => return (Some(v), left_out),
                     Err(e) => e,
                 };
             let missing = e
@@ -126,7 +124,7 @@ impl<'a> Report<'a> {
                 .and_then(|rest| rest.strip_suffix('`'));
             if missing.is_some_and(|field| left_out.iter().any(|k| k == field)) {
                 // A required key already reported as wrong: no second error for it.
-                return (None, left_out.len());
+                return (None, left_out);
             }
             self.serde_error(at, &e);
             match e.path().iter().next() {
@@ -134,7 +132,7 @@ impl<'a> Report<'a> {
                     table.remove(key);
                     left_out.push(key.clone());
                 }
-                _ => return (None, left_out.len() + 1),
+                _ => return (None, left_out),
             }
         }
     }
