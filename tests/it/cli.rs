@@ -348,6 +348,91 @@ fn validate_accepts_the_shipped_demo_config_and_says_ok() {
 }
 
 #[test]
+fn validate_profile_checks_a_profile_on_its_own_every_error_with_file_line_and_key_path() {
+    let s = Scenario::new();
+    let path = s.path().join("oven.toml");
+    std::fs::write(
+        &path,
+        r#"[profile]
+name = "oven"
+protocol = "modbus"
+
+[[tags]]
+name = "zone1_temp"
+role = "measurement"
+type = "float"
+area = "holding_registr"
+adress = 3
+
+[[tags]]
+name = "door"
+role = "statuss"
+type = "bool"
+area = "coil"
+address = 1
+"#,
+    )
+    .unwrap();
+    let out = cli(&["validate", "--profile", utf8(&path)], QUICK);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    let file = path.display().to_string();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    for (line, key, detail) in [
+        (5, "tags[0].address", "missing required key `address`"),
+        (8, "tags[0].type", "float"),
+        (9, "tags[0].area", "holding_registr"),
+        (10, "tags[0].adress", "adress"),
+        (14, "tags[1].role", "statuss"),
+    ] {
+        let prefix = format!("{file}:{line}: `{key}`: ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&prefix) && l.contains(detail)),
+            "no error line starting with {prefix:?} mentioning {detail:?}: {out:?}"
+        );
+    }
+    assert!(
+        lines.contains(&format!("{file}: 5 error(s)").as_str()),
+        "the count line is missing or wrong: {out:?}"
+    );
+
+    // Every shipped profile passes, several in one call.
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices");
+    let oven = devices.join("reflow_oven.toml");
+    let aoi = devices.join("aoi_station.toml");
+    let out = cli(
+        &[
+            "validate",
+            "--profile",
+            utf8(&oven),
+            "--profile",
+            utf8(&aoi),
+        ],
+        QUICK,
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}: ok (profile reflow_oven, modbus, ",
+            oven.display()
+        )) && lines[1].starts_with(&format!(
+            "{}: ok (profile aoi_station, opcua, ",
+            aoi.display()
+        )),
+        "{out:?}"
+    );
+
+    let help = cli(&["validate", "--help"], QUICK);
+    assert!(
+        help.stdout.contains("--profile") && help.stdout.contains("validate --profile devices/"),
+        "{help:?}"
+    );
+}
+
+#[test]
 fn validate_reports_every_error_with_the_file_key_path_and_line_and_exits_non_zero() {
     let s = Scenario::new();
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices");

@@ -51,10 +51,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Check a configuration and its station profiles; exit 1 on any error.
+    /// Check a configuration and its station profiles, or station profiles on their own;
+    /// every error with its file, line and key path; exit 1 on any error.
+    #[command(
+        after_help = "Examples:\n  linesentry validate --config /etc/linesentry/agent.toml\n  \
+                      linesentry validate --profile devices/reflow_oven.toml"
+    )]
     Validate {
+        /// An agent configuration; the profiles its stations name are checked too.
+        #[arg(long, short, required_unless_present = "profile")]
+        config: Option<PathBuf>,
+        /// A station profile (`devices/<name>.toml`) to check on its own; repeatable.
         #[arg(long, short)]
-        config: PathBuf,
+        profile: Vec<PathBuf>,
     },
     /// Inspect a stopped agent's buffer.
     Buffer {
@@ -186,7 +195,21 @@ fn init_logs(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, profile } => {
+            // Every file is checked, also after one that failed.
+            let mut ok = true;
+            if let Some(path) = &config {
+                ok &= validate(path);
+            }
+            for path in &profile {
+                ok &= validate_profile(path);
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Identity { config, json } => identity(&config, json),
         Command::Run { config } => run_agent(
             &config,
@@ -247,7 +270,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
+/// `linesentry validate --config`: prints `ok` or every error; true when valid.
+fn validate(path: &std::path::Path) -> bool {
     match config::load(path) {
         Ok(c) => {
             println!(
@@ -257,12 +281,33 @@ fn validate(path: &std::path::Path) -> ExitCode {
                 c.stations.len(),
                 &c.digest[..12.min(c.digest.len())]
             );
-            ExitCode::SUCCESS
+            true
         }
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-            ExitCode::FAILURE
+            false
+        }
+    }
+}
+
+/// `linesentry validate --profile`: one station profile on its own; true when valid.
+fn validate_profile(path: &Path) -> bool {
+    match config::load_profile(path) {
+        Ok(p) => {
+            println!(
+                "{}: ok (profile {}, {}, {} tags)",
+                path.display(),
+                p.name,
+                p.protocol,
+                p.tags.len()
+            );
+            true
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            false
         }
     }
 }

@@ -64,7 +64,11 @@ const fn float(default: f64, min: f64, max: f64, unit: &'static str) -> Float {
 
 // [agent]
 pub(super) const SHUTDOWN_GRACE_MS: Int = int(5000, 100, 60_000, "ms");
+/// Without `profiles_dir`: `devices/` beside the configuration's directory when that exists
+/// (a source checkout, `config/x.toml` next to `devices/`), else the packaged profiles.
 pub(super) const PROFILES_DIR: &str = "../devices";
+/// Where `packaging/build-deb` installs `devices/*.toml`.
+pub(super) const PACKAGED_PROFILES_DIR: &str = "/usr/share/linesentry/devices";
 /// gateway_id, site and station ids.
 pub(super) const MAX_ID_LEN: usize = 64;
 

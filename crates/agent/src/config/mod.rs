@@ -4,6 +4,8 @@
 //! (`devices/<name>.toml`, under `agent.profiles_dir`) that lists the tags of that kind of
 //! station. [`load`] reads both and returns either a [`Config`] whose every field has been
 //! checked, or [`ConfigErrors`] holding every problem found, never just the first.
+//! [`load_profile`] does the same for one profile file on its own (`linesentry validate
+//! --profile`).
 //!
 //! The settings types belong to the components that run on them (`source::StationConfig`,
 //! `source::Profile`, `buffer::QueueOptions`, `forward::ForwardSettings`,
@@ -51,7 +53,7 @@ pub use settings::{AgentSettings, LogFormat, LogSettings};
 use crate::buffer::QueueOptions;
 use crate::forward::ForwardSettings;
 use crate::health::HealthSettings;
-use crate::source::StationConfig;
+use crate::source::{Profile, StationConfig};
 use linesentry_event::SeverityMap;
 use report::Report;
 
@@ -90,6 +92,48 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match std::str::from_utf8(&bytes) {
         Ok(text) => load_str(path, text),
         Err(e) => Err(ConfigErrors(vec![not_utf8(path, &bytes, &e)])),
+    }
+}
+
+/// Reads and validates one station profile (`devices/<name>.toml`) on its own, as `load`
+/// validates the profiles a configuration names: every error at once, each with the file,
+/// the line and the key path. The profile's `name` must match the file name.
+pub fn load_profile(path: &Path) -> Result<Profile, ConfigErrors> {
+    let file_error = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            key_path: String::new(),
+            line: None,
+            message,
+        }])
+    };
+    let stem = match path.file_stem().and_then(|s| s.to_str()) {
+        Some(stem) if path.extension().is_some_and(|e| e == "toml") => stem,
+        _ => {
+            return Err(file_error(
+                "expected a profile file named `<name>.toml`".to_owned(),
+            ))
+        }
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| file_error(format!("cannot read the profile file: {e}")))?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(ConfigErrors(vec![not_utf8(path, &bytes, &e)])),
+    };
+    match profile::parse(path, stem, text) {
+        (Some(profile), errors) if errors.is_empty() => Ok(profile),
+        (_, mut errors) => {
+            if errors.is_empty() {
+                errors.push(ConfigError {
+                    file: path.to_owned(),
+                    key_path: String::new(),
+                    line: None,
+                    message: "the profile is invalid".to_owned(),
+                });
+            }
+            Err(ConfigErrors(sorted(errors)))
+        }
     }
 }
 

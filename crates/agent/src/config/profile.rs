@@ -246,7 +246,9 @@ fn tags(
     let mut declared = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let at = item("tags", i);
-        let Some(raw) = report.deserialize::<raw::Tag>(&at, value) else {
+        // Key by key, so that an unknown or mistyped key does not hide the tag's other errors.
+        let (raw, left_out) = report.deserialize_keys::<raw::Tag>(&at, value);
+        let Some(raw) = raw else {
             continue;
         };
         if let Some(first) = seen.get(&raw.name) {
@@ -258,8 +260,10 @@ fn tags(
             seen.insert(raw.name.clone(), i);
         }
         declared.push((raw.name.clone(), raw.role.clone()));
-        if let Some(tag) = tag(report, &at, raw, protocol, addressing) {
-            out.push((i, tag));
+        if let Some(tag) = tag(report, &at, raw, protocol, addressing, &left_out) {
+            if left_out.is_empty() {
+                out.push((i, tag));
+            }
         }
     }
     rules::alarm_links(report, &mut out, &declared);
@@ -273,6 +277,7 @@ fn tag(
     raw: raw::Tag,
     protocol: Option<Protocol>,
     addressing: Addressing,
+    left_out: &[String],
 ) -> Option<TagSpec> {
     let before = report.error_count();
     let key = |k: &str| child(at, k);
@@ -286,7 +291,18 @@ fn tag(
         );
     }
     let role = report.choice::<TagRole>(&key("role"), &raw.role);
-    let data_type = report.choice::<DataType>(&key("type"), &raw.data_type);
+    let data_type = match &raw.data_type {
+        Some(given) => report.choice::<DataType>(&key("type"), given),
+        // Of the wrong TOML kind: reported already.
+        None if left_out.iter().any(|k| k == "type") => None,
+        None => {
+            report.error(
+                &key("type"),
+                "missing required key `type`; expected a data type such as `bool`, `u16`, `f32` or `string`",
+            );
+            None
+        }
+    };
     let order = match &raw.order {
         Some(given) => report.choice::<ByteOrder>(&key("order"), given),
         None => Some(ByteOrder::default()),
@@ -313,14 +329,15 @@ fn tag(
         type_rules(report, at, &raw, data_type, role);
     }
     let rules = rules::tag_rules(report, at, &raw, role, data_type);
-    let (modbus, node_id, length) = match (protocol, data_type) {
-        (Some(Protocol::Modbus), Some(data_type)) => {
-            let length = string_length(report, at, raw.length, data_type);
+    // A bad `type` (reported above) leaves out only the checks that need the type.
+    let (modbus, node_id, length) = match protocol {
+        Some(Protocol::Modbus) => {
+            let length = data_type.map_or(0, |t| string_length(report, at, raw.length, t));
             let address = modbus_address(report, at, &raw, data_type, length, addressing);
             (address, None, length)
         }
-        (Some(Protocol::OpcUa), _) => (None, opcua_fields(report, at, &raw), 0),
-        _ => (None, None, 0),
+        Some(Protocol::OpcUa) => (None, opcua_fields(report, at, &raw), 0),
+        None => (None, None, 0),
     };
     let server_deadband = server_deadband(report, at, &raw, protocol, data_type);
     if report.error_count() > before {
@@ -401,7 +418,7 @@ fn type_rules(
     data_type: DataType,
     role: Option<TagRole>,
 ) {
-    let type_name = raw.data_type.as_str();
+    let type_name = raw.data_type.as_deref().unwrap_or_default();
     if raw.order.is_some() && data_type.registers() < 2 {
         report.error(
             &child(at, "order"),
@@ -542,7 +559,7 @@ fn modbus_address(
     report: &mut Report<'_>,
     at: &str,
     raw: &raw::Tag,
-    data_type: DataType,
+    data_type: Option<DataType>,
     length: u16,
     addressing: Addressing,
 ) -> Option<ModbusAddress> {
@@ -560,7 +577,10 @@ fn modbus_address(
         );
         None
     };
-    let bit = area.and_then(|area| bit(report, at, raw, data_type, area));
+    let bit = match (area, data_type) {
+        (Some(area), Some(data_type)) => bit(report, at, raw, data_type, area),
+        _ => None,
+    };
     let Some(address) = raw.address else {
         report.error(
             &child(at, "address"),
@@ -570,8 +590,8 @@ fn modbus_address(
     };
     let index = register_index(report, &child(at, "address"), address, addressing)?;
     let count = match data_type {
-        DataType::String => i64::from(length.max(1)),
-        other => i64::from(other.registers()),
+        Some(DataType::String) | None => i64::from(length.max(1)),
+        Some(other) => i64::from(other.registers()),
     };
     let last = index + count - 1;
     if area.is_some_and(|a| !a.is_bit()) && last > defaults::MAX_MODBUS_INDEX {
@@ -630,7 +650,7 @@ fn bit(
                 format!(
                     "a {} holds single bits; expected type `bool`, found `{}`",
                     raw.area.as_deref().unwrap_or_default(),
-                    raw.data_type
+                    raw.data_type.as_deref().unwrap_or_default()
                 ),
             );
         }

@@ -167,8 +167,10 @@ pub(super) struct ProfileHeader {
 pub(super) struct Tag {
     pub(super) name: String,
     pub(super) role: String,
+    /// Required; optional here so that a `type` of the wrong TOML kind, reported and left
+    /// out by `deserialize_keys`, does not stop the tag's other checks.
     #[serde(rename = "type")]
-    pub(super) data_type: String,
+    pub(super) data_type: Option<String>,
     pub(super) order: Option<String>,
     pub(super) area: Option<String>,
     pub(super) address: Option<i64>,

@@ -354,7 +354,7 @@ fn misplaced(
                 &child(at, name),
                 format!(
                     "`{name}` only applies to {what}; expected no `{name}` on a {role} tag of type {}",
-                    raw.data_type
+                    raw.data_type.as_deref().unwrap_or_default()
                 ),
             );
             misplaced[i] = true;

@@ -95,7 +95,20 @@ pub(super) fn profiles_dir(agent: Option<&toml::Value>, base_dir: &Path) -> Path
         .and_then(toml::Value::as_str)
     {
         Some(dir) if !dir.is_empty() => base_dir.join(dir),
-        _ => base_dir.join(defaults::PROFILES_DIR),
+        _ => default_profiles_dir(base_dir, Path::is_dir),
+    }
+}
+
+/// `profiles_dir` when the file has none: `devices/` beside the configuration's directory if
+/// it is a directory (a source checkout: `config/demo.toml` uses `devices/`), otherwise the
+/// packaged profiles. A hand-written `/etc/linesentry/agent.toml` thus finds
+/// `/usr/share/linesentry/devices`, never a stray `/etc/devices` that does not exist.
+fn default_profiles_dir(base_dir: &Path, is_dir: impl Fn(&Path) -> bool) -> PathBuf {
+    let beside = base_dir.join(defaults::PROFILES_DIR);
+    if is_dir(&beside) {
+        beside
+    } else {
+        PathBuf::from(defaults::PACKAGED_PROFILES_DIR)
     }
 }
 
@@ -676,6 +689,41 @@ fn tls(report: &mut Report<'_>, at: &str, raw: &raw::Tls, base_dir: &Path) -> Op
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_profiles_dir_a_checkout_uses_devices_beside_config_and_an_install_the_packaged_ones()
+    {
+        let checkout = Path::new("/home/me/linesentry/config");
+        let devices = Path::new("/home/me/linesentry/config/../devices");
+        assert_eq!(
+            default_profiles_dir(checkout, |p| p == devices),
+            devices,
+            "a source checkout keeps its own devices/"
+        );
+        assert_eq!(
+            default_profiles_dir(Path::new("/etc/linesentry"), |_| false),
+            Path::new("/usr/share/linesentry/devices")
+        );
+        // What a station of a hand-written /etc/linesentry/agent.toml is looked up in.
+        let text = "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"/var/lib/linesentry\"\n\
+                    [[stations]]\nid = \"p\"\nprofile = \"no_such_profile_here\"\nsource = \"simulated\"\n";
+        let errors =
+            crate::config::load_str(Path::new("/etc/linesentry/agent.toml"), text).unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("/usr/share/linesentry/devices/no_such_profile_here.toml"),
+            "{text}"
+        );
+        assert!(!text.contains("/etc/linesentry/../devices"), "{text}");
+        // An explicit key still wins, relative to the file.
+        assert_eq!(
+            profiles_dir(
+                Some(&toml::toml! { profiles_dir = "p" }.into()),
+                Path::new("/etc/linesentry")
+            ),
+            Path::new("/etc/linesentry/p")
+        );
+    }
+
     #[test]
     fn routine_commit_defaults_to_100_ms_and_an_out_of_range_value_names_file_line_and_key() {
         let base = "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"d\"\n[buffer]\n";

@@ -588,6 +588,70 @@ fn the_digest_covers_the_referenced_profiles() {
     );
 }
 
+/// The registers of `value` as the codec lays them out in `order`, as hex words.
+fn layout_words(
+    data_type: linesentry_agent::source::DataType,
+    order: linesentry_agent::source::ByteOrder,
+    value: &linesentry_agent::source::Value,
+) -> Vec<u16> {
+    use linesentry_agent::source::modbus::codec::{encode_value, TagEncoding};
+    encode_value(&TagEncoding::new(data_type).with_order(order), value).unwrap()
+}
+
+#[test]
+fn the_config_reference_says_what_each_byte_order_means_for_32_and_64_bit_values_as_the_codec_does()
+{
+    use linesentry_agent::source::{ByteOrder, DataType, Value};
+    let text = std::fs::read_to_string(repo().join("config/example.toml")).unwrap();
+    let hex = |regs: &[u16]| {
+        regs.iter()
+            .map(|r| format!("{r:04X}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // Byte letters: the value 0x41 42 43 .. reads as "AB CD ..".
+    let letters = |regs: &[u16]| {
+        regs.iter()
+            .map(|r| String::from_utf8_lossy(&r.to_be_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for order in [
+        ByteOrder::ABCD,
+        ByteOrder::CDAB,
+        ByteOrder::BADC,
+        ByteOrder::DCBA,
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("#   {order:?} ")))
+            .unwrap_or_else(|| panic!("no table row for {order:?} in config/example.toml"));
+        let bits32 = letters(&layout_words(
+            DataType::U32,
+            order,
+            &Value::UInt(0x4142_4344),
+        ));
+        let bits64 = letters(&layout_words(
+            DataType::U64,
+            order,
+            &Value::UInt(0x4142_4344_4546_4748),
+        ));
+        assert!(
+            row.contains(&format!(" {bits32} ")) && row.ends_with(&format!(" {bits64}")),
+            "{order:?}: expected 32-bit {bits32} and 64-bit {bits64} in `{row}`"
+        );
+        for data_type in [DataType::F32, DataType::F64] {
+            let words = hex(&layout_words(data_type, order, &Value::Float(123.456)));
+            let example = format!("{order:?} {words}");
+            let flat = text.replace("\n# ", " ");
+            assert!(
+                flat.contains(&example),
+                "no worked example `{example}` in config/example.toml"
+            );
+        }
+    }
+}
+
 mod never_panics {
     use proptest::prelude::*;
 
@@ -861,4 +925,77 @@ fn every_fixture_case_gives_exactly_its_expected_errors() {
         failed.len(),
         cases.len()
     );
+}
+
+// --- profile fixture cases: `tests/fixtures/profile_errors/<case>/` -------------------------
+
+/// A profile validated on its own (`linesentry validate --profile`), one directory per case:
+/// the case's one `<name>.toml` and `expected.txt`, the exact lines the loader prints, the
+/// file name relative to the case directory. `LINESENTRY_BLESS=1` rewrites `expected.txt`.
+const PROFILE_FIXTURES: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profile_errors");
+
+fn profile_fixture_output(case: &Path) -> String {
+    let files: Vec<PathBuf> = std::fs::read_dir(case)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "{}: expected one profile file",
+        case.display()
+    );
+    let text = match config::load_profile(&files[0]) {
+        Ok(p) => panic!("{}: expected errors, loaded {p:#?}", case.display()),
+        Err(errors) => errors.to_string(),
+    };
+    let mut out = text.replace(&format!("{}/", case.display()), "");
+    out.push('\n');
+    out
+}
+
+#[test]
+fn every_profile_fixture_case_gives_exactly_its_expected_errors() {
+    let bless = std::env::var_os("LINESENTRY_BLESS").is_some_and(|v| v == "1");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(PROFILE_FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "profile fixture cases missing: {cases:?}");
+    let mut failed = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let actual = profile_fixture_output(case);
+        let expected_path = case.join("expected.txt");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            eprintln!("case {name}:\n{}", line_diff(&expected, &actual));
+            failed.push(name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ (diffs above; LINESENTRY_BLESS=1 rewrites expected.txt): {failed:?}",
+        failed.len(),
+        cases.len()
+    );
+}
+
+#[test]
+fn every_shipped_profile_validates_on_its_own() {
+    for entry in std::fs::read_dir(repo().join("devices")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let profile = config::load_profile(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!profile.tags.is_empty(), "{}", path.display());
+        }
+    }
 }

@@ -748,3 +748,137 @@ async fn data_resumes_through_the_same_source_after_the_python_server_restarts()
     source.close().await;
     drop(server);
 }
+
+/// Log lines written through a `tracing` subscriber, kept for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_an_opc_ua_station_logs_no_endpoint_config_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("opc.tcp://127.0.0.1:{}/linesentry/", free_port());
+    let captured = Captured::default();
+    let subscriber = || {
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    };
+    for security in ["", SIGN_AND_ENCRYPT] {
+        let station = station(
+            dir.path(),
+            &url,
+            &Options {
+                security,
+                ..Options::default()
+            },
+        );
+        let source = tracing::subscriber::with_default(subscriber(), || {
+            tracing::warn!("capture works");
+            OpcUaSource::start(&station, settings(dir.path(), Acquisition::Subscription))
+        })
+        .unwrap();
+        source.close().await;
+    }
+    let text = captured.text();
+    assert!(text.contains("capture works"), "{text}");
+    assert!(!text.contains("contains no endpoints"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_whose_type_does_not_fit_its_nodes_data_type_is_reported_once_and_skipped_in_both_modes(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = PyServer::start(free_port(), &dir.path().join("server-pki"));
+    let wrong = [
+        ("double_as_bool", "bool", "Demo.Double", "Double"),
+        ("string_as_u16", "u16", "Demo.String", "String"),
+        ("int32_as_u16", "u16", "Demo.Int32", "Int32"),
+    ];
+    // Widenings that keep every value: accepted.
+    let fitting = [
+        ("double_as_f32", "f32", "Demo.Double"),
+        ("uint16_as_u32", "u32", "Demo.UInt16"),
+        ("int16_as_f64", "f64", "Demo.Int16"),
+    ];
+    let mut extra_tags: Vec<String> = wrong
+        .iter()
+        .map(|(name, ty, node, _)| tag(name, ty, &format!("ns=2;s={node}")))
+        .collect();
+    extra_tags.extend(
+        fitting
+            .iter()
+            .map(|(name, ty, node)| tag(name, ty, &format!("ns=2;s={node}"))),
+    );
+    for acquisition in [Acquisition::Polling, Acquisition::Subscription] {
+        let station = station(
+            dir.path(),
+            &server.url(),
+            &Options {
+                extra_tags: extra_tags.clone(),
+                ..Options::default()
+            },
+        );
+        let mut source = OpcUaSource::start(&station, settings(dir.path(), acquisition)).unwrap();
+        let polls = poll_until(
+            &mut source,
+            Duration::from_millis(150),
+            Duration::from_secs(20),
+            |polls| {
+                polls.len() >= 8
+                    && saw_both_values_of_every_type(polls)
+                    && fitting
+                        .iter()
+                        .all(|(name, _, _)| values_of(polls, name).count() >= 2)
+            },
+        )
+        .await;
+        for (name, declared, _, node_type) in wrong {
+            let what = format!("tag `{name}`");
+            let reports = errors_mentioning(&polls, &what);
+            assert_eq!(reports.len(), 1, "{acquisition:?} {name}: {reports:?}");
+            let text = reports[0].to_string();
+            for part in [
+                "station `py-1`".to_owned(),
+                format!("DataType is {node_type}"),
+                format!("declares type `{declared}`"),
+                "skipped".to_owned(),
+            ] {
+                assert!(
+                    text.contains(&part),
+                    "{acquisition:?}: `{part}` not in {text}"
+                );
+            }
+            assert_eq!(
+                values_of(&polls, name).count(),
+                0,
+                "{acquisition:?}: {name} read despite its type"
+            );
+        }
+        assert!(
+            values_of(&polls, "double_as_f32").all(|v| matches!(v, Value::Float(_))),
+            "{acquisition:?}"
+        );
+        assert_values_exact(&polls);
+        source.close().await;
+    }
+}

@@ -90,26 +90,72 @@ impl<'a> Report<'a> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let mut path = at.to_owned();
-                for segment in e.path() {
-                    path = match segment {
-                        Segment::Seq { index } => spans::item(&path, *index),
-                        Segment::Map { key } => spans::child(&path, key),
-                        Segment::Enum { variant } => spans::child(&path, variant),
-                        Segment::Unknown => path,
-                    };
-                }
-                let message = e.inner().message();
-                if let Some(field) = message
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.strip_suffix('`'))
-                {
-                    path = spans::child(&path, field);
-                }
-                self.error(&path, humanize(message, self.required_hint));
+                self.serde_error(at, &e);
                 None
             }
         }
+    }
+
+    /// Deserialises a table as [`Report::deserialize`] does, except that a key serde stops
+    /// at (unknown, or holding a value of the wrong type) is reported, left out, and the
+    /// rest deserialised again: one bad key does not hide the table's other bad keys, nor
+    /// the checks that run on what did deserialise. Returns the value without the bad keys
+    /// (`None` when a required key is missing or was one of them) and the keys reported and
+    /// left out; a caller must not accept a value that came with any.
+    pub fn deserialize_keys<T: DeserializeOwned>(
+        &mut self,
+        at: &str,
+        value: toml::Value,
+    ) -> (Option<T>, Vec<String>) {
+        let toml::Value::Table(mut table) = value else {
+            return (self.deserialize(at, value), Vec::new());
+        };
+        let mut left_out: Vec<String> = Vec::new();
+        loop {
+            let e =
+                match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone())) {
+                    Ok(v) => return (Some(v), left_out),
+                    Err(e) => e,
+                };
+            let missing = e
+                .inner()
+                .message()
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'));
+            if missing.is_some_and(|field| left_out.iter().any(|k| k == field)) {
+                // A required key already reported as wrong: no second error for it.
+                return (None, left_out);
+            }
+            self.serde_error(at, &e);
+            match e.path().iter().next() {
+                Some(Segment::Map { key }) if table.contains_key(key) => {
+                    table.remove(key);
+                    left_out.push(key.clone());
+                }
+                _ => return (None, left_out),
+            }
+        }
+    }
+
+    /// Records one serde error at the exact key it names, below `at`.
+    fn serde_error(&mut self, at: &str, e: &serde_path_to_error::Error<toml::de::Error>) {
+        let mut path = at.to_owned();
+        for segment in e.path() {
+            path = match segment {
+                Segment::Seq { index } => spans::item(&path, *index),
+                Segment::Map { key } => spans::child(&path, key),
+                Segment::Enum { variant } => spans::child(&path, variant),
+                Segment::Unknown => path,
+            };
+        }
+        let message = e.inner().message();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            path = spans::child(&path, field);
+        }
+        self.error(&path, humanize(message, self.required_hint));
     }
 
     /// A name from a fixed vocabulary (a serde enum of unit variants).

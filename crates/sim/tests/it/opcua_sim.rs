@@ -497,3 +497,76 @@ async fn link_behaviours_show_as_bad_quality_refused_values_and_an_unreachable_s
     source.close().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_whose_type_does_not_fit_its_nodes_data_type_is_reported_once_and_skipped_in_both_modes(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator(dir.path(), "aoi_station").await;
+    // A profile for the simulator's AOI nodes that declares two of them wrongly: a Float as
+    // bool, a String as u16; and two widenings that are fine.
+    let tag = |name: &str, ty: &str, node: &str| {
+        format!("[[tags]]\nname = \"{name}\"\nrole = \"measurement\"\ntype = \"{ty}\"\nnode_id = \"ns=2;s=AOI.{node}\"\n")
+    };
+    let profile = [
+        "[profile]\nname = \"aoi_types\"\nprotocol = \"opcua\"\n".to_owned(),
+        tag("height_as_bool", "bool", "Measurement.SolderHeight"),
+        tag("panel_as_u16", "u16", "PanelId"),
+        tag("height_as_f64", "f64", "Measurement.SolderHeight"),
+        tag("defects_as_u64", "u64", "DefectCount"),
+    ]
+    .concat();
+    let root = dir.path().join("types");
+    std::fs::create_dir_all(root.join("devices")).unwrap();
+    std::fs::write(root.join("devices/aoi_types.toml"), profile).unwrap();
+    let config = format!(
+        "[agent]\ngateway_id = \"gw-sim\"\nsite = \"lab\"\ndata_dir = \"data\"\nprofiles_dir = \"devices\"\n\n\
+         [[stations]]\nid = \"st-types\"\nprofile = \"aoi_types\"\nsource = \"opcua\"\n\
+         endpoint_url = \"{}\"\npoll_interval_ms = 200\ntimeout_ms = 3000\n",
+        sim.endpoint_url()
+    );
+    std::fs::write(root.join("agent.toml"), config).unwrap();
+    let station = linesentry_agent::config::load(&root.join("agent.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stations
+        .remove(0);
+    for acquisition in [Acquisition::Polling, Acquisition::Subscription] {
+        let mut source = OpcUaSource::start(&station, settings(dir.path(), acquisition)).unwrap();
+        let polls = poll_until(&mut source, Duration::from_secs(20), |polls| {
+            polls.len() >= 5
+                && count(polls, "height_as_f64") > 0
+                && count(polls, "defects_as_u64") > 0
+        })
+        .await;
+        for (name, node_type, declared) in [
+            ("height_as_bool", "Float", "bool"),
+            ("panel_as_u16", "String", "u16"),
+        ] {
+            let reports: Vec<String> = polls
+                .iter()
+                .flat_map(|p| &p.errors)
+                .map(ToString::to_string)
+                .filter(|e| e.contains(&format!("tag `{name}`")))
+                .collect();
+            assert_eq!(reports.len(), 1, "{acquisition:?} {name}: {reports:?}");
+            assert!(
+                reports[0].contains("station `st-types`")
+                    && reports[0].contains(&format!("DataType is {node_type}"))
+                    && reports[0].contains(&format!("declares type `{declared}`")),
+                "{acquisition:?}: {}",
+                reports[0]
+            );
+            assert_eq!(count(&polls, name), 0, "{acquisition:?}: {name} read");
+        }
+        assert!(matches!(
+            reading(&polls, "height_as_f64"),
+            Some(Value::Float(_))
+        ));
+        assert!(matches!(
+            reading(&polls, "defects_as_u64"),
+            Some(Value::UInt(_))
+        ));
+        source.close().await;
+    }
+    sim.shutdown().await;
+}

@@ -5,16 +5,161 @@
 use std::str::FromStr;
 
 use opcua::types::{
-    ByteString, DataValue, DateTime, NodeId, ReadValueId, StatusCode, VariableId, Variant,
+    ByteString, DataValue, DateTime, Identifier, NodeId, ReadValueId, StatusCode, VariableId,
+    Variant,
 };
 
-use crate::source::{DeviceIdentity, Quality, SourceError, Value};
+use crate::source::{DataType, DeviceIdentity, Quality, SourceError, Value};
 use crate::source::{OpcUaSecurityMode, OpcUaSecurityPolicy};
 use linesentry_event::Timestamp;
 
 /// Parses the text form of a node id as profiles write it (`ns=2;s=Press.State`).
 pub(crate) fn parse_node_id(text: &str) -> Result<NodeId, String> {
     NodeId::from_str(text).map_err(|e| format!("`{text}` is not an OPC UA node id: {e}"))
+}
+
+/// What a node of a standard data type holds, in the terms of a profile's types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    Bool,
+    /// An integer of `bits` bits, signed or not.
+    Int {
+        signed: bool,
+        bits: u8,
+    },
+    Float,
+    /// Values the agent reads as text: String, ByteString, LocalizedText, DateTime, ...
+    Text,
+    /// Enumeration and its subtypes: Int32 values naming states, small and not negative in
+    /// practice, as integer status and mode tags hold them.
+    Enumeration,
+    /// Abstract Integer and UInteger: each value comes as some concrete integer type.
+    AnyInteger,
+    /// Abstract Number: each value comes as some concrete numeric type.
+    AnyNumber,
+}
+
+/// Name and kind of a data type of namespace 0 (Part 3, 8; Part 6, 5.1.2); `None` for those
+/// the agent cannot judge (BaseDataType, structures, ...).
+fn standard_type(id: u32) -> Option<(&'static str, NodeKind)> {
+    use NodeKind::{AnyInteger, AnyNumber, Bool, Enumeration, Float, Int, Text};
+    let int = |signed, bits| Int { signed, bits };
+    Some(match id {
+        1 => ("Boolean", Bool),
+        2 => ("SByte", int(true, 8)),
+        3 => ("Byte", int(false, 8)),
+        4 => ("Int16", int(true, 16)),
+        5 => ("UInt16", int(false, 16)),
+        6 => ("Int32", int(true, 32)),
+        7 => ("UInt32", int(false, 32)),
+        8 => ("Int64", int(true, 64)),
+        9 => ("UInt64", int(false, 64)),
+        10 => ("Float", Float),
+        11 => ("Double", Float),
+        // String and its subtypes (NormalizedString, DecimalString, ...).
+        12 | 12877..=12881 => ("String", Text),
+        13 => ("DateTime", Text),
+        14 => ("Guid", Text),
+        15 => ("ByteString", Text),
+        19 => ("StatusCode", Text),
+        21 => ("LocalizedText", Text),
+        26 => ("Number", AnyNumber),
+        27 => ("Integer", AnyInteger),
+        28 => ("UInteger", AnyInteger),
+        29 => ("Enumeration", Enumeration),
+        30 => ("Image", Text),
+        288 => ("IntegerId", int(false, 32)),
+        289 => ("Counter", int(false, 32)),
+        290 => ("Duration", Float),
+        294 => ("UtcTime", Text),
+        295 => ("LocaleId", Text),
+        _ => return None,
+    })
+}
+
+/// Whether a tag declared `declared` may read a node whose DataType attribute is
+/// `node_type`. It may when the node's values fit the declared type without changing
+/// meaning: the same type, a wider integer (UInt16 as `u32`, Byte as `i16`), either float
+/// type for Float and Double, a small integer as a float, any integer type for an
+/// enumeration. A data type the agent cannot judge (outside namespace 0, BaseDataType,
+/// structures) is let through. `Err` names the node's type.
+pub(crate) fn check_data_type(node_type: &NodeId, declared: DataType) -> Result<(), &'static str> {
+    let (0, Identifier::Numeric(id)) = (node_type.namespace, &node_type.identifier) else {
+        return Ok(());
+    };
+    let Some((name, kind)) = standard_type(*id) else {
+        return Ok(());
+    };
+    if fits(kind, declared) {
+        Ok(())
+    } else {
+        Err(name)
+    }
+}
+
+fn fits(kind: NodeKind, declared: DataType) -> bool {
+    use DataType as D;
+    let integer = match declared {
+        D::U16 => Some((false, 16)),
+        D::I16 => Some((true, 16)),
+        D::U32 => Some((false, 32)),
+        D::I32 => Some((true, 32)),
+        D::U64 => Some((false, 64)),
+        D::I64 => Some((true, 64)),
+        _ => None,
+    };
+    match kind {
+        NodeKind::Bool => declared == D::Bool,
+        NodeKind::Text => declared == D::String,
+        NodeKind::Float => matches!(declared, D::F32 | D::F64),
+        NodeKind::Int { signed, bits } => match (integer, declared) {
+            (Some((to_signed, to_bits)), _) => {
+                if signed {
+                    to_signed && bits <= to_bits
+                } else {
+                    bits < to_bits || (!to_signed && bits <= to_bits)
+                }
+            }
+            // Exactly representable: f32 holds 24-bit, f64 53-bit integers.
+            (None, D::F32) => bits <= 16,
+            (None, D::F64) => bits <= 32,
+            (None, _) => false,
+        },
+        NodeKind::Enumeration | NodeKind::AnyInteger => integer.is_some(),
+        NodeKind::AnyNumber => declared.is_numeric(),
+    }
+}
+
+/// The profile type that reads a node of the standard data type `name` as it is.
+pub(crate) fn natural_type(name: &str) -> &'static str {
+    match name {
+        "Boolean" => "bool",
+        "SByte" | "Int16" => "i16",
+        "Byte" | "UInt16" | "Enumeration" => "u16",
+        "Int32" => "i32",
+        "UInt32" | "IntegerId" | "Counter" => "u32",
+        "Int64" => "i64",
+        "UInt64" => "u64",
+        "Float" => "f32",
+        "Double" | "Duration" => "f64",
+        _ => "string",
+    }
+}
+
+/// A profile type as the profile writes it (`u16`, `f32`, `string`, ...).
+pub(crate) fn profile_type_name(data_type: DataType) -> &'static str {
+    match data_type {
+        DataType::Bool => "bool",
+        DataType::U16 => "u16",
+        DataType::I16 => "i16",
+        DataType::U32 => "u32",
+        DataType::I32 => "i32",
+        DataType::U64 => "u64",
+        DataType::I64 => "i64",
+        DataType::F32 => "f32",
+        DataType::F64 => "f64",
+        DataType::String => "string",
+    }
 }
 
 /// The value of a variant, `Ok(None)` for an empty one. Floats that are NaN or infinite are
@@ -558,5 +703,55 @@ mod tests {
         );
         assert_eq!(parse_node_id("i=2258").unwrap(), NodeId::new(0, 2258u32));
         assert!(parse_node_id("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_node_data_type_fits_a_declared_type_only_without_changing_meaning() {
+        use DataType as D;
+        let ns0 = |id: u32| NodeId::new(0, id);
+        let fits = |id: u32, declared| check_data_type(&ns0(id), declared);
+        // Same type, widenings, either float for a float.
+        for (id, declared) in [
+            (1, D::Bool),
+            (5, D::U16),
+            (5, D::U32),
+            (5, D::I32),
+            (3, D::I16),
+            (4, D::I64),
+            (7, D::U64),
+            (11, D::F32),
+            (10, D::F64),
+            (5, D::F32),
+            (6, D::F64),
+            (12, D::String),
+            (21, D::String),
+            (13, D::String),
+            (29, D::U16),
+            (289, D::U32),
+            (26, D::F32),
+        ] {
+            assert_eq!(fits(id, declared), Ok(()), "i={id} as {declared:?}");
+        }
+        // What the issue saw (Double as bool, String as u16) and other narrowings.
+        for (id, declared, name) in [
+            (11, D::Bool, "Double"),
+            (12, D::U16, "String"),
+            (11, D::U16, "Double"),
+            (1, D::U16, "Boolean"),
+            (6, D::U16, "Int32"),
+            (4, D::U16, "Int16"),
+            (5, D::I16, "UInt16"),
+            (9, D::F64, "UInt64"),
+            (10, D::String, "Float"),
+            (12, D::Bool, "String"),
+            (29, D::F32, "Enumeration"),
+        ] {
+            assert_eq!(fits(id, declared), Err(name), "i={id} as {declared:?}");
+        }
+        // Types the agent cannot judge are let through.
+        assert_eq!(fits(24, D::Bool), Ok(()), "BaseDataType");
+        assert_eq!(fits(22, D::U16), Ok(()), "Structure");
+        assert_eq!(check_data_type(&NodeId::new(2, 3001), D::U16), Ok(()));
+        assert_eq!(check_data_type(&NodeId::new(0, "x"), D::U16), Ok(()));
     }
 }

@@ -10,14 +10,14 @@ use opcua::client::transport::{
     Connector, RequestRecv, SecureChannelState, TcpConnector, TcpTransport, TransportConfiguration,
 };
 use opcua::client::{
-    Client, ClientBuilder, ConnectionSource, MonitoredItemMap, OnSubscriptionNotificationCore,
-    Session, SessionEventLoop,
+    Client, ClientBuilder, ClientEndpoint, ConnectionSource, MonitoredItemMap,
+    OnSubscriptionNotificationCore, Session, SessionEventLoop,
 };
 use opcua::types::{
-    DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType, EndpointDescription,
-    ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, ReadValueId, StatusChangeNotification, StatusCode,
-    TimestampsToReturn,
+    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType,
+    EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NotificationMessage, ReadValueId,
+    StatusChangeNotification, StatusCode, TimestampsToReturn, Variant,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,9 @@ pub(super) async fn is_connected(session: &Session) -> bool {
 /// stacks); the server revises it down to its own maximum (async-opcua servers: 5 min).
 const CHANNEL_LIFETIME_MS: u32 = 3_600_000;
 
+/// The id of the station's endpoint in the client config.
+const STATION_ENDPOINT: &str = "station";
+
 /// The async-opcua client of one station: the agent's PKI and application URI, its own
 /// certificate (never created here: [`super::Pki::ensure_own`] did that once), server
 /// certificates trusted only from `trusted/` unless auto-accept is on.
@@ -65,7 +68,20 @@ pub(super) fn build_client(station: &Station) -> Result<Client, SourceError> {
     let s = &station.settings;
     let keep_alive =
         (station.poll_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    // Sessions are built with `connect_to_endpoint_directly` on the endpoint discovery
+    // found, so the config's endpoint list is never used to connect. It is filled with the
+    // station's endpoint all the same: async-opcua's config validation warns "Endpoint config
+    // contains no endpoints" for an empty list, once per station at every start and reload.
+    let endpoint = ClientEndpoint {
+        security_policy: convert::security_policy(station.security_policy)
+            .to_str()
+            .to_owned(),
+        security_mode: convert::security_mode(station.security_mode).into(),
+        ..ClientEndpoint::new(station.endpoint_url.clone())
+    };
     ClientBuilder::new()
+        .endpoint(STATION_ENDPOINT, endpoint)
+        .default_endpoint(STATION_ENDPOINT)
         .application_name(s.application_name.clone())
         .application_uri(s.application_uri.clone())
         .product_uri("urn:linesentry")
@@ -370,10 +386,99 @@ async fn supervise(
             was_connected = Some(true);
         }
         seen_connects = connects;
+        // Before the subscription's items are created: a tag of the wrong type gets none.
+        check_types(station, shared, session).await;
         if station.settings.acquisition == Acquisition::Subscription {
             upkeep.check(cancel).await;
         }
     }
+}
+
+/// Failed reads of the tags' DataTypes after which a connection is left unchecked.
+const TYPE_CHECK_ATTEMPTS: u32 = 3;
+
+/// Reads the DataType attribute of every active tag's node, once per transport connection,
+/// and skips each tag whose declared type does not fit it: reported once (warn, and an error
+/// with the next poll), as a node the server refuses is. When the read itself fails, the
+/// next call tries again, up to [`TYPE_CHECK_ATTEMPTS`] times per connection (a server that
+/// never answers it must not cost a timeout on every tick); a node whose DataType cannot be
+/// read is left to the value reads, which report it.
+pub(super) async fn check_types(station: &Station, shared: &Shared, session: &Session) {
+    let connection = shared.connects.load(Ordering::Relaxed);
+    let reads: Vec<(usize, ReadValueId)> = {
+        let inner = shared.lock();
+        if inner.types_checked == Some(connection) {
+            return;
+        }
+        inner
+            .book
+            .active()
+            .filter_map(|i| {
+                let node = station.tags[i].node.clone()?;
+                let read = ReadValueId {
+                    attribute_id: AttributeId::DataType as u32,
+                    ..ReadValueId::from(node)
+                };
+                Some((i, read))
+            })
+            .collect()
+    };
+    if reads.is_empty() {
+        shared.lock().types_checked = Some(connection);
+        return;
+    }
+    let ids: Vec<ReadValueId> = reads.iter().map(|(_, r)| r.clone()).collect();
+    let values = match call(
+        station.timeout,
+        session.read(&ids, TimestampsToReturn::Neither, 0.0),
+    )
+    .await
+    {
+        Ok(values) => values,
+        Err(e) => {
+            let mut inner = shared.lock();
+            let failures = match inner.type_check_failures {
+                (c, n) if c == connection => n + 1,
+                _ => 1,
+            };
+            inner.type_check_failures = (connection, failures);
+            if failures >= TYPE_CHECK_ATTEMPTS {
+                inner.types_checked = Some(connection);
+                tracing::warn!(station = %station.id, error = %e, failures,
+                    "reading the DataType of the tags' nodes failed; their types are not checked on this connection");
+            } else {
+                tracing::debug!(station = %station.id, error = %e, "reading the DataType of the tags' nodes failed; trying again");
+            }
+            return;
+        }
+    };
+    let mut inner = shared.lock();
+    for ((index, _), value) in reads.iter().zip(&values) {
+        let Some(Variant::NodeId(node_type)) = &value.value else {
+            continue;
+        };
+        let tag = &station.tags[*index];
+        let Err(node_type) = convert::check_data_type(node_type, tag.declared) else {
+            continue;
+        };
+        if inner.book.mark_bad(*index) {
+            let declared = convert::profile_type_name(tag.declared);
+            tracing::warn!(station = %station.id, tag = %tag.name, node = %tag.node_text,
+                node_type, declared, "OPC UA node's DataType does not fit the profile's type; the tag is skipped");
+            if inner.errors.len() >= super::MAX_PENDING_ERRORS {
+                inner.errors.remove(0);
+            }
+            inner.errors.push(SourceError::Other(format!(
+                "station `{}`, {}: the node's DataType is {node_type} but the profile declares \
+                 type `{declared}`; the tag is skipped (expected a type that holds {node_type} \
+                 values, such as `{}`)",
+                station.id,
+                tag.what(),
+                convert::natural_type(node_type)
+            )));
+        }
+    }
+    inner.types_checked = Some(connection);
 }
 
 /// Best-effort close: delete subscriptions and the session on the server.

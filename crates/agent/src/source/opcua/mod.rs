@@ -68,6 +68,10 @@
 //! certificate is [`SourceError::Certificate`] (an untrusted server certificate is put in
 //! `<pki>/rejected`; `linesentry pki trust` moves it to `trusted`). A node the server does not
 //! know (or lets this user read) is reported once and skipped afterwards; it is never fatal.
+//! So is a tag whose profile `type` does not fit its node's DataType attribute, read for
+//! every tag on every new connection (`convert::check_data_type` says which types fit: the
+//! same, a wider integer, either float type for Float and Double, ...); the error names the
+//! station, the tag and both types.
 //! `reachable` is true while a session is up, and also when the server answered but refused
 //! the session (credentials, certificates): it is alive.
 
@@ -91,8 +95,8 @@ use linesentry_event::Timestamp;
 
 use super::reserved;
 use super::{
-    DeviceIdentity, OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, PollResult, Reading,
-    SourceConfig, SourceError, StationConfig, Value,
+    DataType, DeviceIdentity, OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, PollResult,
+    Reading, SourceConfig, SourceError, StationConfig, Value,
 };
 use convert::Sample;
 use state::{Current, Inbox, NodeBook, Notified};
@@ -211,6 +215,8 @@ struct TagPlan {
     /// `None` when the profile's node id does not parse; such a tag is reported once.
     node: Option<NodeId>,
     deadband: Option<Deadband>,
+    /// The profile's `type`, checked against the node's DataType on every connection.
+    declared: DataType,
 }
 
 impl TagPlan {
@@ -260,6 +266,11 @@ struct Inner {
     /// Discovery found no endpoint with the configured policy and mode: what it offers goes
     /// to the rules with the next poll that has no session.
     offered: Option<EndpointFacts>,
+    /// The transport connection (count of `Shared::connects`) whose node DataTypes were
+    /// checked against the profile (or given up on); a new connection checks again.
+    types_checked: Option<u64>,
+    /// Failed DataType reads on the connection named first.
+    type_check_failures: (u64, u32),
     stats: ClientStats,
 }
 
@@ -393,6 +404,8 @@ impl OpcUaSource {
                 subscription_lost: false,
                 status_due: true,
                 offered: None,
+                types_checked: None,
+                type_check_failures: (0, 0),
                 stats: ClientStats::default(),
             }),
             connects: Arc::default(),
@@ -608,6 +621,9 @@ impl OpcUaSource {
 
     /// Polling mode: one Read of every tag not skipped.
     async fn read_tags(&self, session: &Session, result: &mut PollResult) {
+        // The driver checks on connect too; whichever comes first, a tag of the wrong type is
+        // skipped before its first value is read.
+        driver::check_types(&self.station, &self.shared, session).await;
         let active: Vec<usize> = self.shared.lock().book.active().collect();
         if active.is_empty() {
             return;
@@ -786,6 +802,7 @@ fn plan(station: &StationConfig, settings: &OpcUaSettings) -> Vec<TagPlan> {
                 node: convert::parse_node_id(&node_text).ok(),
                 node_text,
                 deadband: settings.deadbands.get(&t.name).copied(),
+                declared: t.data_type,
             }
         })
         .collect()
