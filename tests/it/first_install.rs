@@ -37,6 +37,30 @@ fn readme_steps() -> Vec<String> {
         .collect()
 }
 
+/// The README's `[forward.https]` example of the first install, with `url` pointed at
+/// `url` (the example's collector is not here).
+fn readme_forward_https(url: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md is readable");
+    let lines: Vec<&str> = readme.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "    [forward.https]")
+        .expect("README: the first install shows a `[forward.https]` example");
+    let mut text = String::new();
+    for line in lines[start..].iter().take_while(|l| l.starts_with("    ")) {
+        let line = line.trim();
+        if line.starts_with("url = ") {
+            text.push_str(&format!("url = \"{url}\"\n"));
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    assert!(text.contains("bearer_token"), "{text}");
+    text
+}
+
 /// A child process killed if the test ends before it was stopped.
 struct Running(Child);
 
@@ -173,17 +197,18 @@ async fn the_readme_first_install_of_a_gateway_runs_in_the_order_written() {
         };
         match (words[0].as_str(), words.get(1).map(String::as_str)) {
             ("sudoedit", Some(path)) if Path::new(path) == agent_config => {
-                // HTTPS forwarding whose token the collector has not issued yet.
+                // The README's HTTPS forwarding, whose token the collector has not issued
+                // yet, with its paths under this test's directories.
+                let https = readme_forward_https(&format!("http://127.0.0.1:{port}/api/v1/ingest"))
+                    .replace("/etc/linesentry/", &format!("{}/", etc.display()));
                 std::fs::write(
                     &agent_config,
                     format!(
                         "[agent]\ngateway_id = \"{GATEWAY}\"\nsite = \"plant-test\"\n\
-                         data_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n\
-                         [forward.https]\nurl = \"http://127.0.0.1:{port}/api/v1/ingest\"\n\
-                         bearer_token = {{ file = \"{}\" }}\n\n[health]\nenabled = false\n",
+                         data_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n{https}\n\
+                         [health]\nenabled = false\n",
                         state.display(),
                         devices.display(),
-                        token_file.display()
                     ),
                 )
                 .expect("write agent.toml");
