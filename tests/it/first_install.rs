@@ -51,7 +51,9 @@ fn readme_forward_https(url: &str) -> String {
     for line in lines[start..].iter().take_while(|l| l.starts_with("    ")) {
         let line = line.trim();
         if line.starts_with("url = ") {
-            text.push_str(&format!("url = \"{url}\"\n"));
+            text.push_str("url = \"");
+            text.push_str(url);
+            text.push_str("\"\n");
         } else {
             text.push_str(line);
             text.push('\n');
