@@ -433,6 +433,55 @@ address = 1
 }
 
 #[test]
+fn identity_prints_the_key_before_the_https_token_file_exists_and_validate_waits_for_the_token() {
+    // The field build's half of the README's first install (tests/it/first_install.rs runs
+    // all of it against a collector): the token file [forward.https] names can only be
+    // written once the key identity prints is registered.
+    let s = Scenario::new();
+    let token = s.path().join("secrets/gateway-token");
+    let path = s.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\ngateway_id = \"gw-first\"\nsite = \"plant\"\ndata_dir = \"data\"\n\n\
+             [forward.https]\nurl = \"https://collector.plant.local:8443/api/v1/ingest\"\n\
+             bearer_token = {{ file = \"{}\" }}\n",
+            utf8(&token)
+        ),
+    )
+    .unwrap();
+    let out = cli(&["identity", "--config", utf8(&path)], QUICK);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("gateway_id: gw-first"), "{out:?}");
+    assert!(out.stdout.contains("public_key: "), "{out:?}");
+    assert!(s.data_dir().join("identity.key").is_file(), "{out:?}");
+    let again = cli(&["identity", "--config", utf8(&path), "--json"], QUICK);
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).expect("JSON");
+    assert_eq!(
+        v["created"], false,
+        "the same key the second time: {again:?}"
+    );
+
+    let out = cli(&["validate", "--config", utf8(&path)], QUICK);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("bearer_token"), "{out:?}");
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, "lsc_issued-by-the-collector\n").unwrap();
+    let out = cli(&["validate", "--config", utf8(&path)], QUICK);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn identity_without_a_data_dir_says_which_key_is_missing() {
+    let s = Scenario::new();
+    let path = s.path().join("agent.toml");
+    std::fs::write(&path, "[agent]\ngateway_id = \"gw\"\nsite = \"plant\"\n").unwrap();
+    let out = cli(&["identity", "--config", utf8(&path)], QUICK);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("data_dir"), "{out:?}");
+}
+
+#[test]
 fn validate_reports_every_error_with_the_file_key_path_and_line_and_exits_non_zero() {
     let s = Scenario::new();
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices");

@@ -9,6 +9,8 @@ mod collector_cli;
 mod collector_demo;
 mod dead_letters_cli;
 mod deploy;
+#[cfg(feature = "collector")]
+mod first_install;
 mod forward_mqtt;
 mod opcua_cli;
 mod reload;

@@ -9,6 +9,13 @@
 //! a row in `alerts` for acknowledgement, and one webhook delivery per matching webhook is
 //! written to the outbox. `alert_state` makes a rule fire once per window per group, even
 //! with several collectors racing.
+//!
+//! An alert is the collector's own event, filed under the collector's id like every other
+//! (`verification = local`): a gateway's rows are only what it sent. The gateway (and
+//! station) it is about are `event_data.source_gateway` / `source_station`; grouping by
+//! gateway or station uses the gateway an event is *about* ([`rows::subject_gateway`]: the
+//! sender, or `source_gateway` of a collector report such as an integrity violation), so
+//! the collector's reports on gateway A still group under A.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +28,9 @@ use uuid::Uuid;
 use super::chain::Verification;
 use super::config::{AlertRule, GroupBy, Webhook};
 use super::db::DbError;
-use super::rows::{self, local_event, stored_json, Stored};
+use super::rows::{
+    self, about, local_event, stored_json, subject_gateway, subject_station, Stored,
+};
 use linesentry_event::{EventType, SecurityEvent};
 
 /// What the handlers need inside an ingest transaction.
@@ -42,16 +51,14 @@ impl AlertContext {
 /// Most source ids listed in an alert.
 const MAX_SOURCES: i32 = 50;
 
-/// The group of `e` under `group_by`, or None if the event has no such field.
-fn group_key(group_by: GroupBy, e: &SecurityEvent) -> Option<String> {
+/// The group of `s` under `group_by`, or None if the event has no such field.
+fn group_key(group_by: GroupBy, s: &Stored) -> Option<String> {
+    let e = &s.event;
     match group_by {
         GroupBy::User => e.user_id.clone(),
         GroupBy::SourceIp => e.source_ip.map(|ip| ip.to_string()),
-        GroupBy::Station => e
-            .station_id
-            .as_ref()
-            .map(|s| format!("{}/{s}", e.gateway_id)),
-        GroupBy::Gateway => Some(e.gateway_id.clone()),
+        GroupBy::Station => Some(format!("{}/{}", subject_gateway(s)?, subject_station(s)?)),
+        GroupBy::Gateway => subject_gateway(s).map(str::to_owned),
         GroupBy::Everything => Some("*".into()),
     }
 }
@@ -80,14 +87,48 @@ fn matches(rule: &AlertRule, e: &SecurityEvent) -> bool {
         })
 }
 
-/// Counts a group's events in the window; the SQL differs only by the fixed group column.
+/// The gateway a row is about, in SQL: as [`rows::subject_gateway`].
+macro_rules! subject_gateway_sql {
+    () => {
+        "(CASE WHEN verification = 'local' THEN event_data->>'source_gateway' ELSE gateway_id END)"
+    };
+}
+
+/// The station a row is about, in SQL: as [`rows::subject_station`].
+macro_rules! subject_station_sql {
+    () => {
+        "(CASE WHEN verification = 'local' THEN event_data->>'source_station' ELSE station_id END)"
+    };
+}
+
+/// Counts a group's events in the window: the count, the newest ids, and the gateways they
+/// are about. The SQL differs only by the fixed group condition.
+macro_rules! count_sql {
+    ($group:expr) => {
+        concat!(
+            "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT ",
+            subject_gateway_sql!(),
+            ") FILTER (WHERE ",
+            subject_gateway_sql!(),
+            " IS NOT NULL) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 \
+             AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND ",
+            $group
+        )
+    };
+}
+
 fn count_sql(group_by: GroupBy) -> &'static str {
     match group_by {
-        GroupBy::User => "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT gateway_id) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND user_id = $5",
-        GroupBy::SourceIp => "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT gateway_id) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND source_ip = $5::text::inet",
-        GroupBy::Station => "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT gateway_id) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND gateway_id || '/' || station_id = $5",
-        GroupBy::Gateway => "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT gateway_id) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND gateway_id = $5",
-        GroupBy::Everything => "SELECT count(*), (array_agg(id ORDER BY \"timestamp\" DESC))[1:$6], array_agg(DISTINCT gateway_id) FROM security_events WHERE event_type = $1 AND \"timestamp\" > $2 AND \"timestamp\" <= $3 AND ($4::jsonb IS NULL OR event_data @> $4) AND $5::text IS NOT NULL",
+        GroupBy::User => count_sql!("user_id = $5"),
+        GroupBy::SourceIp => count_sql!("source_ip = $5::text::inet"),
+        GroupBy::Station => count_sql!(concat!(
+            subject_gateway_sql!(),
+            " || '/' || ",
+            subject_station_sql!(),
+            " = $5"
+        )),
+        GroupBy::Gateway => count_sql!(concat!(subject_gateway_sql!(), " = $5")),
+        GroupBy::Everything => count_sql!("$5::text IS NOT NULL"),
     }
 }
 
@@ -123,7 +164,7 @@ pub async fn run(
             if !matches(rule, e) {
                 continue;
             }
-            if let Some(key) = group_key(rule.group_by, e) {
+            if let Some(key) = group_key(rule.group_by, s) {
                 let t = e.timestamp.to_datetime();
                 due.entry((i, key))
                     .and_modify(|old| *old = (*old).max(t))
@@ -178,19 +219,9 @@ async fn raise(
     sources: &[Uuid],
     gateways: &[String],
 ) -> Result<Arc<Stored>, DbError> {
+    // Filed under the collector's id; the gateway and station it is about are event_data.
     let mut e = local_event(&ctx.collector_id, EventType::AlertRaised, rule.severity);
     e.correlation_id = Some(e.id);
-    if let [only] = gateways {
-        e.gateway_id.clone_from(only);
-    }
-    match rule.group_by {
-        GroupBy::User => e.user_id = Some(key.to_owned()),
-        GroupBy::SourceIp => e.source_ip = key.parse().ok(),
-        GroupBy::Station => {
-            e.station_id = key.split_once('/').map(|(_, s)| s.to_owned());
-        }
-        GroupBy::Gateway | GroupBy::Everything => {}
-    }
     let mut data = Map::new();
     data.insert("rule".into(), rule.name.clone().into());
     data.insert("description".into(), rule.description.clone().into());
@@ -210,6 +241,23 @@ async fn raise(
         data.insert("match".into(), Value::Object(m.clone()));
     }
     e.event_data = data;
+    match rule.group_by {
+        GroupBy::User => e.user_id = Some(key.to_owned()),
+        GroupBy::SourceIp => e.source_ip = key.parse().ok(),
+        GroupBy::Station => {
+            if let Some((gw, station)) = key.split_once('/') {
+                about(&mut e, gw, Some(station));
+            }
+        }
+        GroupBy::Gateway => about(&mut e, key, None),
+        GroupBy::Everything => {}
+    }
+    // Sources all about one gateway: the alert is about it too, whatever the grouping.
+    if let [only] = gateways {
+        if !e.event_data.contains_key(rows::SOURCE_GATEWAY) {
+            about(&mut e, only, None);
+        }
+    }
     let stored = Arc::new(Stored {
         event: e,
         verification: Verification::Local,
@@ -257,6 +305,7 @@ async fn raise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linesentry_event::Severity;
 
     #[test]
     fn containment_follows_postgres_for_objects_and_arrays() {
@@ -272,9 +321,46 @@ mod tests {
     fn groups_come_from_the_event_and_stations_are_per_gateway() {
         let mut e = SecurityEvent::new("gw-1", EventType::AuthFailed).station("hmi");
         e.user_id = Some("bob".into());
-        assert_eq!(group_key(GroupBy::User, &e).as_deref(), Some("bob"));
-        assert_eq!(group_key(GroupBy::SourceIp, &e), None);
-        assert_eq!(group_key(GroupBy::Station, &e).as_deref(), Some("gw-1/hmi"));
-        assert_eq!(group_key(GroupBy::Everything, &e).as_deref(), Some("*"));
+        let s = Stored {
+            event: e,
+            verification: Verification::Verified,
+        };
+        assert_eq!(group_key(GroupBy::User, &s).as_deref(), Some("bob"));
+        assert_eq!(group_key(GroupBy::SourceIp, &s), None);
+        assert_eq!(group_key(GroupBy::Station, &s).as_deref(), Some("gw-1/hmi"));
+        assert_eq!(group_key(GroupBy::Everything, &s).as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn the_collectors_reports_group_under_the_gateway_they_are_about_not_the_collector() {
+        let mut e = local_event("collector-1", EventType::SecurityViolation, Severity::Error);
+        let unattached = Stored {
+            event: e.clone(),
+            verification: Verification::Local,
+        };
+        assert_eq!(group_key(GroupBy::Gateway, &unattached), None);
+        about(&mut e, "gw-a", Some("press-1"));
+        let s = Stored {
+            event: e,
+            verification: Verification::Local,
+        };
+        assert_eq!(s.event.gateway_id, "collector-1");
+        assert_eq!(group_key(GroupBy::Gateway, &s).as_deref(), Some("gw-a"));
+        assert_eq!(
+            group_key(GroupBy::Station, &s).as_deref(),
+            Some("gw-a/press-1")
+        );
+    }
+
+    #[test]
+    fn every_group_query_counts_by_the_gateway_a_row_is_about() {
+        for g in [GroupBy::Station, GroupBy::Gateway] {
+            assert!(
+                count_sql(g).contains("event_data->>'source_gateway'"),
+                "{}",
+                count_sql(g)
+            );
+        }
+        assert!(count_sql(GroupBy::Station).contains("event_data->>'source_station'"));
     }
 }

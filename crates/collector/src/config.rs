@@ -162,7 +162,10 @@ pub struct AlertRule {
 pub enum GroupBy {
     User,
     SourceIp,
+    /// The station an event is about, per gateway (`gw/station`): see `Gateway`.
     Station,
+    /// The gateway an event is about: its sender, or for the collector's own reports
+    /// `event_data.source_gateway` (they are filed under the collector's id).
     Gateway,
     /// All gateways together.
     Everything,

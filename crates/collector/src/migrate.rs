@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../migrations/0002_alerts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "collector_events",
+        sql: include_str!("../migrations/0003_collector_events.sql"),
+    },
 ];
 
 /// Why the schema could not be brought up to date.

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{MqttProtocol, MqttSettings};
 use super::db::Pool;
 use super::ingest::{Ingest, Input, Job, Reply, Unavailable};
-use super::rows::local_event;
+use super::rows::{about, local_event};
 use super::store::{Transport, WorkReport};
 use linesentry_common::Backoff;
 use linesentry_event::{EventType, Severity};
@@ -481,7 +481,7 @@ async fn status(
         (EventType::GatewayOnline, Severity::Info)
     };
     let mut e = local_event(collector_id, event_type, severity);
-    e.gateway_id = gateway_id.to_owned();
+    about(&mut e, gateway_id, None);
     e.event_data.insert("previous".into(), previous.into());
     for key in ["version", "config_digest", "reason"] {
         if let Some(v) = detail.get(key) {

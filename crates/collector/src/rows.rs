@@ -32,6 +32,47 @@ pub fn local_event(collector_id: &str, event_type: EventType, severity: Severity
         .context("collector_id", collector_id)
 }
 
+/// `event_data` member of a collector event about one gateway: that gateway's id.
+pub const SOURCE_GATEWAY: &str = "source_gateway";
+/// `event_data` member of a collector event about one station: the station's id (of the
+/// gateway in [`SOURCE_GATEWAY`]).
+pub const SOURCE_STATION: &str = "source_station";
+
+/// Records which gateway (and station) a collector event is about. The event itself stays
+/// filed under the collector's id, so a gateway's rows (`gateway_id`) are only what that
+/// gateway sent, and its counts, seqs and gaps never include the collector's reports.
+pub fn about(e: &mut SecurityEvent, gateway: &str, station: Option<&str>) {
+    e.event_data.insert(SOURCE_GATEWAY.into(), gateway.into());
+    if let Some(s) = station {
+        e.event_data.insert(SOURCE_STATION.into(), s.into());
+    }
+}
+
+/// The gateway an event is about: its sender, or for the collector's own events the one
+/// named in `event_data.source_gateway` (None: about no gateway).
+pub fn subject_gateway(s: &Stored) -> Option<&str> {
+    if s.verification == Verification::Local {
+        s.event
+            .event_data
+            .get(SOURCE_GATEWAY)
+            .and_then(Value::as_str)
+    } else {
+        Some(&s.event.gateway_id)
+    }
+}
+
+/// The station an event is about, as [`subject_gateway`].
+pub fn subject_station(s: &Stored) -> Option<&str> {
+    if s.verification == Verification::Local {
+        s.event
+            .event_data
+            .get(SOURCE_STATION)
+            .and_then(Value::as_str)
+    } else {
+        s.event.station_id.as_deref()
+    }
+}
+
 /// Column arrays of one `unnest` insert.
 #[derive(Default)]
 pub(crate) struct Rows {

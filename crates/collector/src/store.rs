@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::alerts::{self, AlertContext};
 use super::chain::{self, Finding, NewLink, Outcome, StoredLink, Verification};
 use super::db::{Conn, DbError};
-use super::rows::{insert_rows, local_event, Rows, Stored, INSERT_EVENTS};
+use super::rows::{about, insert_rows, local_event, Rows, Stored, INSERT_EVENTS};
 use linesentry_event::integrity::{hex, EventHash};
 use linesentry_event::{EventType, SecurityEvent, Severity};
 
@@ -122,16 +122,19 @@ pub struct CommitReport {
     pub alerts: usize,
 }
 
-/// The report of an integrity finding about `gateway_id`.
+/// The report of an integrity finding about `gateway` (None: the batch named none). Filed
+/// under the collector's id, the gateway in `event_data.source_gateway`.
 fn violation(
     collector_id: &str,
-    gateway_id: &str,
+    gateway: Option<&str>,
     kind: &str,
     reason: String,
     mut data: Map<String, Value>,
 ) -> SecurityEvent {
     let mut e = local_event(collector_id, EventType::SecurityViolation, Severity::Error);
-    gateway_id.clone_into(&mut e.gateway_id);
+    if let Some(gw) = gateway {
+        about(&mut e, gw, None);
+    }
     data.insert("category".into(), "integrity".into());
     data.insert("kind".into(), kind.into());
     data.insert("reason".into(), reason.into());
@@ -430,7 +433,7 @@ pub async fn commit(
                 data.insert("event_type".into(), e.event_type.clone().into());
                 data.insert("event_hash".into(), hex(h).into());
             }
-            let v = violation(collector_id, gw, kind, reason, data);
+            let v = violation(collector_id, Some(gw), kind, reason, data);
             if let Finding::Restart { seq, .. } = finding {
                 gaps.push(GapToRecord {
                     gateway_id: (*gw).to_owned(),
@@ -485,21 +488,15 @@ pub async fn commit(
         data.insert("batch_sha256".into(), hex(&digest).into());
         data.insert("bytes".into(), r.body.len().into());
         let report = if r.integrity {
-            violation(
-                collector_id,
-                gw.unwrap_or(collector_id),
-                r.kind,
-                r.reason.clone(),
-                data,
-            )
+            violation(collector_id, gw, r.kind, r.reason.clone(), data)
         } else {
             let mut e = local_event(collector_id, EventType::IngestRejected, Severity::Warn);
-            if let Some(gw) = gw {
-                gw.clone_into(&mut e.gateway_id);
-            }
             data.insert("kind".into(), r.kind.into());
             data.insert("reason".into(), r.reason.clone().into());
             e.event_data = data;
+            if let Some(gw) = gw {
+                about(&mut e, gw, None);
+            }
             e
         };
         rows.push(&report, Verification::Local, false);
@@ -724,7 +721,7 @@ pub async fn declare_gap(
         let reason = format!(
             "{missing} event(s) of gateway `{gateway_id}` (seq {first} to {last}) never arrived and the gateway did not report them dropped"
         );
-        let v = violation(collector_id, gateway_id, "seq_gap", reason, data);
+        let v = violation(collector_id, Some(gateway_id), "seq_gap", reason, data);
         let id = v.id;
         rows.push(&v, Verification::Local, false);
         Some(id)

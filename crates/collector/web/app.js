@@ -87,7 +87,12 @@
     const sev = el("td");
     sev.append(el("span", e.severity, "sev sev-" + e.severity));
     tr.append(sev);
-    tr.append(el("td", e.event_type), el("td", e.gateway_id), el("td", e.station_id || ""), el("td", e.user_id || ""));
+    // The collector's own events are its (gateway_id = its id); the gateway one is about is
+    // event_data.source_gateway, shown beside it.
+    const about = (e.event_data && e.event_data.source_gateway) || "";
+    const gateway = about ? e.gateway_id + " (about " + about + ")" : e.gateway_id;
+    const station = e.station_id || (about && e.event_data.source_station) || "";
+    tr.append(el("td", e.event_type), el("td", gateway), el("td", station), el("td", e.user_id || ""));
     tr.append(el("td", e.verification, "chain-" + e.verification));
     tr.append(el("td", summary(e.event_data), "data"));
     const body = $("events");

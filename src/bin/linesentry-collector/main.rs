@@ -209,6 +209,12 @@ async fn gateway(config: &Path, command: GatewayCommand) -> anyhow::Result<()> {
             description,
             client_cert,
         } => {
+            // The collector files its own events under its id: no gateway may share it.
+            let collector_id = load(config)?.collector_id;
+            anyhow::ensure!(
+                id != collector_id,
+                "`{id}` is this collector's id ([collector] id), under which it files its own events; choose another gateway id"
+            );
             let key = registry::parse_public_key(&public_key)?;
             let cert = match client_cert {
                 Some(p) => Some(registry::cert_fingerprint(

@@ -138,22 +138,24 @@ fn not_built(args: &[OsString]) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `linesentry identity`: the key the collector verifies batch signatures with.
+/// `linesentry identity`: the key the collector verifies batch signatures with. Reads only
+/// `[agent]` (the gateway id and the data directory): it is the first step of an install,
+/// before the collector has issued the token that `[forward.https]` may already name.
 fn identity(path: &Path, json: bool) -> ExitCode {
-    let config = match linesentry_agent::config::load(path) {
-        Ok(c) => c,
+    let agent = match linesentry_agent::config::load_agent(path) {
+        Ok(a) => a,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
         }
     };
-    match linesentry_agent::forward::identity::Identity::load_or_create(&config.agent.data_dir) {
+    match linesentry_agent::forward::identity::Identity::load_or_create(&agent.data_dir) {
         Ok(id) => {
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "gateway_id": config.agent.gateway_id,
+                        "gateway_id": agent.gateway_id,
                         "key_id": id.key_id(),
                         "public_key": id.public_key_base64(),
                         "key_file": id.path.display().to_string(),
@@ -161,13 +163,13 @@ fn identity(path: &Path, json: bool) -> ExitCode {
                     })
                 );
             } else {
-                println!("gateway_id: {}", config.agent.gateway_id);
+                println!("gateway_id: {}", agent.gateway_id);
                 println!("key_id:     {}", id.key_id());
                 println!("public_key: {}", id.public_key_base64());
                 println!("key_file:   {}", id.path.display());
                 println!(
                     "register:   linesentry-collector gateway add {} --public-key {}",
-                    config.agent.gateway_id,
+                    agent.gateway_id,
                     id.public_key_base64()
                 );
             }

@@ -81,6 +81,41 @@ const SECTIONS: &[&str] = &[
 
 /// Reads and validates the configuration at `path` and the profiles it references.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_str(path, &read(path)?)
+}
+
+/// Reads and validates only `[agent]` of the configuration at `path`: what a command that
+/// touches nothing but the data directory needs (`linesentry identity`). The other sections
+/// are neither checked nor resolved, so a secret they reference need not exist yet: the
+/// gateway token of `[forward.https]`, say, which the collector issues only once the key
+/// `identity` prints is registered. `load` (run, validate) still checks everything.
+pub fn load_agent(path: &Path) -> Result<AgentSettings, ConfigErrors> {
+    let text = read(path)?;
+    let base_dir = base_dir(path);
+    let mut report = Report::new(path, &text);
+    let Some(mut table) = report.parse() else {
+        return Err(ConfigErrors(report.into_errors()));
+    };
+    let agent = settings::agent(&mut report, table.remove("agent"), &base_dir);
+    let mut errors = report.into_errors();
+    match agent {
+        Some(agent) if errors.is_empty() => Ok(agent),
+        _ => {
+            if errors.is_empty() {
+                errors.push(ConfigError {
+                    file: path.to_owned(),
+                    key_path: "agent".to_owned(),
+                    line: None,
+                    message: "the `[agent]` table is invalid".to_owned(),
+                });
+            }
+            Err(ConfigErrors(sorted(errors)))
+        }
+    }
+}
+
+/// The text of the file at `path`, or the one error saying why it cannot be had.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -89,9 +124,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the configuration file: {e}"),
         }])
     })?;
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => load_str(path, text),
-        Err(e) => Err(ConfigErrors(vec![not_utf8(path, &bytes, &e)])),
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        ConfigErrors(vec![not_utf8(path, bytes, &e.utf8_error())])
+    })
+}
+
+/// The directory relative paths of the file at `path` resolve against.
+fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -141,10 +184,7 @@ pub fn load_profile(path: &Path) -> Result<Profile, ConfigErrors> {
 /// and relative paths (profiles, data_dir, secret files) resolve against its directory.
 pub fn load_str(path_for_messages: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let path = path_for_messages;
-    let base_dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let base_dir = base_dir(path);
     let mut report = Report::new(path, text);
     let Some(mut table) = report.parse() else {
         return Err(ConfigErrors(report.into_errors()));
@@ -284,6 +324,53 @@ mod tests {
         assert_eq!(config.log.level, "info");
         assert!(config.stations.is_empty());
         assert!(!config.forward.console && config.forward.mqtt.is_none());
+    }
+
+    #[test]
+    fn the_agent_table_alone_loads_while_another_sections_secret_file_does_not_exist_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let text = "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"data\"\n\n\
+                    [forward.https]\nurl = \"https://collector.example/api/v1/ingest\"\n\
+                    bearer_token = { file = \"secrets/gateway-token\" }\n";
+        std::fs::write(&path, text).unwrap();
+        let agent = load_agent(&path).unwrap();
+        assert_eq!(agent.data_dir, dir.path().join("data"));
+        assert_eq!(agent.gateway_id, "gw");
+        let all = load(&path).unwrap_err();
+        assert!(all.to_string().contains("bearer_token"), "{all}");
+    }
+
+    #[test]
+    fn the_agent_table_alone_still_names_a_missing_or_empty_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\n").unwrap();
+        let e = load_agent(&path).unwrap_err().to_string();
+        assert!(e.contains("data_dir"), "{e}");
+        std::fs::write(
+            &path,
+            "[agent]\ngateway_id = \"gw\"\nsite = \"s\"\ndata_dir = \"\"\n",
+        )
+        .unwrap();
+        let e = load_agent(&path).unwrap_err().to_string();
+        assert!(e.contains("agent.data_dir") && e.contains("empty"), "{e}");
+        let e = load_agent(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read the configuration file"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_one_error_naming_its_line_for_load_and_load_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, b"[agent]\ngateway_id = \"gw\xff\"\n").unwrap();
+        for e in [load(&path).unwrap_err(), load_agent(&path).unwrap_err()] {
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].line, Some(2), "{e}");
+            assert!(e.0[0].message.contains("not valid UTF-8"), "{e}");
+        }
     }
 
     #[test]

@@ -230,6 +230,14 @@ pub(super) async fn add_gateway(
 ) -> Result<impl IntoResponse, ApiError> {
     auth.require(Role::Admin)?;
     let req: NewGateway = body(&bytes)?;
+    // The collector's own events are filed under its id; a gateway of that name would mix
+    // them into its rows, counts and chain.
+    if req.gateway_id == st.settings.collector_id {
+        return Err(ApiError::bad_request(format!(
+            "`gateway_id`: `{}` is this collector's id ([collector] id), under which it files its own events",
+            req.gateway_id
+        )));
+    }
     let key = registry::parse_public_key(&req.public_key).map_err(admin_error)?;
     let cert = match &req.client_cert_pem {
         Some(pem) => Some(registry::cert_fingerprint(pem.as_bytes()).map_err(admin_error)?),

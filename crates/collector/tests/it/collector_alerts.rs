@@ -212,18 +212,20 @@ async fn a_forged_batch_raises_a_critical_integrity_alert() {
     let row = env
         .db()
         .await
-        .query_one("SELECT a.rule, a.severity, e.gateway_id FROM alerts a JOIN security_events e ON e.id = a.id", &[])
+        .query_one("SELECT a.rule, a.severity, e.gateway_id, a.group_key FROM alerts a JOIN security_events e ON e.id = a.id", &[])
         .await
         .unwrap();
     assert_eq!(
         (
             row.get::<_, String>(0),
             row.get::<_, String>(1),
-            row.get::<_, String>(2)
+            row.get::<_, String>(2),
+            row.get::<_, String>(3)
         ),
         (
             "integrity-violation".into(),
             "critical".into(),
+            "collector-test".into(),
             "gw-1".into()
         )
     );
@@ -302,4 +304,278 @@ async fn a_webhook_that_keeps_failing_is_given_up_after_its_attempts_and_that_is
     );
     assert_eq!(hook.calls.lock().unwrap().len(), 2);
     assert_eq!(count(&env, "SELECT count(*) FROM webhook_outbox WHERE failed_at IS NOT NULL AND last_error = 'HTTP 500'").await, 1);
+}
+
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_about_a_gateway_are_filed_under_the_collector_and_leave_that_gateways_rows_counts_and_chain_alone(
+) {
+    let env = Env::start(EnvOptions::default()).await;
+    let viewer = env.token(Role::Viewer, None).await;
+    let signer = env.gateway("gw-a").await;
+    let token = env.token(Role::Gateway, Some("gw-a")).await;
+    let mut chain = Chain::new("gw-a");
+    // seq 1 raises equipment-fault (per station); seq 5 restarts the chain unannounced: a
+    // gap of 3..4, an integrity violation (the collector's report) and its alert.
+    let fault =
+        chain.link(SecurityEvent::new("gw-a", EventType::EquipmentFault).station("press-01"));
+    let setpoint =
+        chain.link(SecurityEvent::new("gw-a", EventType::SetpointChanged).station("press-01"));
+    let (status, reply) = env
+        .post(
+            Some(&token),
+            signer.seal(&[fault.clone(), setpoint.clone()]),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    chain.next_seq = 5;
+    chain.last_hash = None;
+    let restart =
+        chain.link(SecurityEvent::new("gw-a", EventType::SetpointChanged).station("press-01"));
+    let (status, reply) = env
+        .post(
+            Some(&token),
+            signer.seal(std::slice::from_ref(&restart)),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let sent: std::collections::BTreeSet<String> = [&fault, &setpoint, &restart]
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+
+    // The collector's events: under its id, linked to gw-a by event_data.
+    let db = env.db().await;
+    let local = db
+        .query(
+            "SELECT event_type, gateway_id, station_id, event_data FROM security_events \
+             WHERE verification = 'local' AND event_type IN ('alert.raised', 'security.violation') \
+             ORDER BY event_type, event_data->>'rule'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, Option<String>, Value)> = local
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (event_type, gateway_id, station_id, data) in &rows {
+        assert_eq!(
+            gateway_id, "collector-test",
+            "{event_type} filed under the collector"
+        );
+        assert_eq!(*station_id, None, "{event_type}");
+        assert_eq!(
+            data["source_gateway"], "gw-a",
+            "{event_type} names its gateway"
+        );
+    }
+    let (fault_alert, integrity_alert, violation) = (&rows[0].3, &rows[1].3, &rows[2].3);
+    assert_eq!(fault_alert["rule"], "equipment-fault");
+    assert_eq!(fault_alert["group_key"], "gw-a/press-01");
+    assert_eq!(fault_alert["source_station"], "press-01");
+    assert_eq!(fault_alert["source_ids"], json!([fault.id.to_string()]));
+    assert_eq!(fault_alert["gateways"], json!(["gw-a"]));
+    assert_eq!(integrity_alert["rule"], "integrity-violation");
+    assert_eq!(
+        integrity_alert["group_key"], "gw-a",
+        "grouped by the gateway it is about"
+    );
+    assert_eq!(integrity_alert["gateways"], json!(["gw-a"]));
+    assert_eq!(violation["kind"], "chain_restart");
+    let violation_id: uuid::Uuid = db
+        .query_one(
+            "SELECT id FROM security_events WHERE event_type = 'security.violation'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        integrity_alert["source_ids"],
+        json!([violation_id.to_string()])
+    );
+    let groups: Vec<(String, String)> = db
+        .query("SELECT rule, group_key FROM alerts ORDER BY rule", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("equipment-fault".into(), "gw-a/press-01".into()),
+            ("integrity-violation".into(), "gw-a".into())
+        ]
+    );
+
+    // gw-a's own rows, counts, seq and gaps are what it sent and nothing else.
+    let (status, body) = env.get(&viewer, "/api/v1/events?gateway_id=gw-a").await;
+    assert_eq!(status, 200, "{body}");
+    let got: std::collections::BTreeSet<String> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, sent, "only gw-a's own events: {body}");
+    let (_, rollup) = env
+        .get(&viewer, "/api/v1/stats?period=24h&gateway_id=gw-a")
+        .await;
+    assert_eq!(rollup["total"], 3, "{rollup}");
+    assert_eq!(rollup["by_type"].get("alert.raised"), None, "{rollup}");
+    assert_eq!(
+        rollup["by_type"].get("security.violation"),
+        None,
+        "{rollup}"
+    );
+    let (_, list) = env.get(&viewer, "/api/v1/gateways").await;
+    let gw = &list["gateways"][0];
+    assert_eq!(gw["gateway_id"], "gw-a");
+    assert_eq!(
+        (
+            &gw["events_total"],
+            &gw["last_seq"],
+            &gw["gaps"],
+            &gw["missing_events"],
+            &gw["broken"]
+        ),
+        (&json!(3), &json!(5), &json!(1), &json!(2), &json!(0)),
+        "{gw}"
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM chain_links WHERE gateway_id = 'gw-a'"
+        )
+        .await,
+        3
+    );
+
+    // The collector's reports on gw-a are found by what they are about.
+    let (status, about) = env
+        .get(
+            &viewer,
+            "/api/v1/events?gateway_id=collector-test&data=%7B%22source_gateway%22%3A%22gw-a%22%7D",
+        )
+        .await;
+    assert_eq!(status, 200, "{about}");
+    assert_eq!(about["count"], 3, "{about}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cannot_be_registered_under_the_collectors_own_id() {
+    let env = Env::start(EnvOptions::default()).await;
+    let admin = env.token(Role::Admin, None).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let body = json!({
+        "gateway_id": "collector-test",
+        "public_key": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            key.verifying_key().as_bytes()
+        ),
+    });
+    let resp = env
+        .http
+        .post(format!("{}/api/v1/gateways", env.base))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let reply: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert!(reply.to_string().contains("collector's id"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_moves_collector_events_an_earlier_version_filed_under_a_gateway() {
+    use linesentry_collector::{db, migrate};
+    let url = env::database().await;
+    let pool = db::Pool::new(&db::DbOptions {
+        url: url.clone(),
+        password: None,
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        tls: db::DbTls::disabled(),
+    })
+    .unwrap();
+    migrate::migrate(&pool).await.unwrap();
+    let sql = env::sql(&url).await;
+    // What an earlier collector stored: an alert under gw-a (with its station), counted in
+    // gw-a's rollups beside gw-a's own two events.
+    sql.batch_execute(
+        r#"
+        SELECT linesentry_ensure_month(date_trunc('month', now(), 'UTC')::date);
+        INSERT INTO security_events (id, event_type, event_data, context, "timestamp", severity,
+            gateway_id, station_id, verification)
+        VALUES (gen_random_uuid(), 'alert.raised', '{"rule": "equipment-fault"}',
+                '{"source": "collector", "collector_id": "c-1"}', now(), 'warn', 'gw-a',
+                'press-01', 'local'),
+               (gen_random_uuid(), 'api.access', '{}',
+                '{"source": "collector", "collector_id": "c-1"}', now(), 'debug', 'c-1',
+                NULL, 'local');
+        INSERT INTO event_metrics (granularity, bucket, event_type, severity, gateway_id, count)
+        SELECT u, date_trunc(u, now(), 'UTC'), t, s, g, n
+        FROM (VALUES ('hour'), ('day')) AS a(u),
+             (VALUES ('alert.raised', 'warn', 'gw-a', 1), ('equipment.fault', 'warn', 'gw-a', 2),
+                     ('api.access', 'debug', 'c-1', 1)) AS b(t, s, g, n);
+        DELETE FROM schema_migrations WHERE version = 3;
+        "#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(migrate::migrate(&pool).await.unwrap(), [3]);
+
+    let rows: Vec<(String, String, Option<String>, Value)> = sql
+        .query(
+            "SELECT event_type, gateway_id, station_id, event_data FROM security_events ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "alert.raised".into(),
+                "c-1".into(),
+                None,
+                json!({"rule": "equipment-fault", "source_gateway": "gw-a", "source_station": "press-01"})
+            ),
+            ("api.access".into(), "c-1".into(), None, json!({})),
+        ]
+    );
+    let metrics: Vec<(String, String, String, i64)> = sql
+        .query(
+            "SELECT granularity, event_type, gateway_id, count FROM event_metrics ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let want = |g: &str| {
+        [
+            (g.to_owned(), "alert.raised".to_owned(), "c-1".to_owned(), 1),
+            (g.to_owned(), "api.access".to_owned(), "c-1".to_owned(), 1),
+            (
+                g.to_owned(),
+                "equipment.fault".to_owned(),
+                "gw-a".to_owned(),
+                2,
+            ),
+        ]
+    };
+    assert_eq!(metrics, [want("day"), want("hour")].concat());
 }

@@ -148,7 +148,15 @@ async fn a_batch_with_a_bad_signature_is_quarantined_and_reported_once_and_never
     assert_eq!(data["category"], "integrity");
     assert_eq!(data["kind"], "bad_signature");
     assert_eq!(data["seqs"], json!([1, 2]));
-    assert_eq!(v[0].get::<_, String>(1), "gw-1");
+    assert_eq!(
+        data["source_gateway"], "gw-1",
+        "about the gateway it claims to be"
+    );
+    assert_eq!(
+        v[0].get::<_, String>(1),
+        "collector-test",
+        "the collector's report, filed under its id"
+    );
     assert_eq!(v[0].get::<_, String>(2), "error");
     assert_eq!(
         count(
@@ -608,7 +616,7 @@ async fn migrations_apply_once_and_a_schema_changed_behind_their_back_is_refused
         tls: linesentry_collector::db::DbTls::disabled(),
     })
     .unwrap();
-    assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2]);
+    assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2, 3]);
     assert!(migrate::migrate(&pool).await.unwrap().is_empty());
     let db = env::sql(&url).await;
     db.execute(

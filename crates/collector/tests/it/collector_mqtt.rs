@@ -266,8 +266,9 @@ async fn forged_malformed_and_misrouted_messages_are_recorded_acknowledged_and_d
     let db = env.db().await;
     let kinds: Vec<(String, String, String)> = db
         .query(
-            "SELECT event_type, gateway_id, event_data->>'kind' FROM security_events \
-             WHERE event_type IN ('security.violation', 'ingest.rejected') ORDER BY 3",
+            "SELECT event_type, event_data->>'source_gateway', event_data->>'kind' FROM security_events \
+             WHERE event_type IN ('security.violation', 'ingest.rejected') \
+             AND gateway_id = 'collector-test' ORDER BY 3",
             &[],
         )
         .await
