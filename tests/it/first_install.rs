@@ -121,7 +121,7 @@ async fn the_readme_first_install_of_a_gateway_runs_in_the_order_written() {
     let etc = dir.path().join("etc"); // /etc/linesentry
     let state = dir.path().join("state"); // /var/lib/linesentry
     std::fs::create_dir_all(&etc).expect("mkdir etc");
-    let port = linesentry_collector::local::free_port().expect("a free port");
+    let port = linesentry_testkit::free_port();
 
     // The collector already runs (its own install is docs/COLLECTOR.md).
     let collector_config = etc.join("collector.toml");
