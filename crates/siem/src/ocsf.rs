@@ -21,7 +21,8 @@
 //! [`crate::severity::ocsf`]; `time` in ms; `metadata.product` (name, vendor_name,
 //! version), `metadata.uid` = event id, `metadata.event_code` = event_type,
 //! `metadata.sequence` = seq (1.8's place for an ordering number),
-//! `metadata.correlation_uid`; `device` = the gateway (`hostname`, `type_id` 7 IOT; a
+//! `metadata.correlation_uid`; `metadata.profiles` = `["host"]`, the profile that gives
+//! Authentication and API Activity their `device`; `device` = the gateway (`hostname`, `type_id` 7 IOT; a
 //! collector's own event: its id, `type_id` 1 Server). What 1.8 has no attribute for goes
 //! in `unmapped.linesentry`: `gateway_id`, `station_id`, `seq`, `prev_hash`, `chain` (the
 //! verdict), `signature` (`key_id`, `signature`), `attack` (ids, also for classes without
@@ -101,6 +102,7 @@ pub fn to_value(event: &SecurityEvent, exporter: &Exporter, provenance: &Provena
         "event_code": event.event_type,
         "sequence": event.seq,
         "log_name": "linesentry",
+        "profiles": ["host"],
     });
     if let Some(c) = event.correlation_id {
         metadata["correlation_uid"] = c.to_string().into();
@@ -132,12 +134,7 @@ pub fn to_value(event: &SecurityEvent, exporter: &Exporter, provenance: &Provena
     };
     match d.family {
         Family::Detection => detection(obj, &d),
-        Family::StateChange | Family::Telemetry => {
-            obj.insert(
-                "is_alert".into(),
-                (event.severity >= linesentry_event::Severity::Warn).into(),
-            );
-        }
+        Family::StateChange | Family::Telemetry => {}
         Family::Authentication => authentication(obj, &d),
         Family::Health => {
             let provider = d.origin.map_or("linesentry", |o| o.as_str());
@@ -205,10 +202,6 @@ fn detection(obj: &mut Map<String, Value>, d: &Described<'_>) {
         info["attacks"] = attacks.into();
     }
     obj.insert("finding_info".into(), info);
-    obj.insert(
-        "is_alert".into(),
-        (d.event.severity >= linesentry_event::Severity::Warn).into(),
-    );
     obj.insert("status_id".into(), 1.into());
     obj.insert("status".into(), "New".into());
 }
