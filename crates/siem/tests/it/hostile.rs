@@ -142,3 +142,66 @@ fn empty_strings_and_extreme_values_encode() {
     ocsf::encode(&e, &exporter(), &provenance());
     ecs::encode(&e, &exporter(), &provenance());
 }
+
+mod any_text {
+    use linesentry_event::{SecurityEvent, Severity, Timestamp};
+    use linesentry_siem::{cef, ecs, leef, ocsf, syslog, Provenance};
+    use proptest::prelude::*;
+
+    use crate::parse;
+    use crate::samples::exporter;
+
+    fn event(texts: &[String], seq: u64, micros: i64, severity: usize) -> SecurityEvent {
+        let mut e = SecurityEvent::stamped(
+            texts[0].clone(),
+            linesentry_event::EventType::ModeChanged,
+            Timestamp::from_micros(micros),
+        )
+        .station(texts[1].clone())
+        .data(&texts[2], texts[3].clone())
+        .context(&texts[3], texts[2].clone())
+        .severity(Severity::ALL[severity % 5]);
+        e.event_type.clone_from(&texts[2]);
+        e.user_id = Some(texts[3].clone());
+        e.seq = seq;
+        e
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_in_any_field_encodes_in_every_format_without_panicking_and_text_formats_parse_back(
+            texts in proptest::collection::vec(any::<String>(), 4),
+            seq in any::<u64>(),
+            micros in any::<i64>(),
+            severity in 0usize..5,
+            max in 480usize..2000,
+        ) {
+            let e = event(&texts, seq, micros, severity);
+            let p = Provenance::default();
+            let c = cef::encode(&e, &exporter(), &p);
+            let parsed = parse::cef(&c);
+            let seq_text = seq.to_string();
+            prop_assert_eq!(parsed.labelled("seq"), Some(seq_text.as_str()));
+            let l = leef::encode(&e, &exporter(), &p);
+            let parsed = parse::leef(&l);
+            prop_assert_eq!(&parsed.attrs["seq"], &seq_text);
+            for body in [c, l, ocsf::encode(&e, &exporter(), &p), ecs::encode(&e, &exporter(), &p)] {
+                let opts = syslog::SyslogOptions { max_message: max, ..Default::default() };
+                match syslog::frame(&e, &body, &opts, &p) {
+                    Ok(m) => {
+                        prop_assert!(m.len() <= max);
+                        let s = parse::syslog(&m);
+                        prop_assert_eq!(&s.params["seq"], &seq_text);
+                        prop_assert!(syslog::lf_framed(&m).is_ok());
+                    }
+                    Err(err) => prop_assert!(
+                        matches!(err, linesentry_siem::EncodeError::HeaderOverLimit { .. }),
+                        "{}", err
+                    ),
+                }
+            }
+        }
+    }
+}
