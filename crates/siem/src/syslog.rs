@@ -376,6 +376,21 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_bom_opens_the_body_and_counts_against_the_limit() {
+        let opts = SyslogOptions {
+            bom: true,
+            max_message: 600,
+            ..Default::default()
+        };
+        let m = frame(&event(), "body", &opts, &Provenance::default()).unwrap();
+        assert!(m.ends_with("] \u{FEFF}body"), "{m}");
+        let long = "x".repeat(2000);
+        let m = frame(&event(), &long, &opts, &Provenance::default()).unwrap();
+        assert_eq!(m.len(), 600);
+        assert!(m.contains("] \u{FEFF}x"));
+    }
+
+    #[test]
     fn a_cut_never_leaves_half_an_escape() {
         assert_eq!(cut_body(r"ab\\cd", 3), "ab");
         assert_eq!(cut_body(r"ab\\cd", 4), r"ab\\");

@@ -15,6 +15,7 @@ mod docs;
 mod formats;
 mod golden;
 mod hostile;
+mod independent;
 mod ocsf_schema;
 mod parse;
 mod samples;
