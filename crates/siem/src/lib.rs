@@ -20,6 +20,7 @@ pub mod cef;
 pub mod classes;
 pub mod dictionary;
 pub mod ecs;
+mod format;
 pub mod leef;
 mod model;
 pub mod ocsf;
@@ -27,4 +28,5 @@ pub mod severity;
 pub mod syslog;
 
 pub use classes::{class_of, Class, Family, Origin, UNKNOWN_CLASS_ID};
+pub use format::{Format, UnknownFormat};
 pub use model::{BatchSignature, Chain, EncodeError, Exporter, Provenance, PRODUCT, VENDOR};
