@@ -1,4 +1,4 @@
-//! SIEM encoders: a [`SecurityEvent`] as the formats security teams' tools already parse.
+//! SIEM encoders: a [`linesentry_event::SecurityEvent`] as the formats security teams' tools already parse.
 //!
 //! - [`cef`]: ArcSight CEF:0 lines;
 //! - [`leef`]: QRadar LEEF 2.0 lines;
@@ -6,7 +6,8 @@
 //!   counting and LF framing, the size limit and its truncation rule;
 //! - [`ocsf`]: OCSF 1.8.0 JSON (Detection Finding, Device Config State Change,
 //!   Authentication, Event Log Activity, API Activity);
-//! - [`ecs`]: Elastic Common Schema JSON.
+//! - [`ecs`]: Elastic Common Schema JSON;
+//! - [`Format`]: the body formats by name (`cef`, `leef`, `ocsf`, `ecs`), one entry point.
 //!
 //! Pure code: no I/O, no clock, no runtime, so the agent and the collector share it and it
 //! is tested without sockets. Every encoder takes the event, the [`Exporter`] (who is
