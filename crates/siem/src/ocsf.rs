@@ -8,7 +8,7 @@
 //! 1.8 has room (below).
 //!
 //! Class per [`Family`] ([`class_for`]): Detection -> Detection Finding (2004, activity
-//! Create) with `finding_info` (`uid` = event id, `title`, `types` = [event_type],
+//! Create) with `finding_info` (`uid` = event id, `title`, `types` = `[event_type]`,
 //! `analytic` = the rule, `attacks` = ATT&CK for ICS technique and primary tactic);
 //! StateChange and Telemetry -> Device Config State Change (5019, activity Log);
 //! Authentication -> Authentication (3002; `user.login`/`auth.failed` Logon, `user.logout`
