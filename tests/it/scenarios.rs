@@ -538,9 +538,15 @@ async fn an_opc_ua_firmware_update_is_firmware_changed_and_a_restart(mode: Acqui
         12.0,
     )
     .await;
-    let firmware = of(&events, "firmware.changed");
-    assert!(!firmware.is_empty(), "no firmware.changed");
-    assert!(firmware.iter().all(|e| e.severity == Severity::Error));
+    // The firmware tag and BuildInfo (re-read after the restart) show one update: one event.
+    let fw = one(&events, "firmware.changed", Severity::Error);
+    assert!(
+        fw.event_data["sources"]
+            .as_object()
+            .is_some_and(|s| !s.is_empty()),
+        "{:?}",
+        fw.event_data
+    );
     assert!(
         !of(&events, "device.restarted").is_empty(),
         "no device.restarted"
@@ -1030,3 +1036,123 @@ async fn a_server_that_stops_running_is_a_mode_change(mode: Acquisition) {
 }
 
 in_both_modes!(a_server_that_stops_running_is_a_mode_change);
+
+/// An agent config with `n` stations of `cell_controller` on the OPC UA server at `url`,
+/// as `operator` with the password in `<dir>/password`.
+fn stations_on_one_server(n: usize, data: &Path, devices: &Path, url: &str, dir: &Path) -> String {
+    let head = format!(
+        "[agent]\ngateway_id = \"{GATEWAY}\"\nsite = \"test\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n",
+        data.display(),
+        devices.display()
+    );
+    let stations = (1..=n).map(|i| {
+        format!(
+            "\n[[stations]]\nid = \"st-{i}\"\nprofile = \"cell_controller\"\nsource = \"opcua\"\n\
+             endpoint_url = \"{url}\"\nsecurity_mode = \"SignAndEncrypt\"\n\
+             security_policy = \"Basic256Sha256\"\npoll_interval_ms = 200\n\
+             identity = {{ kind = \"username\", user = \"operator\", password = {{ file = \"{}\" }} }}\n",
+            dir.join("password").display()
+        )
+    });
+    head + &stations.collect::<String>()
+}
+
+/// Five stations of one gateway on one OPC UA server: the server counts their sessions, and
+/// they are the gateway's own, so no `session.anomaly`. The first station learns its
+/// baseline alone; the other four connect afterwards, as on a gateway whose config grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_stations_on_one_server_are_no_session_anomaly() {
+    use linesentry_agent::rules::StationRules;
+    use linesentry_agent::runtime::rule_tags;
+    use linesentry_agent::source::opcua::OpcUaSource;
+    use linesentry_event::{SeverityMap, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/cell_controller.toml");
+    let devices = dir.path().join("devices");
+    std::fs::create_dir_all(&devices).unwrap();
+    std::fs::copy(&shipped, devices.join("cell_controller.toml")).unwrap();
+    let data = dir.path().join("data");
+    let agent = OpcUaSettings::new(&data, GATEWAY);
+    agent
+        .pki
+        .ensure_own(&agent.application_uri, &agent.application_name)
+        .unwrap();
+    let loaded = sim::load_profile(&shipped).unwrap();
+    let sim = sim::opcua::start(
+        loaded,
+        &SimOptions::default(),
+        &OpcUaSimOptions::new(dir.path().join("sim-pki")),
+    )
+    .await
+    .unwrap();
+    Pki::in_data_dir(&data)
+        .trust(&sim.pki_dir().join("own/cert.der").to_string_lossy())
+        .unwrap();
+    std::fs::write(dir.path().join("password"), "operator").unwrap();
+    let config = stations_on_one_server(5, &data, &devices, &sim.endpoint_url(), dir.path());
+    let config = linesentry_agent::config::load_str(&dir.path().join("agent.toml"), &config)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = |station: &linesentry_agent::source::StationConfig| {
+        let mut settings = OpcUaSettings::new(&data, GATEWAY);
+        settings.status_interval = Duration::from_secs(1);
+        let source = OpcUaSource::start(station, settings).unwrap();
+        let rules = StationRules::new(
+            GATEWAY.into(),
+            station.id.as_str().into(),
+            std::sync::Arc::new(SeverityMap::default()),
+            rule_tags(&station.profile),
+        )
+        .with_settings(station.rule_settings());
+        (source, rules)
+    };
+    let mut stations = vec![start(&config.stations[0])];
+    let mut events = Vec::new();
+    // The first station reads the server's session count alone: its baseline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session count read"
+        );
+        let (source, rules) = &mut stations[0];
+        let poll = source.poll().await;
+        events.extend(rules.observe(&poll, Timestamp::now()));
+        if poll
+            .readings
+            .iter()
+            .any(|r| &*r.tag == "_diag.current_session_count")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stations.extend(config.stations[1..].iter().map(start));
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut sessions_seen = 0;
+    while std::time::Instant::now() < until {
+        for (source, rules) in &mut stations {
+            let poll = source.poll().await;
+            for r in &poll.readings {
+                if &*r.tag == "_diag.current_session_count" {
+                    sessions_seen = sessions_seen.max(r.value.as_f64().unwrap_or(0.0) as u64);
+                }
+            }
+            events.extend(rules.observe(&poll, Timestamp::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (source, _) in stations {
+        source.close().await;
+    }
+    sim.shutdown().await;
+    assert!(
+        sessions_seen >= 5,
+        "the server counted {sessions_seen} sessions"
+    );
+    assert!(
+        of(&events, "session.anomaly").is_empty(),
+        "{:#?}",
+        of(&events, "session.anomaly")
+    );
+}

@@ -27,58 +27,18 @@ Prints READY once listening, then STEP <n> after each step, DONE after the last.
 
 import asyncio
 import datetime
-import ipaddress
 import json
 import sys
 import time
 from pathlib import Path
 
 from asyncua import Server, ua
-from asyncua.crypto.cert_gen import (
-    dump_private_key_as_pem,
-    generate_private_key,
-    generate_self_signed_app_certificate,
-)
-from asyncua.crypto.permission_rules import User, UserRole
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
+
+# The interop server's certificate and users (same folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asyncua_server import Users, ensure_certificate  # noqa: E402
 
 APP_URI = "urn:linesentry:test:scenario"
-USER, PASSWORD = "operator", "s3cret-op"
-
-
-class Users:
-    def get_user(self, iserver, username=None, password=None, certificate=None):
-        if username is None:
-            return User(role=UserRole.User)
-        if username == USER and password == PASSWORD:
-            return User(role=UserRole.User, name=username)
-        return None
-
-
-def ensure_certificate(pki: Path):
-    pki.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = pki / "server_key.pem", pki / "server_cert.der"
-    if key_path.exists() and cert_path.exists():
-        return key_path, cert_path
-    key = generate_private_key()
-    key_path.write_bytes(dump_private_key_as_pem(key))
-    names = [
-        x509.UniformResourceIdentifier(APP_URI),
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    cert = generate_self_signed_app_certificate(
-        key,
-        "linesentry asyncua scenario server",
-        {"organizationName": "linesentry tests"},
-        names,
-        extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        days=365,
-    )
-    cert_path.write_bytes(cert.public_bytes(encoding=Encoding.DER))
-    return key_path, cert_path
 
 
 async def set_version(server, version):
@@ -95,7 +55,7 @@ async def set_version(server, version):
 async def main():
     port, pki, spec_path = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     spec = json.loads(spec_path.read_text())
-    key_path, cert_path = ensure_certificate(pki)
+    key_path, cert_path = ensure_certificate(pki, APP_URI, "linesentry asyncua scenario server")
 
     server = Server(user_manager=Users())
     await server.init()

@@ -63,7 +63,8 @@ class Users:
         return None
 
 
-def ensure_certificate(pki: Path):
+def ensure_certificate(pki: Path, app_uri=APP_URI, name="linesentry asyncua test server"):
+    """The server's key and self-signed certificate in PKI, made once and reused."""
     pki.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = pki / "server_key.pem", pki / "server_cert.der"
     if key_path.exists() and cert_path.exists():
@@ -71,13 +72,13 @@ def ensure_certificate(pki: Path):
     key = generate_private_key()
     key_path.write_bytes(dump_private_key_as_pem(key))
     names = [
-        x509.UniformResourceIdentifier(APP_URI),
+        x509.UniformResourceIdentifier(app_uri),
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
     cert = generate_self_signed_app_certificate(
         key,
-        "linesentry asyncua test server",
+        name,
         {"organizationName": "linesentry tests"},
         names,
         extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
