@@ -59,7 +59,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opcua::client::{ClientBuilder, IdentityToken, Session};
+use opcua::client::{ClientBuilder, ClientEndpoint, IdentityToken, Session};
 use opcua::crypto::SecurityPolicy;
 use opcua::crypto::Thumbprint;
 use opcua::server::address_space::AccessLevel;
@@ -693,7 +693,16 @@ async fn intruder_session(
     pki_dir: &std::path::Path,
     identity: IdentityToken,
 ) -> Result<(Arc<Session>, JoinHandle<StatusCode>), String> {
+    // Connected below with `connect_to_matching_endpoint`; the config's endpoint list is
+    // filled only so async-opcua does not warn "Endpoint config contains no endpoints".
+    let configured = ClientEndpoint {
+        security_policy: SecurityPolicy::None.to_str().to_owned(),
+        security_mode: MessageSecurityMode::None.into(),
+        ..ClientEndpoint::new(url)
+    };
     let mut client = ClientBuilder::new()
+        .endpoint("intruder", configured)
+        .default_endpoint("intruder")
         .application_name("intruder")
         .application_uri(INTRUDER_URI)
         .product_uri(INTRUDER_URI)
