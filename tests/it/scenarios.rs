@@ -387,7 +387,8 @@ async fn a_burst_of_failed_inspections_is_a_quality_anomaly(mode: Acquisition) {
     assert!(failed.iter().all(|e| e.severity == Severity::Warn));
     // The verdict tag stays `fail` for the whole burst while the panel id moves on: one
     // failed check per panel, each panel once. The simulator and the agent both run at
-    // 10 Hz, so a poll may fall between two panels and miss one.
+    // 10 Hz, so a poll may fall between two panels and miss one; outside the burst about
+    // 2 % of panels fail on their own, so there may be a few more.
     let mut panels: Vec<String> = failed
         .iter()
         .filter(|e| e.event_data["tag"] == "inspection_result")
@@ -399,7 +400,7 @@ async fn a_burst_of_failed_inspections_is_a_quality_anomaly(mode: Acquisition) {
     assert_eq!(panels.len(), checks, "a panel checked twice: {panels:?}");
     let burst = linesentry_sim::scenario::QUALITY_BURST_CHECKS as usize;
     assert!(
-        (burst - 2..=burst).contains(&checks),
+        checks >= burst - 2,
         "{checks} failed verdicts for a burst of {burst} panels"
     );
     one(&events, "quality.anomaly", Severity::Warn);
