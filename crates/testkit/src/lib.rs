@@ -48,6 +48,36 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `python3 SCRIPT ARGS... FILE`, FILE holding `lines` one per line (the independent
+/// validators and parsers take their input that way); returns whether the script succeeded
+/// and what it printed, stdout then stderr. A missing Python package fails the test with the
+/// command that installs it.
+pub fn python_on_lines<L: std::fmt::Display>(
+    script: &Path,
+    args: &[&Path],
+    lines: impl IntoIterator<Item = L>,
+) -> (bool, String) {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    for line in lines {
+        writeln!(file, "{line}").expect("write the input lines");
+    }
+    file.flush().expect("flush the input lines");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .arg(file.path())
+        .output()
+        .expect("python3 is needed (scripts/test installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("No module named"),
+        "a Python package is missing: run scripts/test or pip install -r tests/requirements.txt\n{text}"
+    );
+    (out.status.success(), text)
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes; `None` then.
 pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

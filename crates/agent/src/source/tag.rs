@@ -33,6 +33,22 @@ impl DataType {
     pub fn is_numeric(self) -> bool {
         !matches!(self, DataType::Bool | DataType::String)
     }
+
+    /// The name a profile writes (`u16`, `f32`, `string`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
+        }
+    }
 }
 
 /// Byte and word order of 32- and 64-bit values, named by where bytes A (most significant)

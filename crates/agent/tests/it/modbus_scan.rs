@@ -6,17 +6,14 @@
 //! normal answers throughout, so only the counters can show the intruder.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::support::modbus_common::{free_port, load_stations};
 use crate::support::modbus_points::{start_python, ChildGuard};
-use linesentry_agent::rules::StationRules;
-use linesentry_agent::runtime::rule_tags;
 use linesentry_agent::source::{Source, SourceContext};
-use linesentry_event::{SecurityEvent, SeverityMap, Timestamp};
+use linesentry_event::{SecurityEvent, Timestamp};
 use linesentry_testkit::intruder;
 
 const PROFILE: &str = r#"
@@ -93,13 +90,7 @@ where
         seed: 7,
     };
     let mut source = Source::for_station(station, &context).expect("source");
-    let mut rules = StationRules::new(
-        Arc::from("gw-scan"),
-        Arc::from(station.id.as_str()),
-        Arc::new(SeverityMap::default()),
-        rule_tags(&station.profile),
-    )
-    .with_settings(station.rule_settings());
+    let mut rules = crate::support::rules_for("gw-scan", station);
     let mut events = Vec::new();
     let mut intruder_task = None;
     let mut intrude = Some(intrude);

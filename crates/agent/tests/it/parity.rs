@@ -12,16 +12,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use linesentry_agent::rules::StationRules;
-use linesentry_agent::runtime::rule_tags;
 use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource, Pki};
 use linesentry_agent::source::StationConfig;
-use linesentry_event::{SecurityEvent, Severity, SeverityMap, Timestamp};
+use linesentry_event::{SecurityEvent, Severity, Timestamp};
 
 const GATEWAY: &str = "gw-parity";
 
@@ -214,13 +211,7 @@ async fn play(acquisition: Acquisition, seconds: f64) -> Vec<SecurityEvent> {
     settings.acquisition = acquisition;
     settings.status_interval = Duration::from_secs(1);
     let mut source = OpcUaSource::start(&station, settings).expect("start the OPC UA source");
-    let mut rules = StationRules::new(
-        Arc::from(GATEWAY),
-        Arc::from(station.id.as_str()),
-        Arc::new(SeverityMap::default()),
-        rule_tags(&station.profile),
-    )
-    .with_settings(station.rule_settings());
+    let mut rules = crate::support::rules_for(GATEWAY, &station);
 
     // Learn the baseline: every tag seen once, before the timeline starts.
     let mut seen = std::collections::BTreeSet::new();
@@ -389,13 +380,7 @@ async fn an_untrusted_server_certificate_is_cert_invalid_at_once_and_no_outage_o
     settings.reconnect_initial = Duration::from_millis(200);
     settings.reconnect_max = Duration::from_secs(1);
     let mut source = OpcUaSource::start(&station, settings).expect("start the OPC UA source");
-    let mut rules = StationRules::new(
-        Arc::from(GATEWAY),
-        Arc::from(station.id.as_str()),
-        Arc::new(SeverityMap::default()),
-        rule_tags(&station.profile),
-    )
-    .with_settings(station.rule_settings());
+    let mut rules = crate::support::rules_for(GATEWAY, &station);
     let mut events = Vec::new();
     for _ in 0..25 {
         let poll = source.poll().await;

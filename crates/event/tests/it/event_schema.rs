@@ -1,31 +1,17 @@
 //! The JSON form of events is checked against `crates/event/schema/security-event.v1.json` by Python's
 //! `jsonschema` (installed by `scripts/test`), so the schema and the code cannot drift apart.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use linesentry_event::{SecurityEvent, Severity, CATALOG};
 
 fn validate(lines: &[String]) -> (bool, String) {
     let root = Path::new(repo!());
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    for l in lines {
-        writeln!(file, "{l}").unwrap();
-    }
-    let out = Command::new("python3")
-        .arg(root.join("crates/testkit/peers/validate_events.py"))
-        .arg(root.join("crates/event/schema/security-event.v1.json"))
-        .arg(file.path())
-        .output()
-        .expect("python3 is needed (scripts/test installs it)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named 'jsonschema'"),
-        "the Python package jsonschema is missing: run scripts/test or pip install -r tests/requirements.txt"
-    );
-    (out.status.success(), text)
+    linesentry_testkit::python_on_lines(
+        &root.join("crates/testkit/peers/validate_events.py"),
+        &[&root.join("crates/event/schema/security-event.v1.json")],
+        lines,
+    )
 }
 
 fn every_kind_of_event() -> Vec<String> {

@@ -2,9 +2,7 @@
 //! and `syslog-rfc5424-parser`, run by `tests/parse_with_peers.py`
 //! (`pip install -r tests/requirements.txt`).
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use linesentry_event::SecurityEvent;
 use linesentry_siem::{cef, class_of, severity, syslog};
@@ -13,23 +11,8 @@ use serde_json::{json, Value};
 use crate::samples::{every_type, exporter, hostile_event, provenance, HOSTILE};
 
 fn check(cases: &[Value]) -> (bool, String) {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    for c in cases {
-        writeln!(file, "{c}").unwrap();
-    }
-    file.flush().unwrap();
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parse_with_peers.py"))
-        .arg(file.path())
-        .output()
-        .expect("python3 is needed (scripts/test installs it)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named"),
-        "a Python package is missing: pip install -r tests/requirements.txt\n{text}"
-    );
-    (out.status.success(), text)
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parse_with_peers.py");
+    linesentry_testkit::python_on_lines(&script, &[], cases)
 }
 
 fn syslog_severity_name(e: &SecurityEvent) -> &'static str {

@@ -3,9 +3,7 @@
 //! export, made into a JSON Schema per class) and `jsonschema`, and checks `type_uid`,
 //! which JSON Schema cannot express. Install: `pip install -r tests/requirements.txt`.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use linesentry_siem::ocsf;
 use serde_json::Value;
@@ -13,23 +11,8 @@ use serde_json::Value;
 use crate::samples::{every_type, exporter, hostile_event, provenance, unknown_type_event};
 
 fn validate(events: &[Value]) -> (bool, String) {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    for v in events {
-        writeln!(file, "{v}").unwrap();
-    }
-    file.flush().unwrap();
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_ocsf.py"))
-        .arg(file.path())
-        .output()
-        .expect("python3 is needed (scripts/test installs it)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named"),
-        "a Python package is missing: pip install -r tests/requirements.txt\n{text}"
-    );
-    (out.status.success(), text)
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_ocsf.py");
+    linesentry_testkit::python_on_lines(&script, &[], events)
 }
 
 #[test]

@@ -130,7 +130,7 @@ pub enum DecodeError {
         expected: usize,
         found: usize,
     },
-    #[error("{} value is {value}, expected a finite number", type_name(*.data_type))]
+    #[error("{} value is {value}, expected a finite number", .data_type.name())]
     NotFinite { data_type: DataType, value: f64 },
     #[error(
         "string byte {index} is 0x{byte:02X}, expected printable ASCII (0x20 to 0x7E) \
@@ -145,7 +145,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    #[error("cannot encode {found} as {}, expected {}", type_name(*.data_type), expected_kind(*.data_type))]
+    #[error("cannot encode {found} as {}, expected {}", .data_type.name(), expected_kind(*.data_type))]
     Mismatch {
         data_type: DataType,
         found: &'static str,
@@ -159,7 +159,7 @@ pub enum EncodeError {
     InvalidScale { scale: f64, offset: f64 },
     #[error(
         "raw value {raw} (after reversing scale and offset) does not fit {}, expected {min} to {max}",
-        type_name(*.data_type)
+        .data_type.name()
     )]
     OutOfRange {
         data_type: DataType,
@@ -594,21 +594,6 @@ fn encode_text(value: &Value, length: u16, regs: &mut [u16]) -> Result<(), Encod
         *reg = u16::from_be_bytes([pair[0], pair[1]]);
     }
     Ok(())
-}
-
-fn type_name(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::Bool => "bool",
-        DataType::U16 => "u16",
-        DataType::I16 => "i16",
-        DataType::U32 => "u32",
-        DataType::I32 => "i32",
-        DataType::U64 => "u64",
-        DataType::I64 => "i64",
-        DataType::F32 => "f32",
-        DataType::F64 => "f64",
-        DataType::String => "string",
-    }
 }
 
 fn expected_kind(data_type: DataType) -> &'static str {

@@ -146,22 +146,6 @@ pub(crate) fn natural_type(name: &str) -> &'static str {
     }
 }
 
-/// A profile type as the profile writes it (`u16`, `f32`, `string`, ...).
-pub(crate) fn profile_type_name(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::Bool => "bool",
-        DataType::U16 => "u16",
-        DataType::I16 => "i16",
-        DataType::U32 => "u32",
-        DataType::I32 => "i32",
-        DataType::U64 => "u64",
-        DataType::I64 => "i64",
-        DataType::F32 => "f32",
-        DataType::F64 => "f64",
-        DataType::String => "string",
-    }
-}
-
 /// The value of a variant, `Ok(None)` for an empty one. Floats that are NaN or infinite are
 /// refused: no rule can compare them and they usually mean a failed sensor.
 pub(crate) fn decode_variant(variant: &Variant) -> Result<Option<Value>, String> {

@@ -462,7 +462,7 @@ pub(super) async fn check_types(station: &Station, shared: &Shared, session: &Se
             continue;
         };
         if inner.book.mark_bad(*index) {
-            let declared = convert::profile_type_name(tag.declared);
+            let declared = tag.declared.name();
             tracing::warn!(station = %station.id, tag = %tag.name, node = %tag.node_text,
                 node_type, declared, "OPC UA node's DataType does not fit the profile's type; the tag is skipped");
             if inner.errors.len() >= super::MAX_PENDING_ERRORS {
