@@ -894,20 +894,21 @@ fn line_diff(expected: &str, actual: &str) -> String {
     out
 }
 
-#[test]
-fn every_fixture_case_gives_exactly_its_expected_errors() {
+/// Runs every case directory under `dir` through `output` and compares with its
+/// `expected.txt` (`LINESENTRY_BLESS=1` rewrites them); at least `min` cases.
+fn check_fixture_cases(dir: &str, min: usize, output: impl Fn(&Path) -> String) {
     let bless = std::env::var_os("LINESENTRY_BLESS").is_some_and(|v| v == "1");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 30, "fixture cases missing: {cases:?}");
+    assert!(cases.len() >= min, "fixture cases missing: {cases:?}");
     let mut failed = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let actual = fixture_output(case);
+        let actual = output(case);
         let expected_path = case.join("expected.txt");
         if bless {
             std::fs::write(&expected_path, &actual).unwrap();
@@ -925,6 +926,11 @@ fn every_fixture_case_gives_exactly_its_expected_errors() {
         failed.len(),
         cases.len()
     );
+}
+
+#[test]
+fn every_fixture_case_gives_exactly_its_expected_errors() {
+    check_fixture_cases(FIXTURES, 30, fixture_output);
 }
 
 // --- profile fixture cases: `tests/fixtures/profile_errors/<case>/` -------------------------
@@ -958,35 +964,7 @@ fn profile_fixture_output(case: &Path) -> String {
 
 #[test]
 fn every_profile_fixture_case_gives_exactly_its_expected_errors() {
-    let bless = std::env::var_os("LINESENTRY_BLESS").is_some_and(|v| v == "1");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(PROFILE_FIXTURES)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 5, "profile fixture cases missing: {cases:?}");
-    let mut failed = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let actual = profile_fixture_output(case);
-        let expected_path = case.join("expected.txt");
-        if bless {
-            std::fs::write(&expected_path, &actual).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if expected != actual {
-            eprintln!("case {name}:\n{}", line_diff(&expected, &actual));
-            failed.push(name);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} cases differ (diffs above; LINESENTRY_BLESS=1 rewrites expected.txt): {failed:?}",
-        failed.len(),
-        cases.len()
-    );
+    check_fixture_cases(PROFILE_FIXTURES, 5, profile_fixture_output);
 }
 
 #[test]
