@@ -9,6 +9,8 @@
 //! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers,
 //!   over the one launcher of private servers, `linesentry_common::local`;
 //! - [`intruder`]: another Modbus client scanning or flooding a device the agent watches;
+//! - [`PythonPeer`]: the one launcher of the Python peers (ready line, stdin commands, stdout
+//!   drained to the end);
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
 //!
@@ -23,6 +25,9 @@ pub mod collector;
 pub mod intruder;
 pub mod mosquitto;
 pub mod pki;
+pub mod python;
+
+pub use python::PythonPeer;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

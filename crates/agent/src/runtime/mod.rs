@@ -397,6 +397,19 @@ pub fn rule_tags(profile: &Profile) -> Vec<RuleTag> {
         .collect()
 }
 
+/// A station's rules as its station task builds them before loading the stored baseline:
+/// the profile's tags and rule settings, the catalogue's severities. For tools and tests
+/// that drive a source and its rules themselves.
+pub fn rules_for(gateway: &str, station: &StationConfig) -> StationRules {
+    StationRules::new(
+        Arc::from(gateway),
+        Arc::from(station.id.as_str()),
+        Arc::new(SeverityMap::default()),
+        rule_tags(&station.profile),
+    )
+    .with_settings(station.rule_settings())
+}
+
 /// Polls one station until cancelled. Events the queue refused are kept (bounded) and
 /// retried on the next poll; what exceeds the bound is counted and logged, never silent.
 async fn run_station(

@@ -11,24 +11,24 @@ use crate::support::modbus_common as common;
 use crate::support::modbus_points as points;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{free_port, load_stations};
 use linesentry_agent::source::{DeviceIdentity, Source, SourceError, Value};
-use points::{
-    expected, points, profile, start_python, values, ChildGuard, Point, PRODUCT_CODE, REVISION,
-    VENDOR,
-};
+use linesentry_testkit::PythonPeer;
+use points::{expected, points, profile, values, Point, PRODUCT_CODE, REVISION, VENDOR};
 use serde_json::json;
 
 /// Starts the pymodbus server with `spec` and waits for its `READY <port>` line.
-fn start_pymodbus(dir: &Path, spec: &serde_json::Value) -> (ChildGuard, u16) {
+fn start_pymodbus(dir: &Path, spec: &serde_json::Value) -> (PythonPeer, u16) {
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
     let port = free_port();
-    let guard = start_python(
+    let guard = PythonPeer::start(
         "pymodbus_server.py",
-        &[port.to_string().as_ref(), spec_path.as_os_str()],
+        [port.to_string().as_ref(), spec_path.as_os_str()],
         &format!("READY {port}"),
+        Duration::from_secs(30),
     );
     (guard, port)
 }
@@ -258,7 +258,7 @@ async fn diagnostic_counters_decode_what_pymodbus_serves_and_a_clear_is_a_counte
     );
     // The profile reads diagnostic counters every second: the next poll past that re-reads
     // them (the source runs on the real clock against a real peer).
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = source.poll().await;
     assert_eq!(second.errors, []);
     assert!(

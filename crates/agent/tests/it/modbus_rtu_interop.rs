@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use common::load_stations;
 use linesentry_agent::source::{DeviceIdentity, Source, SourceError, Value};
+use linesentry_testkit::PythonPeer;
 use points::{
-    expected, points, profile, start_python, values, ChildGuard, Point, PRODUCT_CODE, REVISION,
-    VENDOR,
+    expected, points, profile, values, ChildGuard, Point, PRODUCT_CODE, REVISION, VENDOR,
 };
 use serde_json::json;
 
@@ -92,10 +92,11 @@ async fn every_type_and_byte_order_decodes_exactly_what_a_pymodbus_rtu_server_en
     });
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    let _server = start_python(
+    let _server = PythonPeer::start(
         "pymodbus_rtu_server.py",
-        &[pty.peer.as_os_str(), spec_path.as_os_str()],
+        [pty.peer.as_os_str(), spec_path.as_os_str()],
         &format!("READY {}", pty.peer.display()),
+        Duration::from_secs(30),
     );
 
     // The same device through a one-based profile: addresses written one higher.

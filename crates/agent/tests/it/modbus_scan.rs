@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::modbus_common::{free_port, load_stations};
-use crate::support::modbus_points::{start_python, ChildGuard};
 use linesentry_agent::source::{Source, SourceContext};
 use linesentry_event::{SecurityEvent, Timestamp};
-use linesentry_testkit::intruder;
+use linesentry_testkit::{intruder, PythonPeer};
 
 const PROFILE: &str = r#"
 [profile]
@@ -46,7 +45,7 @@ address = 1
 "#;
 
 /// A counting pymodbus device with a 100-register map.
-fn device(dir: &std::path::Path) -> (ChildGuard, SocketAddr) {
+fn device(dir: &std::path::Path) -> (PythonPeer, SocketAddr) {
     let spec = json!({
         "size": 100,
         "count": true,
@@ -59,10 +58,11 @@ fn device(dir: &std::path::Path) -> (ChildGuard, SocketAddr) {
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).expect("spec");
     let port = free_port();
-    let guard = start_python(
+    let guard = PythonPeer::start(
         "pymodbus_server.py",
-        &[port.to_string().as_ref(), spec_path.as_os_str()],
+        [port.to_string().as_ref(), spec_path.as_os_str()],
         &format!("READY {port}"),
+        Duration::from_secs(30),
     );
     (guard, SocketAddr::from(([127, 0, 0, 1], port)))
 }

@@ -2,62 +2,35 @@
 //! (`crates/testkit/peers/asyncua_server.py`) on a free loopback port, over real sockets.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linesentry_agent::source::opcua::{Acquisition, CertState, OpcUaSettings, OpcUaSource, Pki};
 use linesentry_agent::source::StationConfig;
 use linesentry_agent::source::{PollResult, Quality, SourceError, Value};
+use linesentry_testkit::PythonPeer;
 
 const USER: &str = "operator";
 const PASSWORD: &str = "s3cret-op";
 const SERVER_URI: &str = "urn:linesentry:test:asyncua";
 
-/// The python server, killed on drop.
+/// The python server (asyncua_server.py), killed on drop.
 struct PyServer {
-    child: Child,
-    stdin: ChildStdin,
+    peer: PythonPeer,
     port: u16,
     pki: PathBuf,
 }
 
 impl PyServer {
     fn start(port: u16, pki: &Path) -> Self {
-        let script = linesentry_testkit::peer_script("asyncua_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(pki)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with asyncua (tests/requirements.txt)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line == "READY" => break,
-                Ok(_) => {}
-                Err(e) => panic!("asyncua server did not print READY: {e}"),
-            }
-        }
-        let stdin = child.stdin.take().unwrap();
+        let peer = PythonPeer::start(
+            "asyncua_server.py",
+            [port.to_string().as_ref(), pki.as_os_str()],
+            "READY",
+            Duration::from_secs(30),
+        );
         Self {
-            child,
-            stdin,
+            peer,
             port,
             pki: pki.to_owned(),
         }
@@ -68,8 +41,7 @@ impl PyServer {
     }
 
     fn command(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
+        self.peer.command(line);
     }
 
     fn certificate_thumbprint(&self) -> String {
@@ -77,16 +49,8 @@ impl PyServer {
         sha1_hex(&std::fs::read(self.pki.join("server_cert.der")).unwrap())
     }
 
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.peer.stop();
     }
 }
 
@@ -759,7 +723,7 @@ impl Captured {
     }
 }
 
-impl Write for Captured {
+impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())

@@ -9,9 +9,7 @@
 //! changes, and a firmware change that shows in both the device identity and BuildInfo.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -19,13 +17,13 @@ use serde_json::json;
 use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource, Pki};
 use linesentry_agent::source::StationConfig;
 use linesentry_event::{SecurityEvent, Severity, Timestamp};
+use linesentry_testkit::PythonPeer;
 
 const GATEWAY: &str = "gw-parity";
 
-/// The python scenario server, killed on drop.
+/// The python scenario server (asyncua_scenario.py), killed on drop.
 struct Scenario {
-    child: Child,
-    stdin: ChildStdin,
+    peer: PythonPeer,
     port: u16,
 }
 
@@ -34,36 +32,18 @@ impl Scenario {
         let spec_path = dir.join("spec.json");
         std::fs::write(&spec_path, spec.to_string()).expect("write the scenario");
         let port = linesentry_testkit::free_port();
-        let mut child = Command::new("python3")
-            .arg(linesentry_testkit::peer_script("asyncua_scenario.py"))
-            .arg(port.to_string())
-            .arg(dir.join("server-pki"))
-            .arg(&spec_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with asyncua (tests/requirements.txt)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps reading after READY too: the server prints a line per step and would die of
-        // a broken pipe if nobody read them.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line == "READY" => break,
-                Ok(_) => {}
-                Err(e) => panic!("the asyncua scenario server did not print READY: {e}"),
-            }
-        }
-        let stdin = child.stdin.take().expect("piped stdin");
-        Self { child, stdin, port }
+        // It prints a line per step after READY: PythonPeer keeps reading them.
+        let peer = PythonPeer::start(
+            "asyncua_scenario.py",
+            [
+                port.to_string().as_ref(),
+                dir.join("server-pki").as_os_str(),
+                spec_path.as_os_str(),
+            ],
+            "READY",
+            Duration::from_secs(60),
+        );
+        Self { peer, port }
     }
 
     fn url(&self) -> String {
@@ -72,15 +52,7 @@ impl Scenario {
 
     /// Starts the timeline.
     fn go(&mut self) {
-        writeln!(self.stdin, "go").expect("write to the scenario server");
-        self.stdin.flush().expect("flush");
-    }
-}
-
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.command("go");
     }
 }
 

@@ -4,15 +4,13 @@
 //! The test describes the device's data as values ([`points`]): it writes the station
 //! profile from them ([`profile`]) and hands the same table to the pymodbus server
 //! ([`Point::spec`]), which encodes every value with pymodbus's own converter and Python's
-//! `struct`, never with our codec.
+//! `struct`, never with our codec. The peers run under `linesentry_testkit::PythonPeer`.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 use linesentry_agent::source::{PollResult, Value};
 use serde_json::json;
@@ -29,38 +27,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Runs `crates/testkit/peers/<script>` with `args` under python3 (or `$PYTHON`) and waits up to
-/// 30 s for the line `ready` on its stdout.
-pub fn start_python(script: &str, args: &[&std::ffi::OsStr], ready: &str) -> ChildGuard {
-    let script = linesentry_testkit::peer_script(script);
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut child = Command::new(python)
-        .arg(&script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 with the packages of tests/requirements.txt");
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.trim() == ready => return guard,
-            Ok(_) => {}
-            Err(e) => panic!("{} did not start: {e}", script.display()),
-        }
     }
 }
 
