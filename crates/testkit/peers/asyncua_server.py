@@ -17,7 +17,13 @@ Variables in namespace 2 (urn:linesentry:test), string node ids:
   Demo.NaN Double -- always NaN.
 
 Commands on stdin, one per line: "drop-subscriptions" deletes every subscription on the
-server without telling the clients (a server that lost them); "quit" stops.
+server without telling the clients (a server that lost them); "stop [LINGER]" stops the
+server in this process, taking LINGER seconds between closing the connections and closing
+the listener (prints STOPPED); "start [new-certificate]" starts it again on the same port,
+with a new key and certificate when asked (prints STARTED); "quit" ends the process.
+Stopping in the process is how python-asyncua restarts a server: a connection accepted
+while it stops stays open and served by the old instance (its values frozen) while a new
+instance serves the port, as with devices that restart their server without a reboot.
 
 Prints READY once listening.
 """
@@ -88,72 +94,125 @@ def ensure_certificate(pki: Path, app_uri=APP_URI, name="linesentry asyncua test
     return key_path, cert_path
 
 
-async def commands(server, stop: asyncio.Event):
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return  # stdin closed: keep serving until killed
-        cmd = line.strip()
-        if cmd == "drop-subscriptions":
-            service = server.iserver.subscription_service
-            ids = list(service.subscriptions.keys())
-            for i in ids:
-                sub = service.subscriptions.pop(i)
-                await sub.stop()
-            print(f"DROPPED {len(ids)}", flush=True)
-        elif cmd == "quit":
-            stop.set()
+class Peer:
+    """The server and what the commands change: stopped and started again in this process
+    (as a device that restarts its server without a reboot), optionally with a new
+    certificate."""
 
+    def __init__(self, port: int, pki: Path):
+        self.port, self.pki = port, pki
+        self.server = None
+        self.nodes, self.tick = [], None
+        self.stopping = []
+        self.quit = asyncio.Event()
 
-async def main():
-    port = int(sys.argv[1])
-    pki = Path(sys.argv[2])
-    key_path, cert_path = ensure_certificate(pki)
+    async def start(self):
+        key_path, cert_path = ensure_certificate(self.pki)
+        server = Server(user_manager=Users())
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/linesentry/")
+        server.set_server_name("linesentry asyncua test server")
+        await server.set_application_uri(APP_URI)
+        server.set_security_policy(
+            [ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+        )
+        server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+        await server.load_certificate(str(cert_path))
+        await server.load_private_key(str(key_path))
+        await server.set_build_info(
+            product_uri="urn:linesentry:test:asyncua:product",
+            manufacturer_name="linesentry tests",
+            product_name="asyncua interop server",
+            software_version="9.8.7",
+            build_number="42",
+            build_date=__import__("datetime").datetime(2024, 1, 2, 3, 4, 5),
+        )
+        idx = await server.register_namespace("urn:linesentry:test")
+        folder = await server.nodes.objects.add_folder(ua.NodeId("Demo", idx), "Demo")
+        nodes = []
+        for name, vt, a, _b in VARIABLES:
+            node = await folder.add_variable(ua.NodeId(f"Demo.{name}", idx), name, ua.Variant(a, vt))
+            nodes.append(node)
+        tick = await folder.add_variable(ua.NodeId("Demo.Tick", idx), "Tick", ua.Variant(0, VT.UInt32))
+        await folder.add_variable(ua.NodeId("Demo.NaN", idx), "NaN", ua.Variant(float("nan"), VT.Double))
+        await server.start()
+        self.server, self.nodes, self.tick = server, nodes, tick
 
-    server = Server(user_manager=Users())
-    await server.init()
-    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/linesentry/")
-    server.set_server_name("linesentry asyncua test server")
-    await server.set_application_uri(APP_URI)
-    server.set_security_policy(
-        [ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
-    )
-    server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
-    await server.load_certificate(str(cert_path))
-    await server.load_private_key(str(key_path))
-    await server.set_build_info(
-        product_uri="urn:linesentry:test:asyncua:product",
-        manufacturer_name="linesentry tests",
-        product_name="asyncua interop server",
-        software_version="9.8.7",
-        build_number="42",
-        build_date=__import__("datetime").datetime(2024, 1, 2, 3, 4, 5),
-    )
+    async def stop(self, linger: float = 0.0):
+        server, self.server = self.server, None
+        self.nodes, self.tick = [], None
+        if server is None:
+            return
+        if linger > 0:
+            # python-asyncua closes the open connections first and the listener last; a
+            # shutdown that takes a while in between (a loaded machine) accepts clients
+            # that reconnect at once, and leaves those connections open.
+            close_tasks = server.bserver._close_tasks
 
-    idx = await server.register_namespace("urn:linesentry:test")
-    folder = await server.nodes.objects.add_folder(ua.NodeId("Demo", idx), "Demo")
-    nodes = []
-    for name, vt, a, _b in VARIABLES:
-        node = await folder.add_variable(ua.NodeId(f"Demo.{name}", idx), name, ua.Variant(a, vt))
-        nodes.append(node)
-    tick = await folder.add_variable(ua.NodeId("Demo.Tick", idx), "Tick", ua.Variant(0, VT.UInt32))
-    await folder.add_variable(ua.NodeId("Demo.NaN", idx), "NaN", ua.Variant(float("nan"), VT.Double))
+            async def slow_close_tasks():
+                await asyncio.sleep(linger)
+                await close_tasks()
 
-    stop = asyncio.Event()
-    async with server:
+            server.bserver._close_tasks = slow_close_tasks
+        # The listener is closed after the linger; python waits for accepted connections to
+        # close before stop() returns, so a client that got in meanwhile keeps being served by
+        # this stopped instance (with values nobody writes any more) while a new one may
+        # start on the port. Such a stop is left running in the background.
+        stopping = asyncio.create_task(server.stop())
+        self.stopping.append(stopping)
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), linger + 2.0)
+        except asyncio.TimeoutError:
+            print("HOLDING a connection accepted while stopping", flush=True)
+
+    async def commands(self):
+        loop = asyncio.get_running_loop()
+        while not self.quit.is_set():
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return  # stdin closed: keep serving until killed
+            cmd = line.split()
+            if cmd == ["drop-subscriptions"] and self.server is not None:
+                service = self.server.iserver.subscription_service
+                ids = list(service.subscriptions.keys())
+                for i in ids:
+                    sub = service.subscriptions.pop(i)
+                    await sub.stop()
+                print(f"DROPPED {len(ids)}", flush=True)
+            elif cmd[:1] == ["stop"]:
+                await self.stop(float(cmd[1]) if len(cmd) > 1 else 0.0)
+                print("STOPPED", flush=True)
+            elif cmd[:1] == ["start"]:
+                if "new-certificate" in cmd[1:]:
+                    for name in ("server_key.pem", "server_cert.der"):
+                        (self.pki / name).unlink(missing_ok=True)
+                await self.stop()
+                await self.start()
+                print("STARTED", flush=True)
+            elif cmd == ["quit"]:
+                self.quit.set()
+
+    async def run(self):
+        await self.start()
         print("READY", flush=True)
-        asyncio.create_task(commands(server, stop))
+        asyncio.create_task(self.commands())
         n = 0
-        while not stop.is_set():
+        while not self.quit.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), PERIOD)
+                await asyncio.wait_for(self.quit.wait(), PERIOD)
             except asyncio.TimeoutError:
                 pass
             n += 1
-            for node, (_name, vt, a, b) in zip(nodes, VARIABLES):
+            if self.tick is None:
+                continue
+            for node, (_name, vt, a, b) in zip(self.nodes, VARIABLES):
                 await node.write_value(ua.Variant(b if n % 2 else a, vt))
-            await tick.write_value(ua.Variant(n, VT.UInt32))
+            await self.tick.write_value(ua.Variant(n, VT.UInt32))
+        await self.stop()
+
+
+async def main():
+    await Peer(int(sys.argv[1]), Path(sys.argv[2])).run()
 
 
 if __name__ == "__main__":

@@ -8,5 +8,6 @@ macro_rules! repo {
     };
 }
 
+mod opcua_restarts;
 mod opcua_sim;
 mod sim_modbus;

@@ -424,14 +424,22 @@ async fn an_identity_change_shows_a_new_application_uri_and_certificate() {
     .await;
     let old = before.iter().find_map(|p| p.identity.clone()).unwrap();
     sim.handle().apply(Action::IdentityChange);
+    // Endpoint discovery may show the new application URI and certificate a poll before
+    // the status read brings the new BuildInfo: wait for the identity with both.
+    let moved = |i: &linesentry_agent::source::DeviceIdentity| {
+        i.application_uri != old.application_uri
+            && i.certificate_thumbprint != old.certificate_thumbprint
+            && i.vendor.is_some()
+    };
     let after = poll_until(&mut source, Duration::from_secs(30), |polls| {
-        polls.iter().filter_map(|p| p.identity.as_ref()).any(|i| {
-            i.application_uri != old.application_uri
-                && i.certificate_thumbprint != old.certificate_thumbprint
-        })
+        polls.iter().filter_map(|p| p.identity.as_ref()).any(moved)
     })
     .await;
-    let new = after.iter().rev().find_map(|p| p.identity.clone()).unwrap();
+    let new = after
+        .iter()
+        .filter_map(|p| p.identity.clone())
+        .find(|i| moved(i))
+        .unwrap();
     assert_eq!(new.vendor.as_deref(), Some("Substitute Automation"));
     assert!(new.certificate_thumbprint.is_some());
     source.close().await;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert;
 use super::state::{Notified, Watchdog};
-use super::{Acquisition, Deadband, EndpointFacts, Phase, Shared, Station};
+use super::{Acquisition, Deadband, EndpointFacts, OpcUaSettings, Phase, Shared, Station};
 use crate::source::SourceError;
 use linesentry_common::{Backoff, BackoffPolicy};
 use linesentry_event::Timestamp;
@@ -109,6 +109,9 @@ enum Ended {
     Cancelled,
     /// The event loop stopped: async-opcua gave up reconnecting (or the session was closed).
     Gave(StatusCode),
+    /// The driver dropped a session that is up but does not reach the server serving the
+    /// address (the reason).
+    Dropped(String),
 }
 
 /// The driver task.
@@ -162,6 +165,7 @@ pub(super) async fn run(
                         tracing::warn!(station = %station.id, error = %error, "OPC UA session ended; rebuilding it");
                         error
                     }
+                    Ended::Dropped(why) => SourceError::Transport(why),
                 }
             }
             Err(error) => {
@@ -261,8 +265,9 @@ async fn connect(
     Ok((session, event_loop))
 }
 
-/// Refreshes the endpoint facts (application URI, certificate, policies) after a reconnect.
-async fn rediscover(client: &Client, station: &Station, shared: &Shared) {
+/// Refreshes the endpoint facts (application URI, certificate, policies) after a reconnect;
+/// false when discovery failed (the caller tries again).
+async fn rediscover(client: &Client, station: &Station, shared: &Shared) -> bool {
     let url = station.endpoint_url.as_str();
     match call(station.timeout, client.get_server_endpoints_from_url(url)).await {
         Ok(endpoints) => {
@@ -275,8 +280,12 @@ async fn rediscover(client: &Client, station: &Station, shared: &Shared) {
                 let facts = offered_facts(&endpoints, inner.endpoint.as_ref());
                 inner.endpoint = Some(facts);
             }
+            true
         }
-        Err(e) => tracing::debug!(station = %station.id, error = %e, "endpoint rediscovery failed"),
+        Err(e) => {
+            tracing::info!(station = %station.id, error = %e, "endpoint rediscovery failed; trying again");
+            false
+        }
     }
 }
 
@@ -330,6 +339,9 @@ async fn supervise(
     let mut upkeep = Upkeep::new(station, shared, session);
     // `None` until the first connection of this session.
     let mut was_connected: Option<bool> = None;
+    let mut rediscovery_due = false;
+    // `connect` discovered the endpoints just now.
+    let mut discovered = Instant::now();
     loop {
         tokio::select! {
             () = cancel.cancelled() => {
@@ -357,12 +369,22 @@ async fn supervise(
         }
         let connects = shared.connects.load(Ordering::Relaxed);
         let reconnected = was_connected == Some(false) || connects > seen_connects;
+        // Another device (or the same one with a new certificate) may answer at the address
+        // now: learn its endpoints again before the status (and identity) is re-read, and
+        // keep trying on every tick until that succeeds: a swapped certificate must not go
+        // unreported because one discovery timed out.
+        if let Some(why) = rediscover_when_due(
+            client,
+            station,
+            shared,
+            (&mut rediscovery_due, &mut discovered),
+            reconnected,
+        )
+        .await
+        {
+            return rebuild(station, session, handle, why).await;
+        }
         if was_connected != Some(true) || reconnected {
-            if reconnected {
-                // Another device may answer at the address now: learn its endpoints again
-                // before the status (and identity) is re-read.
-                rediscover(client, station, shared).await;
-            }
             {
                 let mut inner = shared.lock();
                 inner.phase = Phase::Connected;
@@ -382,7 +404,12 @@ async fn supervise(
                 session.trigger_publish_now();
             }
             // Silence while disconnected is not the subscription's fault.
-            upkeep.dog.feed(Instant::now());
+            {
+                let mut inner = shared.lock();
+                let now = Instant::now();
+                inner.dog.feed(now);
+                inner.heard.feed(now);
+            }
             was_connected = Some(true);
         }
         seen_connects = connects;
@@ -391,7 +418,83 @@ async fn supervise(
         if station.settings.acquisition == Acquisition::Subscription {
             upkeep.check(cancel).await;
         }
+        if let Some(why) = distrust(shared) {
+            return rebuild(station, session, handle, why).await;
+        }
     }
+}
+
+/// Rediscovers the endpoints after a reconnect and every status interval, and keeps trying
+/// on every tick until that succeeds: another device (or the same one with a new
+/// certificate) may answer at the address, and a server restarted in its process can leave
+/// this connection open while a new instance serves the address; only a new connection sees
+/// that. Returns why the session must be rebuilt when the certificate at the address is not
+/// the one the session was opened with.
+async fn rediscover_when_due(
+    client: &Client,
+    station: &Station,
+    shared: &Shared,
+    (due, discovered): (&mut bool, &mut Instant),
+    reconnected: bool,
+) -> Option<String> {
+    *due |= reconnected || discovered.elapsed() >= station.settings.status_interval;
+    if !*due {
+        return None;
+    }
+    let thumbprint = |shared: &Shared| {
+        shared
+            .lock()
+            .endpoint
+            .as_ref()
+            .and_then(|f| f.certificate_thumbprint.clone())
+    };
+    let before = thumbprint(shared);
+    if !rediscover(client, station, shared).await {
+        return None;
+    }
+    *due = false;
+    *discovered = Instant::now();
+    // The status (and the identity with it) is read again with what discovery found.
+    shared.lock().status_due = true;
+    let after = thumbprint(shared);
+    (before.is_some() && after != before).then(|| {
+        format!(
+            "the server at the address now presents certificate {}, not the one this session was opened with; rebuilding the session",
+            after.as_deref().unwrap_or("(none)")
+        )
+    })
+}
+
+/// Why a session that says it is connected must not be trusted any more, if it must not:
+/// the handle found the server's clock standing still, or nothing came from the server for
+/// twice the watchdog limit, the subscription's re-creation included (a connection to a
+/// server that no longer serves).
+fn distrust(shared: &Shared) -> Option<String> {
+    let mut inner = shared.lock();
+    if let Some(why) = inner.rebuild.take() {
+        return Some(why);
+    }
+    let silent_for = inner.heard.silent_for(Instant::now());
+    (silent_for > inner.heard.limit().saturating_mul(2)).then(|| {
+        format!(
+            "nothing heard from the server for {silent_for:?} although the session is up; rebuilding the session"
+        )
+    })
+}
+
+/// Ends a session that is up but cannot be trusted to reach the server at the address:
+/// logged, closed (bounded), its event loop stopped; the driver reports `why` with the next
+/// poll and builds a new session.
+async fn rebuild(
+    station: &Station,
+    session: &Session,
+    handle: JoinHandle<StatusCode>,
+    why: String,
+) -> Ended {
+    tracing::warn!(station = %station.id, %why, "OPC UA session dropped; building a new one");
+    close(station, session).await;
+    handle.abort();
+    Ended::Dropped(why)
 }
 
 /// Failed reads of the tags' DataTypes after which a connection is left unchecked.
@@ -491,28 +594,39 @@ async fn close(station: &Station, session: &Session) {
     }
 }
 
+/// The publishing interval of a station's subscription: its poll interval, at least 50 ms.
+fn publishing_interval(poll_interval: Duration) -> Duration {
+    poll_interval.max(Duration::from_millis(50))
+}
+
+/// The subscription watchdog of a station: `watchdog_intervals` publishing intervals, more
+/// than one keep-alive period.
+pub(super) fn watchdog(poll_interval: Duration, settings: &OpcUaSettings) -> Watchdog {
+    let intervals = settings
+        .watchdog_intervals
+        .max(settings.keep_alive_count + 1);
+    Watchdog::new(
+        publishing_interval(poll_interval),
+        intervals,
+        Instant::now(),
+    )
+}
+
 /// Keeps one subscription with an item per active tag on the session.
 struct Upkeep<'a> {
     station: &'a Station,
     shared: &'a Arc<Shared>,
     session: &'a Arc<Session>,
-    dog: Watchdog,
     publishing_interval: Duration,
 }
 
 impl<'a> Upkeep<'a> {
     fn new(station: &'a Station, shared: &'a Arc<Shared>, session: &'a Arc<Session>) -> Self {
-        let publishing_interval = station.poll_interval.max(Duration::from_millis(50));
-        let intervals = station
-            .settings
-            .watchdog_intervals
-            .max(station.settings.keep_alive_count + 1);
         Self {
             station,
             shared,
             session,
-            dog: Watchdog::new(publishing_interval, intervals, Instant::now()),
-            publishing_interval,
+            publishing_interval: publishing_interval(station.poll_interval),
         }
     }
 
@@ -532,23 +646,20 @@ impl<'a> Upkeep<'a> {
     }
 
     async fn check(&mut self, cancel: &CancellationToken) {
-        let now = Instant::now();
-        let lost = {
+        let (lost, silent, limit) = {
             let mut inner = self.shared.lock();
-            if let Some(t) = inner.last_notification {
-                self.dog.feed(t);
-            }
-            std::mem::take(&mut inner.subscription_lost)
+            (
+                std::mem::take(&mut inner.subscription_lost),
+                inner.dog.expired(Instant::now()),
+                inner.dog.limit(),
+            )
         };
         let (ids, handles) = self.current();
-        if !ids.is_empty() && (lost || self.dog.expired(now)) {
+        if !ids.is_empty() && (lost || silent) {
             let why = if lost {
                 "the server reported the subscription lost".to_owned()
             } else {
-                format!(
-                    "no notification, not even a keep-alive, for {:?}",
-                    self.dog.limit()
-                )
+                format!("no notification, not even a keep-alive, for {limit:?}")
             };
             tracing::warn!(station = %self.station.id, subscriptions = ?ids, %why,
                 "OPC UA subscription silent; deleting and re-creating it");
@@ -617,8 +728,11 @@ impl<'a> Upkeep<'a> {
                 return;
             }
         };
-        self.dog.feed(Instant::now());
-        self.shared.lock().stats.subscriptions_created += 1;
+        {
+            let mut inner = self.shared.lock();
+            inner.dog.feed(Instant::now());
+            inner.stats.subscriptions_created += 1;
+        }
         let tags: Vec<usize> = if only.is_empty() {
             self.shared.lock().book.active().collect()
         } else {
@@ -803,7 +917,8 @@ impl OnSubscriptionNotificationCore for Collector {
         let now = Instant::now();
         let received = Timestamp::now();
         let mut inner = self.shared.lock();
-        inner.last_notification = Some(now);
+        inner.dog.feed(now);
+        inner.heard.feed(now);
         inner.stats.notifications += 1;
         for object in notification.notification_data.into_iter().flatten() {
             if let Some(change) = object.inner_as::<StatusChangeNotification>() {

@@ -28,6 +28,19 @@
 //! When the event loop gives up, the driver rediscovers the endpoint and builds a new session
 //! with capped, jittered exponential backoff. The [`OpcUaSource`] itself is never re-created.
 //!
+//! A session async-opcua reports as connected is not trusted on its own. A server restarted
+//! inside its process (python-asyncua, and devices that restart their server without a
+//! reboot) can accept a client that reconnects at once while it shuts down and leave that
+//! connection open, served by an instance that no longer runs, while a new instance serves
+//! the address. So the driver drops the session and builds a new one when
+//! - nothing was heard from the server (no notification, no keep-alive; in polling mode no
+//!   Read answered) for twice the watchdog limit, the subscription's re-creation included;
+//! - the server's `CurrentTime` stands still between two status reads on one connection;
+//! - endpoint discovery, repeated after every reconnect and every `status_interval` (and
+//!   retried until it succeeds), finds another certificate at the address than the
+//!   session's: a swapped certificate is reported (`identity.changed`, and `cert.invalid`
+//!   while it is not trusted) within one status interval.
+//!
 //! # Reserved tags
 //!
 //! On connect and every `status_interval`, the server's status is read and returned as
@@ -72,8 +85,11 @@
 //! every tag on every new connection (`convert::check_data_type` says which types fit: the
 //! same, a wider integer, either float type for Float and Double, ...); the error names the
 //! station, the tag and both types.
-//! `reachable` is true while a session is up, and also when the server answered but refused
-//! the session (credentials, certificates): it is alive.
+//! `reachable` is true when the server answered for this poll: the Read of the tags or of the
+//! status came back, or (subscriptions) a notification or keep-alive arrived within the
+//! watchdog limit. It is also true when the server answered but refused the session
+//! (credentials, certificates): it is alive. A session async-opcua reports as connected is
+//! not enough: after a reconnect it may be up before the server serves anything.
 
 mod convert;
 mod driver;
@@ -99,7 +115,7 @@ use super::{
     Reading, SourceConfig, SourceError, StationConfig, Value,
 };
 use convert::Sample;
-use state::{Current, Inbox, NodeBook, Notified};
+use state::{Current, Inbox, NodeBook, Notified, ServerClock, Watchdog};
 
 pub use pki::{CertInfo, CertState, Pki, PkiError};
 
@@ -259,7 +275,17 @@ struct Inner {
     /// True when the last failure came from a server that answered (auth, certificates).
     server_answered: bool,
     endpoint: Option<EndpointFacts>,
-    last_notification: Option<Instant>,
+    /// The subscription watchdog: fed by every notification (data change, keep-alive,
+    /// status change) and when a session comes up or a subscription is created. Expired: the
+    /// driver re-creates the subscription.
+    dog: Watchdog,
+    /// Set when the handle finds the session talks to a server that no longer runs (its
+    /// clock stands still); the driver drops the session and builds a new one.
+    rebuild: Option<String>,
+    /// Whether the server is heard: fed by every notification and when a session comes up,
+    /// not by creating a subscription. Expired: polls report the station unreachable (and
+    /// hold no values), whatever the session state says, until notifications arrive again.
+    heard: Watchdog,
     /// Set when a subscription reports a bad status (lifetime expired): re-create now.
     subscription_lost: bool,
     status_due: bool,
@@ -350,6 +376,7 @@ pub struct OpcUaSource {
     last_status: Option<Instant>,
     /// Refused status values are reported once per source.
     status_refusal_reported: bool,
+    clock: ServerClock,
 }
 
 impl OpcUaSource {
@@ -400,7 +427,9 @@ impl OpcUaSource {
                 phase: Phase::Connecting,
                 server_answered: false,
                 endpoint: None,
-                last_notification: None,
+                dog: driver::watchdog(station.poll_interval, &settings),
+                heard: driver::watchdog(station.poll_interval, &settings),
+                rebuild: None,
                 subscription_lost: false,
                 status_due: true,
                 offered: None,
@@ -436,6 +465,7 @@ impl OpcUaSource {
             task: Some(task),
             last_status: None,
             status_refusal_reported: false,
+            clock: ServerClock::default(),
         })
     }
 
@@ -444,16 +474,22 @@ impl OpcUaSource {
     pub async fn poll(&mut self) -> PollResult {
         let session = self.wait_for_session().await;
         let mut result = PollResult::default();
-        match self.station.settings.acquisition {
-            Acquisition::Subscription => self.drain(&mut result, session.is_some()),
-            Acquisition::Polling => {
-                if let Some(session) = &session {
-                    self.read_tags(session, &mut result).await;
-                }
+        // Whether the server answered for this poll: a Read came back, or the subscription
+        // delivered within its watchdog limit. A session async-opcua reports as connected
+        // proves nothing by itself (a reconnect may report it before the server serves).
+        let mut answered = match self.station.settings.acquisition {
+            Acquisition::Subscription => {
+                let live = session.is_some() && !self.shared.lock().heard.expired(Instant::now());
+                self.drain(&mut result, live);
+                live
             }
-        }
+            Acquisition::Polling => match &session {
+                Some(session) => self.read_tags(session, &mut result).await,
+                None => false,
+            },
+        };
         if let Some(session) = &session {
-            self.read_status_if_due(session, &mut result).await;
+            answered |= self.read_status_if_due(session, &mut result).await;
         } else {
             self.offered_security(&mut result);
         }
@@ -467,7 +503,13 @@ impl OpcUaSource {
         result
             .errors
             .splice(0..0, std::mem::take(&mut inner.errors));
-        result.reachable = session.is_some() || inner.server_answered;
+        result.reachable = answered || inner.server_answered;
+        if session.is_some() && !answered && result.errors.is_empty() {
+            result.errors.push(SourceError::Transport(format!(
+                "the session is up but the server delivered nothing, not even a keep-alive, for {:?}",
+                inner.heard.limit()
+            )));
+        }
         if session.is_none() && result.errors.is_empty() {
             result.errors.push(match inner.phase {
                 Phase::Stopped => SourceError::Other("the OPC UA client has stopped".into()),
@@ -533,8 +575,9 @@ impl OpcUaSource {
     }
 
     /// Turns what subscriptions delivered into readings, then adds the value every other tag
-    /// still has (see [`Current`]) while `connected`; without a session nothing is held.
-    fn drain(&self, result: &mut PollResult, connected: bool) {
+    /// still has (see [`Current`]) while the subscription is `live`; once it is silent past
+    /// its watchdog limit, or the session is gone, nothing is held.
+    fn drain(&self, result: &mut PollResult, live: bool) {
         let mut guard = self.shared.lock();
         let inner = &mut *guard;
         let (items, dropped) = inner.inbox.drain();
@@ -565,7 +608,7 @@ impl OpcUaSource {
                 *d = true;
             }
         }
-        if !connected {
+        if !live {
             inner.current.clear();
             return;
         }
@@ -619,14 +662,20 @@ impl OpcUaSource {
         }
     }
 
-    /// Polling mode: one Read of every tag not skipped.
-    async fn read_tags(&self, session: &Session, result: &mut PollResult) {
+    /// Polling mode: one Read of every tag not skipped. True when the server answered it
+    /// (with no tag left to read: when the session is connected).
+    async fn read_tags(&self, session: &Session, result: &mut PollResult) -> bool {
         // The driver checks on connect too; whichever comes first, a tag of the wrong type is
         // skipped before its first value is read.
         driver::check_types(&self.station, &self.shared, session).await;
         let active: Vec<usize> = self.shared.lock().book.active().collect();
         if active.is_empty() {
-            return;
+            // Nothing to read: the connection is all there is to go by.
+            let connected = driver::is_connected(session).await;
+            if connected {
+                self.shared.lock().heard.feed(Instant::now());
+            }
+            return connected;
         }
         let ids: Vec<ReadValueId> = active
             .iter()
@@ -639,6 +688,7 @@ impl OpcUaSource {
             Ok(values) => {
                 let received = Timestamp::now();
                 let mut inner = self.shared.lock();
+                inner.heard.feed(Instant::now());
                 for (&index, dv) in active.iter().zip(&values) {
                     self.take(
                         &mut inner.book,
@@ -648,13 +698,18 @@ impl OpcUaSource {
                         result,
                     );
                 }
+                true
             }
-            Err(e) => result.errors.push(e),
+            Err(e) => {
+                result.errors.push(e);
+                false
+            }
         }
     }
 
-    /// Server status and diagnostics on a new session and every `status_interval`.
-    async fn read_status_if_due(&mut self, session: &Session, result: &mut PollResult) {
+    /// Server status and diagnostics on a new session and every `status_interval`. True
+    /// when they were read (the server answered).
+    async fn read_status_if_due(&mut self, session: &Session, result: &mut PollResult) -> bool {
         let due = {
             let mut inner = self.shared.lock();
             std::mem::take(&mut inner.status_due)
@@ -663,7 +718,7 @@ impl OpcUaSource {
                     .is_none_or(|t| t.elapsed() >= self.station.settings.status_interval)
         };
         if !due {
-            return;
+            return false;
         }
         let values = match self
             .call(session.read(&convert::status_read_ids(), TimestampsToReturn::Both, 0.0))
@@ -673,7 +728,7 @@ impl OpcUaSource {
             Err(e) => {
                 self.shared.lock().status_due = true;
                 result.errors.push(e);
-                return;
+                return false;
             }
         };
         self.last_status = Some(Instant::now());
@@ -687,6 +742,25 @@ impl OpcUaSource {
                 "server status values not readable by this session, left out: {}",
                 refused.join(", ")
             )));
+        }
+        let clock = values
+            .iter()
+            .find(|(tag, _)| *tag == reserved::SERVER_CURRENT_TIME)
+            .map(|(_, v)| v.to_string());
+        if let Some(clock) = clock {
+            let connection = self
+                .shared
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(still) = self.clock.observe(&clock, Instant::now(), connection) {
+                let why = format!(
+                    "the server's CurrentTime stands at {clock} for {still:?}: it no longer runs, although this connection is open; rebuilding the session"
+                );
+                let mut inner = self.shared.lock();
+                inner.rebuild = Some(why);
+                inner.status_due = true;
+                return false;
+            }
         }
         let mut identity = convert::identity_from_status(&values);
         let mut values: Vec<(&str, Value)> = values;
@@ -708,6 +782,7 @@ impl OpcUaSource {
                 .map(|(tag, value)| self.device_reading(tag, value, received)),
         );
         result.identity = Some(identity);
+        true
     }
 
     /// Without a session: what the endpoints offer, when discovery found the configured

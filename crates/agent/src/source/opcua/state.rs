@@ -171,11 +171,50 @@ impl Watchdog {
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last) > self.limit
+        self.silent_for(now) > self.limit
+    }
+
+    /// Time since it was last fed.
+    pub(crate) fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last)
     }
 
     pub(crate) fn limit(&self) -> Duration {
         self.limit
+    }
+}
+
+/// Whether the server's clock (`ServerStatus.CurrentTime`) runs: a running server updates it
+/// continuously; one stopped in its process (whose connection is still open) does not.
+#[derive(Debug, Default)]
+pub(crate) struct ServerClock {
+    /// The value read, when, and on which connection.
+    last: Option<(String, Instant, u64)>,
+}
+
+impl ServerClock {
+    /// Reads closer together than this may see the same value from a running server.
+    pub(crate) const MIN_GAP: Duration = Duration::from_millis(1500);
+
+    /// Takes a CurrentTime read at `now` on `connection`; returns how long it has stood
+    /// still when it has the value of a read at least [`Self::MIN_GAP`] earlier on the same
+    /// connection.
+    pub(crate) fn observe(
+        &mut self,
+        value: &str,
+        now: Instant,
+        connection: u64,
+    ) -> Option<Duration> {
+        match &self.last {
+            Some((last, at, on)) if *on == connection && last == value => {
+                let still = now.saturating_duration_since(*at);
+                (still >= Self::MIN_GAP).then_some(still)
+            }
+            _ => {
+                self.last = Some((value.to_owned(), now, connection));
+                None
+            }
+        }
     }
 }
 
@@ -258,5 +297,34 @@ mod tests {
         dog.feed(t0 + Duration::from_millis(1400));
         assert!(!dog.expired(t0 + Duration::from_millis(2800)));
         assert!(dog.expired(t0 + Duration::from_millis(2901)));
+    }
+
+    #[test]
+    fn a_server_clock_that_stands_still_on_one_connection_is_noticed_after_the_gap() {
+        let t0 = Instant::now();
+        let mut clock = ServerClock::default();
+        assert_eq!(clock.observe("10:00:00", t0, 1), None);
+        // Too soon to tell.
+        assert_eq!(
+            clock.observe("10:00:00", t0 + Duration::from_millis(500), 1),
+            None
+        );
+        assert_eq!(
+            clock.observe("10:00:00", t0 + Duration::from_secs(2), 1),
+            Some(Duration::from_secs(2))
+        );
+        // A running clock, and a new connection, start over.
+        assert_eq!(
+            clock.observe("10:00:05", t0 + Duration::from_secs(5), 1),
+            None
+        );
+        assert_eq!(
+            clock.observe("10:00:05", t0 + Duration::from_secs(9), 2),
+            None
+        );
+        assert_eq!(
+            clock.observe("10:00:05", t0 + Duration::from_secs(10), 2),
+            None
+        );
     }
 }
