@@ -75,7 +75,7 @@
 //! `reachable` is true while a session is up, and also when the server answered but refused
 //! the session (credentials, certificates): it is alive.
 
-mod convert;
+pub(crate) mod convert;
 mod driver;
 mod own;
 pub mod pki;
@@ -772,7 +772,7 @@ fn security_values(facts: &EndpointFacts) -> Vec<(&'static str, Value)> {
 }
 
 /// The identity token a session activates with; a user certificate is read here, once.
-fn identity_token(identity: &OpcUaIdentity) -> Result<IdentityToken, SourceError> {
+pub(crate) fn identity_token(identity: &OpcUaIdentity) -> Result<IdentityToken, SourceError> {
     Ok(match identity {
         OpcUaIdentity::Anonymous => IdentityToken::Anonymous,
         OpcUaIdentity::UserName { user, password } => {
