@@ -116,8 +116,11 @@ pub struct Progress {
     pub queued: usize,
 }
 
-/// Nodes per Browse request, and per Read request.
-const BROWSE_BATCH: usize = 64;
+/// Nodes per Browse request, references per node and answer (more come through
+/// continuation points), and nodes per Read request: each answer stays well under the
+/// message size the client accepts.
+const BROWSE_BATCH: usize = 16;
+const MAX_REFERENCES: u32 = 250;
 const READ_BATCH: usize = 500;
 const HAS_PROPERTY: u32 = 46;
 const HIERARCHICAL: u32 = 33;
@@ -179,7 +182,9 @@ async fn browse_all(
                 result_mask: 0x3F,
             })
             .collect();
-        let results = s.call(s.session.browse(&descriptions, 1000, None)).await?;
+        let results = s
+            .call(s.session.browse(&descriptions, MAX_REFERENCES, None))
+            .await?;
         for (parent, result) in batch.iter().zip(results) {
             let references = match all_references(s, result).await {
                 Ok(r) => r,
