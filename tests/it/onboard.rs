@@ -227,6 +227,7 @@ fn value_of<'a>(result: &'a PollResult, tag: &str) -> Option<&'a Value> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step
 fn an_imported_register_map_is_probed_against_pymodbus_and_read_right_by_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (_peer, port) = start_pymodbus(dir.path());
@@ -539,6 +540,7 @@ fn read_with_agent(station: &StationConfig, data: &Path, want: &[(&str, Value)])
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step
 fn discover_writes_a_profile_whose_tags_the_agent_reads_with_the_values_the_server_serves() {
     let dir = tempfile::tempdir().unwrap();
     let (_peer, url, ns) = start_plant(&dir.path().join("server-pki"), 0);
@@ -882,4 +884,81 @@ fn discover_of_ten_thousand_variables_finishes_and_the_node_bound_stops_a_browse
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("# INCOMPLETE"), "{text}");
     assert!(config::load_profile(&out).unwrap().tags.len() < 500);
+}
+
+/// The README's "Bringing up a new station" walk-through, line by line as written: the
+/// simulator on a free port instead of 5020 and the profile in a scratch directory instead
+/// of `devices/`, nothing else changed.
+#[cfg(feature = "sim")]
+#[test]
+fn the_readme_walk_through_works_as_written() {
+    let readme =
+        std::fs::read_to_string(linesentry_testkit::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Bringing up a new station")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README has the walk-through");
+    let block: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("    linesentry sim "))
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert!(block.len() >= 8, "{block:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = linesentry_testkit::free_port().to_string();
+    let profile = dir.path().join("oven_b.toml");
+    let fix = |line: &str| {
+        line.replace("127.0.0.1:5020", &format!("127.0.0.1:{port}"))
+            .replace("devices/oven_b.toml", utf8(&profile))
+            .replace(
+                "docs/examples/",
+                &format!("{}/docs/examples/", utf8(linesentry_testkit::repo_root())),
+            )
+    };
+    let mut sim = None;
+    let mut ran = Vec::new();
+    for line in block {
+        let line = fix(line.split(" # ").next().unwrap_or(line).trim());
+        if line.starts_with('#') || line.is_empty() || line == "kill %1" {
+            continue;
+        }
+        let words: Vec<&str> = line.trim_end_matches('&').split_whitespace().collect();
+        match words.first().copied() {
+            Some("linesentry") if words.get(1) == Some(&"sim") => {
+                let mut child = Command::new(BIN)
+                    .args(&words[1..])
+                    .current_dir(linesentry_testkit::repo_root())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let up = linesentry_testkit::wait_until(Duration::from_secs(20), || {
+                    std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()
+                });
+                if up.is_none() {
+                    let _ = child.kill();
+                    panic!("the simulator did not listen");
+                }
+                sim = Some(child);
+            }
+            Some("linesentry") => {
+                let run = linesentry(&words[1..], Duration::from_secs(30));
+                assert_eq!(run.code, Some(0), "{line}\n{run:?}");
+                ran.push(words[1].to_owned());
+            }
+            Some("grep") => {
+                let text = std::fs::read_to_string(&profile).unwrap();
+                assert!(text.contains("role: suggested"), "{text}");
+                ran.push("grep".to_owned());
+            }
+            _ => panic!("a line the test does not know how to run: {line}"),
+        }
+    }
+    if let Some(mut child) = sim {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(ran, ["import", "grep", "probe", "validate"]);
 }

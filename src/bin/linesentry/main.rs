@@ -247,7 +247,7 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(LogFormat::Text),
                 cli.log_level.as_deref().unwrap_or("error"),
             );
-            onboard::probe(args)
+            onboard::probe(&args)
         }
         Command::Run { config } => run_agent(
             &config,

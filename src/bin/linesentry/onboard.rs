@@ -206,15 +206,16 @@ pub(crate) fn import(command: ImportCommand) -> ExitCode {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let out = match out {
-        Some(out) => out,
-        None => match snake_name(&stem) {
-            Some(name) => PathBuf::from(format!("{name}.toml")),
-            None => {
-                eprintln!("linesentry import: cannot make a profile name of `{stem}`; give -o <name>.toml");
-                return ExitCode::FAILURE;
-            }
-        },
+    let out = if let Some(out) = out {
+        out
+    } else {
+        let Some(name) = snake_name(&stem) else {
+            eprintln!(
+                "linesentry import: cannot make a profile name of `{stem}`; give -o <name>.toml"
+            );
+            return ExitCode::FAILURE;
+        };
+        PathBuf::from(format!("{name}.toml"))
     };
     let Some(name) = profile_name(&out) else {
         return ExitCode::FAILURE;
@@ -305,6 +306,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+#[allow(clippy::too_many_lines)] // arguments in, one discover, the profile out: in the order the user reads
 pub(crate) fn discover(command: DiscoverCommand) -> ExitCode {
     let DiscoverCommand::Opcua {
         endpoint,
@@ -329,21 +331,20 @@ pub(crate) fn discover(command: DiscoverCommand) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let (data, gateway_id) = match &security.config {
-        Some(path) => match config::load_agent(path) {
+    let (data, gateway_id) = if let Some(path) = &security.config {
+        match config::load_agent(path) {
             Ok(agent) => (agent.data_dir, agent.gateway_id),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::FAILURE;
             }
-        },
-        None => match (&security.data, &security.gateway_id) {
-            (Some(d), Some(g)) => (d.clone(), g.clone()),
-            _ => {
-                eprintln!("linesentry discover: give --config (the agent configuration) or both --data and --gateway-id, so the agent's own PKI and certificate are used");
-                return ExitCode::from(2);
-            }
-        },
+        }
+    } else {
+        let (Some(d), Some(g)) = (&security.data, &security.gateway_id) else {
+            eprintln!("linesentry discover: give --config (the agent configuration) or both --data and --gateway-id, so the agent's own PKI and certificate are used");
+            return ExitCode::from(2);
+        };
+        (d.clone(), g.clone())
     };
     let target = match opcua_target(
         &endpoint,
@@ -492,8 +493,8 @@ fn opcua_target(
     })
 }
 
-pub(crate) fn probe(args: ProbeArgs) -> ExitCode {
-    let (profile, target, timeout) = match probe_target(&args) {
+pub(crate) fn probe(args: &ProbeArgs) -> ExitCode {
+    let (profile, target, timeout) = match probe_target(args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("linesentry probe: {e}");
@@ -547,6 +548,7 @@ pub(crate) fn probe(args: ProbeArgs) -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_lines)] // the two ways to name a device (a configured station, or a profile and an address), each checked
 fn probe_target(args: &ProbeArgs) -> Result<(Profile, ProbeTarget, Duration), String> {
     let s = &args.security;
     if let (Some(path), Some(id)) = (&args.config, &args.station) {

@@ -37,7 +37,7 @@ pub fn parse(bytes: &[u8]) -> Result<(char, Vec<Record>), CsvError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let before = &bytes[..at];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = before.split(|&b| b == b'\n').count();
         let line_start = before
             .iter()
             .rposition(|&b| b == b'\n')

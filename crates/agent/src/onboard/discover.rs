@@ -149,6 +149,7 @@ struct Pending {
     expand: bool,
 }
 
+#[allow(clippy::too_many_lines)] // one breadth-first loop; its steps share the queue and the found set
 async fn browse_all(
     s: &Connected,
     start: &NodeId,
@@ -446,6 +447,7 @@ fn glob_match(glob: &str, text: &str) -> bool {
 
 /// The profile text for what was found: `name` is the profile name (the file stem),
 /// `endpoint` goes into the description.
+#[allow(clippy::too_many_lines)] // the profile top to bottom, one key per line
 pub fn render(name: &str, endpoint: &str, found: &Found, options: &DiscoverOptions) -> String {
     let mut out = String::new();
     let _ = writeln!(

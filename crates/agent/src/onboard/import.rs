@@ -572,17 +572,16 @@ impl Row<'_> {
                         );
                         (None, None)
                     }
-                    Some(n) if area_text.is_none() => match modicon(number, n) {
-                        Some((a, register)) => {
+                    Some(n) if area_text.is_none() => {
+                        if let Some((a, register)) = modicon(number, n) {
                             area = Some(a);
                             let address = if one_based { register } else { register - 1 };
                             (Some(address), Some(register - 1))
-                        }
-                        None => {
+                        } else {
                             self.error(Some(Column::Area), format!("empty area and the address {n} is no Modicon reference (such as 40001); expected coil, discrete_input, holding_register or input_register"));
                             (None, None)
                         }
-                    },
+                    }
                     Some(n) => {
                         let min = i64::from(one_based);
                         let max = 65535 + min;
@@ -613,13 +612,13 @@ impl Row<'_> {
             }),
         };
         let order = match self.get(Column::Order).map(str::to_owned) {
-            Some(text) => match parse_order(&text) {
-                Some(order) => Some(order),
-                None => {
+            Some(text) => {
+                let order = parse_order(&text);
+                if order.is_none() {
                     self.error(Some(Column::Order), format!("unknown byte order `{}`; expected ABCD, CDAB, BADC or DCBA (or big, little, word swap, byte swap)", text.escape_debug()));
-                    None
                 }
-            },
+                order
+            }
             None => None,
         };
         let bit = match (self.get(Column::Bit).map(str::to_owned), bit_in_address) {
@@ -661,7 +660,6 @@ impl Row<'_> {
         let (min, max) = (self.number(Column::Min), self.number(Column::Max));
         match (min, max) {
             (Some(lo), Some(hi)) => limits = Some((lo, hi)),
-            (None, None) => {}
             (Some(_), None) if self.get(Column::Max).is_none() => self.error(
                 Some(Column::Max),
                 "a min without a max; expected both limits or neither",
@@ -670,6 +668,7 @@ impl Row<'_> {
                 Some(Column::Min),
                 "a max without a min; expected both limits or neither",
             ),
+            // Neither, or one that did not parse (reported already).
             _ => {}
         }
         if let Some(text) = self.get(Column::Limits).map(str::to_owned) {
@@ -678,7 +677,7 @@ impl Row<'_> {
                 .map(|(a, b)| (parse_number(a.trim()), parse_number(b.trim())))
             {
                 Some((Some(lo), Some(hi))) if lo.is_finite() && hi.is_finite() => {
-                    limits = Some((lo, hi))
+                    limits = Some((lo, hi));
                 }
                 _ => self.error(
                     Some(Column::Limits),
@@ -860,7 +859,7 @@ impl Row<'_> {
             );
         }
         let integer = numeric && !matches!(data_type, DataType::F32 | DataType::F64);
-        if !states.is_empty() && !(integer || data_type == DataType::Bool) {
+        if !(states.is_empty() || integer || data_type == DataType::Bool) {
             self.error(
                 Some(Column::States),
                 format!(

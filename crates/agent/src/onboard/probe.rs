@@ -348,6 +348,7 @@ impl ModbusLink {
     }
 }
 
+#[allow(clippy::too_many_lines)] // one verdict per tag, in the order of the checks
 async fn opcua_polls(
     s: &session::Connected,
     profile: &Profile,
