@@ -140,6 +140,7 @@ Offset;Holding;71;INT;;;;;;measurement;;;;\r\n\
 Level;Input Register;72;DINT;CDAB;;;;;measurement;;;;\r\n\
 Speed;Input Register;75;UINT;;;;0,1;mm/s;measurement;0;200;;\r\n\
 Hot Spot;Input Register;81;REAL;ABCD;;;;°C;measurement;0;100;;over its limit\r\n\
+Broken Sensor;Input Register;83;REAL;ABCD;;;;°C;measurement;;;;NaN from the device\r\n\
 Firmware;Input Register;91;STRING;;;4;;;firmware;;;;\r\n\
 Alarm Enable;Coil;1;BOOL;;;;;;alarm_enable;;;;\r\n\
 Guard Closed;Discrete Input;2;BOOL;;;;;;status;;;;\r\n\
@@ -166,14 +167,17 @@ fn modbus_spec() -> serde_json::Value {
             {"table": "input_register", "address": 90, "type": "string", "length": 4, "value": "V2.10"},
             {"table": "coil", "address": 0, "type": "bool", "value": true},
             {"table": "discrete_input", "address": 1, "type": "bool", "value": true},
-            {"table": "holding_register", "address": 100, "type": "bool", "bit": 3, "value": true}
+            {"table": "holding_register", "address": 100, "type": "bool", "bit": 3, "value": true},
+            {"table": "input_register", "address": 82, "type": "f32", "order": "ABCD", "value": "NaN"}
         ]
     })
 }
 
 fn start_pymodbus(dir: &Path) -> (Peer, u16) {
     let spec = dir.join("spec.json");
-    std::fs::write(&spec, modbus_spec().to_string()).unwrap();
+    // JSON has no NaN; Python's json module reads the bare `NaN` literal.
+    let text = modbus_spec().to_string().replace("\"NaN\"", "NaN");
+    std::fs::write(&spec, text).unwrap();
     let port = linesentry_testkit::free_port();
     let peer = Peer::start(
         "pymodbus_server.py",
@@ -247,7 +251,7 @@ fn an_imported_register_map_is_probed_against_pymodbus_and_read_right_by_the_age
         Duration::from_secs(10),
     );
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("16 tags"), "{run:?}");
+    assert!(run.stdout.contains("17 tags"), "{run:?}");
     assert!(
         run.stderr
             .contains("line 3: `die_temp`: role measurement suggested"),
@@ -307,6 +311,12 @@ fn an_imported_register_map_is_probed_against_pymodbus_and_read_right_by_the_age
     }
     // The raw registers are shown as received: 187.25 as f32 CDAB is 0x433b4000 word-swapped.
     assert!(row("die_temp")[0].contains("4000 433b"), "{run:?}");
+    assert!(
+        row("broken_sensor")[0].contains("7fc0 0000")
+            && row("broken_sensor")[0].contains("FAIL: ")
+            && row("broken_sensor")[0].to_lowercase().contains("nan"),
+        "a NaN is shown raw and fails: {run:?}"
+    );
     let missing = row("missing_register");
     assert!(
         missing[0].contains(
@@ -321,7 +331,7 @@ fn an_imported_register_map_is_probed_against_pymodbus_and_read_right_by_the_age
     assert!(
         run.stdout
             .trim_end()
-            .ends_with("2 of 16 tags failed: hot_spot, missing_register"),
+            .ends_with("3 of 17 tags failed: broken_sensor, hot_spot, missing_register"),
         "{run:?}"
     );
 
@@ -370,7 +380,11 @@ fn probe_of_a_configured_station_passes_when_every_tag_reads_and_an_unreachable_
     // Only the rows that read fine.
     let map: String = REGISTER_MAP
         .split("\r\n")
-        .filter(|l| !l.starts_with("Hot Spot") && !l.starts_with("Missing Register"))
+        .filter(|l| {
+            !["Hot Spot", "Missing Register", "Broken Sensor"]
+                .iter()
+                .any(|b| l.starts_with(b))
+        })
         .collect::<Vec<_>>()
         .join("\r\n");
     let csv = dir.path().join("map.csv");
@@ -673,6 +687,33 @@ fn discover_writes_a_profile_whose_tags_the_agent_reads_with_the_values_the_serv
         run.stdout.contains("oven_b: all 10 tags ok in 1 poll(s)"),
         "{run:?}"
     );
+
+    // A start node the server does not know: it refuses to browse it, and nothing is written.
+    let nowhere = dir.path().join("nowhere.toml");
+    let run = linesentry(
+        &[
+            "discover",
+            "opcua",
+            &url,
+            "--data",
+            utf8(&data),
+            "--gateway-id",
+            "gw-onboard",
+            "--start",
+            &format!("{ns};s=NoSuchFolder"),
+            "-o",
+            utf8(&nowhere),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "the server refuses to browse {ns};s=NoSuchFolder: BadNodeId"
+        )),
+        "{run:?}"
+    );
+    assert!(!nowhere.exists());
 
     // A profile whose node or type is wrong fails probe, naming each.
     let broken = dir.path().join("oven_c.toml");
