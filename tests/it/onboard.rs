@@ -317,6 +317,10 @@ fn an_imported_register_map_is_probed_against_pymodbus_and_read_right_by_the_age
             && row("broken_sensor")[0].to_lowercase().contains("nan"),
         "a NaN is shown raw and fails: {run:?}"
     );
+    assert!(
+        row("machine_state")[0].contains(" 1 (run) "),
+        "a status shows its state name: {run:?}"
+    );
     let missing = row("missing_register");
     assert!(
         missing[0].contains(

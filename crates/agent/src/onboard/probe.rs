@@ -51,6 +51,8 @@ pub struct TagResult {
     /// Registers (hex), bits or the OPC UA variant as received; empty when nothing came.
     pub raw: String,
     pub value: Option<Value>,
+    /// The name the tag's `states` give the value, if any.
+    pub state: Option<String>,
     /// What is wrong; `None` when the tag is fine.
     pub problem: Option<String>,
 }
@@ -133,19 +135,28 @@ pub fn judge(tag: &TagSpec, decoded: Result<Value, String>) -> (Option<Value>, O
         }
     }
     if matches!(tag.role, TagRole::Status | TagRole::Mode) && !tag.states.is_empty() {
-        let raw = match &value {
-            Value::Bool(b) => Some(i64::from(*b)),
-            Value::Int(i) => Some(*i),
-            Value::UInt(u) => i64::try_from(*u).ok(),
-            _ => None,
-        };
-        if let Some(raw) = raw {
+        if let Some(raw) = raw_state(&value) {
             if tag.state_name(raw).is_none() {
                 return (Some(value), Some(format!("{raw} is none of its states")));
             }
         }
     }
     (Some(value), None)
+}
+
+/// The integer a status or mode value is looked up by in `states`.
+fn raw_state(value: &Value) -> Option<i64> {
+    match value {
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::Int(i) => Some(*i),
+        Value::UInt(u) => i64::try_from(*u).ok(),
+        _ => None,
+    }
+}
+
+/// The name `tag`'s states give `value`.
+fn state_of(tag: &TagSpec, value: Option<&Value>) -> Option<String> {
+    tag.state_name(raw_state(value?)?).map(str::to_owned)
 }
 
 /// The table of one poll, as `linesentry probe` prints it. Pure.
@@ -159,10 +170,11 @@ pub fn table(report: &PollReport) -> String {
                 r.tag.clone(),
                 r.role.to_string(),
                 r.raw.clone(),
-                r.value
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                match (&r.value, &r.state) {
+                    (Some(v), Some(state)) => format!("{v} ({state})"),
+                    (Some(v), None) => v.to_string(),
+                    (None, _) => String::new(),
+                },
                 r.unit.clone().unwrap_or_default(),
                 match &r.problem {
                     None => "ok".to_owned(),
@@ -245,6 +257,7 @@ impl ModbusLink {
             unit: tag.unit.clone(),
             raw: String::new(),
             value: None,
+            state: None,
             problem: None,
         };
         let Some(address) = tag.modbus else {
@@ -313,6 +326,7 @@ impl ModbusLink {
             }
         };
         let (value, problem) = judge(tag, decoded);
+        result.state = state_of(tag, value.as_ref());
         result.value = value;
         result.problem = problem;
         result
@@ -403,6 +417,7 @@ async fn opcua_polls(
                 unit: tag.unit.clone(),
                 raw: String::new(),
                 value: None,
+                state: None,
                 problem: None,
             };
             if node.is_none() {
@@ -452,6 +467,7 @@ async fn opcua_polls(
                 },
             };
             let (value, problem) = judge(tag, decoded);
+            result.state = state_of(tag, value.as_ref());
             result.value = value;
             result.problem = problem;
             results.push(result);
@@ -532,6 +548,7 @@ mod tests {
                     unit: Some("°C".into()),
                     raw: "41ac 0000".into(),
                     value: Some(Value::Float(21.5)),
+                    state: None,
                     problem: None,
                 },
                 TagResult {
@@ -540,6 +557,7 @@ mod tests {
                     unit: None,
                     raw: String::new(),
                     value: None,
+                    state: None,
                     problem: Some("device exception 0x02 (illegal data address) reading HoldingRegister 900+1".into()),
                 },
             ],
