@@ -798,6 +798,29 @@ fn discover_on_a_secured_endpoint_fails_until_the_server_certificate_is_trusted(
     let profile = config::load_profile(&out).unwrap();
     assert_eq!(profile.tags.len(), 10);
 
+    // probe of the station as an agent configuration names it: same PKI, same endpoint.
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ngateway_id = \"gw-onboard\"\nsite = \"plant\"\ndata_dir = \"{}\"\nprofiles_dir = \"{}\"\n\n\
+             [[stations]]\nid = \"oven-s\"\nprofile = \"oven_s\"\nsource = \"opcua\"\nendpoint_url = \"{url}\"\n\
+             security_mode = \"SignAndEncrypt\"\nsecurity_policy = \"Basic256Sha256\"\n",
+            utf8(&data),
+            utf8(dir.path())
+        ),
+    )
+    .unwrap();
+    let run = linesentry(
+        &["probe", "--config", utf8(&config), "--station", "oven-s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("oven_s: all 10 tags ok in 1 poll(s)"),
+        "{run:?}"
+    );
+
     // The agent reads it over the same secured endpoint.
     let want = [("plant_line1_oven_zone1_temperature", Value::Float(187.5))];
     let station = opcua_station(
