@@ -12,6 +12,7 @@ mod deploy;
 #[cfg(feature = "collector")]
 mod first_install;
 mod forward_mqtt;
+mod onboard;
 mod opcua_cli;
 mod reload;
 #[cfg(feature = "sim")]

@@ -4,6 +4,9 @@
 //! [`rules`], is made durable in [`buffer`] and leaves in [`forward`]. [`runtime`] wires them
 //! together, one task per station. [`config`] turns TOML files into validated settings;
 //! [`health`] serves the agent's own liveness and metrics and talks to systemd.
+//! [`onboard`] is beside the data flow: the tools that write and check a station profile
+//! before a station joins it (import a Modbus register map, discover an OPC UA server,
+//! probe a profile against the live device).
 //!
 //! Each component owns the settings it runs on (`source::StationConfig`,
 //! `forward::mqtt::MqttSettings`, `health::HealthSettings`, `buffer::QueueOptions`...) and
@@ -16,6 +19,7 @@ pub mod buffer;
 pub mod config;
 pub mod forward;
 pub mod health;
+pub mod onboard;
 pub mod reading;
 pub mod rules;
 pub mod runtime;

@@ -5,6 +5,7 @@ mod bench;
 mod buffer_cmd;
 #[cfg(feature = "sim")]
 mod demo;
+mod onboard;
 mod pki;
 #[cfg(feature = "sim")]
 mod sim;
@@ -64,6 +65,26 @@ enum Command {
         /// A station profile (`devices/<name>.toml`) to check on its own; repeatable.
         #[arg(long, short)]
         profile: Vec<PathBuf>,
+    },
+    /// Turn a vendor's tag list into a station profile (`import modbus FILE.csv`).
+    Import {
+        #[command(subcommand)]
+        command: onboard::ImportCommand,
+    },
+    /// Browse a device and write a station profile skeleton (`discover opcua ENDPOINT`).
+    Discover {
+        #[command(subcommand)]
+        command: onboard::DiscoverCommand,
+    },
+    /// Read every tag of a profile from the live device, once or N times, and flag the tags
+    /// that fail (exception, bad node id, type mismatch, NaN, outside limits); exit 1 on any.
+    #[command(
+        after_help = "Examples:\n  linesentry probe --config /etc/linesentry/agent.toml --station oven-2\n  \
+                      linesentry probe --profile devices/reflow_oven.toml --address 10.0.4.21:502 -n 3"
+    )]
+    Probe {
+        #[command(flatten)]
+        args: onboard::ProbeArgs,
     },
     /// Inspect a stopped agent's buffer.
     Buffer {
@@ -213,6 +234,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Identity { config, json } => identity(&config, json),
+        Command::Import { command } => onboard::import(command),
+        Command::Discover { command } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("error"),
+            );
+            onboard::discover(command)
+        }
+        Command::Probe { args } => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("error"),
+            );
+            onboard::probe(&args)
+        }
         Command::Run { config } => run_agent(
             &config,
             cli.log_format,

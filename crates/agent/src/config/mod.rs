@@ -150,20 +150,30 @@ pub fn load_profile(path: &Path) -> Result<Profile, ConfigErrors> {
             message,
         }])
     };
-    let stem = match path.file_stem().and_then(|s| s.to_str()) {
-        Some(stem) if path.extension().is_some_and(|e| e == "toml") => stem,
-        _ => {
-            return Err(file_error(
-                "expected a profile file named `<name>.toml`".to_owned(),
-            ))
-        }
-    };
+    if path.file_stem().and_then(|s| s.to_str()).is_none()
+        || path.extension().is_none_or(|e| e != "toml")
+    {
+        return Err(file_error(
+            "expected a profile file named `<name>.toml`".to_owned(),
+        ));
+    }
     let bytes = std::fs::read(path)
         .map_err(|e| file_error(format!("cannot read the profile file: {e}")))?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => return Err(ConfigErrors(vec![not_utf8(path, &bytes, &e)])),
     };
+    parse_profile(path, text)
+}
+
+/// Validates profile `text` as if read from `path` (whose stem is the profile name), with
+/// the checks and messages of [`load_profile`]: what the onboarding tools run on a profile
+/// they generated before writing it.
+pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, ConfigErrors> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     match profile::parse(path, stem, text) {
         (Some(profile), errors) if errors.is_empty() => Ok(profile),
         (_, mut errors) => {

@@ -77,6 +77,15 @@ fn standard_type(id: u32) -> Option<(&'static str, NodeKind)> {
     })
 }
 
+/// The name of a standard data type of namespace 0 (`Double`, `UInt16`, ...); `None` for
+/// another namespace or a type the agent cannot judge.
+pub(crate) fn data_type_name(node_type: &NodeId) -> Option<&'static str> {
+    let (0, Identifier::Numeric(id)) = (node_type.namespace, &node_type.identifier) else {
+        return None;
+    };
+    standard_type(*id).map(|(name, _)| name)
+}
+
 /// Whether a tag declared `declared` may read a node whose DataType attribute is
 /// `node_type`. It may when the node's values fit the declared type without changing
 /// meaning: the same type, a wider integer (UInt16 as `u32`, Byte as `i16`), either float

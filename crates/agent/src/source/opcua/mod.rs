@@ -91,7 +91,7 @@
 //! (credentials, certificates): it is alive. A session async-opcua reports as connected is
 //! not enough: after a reconnect it may be up before the server serves anything.
 
-mod convert;
+pub(crate) mod convert;
 mod driver;
 mod own;
 pub mod pki;
@@ -847,7 +847,7 @@ fn security_values(facts: &EndpointFacts) -> Vec<(&'static str, Value)> {
 }
 
 /// The identity token a session activates with; a user certificate is read here, once.
-fn identity_token(identity: &OpcUaIdentity) -> Result<IdentityToken, SourceError> {
+pub(crate) fn identity_token(identity: &OpcUaIdentity) -> Result<IdentityToken, SourceError> {
     Ok(match identity {
         OpcUaIdentity::Anonymous => IdentityToken::Anonymous,
         OpcUaIdentity::UserName { user, password } => {
