@@ -7,13 +7,13 @@
 //! trust`, and with 10,000 generated variables. The profiles written are then read by the
 //! agent's own sources, which must give the values the peers serve.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linesentry_agent::config;
+use linesentry_testkit::PythonPeer;
 use linesentry_agent::source::modbus::TcpStation;
 use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource};
 use linesentry_agent::source::{
@@ -78,51 +78,6 @@ fn utf8(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A Python peer, killed on drop; started once it printed its ready line.
-struct Peer(Child, String);
-
-impl Peer {
-    fn start(script: &str, args: &[&str], ready: &str, within: Duration) -> Self {
-        let mut child = Command::new("python3")
-            .arg(linesentry_testkit::peer_script(script))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 (scripts/test installs it and tests/requirements.txt)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + within;
-        let line = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with(ready) => break line,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("{script} did not print {ready}: {e}");
-                }
-            }
-        };
-        Peer(child, line)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Modbus: import a register map, probe it against pymodbus, poll it with the agent's source.
 
@@ -173,15 +128,15 @@ fn modbus_spec() -> serde_json::Value {
     })
 }
 
-fn start_pymodbus(dir: &Path) -> (Peer, u16) {
+fn start_pymodbus(dir: &Path) -> (PythonPeer, u16) {
     let spec = dir.join("spec.json");
     // JSON has no NaN; Python's json module reads the bare `NaN` literal.
     let text = modbus_spec().to_string().replace("\"NaN\"", "NaN");
     std::fs::write(&spec, text).unwrap();
     let port = linesentry_testkit::free_port();
-    let peer = Peer::start(
+    let peer = PythonPeer::start(
         "pymodbus_server.py",
-        &[&port.to_string(), utf8(&spec)],
+        [port.to_string().as_str(), utf8(&spec)],
         "READY",
         Duration::from_secs(30),
     );
@@ -506,15 +461,15 @@ fn a_bad_register_map_is_reported_row_by_row_and_nothing_is_written() {
 // OPC UA: discover, then read with the agent's source and probe.
 
 /// The plant server, its endpoint URL and its namespace index (`ns=N`).
-fn start_plant(pki: &Path, bulk: usize) -> (Peer, String, String) {
+fn start_plant(pki: &Path, bulk: usize) -> (PythonPeer, String, String) {
     let port = linesentry_testkit::free_port();
-    let peer = Peer::start(
+    let peer = PythonPeer::start(
         "asyncua_plant_server.py",
-        &[&port.to_string(), utf8(pki), &bulk.to_string()],
+        [port.to_string().as_str(), utf8(pki), bulk.to_string().as_str()],
         "READY",
         Duration::from_secs(120),
     );
-    let ns = format!("ns={}", peer.1.trim_start_matches("READY").trim());
+    let ns = format!("ns={}", peer.ready_line().trim_start_matches("READY").trim());
     (peer, format!("opc.tcp://127.0.0.1:{port}/plant/"), ns)
 }
 

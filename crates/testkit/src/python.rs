@@ -17,12 +17,14 @@ pub struct PythonPeer {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    ready: String,
 }
 
 impl PythonPeer {
     /// Runs `crates/testkit/peers/<script> ARGS...` under python3 (or `$PYTHON`) and waits up
-    /// to `within` for the line `ready` on its stdout. Panics, naming the script, when it
-    /// cannot start, exits or stays silent; a missing package names the install command.
+    /// to `within` for a line starting with `ready` on its stdout (kept: [`Self::ready_line`]).
+    /// Panics, naming the script, when it cannot start, exits or stays silent; a missing
+    /// package names the install command.
     pub fn start<A: AsRef<OsStr>>(
         script: &str,
         args: impl IntoIterator<Item = A>,
@@ -58,16 +60,25 @@ impl PythonPeer {
             child,
             stdin,
             lines,
+            ready: String::new(),
         };
-        if peer.wait_for_line(within, |l| l.trim() == ready).is_none() {
-            let status = peer.child.try_wait().ok().flatten();
-            panic!(
-                "{} did not print {ready:?} within {within:?} (exit status: {status:?}; \
-                 its packages: pip install -r tests/requirements.txt)",
-                peer.script.display()
-            );
+        match peer.wait_for_line(within, |l| l.trim().starts_with(ready)) {
+            Some(line) => peer.ready = line.trim().to_owned(),
+            None => {
+                let status = peer.child.try_wait().ok().flatten();
+                panic!(
+                    "{} did not print {ready:?} within {within:?} (exit status: {status:?}; \
+                     its packages: pip install -r tests/requirements.txt)",
+                    peer.script.display()
+                );
+            }
         }
         peer
+    }
+
+    /// The ready line the peer printed (some peers put what they chose after the word).
+    pub fn ready_line(&self) -> &str {
+        &self.ready
     }
 
     /// Writes one command line to the peer's stdin.
