@@ -323,13 +323,7 @@ async fn raw_rate(dir: &std::path::Path, events: u64, group: u64) -> Result<f64,
 }
 
 async fn queue_bench(dir: PathBuf, run: QueueRun) -> Result<(), String> {
-    let QueueRun {
-        events,
-        group,
-        rate,
-        seconds,
-        ..
-    } = run;
+    let QueueRun { events, group, .. } = run;
     let record = record_len(&sample_event(0)).map_err(|e| e.to_string())?;
     let json = sample_event(0).to_json().len();
     println!(
@@ -397,8 +391,14 @@ async fn queue_bench(dir: PathBuf, run: QueueRun) -> Result<(), String> {
         ack_rate / raw * 100.0
     );
 
-    // Paced latency: one append per event, issued on schedule whatever the previous one does.
-    let q = fresh_queue(&dir, "latency", run)?;
+    paced_latency(&dir, run).await
+}
+
+/// Paced latency: one append per event, issued on schedule whatever the previous one does,
+/// each committed at once (`Queue::append`), timed from call to confirmation.
+async fn paced_latency(dir: &std::path::Path, run: QueueRun) -> Result<(), String> {
+    let QueueRun { rate, seconds, .. } = run;
+    let q = fresh_queue(dir, "latency", run)?;
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
