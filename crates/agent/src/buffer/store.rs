@@ -33,7 +33,7 @@ pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_
 /// First byte of every record; another value means a record this build cannot read.
 pub(super) const RECORD_V1: u8 = 1;
 pub(super) const RECORD_V2: u8 = 2;
-const V2_HEADER: usize = 35;
+pub(super) const V2_HEADER: usize = 35;
 /// Bytes a record costs beyond its payload in the quota (key, index entry, B-tree share).
 pub(super) const RECORD_OVERHEAD: u64 = 32;
 /// Layout version written to `meta` on creation.
