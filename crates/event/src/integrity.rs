@@ -17,8 +17,9 @@
 //! Top-level keys sort as `context, correlation_id, event_data, event_type, gateway_id, id,
 //! prev_hash, schema_version, seq, severity, ...`, so the canonical text is
 //! `head + prev_hash + mid + seq + tail` where only `head` and `tail` depend on the event's
-//! content: [`CanonicalParts`] is computed by whoever appends (in parallel), and the writer
-//! that numbers the events only hashes the pieces.
+//! content: [`CanonicalParts`] is computed by whoever appends (in parallel), which also
+//! hashes the head there, and the writer that numbers the events only hashes the link, the
+//! seq and the tail.
 //!
 //! **Batch signature**: a batch (one MQTT message or one HTTPS request) is the envelope
 //! `{"batch_version":1,"gateway_id":..,"key_id":..,"events":[..],"signature":..}`. The
