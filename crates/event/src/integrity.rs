@@ -17,8 +17,9 @@
 //! Top-level keys sort as `context, correlation_id, event_data, event_type, gateway_id, id,
 //! prev_hash, schema_version, seq, severity, ...`, so the canonical text is
 //! `head + prev_hash + mid + seq + tail` where only `head` and `tail` depend on the event's
-//! content: [`CanonicalParts`] is computed by whoever appends (in parallel), and the writer
-//! that numbers the events only hashes the pieces.
+//! content: [`CanonicalParts`] is computed by whoever appends (in parallel), which also
+//! hashes the head there, and the writer that numbers the events only hashes the link, the
+//! seq and the tail.
 //!
 //! **Batch signature**: a batch (one MQTT message or one HTTPS request) is the envelope
 //! `{"batch_version":1,"gateway_id":..,"key_id":..,"events":[..],"signature":..}`. The
@@ -29,6 +30,7 @@
 //! 16 hex digits of SHA-256 over the 32-byte public key.
 
 use std::io::Write as _;
+use std::ops::Range;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -56,17 +58,22 @@ pub fn canonical_json(e: &SecurityEvent) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The keys before `prev_hash`'s value, up to and including `"prev_hash":`.
-fn write_head(out: &mut Vec<u8>, e: &SecurityEvent) {
+/// The keys before `prev_hash`'s value, up to and including `"prev_hash":`. Returns where
+/// the values of `context` and `event_data` are in `out`.
+fn write_head(out: &mut Vec<u8>, e: &SecurityEvent) -> (Range<usize>, Range<usize>) {
     out.extend_from_slice(b"{\"context\":");
+    let context_start = out.len();
     write_map(out, &e.context);
+    let context = context_start..out.len();
     out.extend_from_slice(b",\"correlation_id\":");
     match e.correlation_id {
         Some(u) => write_uuid(out, &u),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"event_data\":");
+    let data_start = out.len();
     write_map(out, &e.event_data);
+    let event_data = data_start..out.len();
     out.extend_from_slice(b",\"event_type\":");
     write_str(out, &e.event_type);
     out.extend_from_slice(b",\"gateway_id\":");
@@ -74,6 +81,7 @@ fn write_head(out: &mut Vec<u8>, e: &SecurityEvent) {
     out.extend_from_slice(b",\"id\":");
     write_uuid(out, &e.id);
     out.extend_from_slice(b",\"prev_hash\":");
+    (context, event_data)
 }
 
 /// Between `prev_hash`'s value and `seq`'s: `,"schema_version":N,"seq":`.
@@ -93,7 +101,9 @@ fn write_tail(out: &mut Vec<u8>, e: &SecurityEvent) {
     write_opt(out, e.station_id.as_deref());
     out.extend_from_slice(b",\"timestamp\":");
     // RFC 3339 text: digits, `-`, `:`, `.`, `T`, `Z`; nothing to escape.
-    let _ = write!(out, "\"{}\"", e.timestamp);
+    out.push(b'"');
+    e.timestamp.write_rfc3339(out);
+    out.push(b'"');
     out.extend_from_slice(b",\"user_id\":");
     write_opt(out, e.user_id.as_deref());
     out.push(b'}');
@@ -198,40 +208,69 @@ pub fn parse_hash(text: &str) -> Option<EventHash> {
 }
 
 /// The content-dependent pieces of an event's canonical JSON; see the module doc.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The head (everything before `prev_hash`'s value, most of the bytes) is hashed when the
+/// parts are made, by whoever appends, in parallel; the parts keep SHA-256's state after it,
+/// so [`CanonicalParts::hash`] (run by the one writer that numbers and links events) only
+/// hashes the link, `seq` and the tail.
+#[derive(Clone)]
 pub struct CanonicalParts {
-    /// Head, mid and tail in one allocation (one per queued event).
-    text: String,
-    /// The head is `text[..head_end]`, up to and including `"prev_hash":`; the mid,
-    /// `,"schema_version":N,"seq":`, ends at `mid_end`; the tail runs from `,"severity":` to
-    /// the closing brace.
-    head_end: usize,
+    /// SHA-256 after the head, up to and including `"prev_hash":`.
+    head: Sha256,
+    /// The mid, `,"schema_version":N,"seq":`, then the tail, from `,"severity":` to the
+    /// closing brace.
+    rest: Box<str>,
+    /// Where the mid ends in `rest`.
     mid_end: usize,
+}
+
+impl std::fmt::Debug for CanonicalParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanonicalParts")
+            .field("rest", &self.rest)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CanonicalParts {
     /// Written piece by piece from the event (no copy of it, no search in the text).
     pub fn new(event: &SecurityEvent) -> Self {
+        Self::with_members(event, |_, _| ()).0
+    }
+
+    /// [`CanonicalParts::new`], handing `members` the canonical JSON of `event_data` and of
+    /// `context` on the way, so a caller that stores that text too (the durable queue) does
+    /// not write the maps a second time.
+    pub fn with_members<R>(
+        event: &SecurityEvent,
+        members: impl FnOnce(&str, &str) -> R,
+    ) -> (Self, R) {
         let mut out = Vec::with_capacity(512);
-        write_head(&mut out, event);
-        let head_end = out.len();
+        let (context, event_data) = write_head(&mut out, event);
+        // Only valid UTF-8 went in; both ranges are whole JSON values.
+        let text = |r: Range<usize>| std::str::from_utf8(&out[r]).unwrap_or_default();
+        let answer = members(text(event_data), text(context));
+        let mut head = Sha256::new();
+        head.update(&out);
+        out.clear();
         write_mid(&mut out, event.schema_version);
         let mid_end = out.len();
         write_tail(&mut out, event);
-        out.shrink_to_fit();
-        Self {
-            // Only valid UTF-8 went in.
-            text: String::from_utf8(out).unwrap_or_default(),
-            head_end,
-            mid_end,
-        }
+        let rest = String::from_utf8(out).unwrap_or_default().into_boxed_str();
+        (
+            Self {
+                head,
+                rest,
+                mid_end,
+            },
+            answer,
+        )
     }
 
     /// The hash the event has once numbered `seq` and linked to `prev`.
     pub fn hash(&self, seq: u64, prev: Option<&EventHash>) -> EventHash {
-        let bytes = self.text.as_bytes();
-        let mut h = Sha256::new();
-        h.update(&bytes[..self.head_end]);
+        let bytes = self.rest.as_bytes();
+        let mut h = self.head.clone();
         match prev {
             Some(p) => {
                 let mut quoted = [b'"'; 66];
@@ -243,22 +282,35 @@ impl CanonicalParts {
             }
             None => h.update(b"null"),
         }
-        h.update(&bytes[self.head_end..self.mid_end]);
-        let mut digits = Vec::with_capacity(20);
-        let _ = write!(digits, "{seq}");
-        h.update(&digits);
+        h.update(&bytes[..self.mid_end]);
+        let mut digits = [0u8; 20];
+        h.update(decimal(seq, &mut digits));
         h.update(&bytes[self.mid_end..]);
         h.finalize().into()
     }
 
-    /// Bytes held, for memory accounting.
+    /// Bytes of text held (the mid and the tail), for memory accounting.
     pub fn len(&self) -> usize {
-        self.text.len()
+        self.rest.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// `key_id` of a public key: first 16 hex digits of its SHA-256.

@@ -207,6 +207,55 @@ impl SecurityEvent {
     }
 }
 
+/// The postcard form of `event` (what `postcard::to_extend(event, out)` appends), with
+/// `event_data` and `context` given as JSON text already written: the durable queue has
+/// their canonical JSON from the hash chain's parts, and serde_json's text of a map is that
+/// same text (its maps keep their keys sorted). Decodes as a [`SecurityEvent`].
+pub fn to_postcard_with_members(
+    event: &SecurityEvent,
+    event_data: &str,
+    context: &str,
+    out: Vec<u8>,
+) -> postcard::Result<Vec<u8>> {
+    /// [`SecurityEvent`]'s fields in its order (postcard is positional), the maps as text.
+    #[derive(Serialize)]
+    struct Stored<'a> {
+        schema_version: u32,
+        id: &'a Uuid,
+        seq: u64,
+        gateway_id: &'a str,
+        station_id: &'a Option<String>,
+        event_type: &'a str,
+        severity: Severity,
+        timestamp: Timestamp,
+        correlation_id: &'a Option<Uuid>,
+        user_id: &'a Option<String>,
+        source_ip: &'a Option<IpAddr>,
+        event_data: &'a str,
+        context: &'a str,
+        prev_hash: &'a Option<String>,
+    }
+    postcard::to_extend(
+        &Stored {
+            schema_version: event.schema_version,
+            id: &event.id,
+            seq: event.seq,
+            gateway_id: &event.gateway_id,
+            station_id: &event.station_id,
+            event_type: &event.event_type,
+            severity: event.severity,
+            timestamp: event.timestamp,
+            correlation_id: &event.correlation_id,
+            user_id: &event.user_id,
+            source_ip: &event.source_ip,
+            event_data,
+            context,
+            prev_hash: &event.prev_hash,
+        },
+        out,
+    )
+}
+
 /// `event_type` is dotted lower-case (`setpoint.changed`); ids are `[A-Za-z0-9._:-]`.
 fn check_name(field: &'static str, value: &str, dotted: bool) -> Result<(), EventError> {
     let fail = |reason: &str| {
@@ -297,6 +346,24 @@ mod tests {
         let e = sample();
         let bytes = postcard::to_stdvec(&e).unwrap();
         let back: SecurityEvent = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn the_postcard_form_with_members_given_as_text_is_the_event_s_own() {
+        let mut e = sample()
+            .data(
+                "nested",
+                serde_json::json!({"z": [1, {"b": null, "a": "\u{1}"}], "a": 2.5}),
+            )
+            .context("zone", "b");
+        e.prev_hash = Some("ab".repeat(32));
+        let data = serde_json::to_string(&e.event_data).unwrap();
+        let context = serde_json::to_string(&e.context).unwrap();
+        let bytes = to_postcard_with_members(&e, &data, &context, vec![7]).unwrap();
+        assert_eq!(bytes[0], 7, "appended to what was there");
+        assert_eq!(bytes[1..], postcard::to_stdvec(&e).unwrap()[..]);
+        let back: SecurityEvent = postcard::from_bytes(&bytes[1..]).unwrap();
         assert_eq!(back, e);
     }
 

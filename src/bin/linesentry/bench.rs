@@ -20,7 +20,10 @@ use clap::Subcommand;
 mod forward;
 #[path = "bench_poll.rs"]
 mod poll;
-use linesentry_agent::buffer::{bench::raw_redb_append, record_len, Ack, Queue, QueueOptions};
+use linesentry_agent::buffer::{
+    bench::raw_redb_append, record_len, Ack, Commit, Queue, QueueOptions, DEFAULT_CACHE_BYTES,
+    DEFAULT_ROUTINE_COMMIT,
+};
 use linesentry_event::{EventType, SecurityEvent, Severity};
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +45,15 @@ pub(crate) enum BenchCommand {
         /// Directory for the bench files (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The agent's `buffer.cache_mib`: redb's page cache of the queue (not of the raw
+        /// baseline, which is redb's default).
+        #[arg(long, default_value_t = (DEFAULT_CACHE_BYTES >> 20) as u64)]
+        cache_mib: u64,
+        /// The agent's `buffer.routine_commit_ms`. The throughput phases submit each call as
+        /// station tasks do (routine when nothing in it is warn or above); 0 commits every
+        /// call at once. The latency phase always commits at once (`Queue::append`).
+        #[arg(long, default_value_t = DEFAULT_ROUTINE_COMMIT.as_millis() as u64)]
+        routine_commit_ms: u64,
     },
     /// The agent polling simulated Modbus TCP stations (served by a child process):
     /// achieved reads vs requested, CPU and memory of the agent process.
@@ -116,15 +128,38 @@ pub(crate) enum BenchCommand {
     },
 }
 
+/// What `bench queue` measures.
+#[derive(Debug, Clone, Copy)]
+struct QueueRun {
+    events: u64,
+    group: u64,
+    rate: u64,
+    seconds: u64,
+    cache_bytes: usize,
+    routine_commit: Duration,
+}
+
 pub(crate) fn run(command: BenchCommand) -> ExitCode {
-    let (events, group, rate, seconds, dir) = match command {
+    let (run, dir) = match command {
         BenchCommand::Queue {
             events,
             group,
             rate,
             seconds,
             dir,
-        } => (events, group, rate, seconds, dir),
+            cache_mib,
+            routine_commit_ms,
+        } => (
+            QueueRun {
+                events,
+                group,
+                rate,
+                seconds,
+                cache_bytes: usize::try_from(cache_mib << 20).unwrap_or(usize::MAX),
+                routine_commit: Duration::from_millis(routine_commit_ms),
+            },
+            dir,
+        ),
         BenchCommand::Rules { config, polls } => return rules_bench(&config, polls),
         BenchCommand::Poll {
             stations,
@@ -190,13 +225,7 @@ pub(crate) fn run(command: BenchCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(queue_bench(
-        tmp.path().to_path_buf(),
-        events,
-        group,
-        rate,
-        seconds,
-    )) {
+    match rt.block_on(queue_bench(tmp.path().to_path_buf(), run)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -236,16 +265,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn fresh_queue(dir: &std::path::Path, name: &str) -> Result<Queue, String> {
+/// A new queue with the agent's options as `run` sets them.
+fn fresh_queue(dir: &std::path::Path, name: &str, run: QueueRun) -> Result<Queue, String> {
     let opts = QueueOptions {
         quota_bytes: 4 << 30,
+        cache_bytes: run.cache_bytes,
+        routine_commit: run.routine_commit,
         ..QueueOptions::new(dir.join(name), "gw-bench-01")
     };
     Queue::open(opts).map(|(q, _)| q).map_err(|e| e.to_string())
 }
 
-/// Appends `total` events from `tasks` concurrent tasks, `per_call` per call. Events come
-/// from a pre-built pool, so the figure is the queue's cost, not the cost of making events.
+/// Appends `total` events from `tasks` concurrent tasks, `per_call` per call, each call
+/// submitted as a station task submits it (routine unless it holds a warning) and counted
+/// once confirmed. Events come from a pre-built pool, so the figure is the queue's cost, not
+/// the cost of making events.
 async fn append_concurrently(
     q: &Queue,
     pool: &Arc<Vec<SecurityEvent>>,
@@ -263,7 +297,10 @@ async fn append_concurrently(
             for c in 0..calls_per_task {
                 let start = ((t * calls_per_task + c) * per_call) as usize
                     % (pool.len() - per_call as usize);
-                q.append(&pool[start..start + per_call as usize])
+                let events = &pool[start..start + per_call as usize];
+                q.submit(events, None, Commit::for_events(events))
+                    .await
+                    .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -285,17 +322,17 @@ async fn raw_rate(dir: &std::path::Path, events: u64, group: u64) -> Result<f64,
     Ok(per_sec(events, elapsed))
 }
 
-async fn queue_bench(
-    dir: PathBuf,
-    events: u64,
-    group: u64,
-    rate: u64,
-    seconds: u64,
-) -> Result<(), String> {
+async fn queue_bench(dir: PathBuf, run: QueueRun) -> Result<(), String> {
+    let QueueRun { events, group, .. } = run;
     let record = record_len(&sample_event(0)).map_err(|e| e.to_string())?;
     let json = sample_event(0).to_json().len();
     println!(
         "linesentry bench queue: {events} events; stored record {record} bytes (JSON form {json}); raw baseline 300-byte records"
+    );
+    println!(
+        "queue options: cache {} MiB, routine commit {} ms (raw redb: its defaults)",
+        run.cache_bytes >> 20,
+        run.routine_commit.as_millis()
     );
 
     let pool: Arc<Vec<SecurityEvent>> = Arc::new((0..4096).map(sample_event).collect());
@@ -314,7 +351,7 @@ async fn queue_bench(
     let raw_first = raw_rate(&dir, events, group).await?;
     println!("raw redb, {group} records per durable commit (run 1): {raw_first:>10.0} events/s");
 
-    let q = fresh_queue(&dir, "single")?;
+    let q = fresh_queue(&dir, "single", run)?;
     let t = append_concurrently(&q, &pool, events, 1024, 1).await?;
     let single = per_sec(events, t);
     let single_commits = q.stats().commits;
@@ -330,7 +367,7 @@ async fn queue_bench(
     let ack_rate = per_sec(depth, started.elapsed());
     q.close().await;
 
-    let q = fresh_queue(&dir, "batched")?;
+    let q = fresh_queue(&dir, "batched", run)?;
     let t = append_concurrently(&q, &pool, events, 16, 64).await?;
     let batched = per_sec(events, t);
     let batched_commits = q.stats().commits;
@@ -354,9 +391,14 @@ async fn queue_bench(
         ack_rate / raw * 100.0
     );
 
-    // Paced latency: one append per event, issued on schedule whatever the previous one does.
-    // Paced latency: one append per event, issued on schedule whatever the previous one does.
-    let q = fresh_queue(&dir, "latency")?;
+    paced_latency(&dir, run).await
+}
+
+/// Paced latency: one append per event, issued on schedule whatever the previous one does,
+/// each committed at once (`Queue::append`), timed from call to confirmation.
+async fn paced_latency(dir: &std::path::Path, run: QueueRun) -> Result<(), String> {
+    let QueueRun { rate, seconds, .. } = run;
+    let q = fresh_queue(dir, "latency", run)?;
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));

@@ -20,7 +20,7 @@
 use redb::{Range, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use linesentry_event::integrity::{hex, CanonicalParts, EventHash};
-use linesentry_event::{SecurityEvent, Severity};
+use linesentry_event::{to_postcard_with_members, SecurityEvent, Severity};
 
 pub(super) const TELEMETRY: TableDefinition<u64, &[u8]> = TableDefinition::new("events.telemetry");
 pub(super) const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events.alerts");
@@ -33,7 +33,7 @@ pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_
 /// First byte of every record; another value means a record this build cannot read.
 pub(super) const RECORD_V1: u8 = 1;
 pub(super) const RECORD_V2: u8 = 2;
-const V2_HEADER: usize = 35;
+pub(super) const V2_HEADER: usize = 35;
 /// Bytes a record costs beyond its payload in the quota (key, index entry, B-tree share).
 pub(super) const RECORD_OVERHEAD: u64 = 32;
 /// Layout version written to `meta` on creation.
@@ -58,16 +58,19 @@ pub(super) struct Encoded {
 }
 
 impl Encoded {
+    /// The record carries the maps as the canonical JSON the chain's parts write anyway.
     pub(super) fn new(event: &SecurityEvent) -> Result<Self, postcard::Error> {
-        let mut record = Vec::with_capacity(384);
-        record.push(RECORD_V2);
-        record.push(severity_byte(event.severity));
-        record.resize(V2_HEADER, 0);
-        let record = postcard::to_extend(event, record)?;
+        let (parts, record) = CanonicalParts::with_members(event, |event_data, context| {
+            let mut record = Vec::with_capacity(record_capacity(event, event_data, context));
+            record.push(RECORD_V2);
+            record.push(severity_byte(event.severity));
+            record.resize(V2_HEADER, 0);
+            to_postcard_with_members(event, event_data, context, record)
+        });
         Ok(Self {
             severity: event.severity,
-            record,
-            parts: CanonicalParts::new(event),
+            record: record?,
+            parts,
         })
     }
 
@@ -86,6 +89,21 @@ impl Encoded {
     pub(super) fn cost(&self) -> u64 {
         self.record.len() as u64 + RECORD_OVERHEAD
     }
+}
+
+/// Bytes of a record, or a little more: the header, the strings, and at most 64 for the id,
+/// the numbers, the option tags and the length prefixes.
+fn record_capacity(event: &SecurityEvent, event_data: &str, context: &str) -> usize {
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    V2_HEADER
+        + 64
+        + event_data.len()
+        + context.len()
+        + event.gateway_id.len()
+        + event.event_type.len()
+        + optional(&event.station_id)
+        + optional(&event.user_id)
+        + optional(&event.prev_hash)
 }
 
 fn severity_byte(s: Severity) -> u8 {

@@ -800,3 +800,22 @@ async fn routine_appends_that_fill_a_commit_do_not_wait_for_their_window() {
     assert_eq!(third.await.unwrap(), [3]);
     q.close().await;
 }
+
+#[test]
+fn a_record_holds_the_event_s_own_postcard_form_after_its_link_header() {
+    // The record embeds the chain's canonical text of the maps; it must be what postcard
+    // writes for the event itself, so older and newer builds read each other's records.
+    let e = event(EventType::SetpointChanged, Severity::Warn, 7)
+        .data(
+            "nested",
+            serde_json::json!({"z": [1, {"b": null, "a": "\u{1}"}], "a": 2.5}),
+        )
+        .context("zone", "b");
+    let encoded = store::Encoded::new(&e).unwrap();
+    assert_eq!(
+        encoded.record[store::V2_HEADER..],
+        postcard::to_stdvec(&e).unwrap()[..]
+    );
+    let back = store::decode(9, &encoded.record).unwrap();
+    assert_eq!(back, SecurityEvent { seq: 9, ..e });
+}
