@@ -9,6 +9,8 @@
 //! type this build does not know gets a generic summary of its first members. The page sets
 //! the summary as text, never as markup.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 use super::rows::{stored_json, Stored, SOURCE_GATEWAY, SOURCE_STATION};
@@ -302,10 +304,10 @@ fn body(event_type: &str, d: &Data<'_>) -> String {
                 d.unit()
             );
             if let Some(l) = d.limit() {
-                s.push_str(&format!(" (limits {l})"));
+                let _ = write!(s, " (limits {l})");
             }
             if d.has("part_id") {
-                s.push_str(&format!(", part {}", d.s("part_id")));
+                let _ = write!(s, ", part {}", d.s("part_id"));
             }
             s
         }
@@ -333,7 +335,7 @@ fn body(event_type: &str, d: &Data<'_>) -> String {
                 d.s("reason")
             );
             if d.flag("escalated") {
-                s.push_str(&format!(" (down for {} s)", d.s("down_for_s")));
+                let _ = write!(s, " (down for {} s)", d.s("down_for_s"));
             }
             s
         }

@@ -355,7 +355,7 @@ pub(super) async fn chain(
         .client
         .query(
             "SELECT seq, hash, status, event_id, received_at FROM chain_links \
-             WHERE gateway_id = $1 AND seq IN ($2, $2 - 1)",
+             WHERE gateway_id = $1 AND seq IN ($2::int8, $2::int8 - 1)",
             &[&gateway, &seq],
         )
         .await
