@@ -442,15 +442,17 @@ fn body(event_type: &str, d: &Data<'_>) -> String {
             d.s("skew_ms"),
             d.s("limit_ms")
         ),
-        "agent.started" => format!(
-            "agent {} started with {} stations",
-            d.s("version"),
-            if d.has("stations") {
-                d.s("stations")
-            } else {
-                "?".into()
-            }
-        ),
+        "agent.started" => {
+            let listed = d
+                .get("station_list")
+                .and_then(Value::as_array)
+                .map(Vec::len);
+            let stations = match listed {
+                Some(n) if !d.has("stations") => n.to_string(),
+                _ => d.s("stations"),
+            };
+            format!("agent {} started with {stations} stations", d.s("version"))
+        }
         "agent.stopped" => format!(
             "agent stopped after {} readings, {} events",
             d.s("readings"),
