@@ -80,14 +80,18 @@ fn checksum(sql: &str) -> String {
 pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, MigrateError> {
     let mut conn = pool.get().await?;
     let client = &mut conn.client;
+    // The server's NOTICE ("relation schema_migrations already exists, skipping") is not
+    // for the user; admin commands run this on every call.
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    integer     PRIMARY KEY,
                  name       text        NOT NULL,
                  checksum   text        NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
-             )",
+             );
+             RESET client_min_messages;",
         )
         .await?;
     client
