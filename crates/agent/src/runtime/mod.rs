@@ -323,7 +323,9 @@ async fn start_health(
             )))
         }
         Err(e) => {
-            tracing::error!(error = %e, "health endpoint not started; the agent runs on without it");
+            // Two agents on one host collide on the default port: name the key that fixes it.
+            tracing::error!(error = %e, listen = %config.health.listen,
+                "health endpoint not started; the agent runs on without it (several agents on one host need a `[health] listen` port each)");
             None
         }
     }
