@@ -21,7 +21,7 @@
 //! security policy in `security_policy.downgraded`. A first-contact snapshot of a station
 //! (`asset` object in any station event's data: the same field names) fills fields too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -513,28 +513,6 @@ pub async fn record(
         .await?;
     }
     Ok(history.len())
-}
-
-/// Open alerts per station: (gateway, station) -> count, from the alerts' source gateway and
-/// station.
-pub const OPEN_ALERTS: &str = "SELECT e.event_data->>'source_gateway', \
-     e.event_data->>'source_station', count(*)::int8 \
-     FROM alerts a JOIN security_events e ON e.id = a.id AND e.\"timestamp\" = a.event_ts \
-     WHERE a.status = 'open' AND e.event_data ? 'source_station' GROUP BY 1, 2";
-
-/// Open alert counts keyed by (gateway, station).
-pub fn open_alert_map(rows: &[tokio_postgres::Row]) -> HashMap<(String, String), i64> {
-    rows.iter()
-        .filter_map(|r| {
-            Some((
-                (
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ),
-                r.get(2),
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]

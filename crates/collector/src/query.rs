@@ -193,13 +193,21 @@ impl EventFilter {
             add(&mut sql, "starts_with(event_type, {})", Box::new(v.clone()));
         }
         if let Some(list) = &self.event_types {
-            // A name matches itself; an entry ending in `.` is a prefix.
-            add(
-                &mut sql,
-                "EXISTS (SELECT 1 FROM unnest({}::text[]) AS p(x) WHERE event_type = p.x \
-                 OR (right(p.x, 1) = '.' AND starts_with(event_type, p.x)))",
-                Box::new(list.clone()),
-            );
+            let (prefixes, names): (Vec<String>, Vec<String>) =
+                list.iter().cloned().partition(|t| t.ends_with('.'));
+            if prefixes.is_empty() {
+                // Names only: `= ANY` lets the planner use the type index (a rare type among
+                // a million events is found at once).
+                add(&mut sql, "event_type = ANY({}::text[])", Box::new(names));
+            } else {
+                // A name matches itself; an entry ending in `.` is a prefix.
+                add(
+                    &mut sql,
+                    "EXISTS (SELECT 1 FROM unnest({}::text[]) AS p(x) WHERE event_type = p.x \
+                     OR (right(p.x, 1) = '.' AND starts_with(event_type, p.x)))",
+                    Box::new(list.clone()),
+                );
+            }
         }
         if let Some(v) = &self.user_id {
             add(&mut sql, "user_id = {}", Box::new(v.clone()));
@@ -416,6 +424,8 @@ mod tests {
 
     #[test]
     fn event_types_are_one_bound_list_of_names_and_prefixes() {
+        let names = EventFilter::parse(&pairs(&[("event_types", "a.b,c.d")])).unwrap();
+        assert!(names.sql().0.contains("event_type = ANY($1::text[])"));
         let f = EventFilter::parse(&pairs(&[("event_types", "auth., setpoint.changed")])).unwrap();
         assert_eq!(
             f.event_types,

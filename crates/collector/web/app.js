@@ -16,6 +16,7 @@
   const state = {
     token: null, role: null, ws: null, paused: false, backoff: 1000, timer: null,
     interval: null, queue: [], flushing: false, selected: null, asset: null, timeline: null,
+    received: 0, drawn: 0, frames: 0,
   };
 
   // A token in the address (#token=...) is taken once and removed from the address bar.
@@ -207,6 +208,7 @@
   // Live events are queued and drawn once per frame, so a fast stream costs one layout per
   // frame rather than one per event; only the newest MAX_ROWS are drawn.
   function addEvent(e) {
+    state.received += 1;
     if (state.paused || state.interval) return;
     state.queue.push(e);
     if (state.queue.length > MAX_ROWS) state.queue.splice(0, state.queue.length - MAX_ROWS);
@@ -222,14 +224,17 @@
     state.queue = [];
     const body = $("events");
     const frag = document.createDocumentFragment();
+    // The highlight of new rows is an animation per row: only for a trickle, not a burst.
+    const highlight = batch.length <= 20;
     for (let i = batch.length - 1; i >= 0; i--) {
       const tr = eventRow(batch[i]);
-      tr.classList.add("fresh");
+      if (highlight) tr.classList.add("fresh");
       frag.append(tr);
     }
     body.prepend(frag);
     while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
-    document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + batch.length);
+    state.drawn += batch.length;
+    state.frames += 1;
   }
 
   async function loadEvents() {
@@ -585,7 +590,7 @@
   async function refreshGateways() {
     const [g, buffers] = await Promise.all([
       api("/api/v1/gateways"),
-      api("/api/v1/events?limit=200&event_types=agent.buffer_,forward.upstream_down").catch(() => ({ events: [] })),
+      api("/api/v1/events?limit=200&event_types=agent.buffer_high,agent.buffer_dropped,agent.buffer_reset,forward.upstream_down").catch(() => ({ events: [] })),
     ]);
     const lastBuffer = {};
     for (const e of buffers.events || []) {
@@ -713,6 +718,11 @@
       if (Number($("timeline").dataset.width) !== Math.max(300, $("timeline").clientWidth)) drawTimeline();
     }, 100);
   }).observe($("timeline"));
-  window.linesentry = { refresh, openDetail, openHistory, loadEvents };
+  // Counters for tests and for a person at the console: events received from the stream,
+  // drawn, and the frames that drew them (more than MAX_ROWS in one frame: only the newest
+  // are drawn, since the older would leave the table at once).
+  const stats = () => ({ received: state.received, drawn: state.drawn, frames: state.frames,
+    missed: Number($("missed").dataset.total || 0) });
+  window.linesentry = { refresh, openDetail, openHistory, loadEvents, stats };
   start();
 })();
