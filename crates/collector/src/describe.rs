@@ -180,7 +180,7 @@ fn text(v: &Value) -> String {
         Value::Null => "none".to_owned(),
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => number(n),
         other => other.to_string(),
     };
     let clean: String = raw
@@ -188,6 +188,18 @@ fn text(v: &Value) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     clip(&clean, MAX_VALUE)
+}
+
+/// A number as a person reads it: whole numbers as they are, fractions to four decimals
+/// without trailing zeros (a float reading of 24.245201110839844 reads 24.2452).
+fn number(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.is_finite() => {
+            let s = format!("{f:.4}");
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+        _ => n.to_string(),
+    }
 }
 
 /// Reads the members of one event's data.
@@ -691,6 +703,20 @@ mod tests {
                 || line.contains("offline");
             assert!(shown, "{t}: {line} shows none of its data");
         }
+    }
+
+    #[test]
+    fn long_fractions_are_rounded_and_whole_numbers_kept() {
+        let e = SecurityEvent::new("gw-1", EventType::EquipmentMeasurement)
+            .station("aoi-01")
+            .data("tag", "offset")
+            .data("value", 24.245_201_110_839_844)
+            .data("unit", "µm");
+        assert_eq!(summary(&e), "aoi-01: offset = 24.2452 µm");
+        let e = e.data("value", 2100);
+        assert_eq!(summary(&e), "aoi-01: offset = 2100 µm");
+        let e = e.data("value", 1.5);
+        assert_eq!(summary(&e), "aoi-01: offset = 1.5 µm");
     }
 
     #[test]

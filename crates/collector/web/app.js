@@ -478,8 +478,11 @@
       tr.tabIndex = 0;
       tr.append(pair(a.station_id, a.gateway_id, "station"));
       for (const [f1, f2] of ASSET_CELLS) {
-        const second = f2 === "mode" ? a.mode : f2 ? a[f2] : null;
+        let second = f2 ? a[f2] : null;
         let first = a[f1];
+        // OPC UA servers name themselves by ApplicationUri rather than vendor and product.
+        if (f1 === "vendor" && !first) first = a.application_uri;
+        if (f1 === "vendor" && !second) second = a.product_name;
         if (f1 === "status" && a.reachable === false) first = "unreachable" + (a.status ? " (" + a.status + ")" : "");
         const td = pair(first, second, "f-" + f1);
         const changed = (a.changed_fields || []).filter((f) => f === f1 || f === f2 || (f1 === "vendor" && f === "application_uri"));
