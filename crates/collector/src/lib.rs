@@ -23,11 +23,13 @@
 //! MQTT and the database connection.
 
 pub mod alerts;
+pub mod assets;
 pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod db;
 pub mod decode;
+pub mod describe;
 pub mod http;
 pub mod ingest;
 pub mod maintenance;

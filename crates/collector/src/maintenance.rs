@@ -140,6 +140,7 @@ impl Housekeeping {
             "DELETE FROM chain_links c WHERE c.received_at < $1 AND c.seq < \
              (SELECT max(d.seq) FROM chain_links d WHERE d.gateway_id = c.gateway_id)",
             "DELETE FROM event_metrics WHERE bucket < $1",
+            "DELETE FROM asset_history WHERE at < $1",
             "DELETE FROM quarantine WHERE received_at < $1",
             "DELETE FROM chain_gaps WHERE detected_at < $1",
             "DELETE FROM chain_explanations WHERE recorded_at < $1",
@@ -148,6 +149,14 @@ impl Housekeeping {
         ] {
             conn.client.execute(sql, &[&cutoff_ts]).await?;
         }
+        // Minute buckets serve the page's timeline of the last hours; a week is plenty.
+        conn.client
+            .execute(
+                "DELETE FROM event_metrics WHERE granularity = 'minute' \
+                 AND bucket < now() - interval '8 days'",
+                &[],
+            )
+            .await?;
         if !dropped.is_empty() {
             tracing::info!(partitions = ?dropped, %cutoff, "retention dropped old months");
         }

@@ -23,6 +23,8 @@ pub const DEFAULT_LIMIT: i64 = 100;
 /// Deepest offset; deeper pages use the keyset cursor (`after`).
 pub const MAX_OFFSET: i64 = 10_000;
 const MAX_TEXT: usize = 256;
+/// Most entries of `event_types`.
+pub const MAX_TYPES: usize = 32;
 
 /// A bound parameter.
 pub type Param = Box<dyn ToSql + Sync + Send>;
@@ -33,6 +35,9 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     /// Types starting with this (`auth.`).
     pub event_type_prefix: Option<String>,
+    /// Any of these types (`event_types=a.b,c.` : a name, or a prefix ending in `.`), as
+    /// the stream's filter takes them; at most [`MAX_TYPES`].
+    pub event_types: Option<Vec<String>>,
     pub user_id: Option<String>,
     pub severity: Option<Severity>,
     pub min_severity: Option<Severity>,
@@ -102,6 +107,20 @@ impl EventFilter {
             match k.as_str() {
                 "event_type" => f.event_type = Some(text(k, v)?),
                 "event_type_prefix" => f.event_type_prefix = Some(text(k, v)?),
+                "event_types" => {
+                    let list: Vec<String> = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| text(k, t))
+                        .collect::<Result<_, _>>()?;
+                    if list.is_empty() || list.len() > MAX_TYPES {
+                        return Err(format!(
+                            "`event_types`: expected 1 to {MAX_TYPES} comma-separated types or prefixes ending in `.`"
+                        ));
+                    }
+                    f.event_types = Some(list);
+                }
                 "user_id" => f.user_id = Some(text(k, v)?),
                 "severity" => f.severity = Some(v.parse().map_err(|e: linesentry_event::UnknownSeverity| format!("`severity`: {e}"))?),
                 "min_severity" => {
@@ -133,7 +152,7 @@ impl EventFilter {
                 "after" => f.after = Some(parse_cursor(v)?),
                 other => {
                     return Err(format!(
-                        "unknown parameter `{other}`; expected event_type, event_type_prefix, user_id, severity, min_severity, start, end, gateway_id, station_id, correlation_id, data, verification, limit, offset, after"
+                        "unknown parameter `{other}`; expected event_type, event_type_prefix, event_types, user_id, severity, min_severity, start, end, gateway_id, station_id, correlation_id, data, verification, limit, offset, after"
                     ))
                 }
             }
@@ -172,6 +191,23 @@ impl EventFilter {
         }
         if let Some(v) = &self.event_type_prefix {
             add(&mut sql, "starts_with(event_type, {})", Box::new(v.clone()));
+        }
+        if let Some(list) = &self.event_types {
+            let (prefixes, names): (Vec<String>, Vec<String>) =
+                list.iter().cloned().partition(|t| t.ends_with('.'));
+            if prefixes.is_empty() {
+                // Names only: `= ANY` lets the planner use the type index (a rare type among
+                // a million events is found at once).
+                add(&mut sql, "event_type = ANY({}::text[])", Box::new(names));
+            } else {
+                // A name matches itself; an entry ending in `.` is a prefix.
+                add(
+                    &mut sql,
+                    "EXISTS (SELECT 1 FROM unnest({}::text[]) AS p(x) WHERE event_type = p.x \
+                     OR (right(p.x, 1) = '.' AND starts_with(event_type, p.x)))",
+                    Box::new(list.clone()),
+                );
+            }
         }
         if let Some(v) = &self.user_id {
             add(&mut sql, "user_id = {}", Box::new(v.clone()));
@@ -384,6 +420,25 @@ mod tests {
         assert_eq!(f.after, Some((ts, id)));
         let (sql, _) = f.sql();
         assert!(sql.contains("(\"timestamp\", id) < ($1, $2)"), "{sql}");
+    }
+
+    #[test]
+    fn event_types_are_one_bound_list_of_names_and_prefixes() {
+        let names = EventFilter::parse(&pairs(&[("event_types", "a.b,c.d")])).unwrap();
+        assert!(names.sql().0.contains("event_type = ANY($1::text[])"));
+        let f = EventFilter::parse(&pairs(&[("event_types", "auth., setpoint.changed")])).unwrap();
+        assert_eq!(
+            f.event_types,
+            Some(vec!["auth.".to_owned(), "setpoint.changed".to_owned()])
+        );
+        let (sql, params) = f.sql();
+        assert!(sql.contains("unnest($1::text[])"), "{sql}");
+        assert_eq!(params.len(), 3);
+        let many = vec!["a"; MAX_TYPES + 1].join(",");
+        assert!(EventFilter::parse(&pairs(&[("event_types", &many)]))
+            .unwrap_err()
+            .contains("event_types"));
+        assert!(EventFilter::parse(&pairs(&[("event_types", " , ")])).is_err());
     }
 
     #[test]

@@ -253,13 +253,22 @@ impl From<tokio_postgres::Error> for AdminError {
 /// Parses a base64 Ed25519 public key (32 bytes, standard or URL-safe alphabet).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, AdminError> {
     let text = text.trim();
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError::Invalid(
+            "public key: 64 hex digits look like a hex key; give the key in base64, as `linesentry identity` prints it (44 characters ending in `=`)".into(),
+        ));
+    }
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
-        .map_err(|_| AdminError::Invalid("public key is not base64".into()))?;
+        .map_err(|_| {
+            AdminError::Invalid(
+                "public key is not base64; give it as `linesentry identity` prints it".into(),
+            )
+        })?;
     let bytes: [u8; 32] = raw.try_into().map_err(|v: Vec<u8>| {
         AdminError::Invalid(format!(
-            "public key is {} bytes; an Ed25519 public key is 32",
+            "public key is {} bytes after base64 decoding; an Ed25519 public key is 32 (base64, as `linesentry identity` prints it)",
             v.len()
         ))
     })?;
@@ -405,4 +414,28 @@ pub async fn list_gateways(pool: &Pool) -> Result<Vec<Value>, AdminError> {
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        match parse_public_key(text) {
+            Err(AdminError::Invalid(m)) => m,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hex_key_is_refused_with_the_hint_that_the_key_is_base64() {
+        let hex_key = "ab".repeat(32);
+        let m = refusal(&hex_key);
+        assert!(
+            m.contains("base64") && m.contains("linesentry identity"),
+            "{m}"
+        );
+        assert!(refusal("AAAA").contains("3 bytes after base64 decoding"));
+        assert!(refusal("not base64 at all!").contains("not base64"));
+    }
 }

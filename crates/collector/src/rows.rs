@@ -131,7 +131,8 @@ impl Rows {
     }
 }
 
-/// Inserts the rows that are new and adds exactly those to the rollups; returns their ids.
+/// Inserts the rows that are new and adds exactly those to the rollups (minute buckets for
+/// the page's timeline, hour and day for the stats); returns their ids.
 pub const INSERT_EVENTS: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[],
@@ -152,7 +153,7 @@ WITH input AS (
     INSERT INTO event_metrics AS m (granularity, bucket, event_type, severity, gateway_id, count)
     SELECT g.unit, date_trunc(g.unit, ins."timestamp", 'UTC'), ins.event_type, ins.severity,
            ins.gateway_id, count(*)
-    FROM ins CROSS JOIN (VALUES ('hour'), ('day')) AS g(unit)
+    FROM ins CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g(unit)
     GROUP BY 1, 2, 3, 4, 5
     ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (granularity, bucket, event_type, severity, gateway_id)

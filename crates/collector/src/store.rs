@@ -9,8 +9,9 @@
 //! 3. inserts every event in one `unnest` statement with `ON CONFLICT DO NOTHING`, and in the
 //!    same statement adds the rows it really inserted to the hour and day rollups;
 //! 4. records chain links, resolves waiting ones, records gaps and what explains them;
-//! 5. runs the alert handlers over the new events ([`super::alerts`]);
-//! 6. updates the gateways' counters.
+//! 5. updates the asset inventory from the new gateway events ([`super::assets`]);
+//! 6. runs the alert handlers over the new events ([`super::alerts`]);
+//! 7. updates the gateways' counters.
 //!
 //! Either all of it commits or none of it does. Locks are taken in gateway-id order, so
 //! two transactions never wait on each other in a cycle.
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::alerts::{self, AlertContext};
+use super::assets;
 use super::chain::{self, Finding, NewLink, Outcome, StoredLink, Verification};
 use super::db::{Conn, DbError};
 use super::rows::{about, insert_rows, local_event, Rows, Stored, INSERT_EVENTS};
@@ -283,6 +285,8 @@ pub async fn commit(
     let mut resolved_by_gw: BTreeMap<String, Vec<(u64, Verification)>> = BTreeMap::new();
     let mut explanations: BTreeMap<String, Vec<(u64, u64, String, Uuid)>> = BTreeMap::new();
     let mut gaps: Vec<GapToRecord> = Vec::new();
+    // New gateway events, for the asset inventory once we know which really got in.
+    let mut station_events: Vec<&SecurityEvent> = Vec::new();
 
     // Genuine batches, per gateway (one transaction may hold several batches of one).
     let mut genuine: BTreeMap<&str, Vec<(usize, &SecurityEvent, EventHash)>> = BTreeMap::new();
@@ -348,6 +352,7 @@ pub async fn commit(
                 Outcome::Duplicate => reports[*wi].duplicates += 1,
                 Outcome::New(status) => {
                     rows.push_kept(e, status, true, keep(e));
+                    station_events.push(*e);
                     row_owner.push(Some(*wi));
                     *reports[*wi].statuses.entry(status.as_str()).or_default() += 1;
                     let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
@@ -625,6 +630,10 @@ pub async fn commit(
         )
         .await?;
     }
+
+    // The asset inventory, from the gateway events really inserted.
+    station_events.retain(|e| inserted.contains(&e.id));
+    assets::record(&tx, &station_events).await?;
 
     // Handlers: alerts over what was really inserted, in this transaction.
     let raised = alerts::run(&tx, alert_ctx, &new_events).await?;

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::rows::{stored_json, Stored};
+use super::describe::view_json;
+use super::rows::Stored;
 use linesentry_event::Severity;
 
 /// What a client wants to see. Empty fields match everything.
@@ -210,7 +211,7 @@ impl Hub {
                     continue;
                 }
                 let msg = text.get_or_insert_with(|| {
-                    Arc::from(json!({ "type": "event", "event": stored_json(s) }).to_string())
+                    Arc::from(json!({ "type": "event", "event": view_json(s) }).to_string())
                 });
                 match c.tx.try_send(Arc::clone(msg)) {
                     Ok(()) => {

@@ -166,6 +166,27 @@ impl Browser {
         assert!(r["value"].is_null(), "click on `{css}` failed: {r}");
     }
 
+    /// Sets the browser window's outer size in CSS pixels.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({ "width": width, "height": height })),
+            )
+            .await;
+        assert!(r["value"].is_object(), "window resize failed: {r}");
+    }
+
+    /// A PNG screenshot of the viewport, base64.
+    pub async fn screenshot_base64(&self) -> String {
+        let r = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        r["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no screenshot: {r}"))
+            .to_owned()
+    }
+
     /// Polls `script` until it returns something truthy (not null/false/empty); panics with
     /// the last value after `timeout`.
     pub async fn wait_for(&self, script: &str, timeout: Duration) -> Value {

@@ -117,6 +117,8 @@ pub async fn run(
         .append(&[lifecycle(&config, EventType::AgentStarted)
             .data("version", env!("CARGO_PKG_VERSION"))
             .data("stations", config.stations.len())
+            .data("station_list", station_list(&config))
+            .data("station_list_truncated", config.stations.len() > MAX_LISTED)
             .data("buffered_at_start", report.depth)])
         .await?;
 
@@ -207,6 +209,39 @@ fn lifecycle(config: &Config, event_type: EventType) -> SecurityEvent {
         .context("site", config.agent.site.clone())
 }
 
+/// Most stations `agent.started` lists (an event stays far below the 64 KiB limit).
+const MAX_LISTED: usize = 100;
+
+/// The stations of `agent.started`, for the collector's asset inventory: id, protocol and
+/// where the agent reaches it (address, serial device or endpoint), whether it is polled.
+fn station_list(config: &Config) -> serde_json::Value {
+    use crate::source::SourceConfig;
+    let clip = |s: String| s.chars().take(120).collect::<String>();
+    config
+        .stations
+        .iter()
+        .take(MAX_LISTED)
+        .map(|s| {
+            let address = match &s.source {
+                SourceConfig::Simulated => None,
+                SourceConfig::ModbusTcp { address, unit_id } => {
+                    Some(format!("{address} unit {unit_id}"))
+                }
+                SourceConfig::ModbusRtu {
+                    device, unit_id, ..
+                } => Some(format!("{} unit {unit_id}", device.display())),
+                SourceConfig::OpcUa { endpoint_url, .. } => Some(endpoint_url.clone()),
+            };
+            serde_json::json!({
+                "id": clip(s.id.clone()),
+                "protocol": s.source.kind(),
+                "address": address.map(clip),
+                "enabled": s.enabled,
+            })
+        })
+        .collect()
+}
+
 /// A station's counters and heartbeat; its allowed silence covers a poll and its timeout.
 fn station_health(
     station: &StationConfig,
@@ -288,7 +323,9 @@ async fn start_health(
             )))
         }
         Err(e) => {
-            tracing::error!(error = %e, "health endpoint not started; the agent runs on without it");
+            // Two agents on one host collide on the default port: name the key that fixes it.
+            tracing::error!(error = %e, listen = %config.health.listen,
+                "health endpoint not started; the agent runs on without it (several agents on one host need a `[health] listen` port each)");
             None
         }
     }

@@ -17,9 +17,10 @@ use uuid::Uuid;
 use super::{ApiError, AppState, Auth};
 use crate::auth::{self, Role};
 use crate::chain::Verification;
+use crate::describe::view_json;
 use crate::query::{self, EventFilter};
 use crate::registry::{self, AdminError};
-use crate::rows::{local_event, stored_json, timestamp_of, Stored};
+use crate::rows::{local_event, timestamp_of, Stored};
 use linesentry_event::{EventType, SecurityEvent, Severity, SCHEMA_VERSION};
 
 type Pairs = Query<Vec<(String, String)>>;
@@ -74,7 +75,7 @@ fn event_json(r: &Row) -> Value {
         prev_hash: r.get(12),
     };
     let verification = r.get::<_, &str>(13).parse().unwrap_or(Verification::Local);
-    let mut v = stored_json(&Stored {
+    let mut v = view_json(&Stored {
         event,
         verification,
     });

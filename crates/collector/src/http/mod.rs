@@ -8,6 +8,7 @@
 //! caller's role ([`Auth::require`]).
 
 mod api;
+mod console;
 mod ingest;
 mod page;
 pub mod tls;
@@ -269,6 +270,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/{id}", get(api::event))
+        .route("/api/v1/events/{id}/chain", get(console::chain))
+        .route("/api/v1/timeline", get(console::timeline))
+        .route("/api/v1/assets", get(console::assets))
+        .route(
+            "/api/v1/assets/{gateway}/{station}/history",
+            get(console::asset_history),
+        )
+        .route("/api/v1/attack", get(console::attack))
         .route("/api/v1/stats", get(api::stats))
         .route(
             "/api/v1/gateways",

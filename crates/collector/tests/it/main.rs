@@ -2,6 +2,7 @@
 //! Chromium servers started by `linesentry_testkit`.
 
 mod collector_alerts;
+mod collector_console;
 mod collector_db_tls;
 mod collector_ingest;
 mod collector_mqtt;
