@@ -86,6 +86,10 @@ event_types! {
     WebhookFailed = "webhook.failed",
     GatewayOnline = "gateway.online",
     GatewayOffline = "gateway.offline",
+    /// A SIEM destination keeps failing: its outbox grows (`docs/SIEM.md`).
+    SiemDeliveryFailed = "siem.delivery_failed",
+    /// A SIEM destination that had failed delivers again.
+    SiemRecovered = "siem.recovered",
 }
 
 /// Default severities of the types that are not in the agent's [`CATALOG`].
@@ -102,6 +106,8 @@ const OTHER_DEFAULTS: &[(EventType, Severity)] = &[
     (EventType::WebhookFailed, Severity::Error),
     (EventType::GatewayOnline, Severity::Info),
     (EventType::GatewayOffline, Severity::Warn),
+    (EventType::SiemDeliveryFailed, Severity::Error),
+    (EventType::SiemRecovered, Severity::Info),
 ];
 
 impl EventType {
