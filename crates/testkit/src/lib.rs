@@ -8,6 +8,8 @@
 //! - [`pki`]: the test PKI (a CA, server and client certificates) of every TLS test;
 //! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers,
 //!   over the one launcher of private servers, `linesentry_common::local`;
+//! - [`syslog`]: real syslog receivers (rsyslog with TLS, TCP, UDP and RELP listeners;
+//!   syslog-ng with an RFC 5425 listener) writing what they receive to files;
 //! - [`intruder`]: another Modbus client scanning or flooding a device the agent watches;
 //! - feature `collector`: [`collector`], a running collector on a private PostgreSQL over
 //!   real sockets, and [`chromium`], headless Chromium over WebDriver for the collector's page.
@@ -23,6 +25,7 @@ pub mod collector;
 pub mod intruder;
 pub mod mosquitto;
 pub mod pki;
+pub mod syslog;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
