@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "collector_events",
         sql: include_str!("../migrations/0003_collector_events.sql"),
     },
+    Migration {
+        version: 4,
+        name: "siem",
+        sql: include_str!("../migrations/0004_siem.sql"),
+    },
 ];
 
 /// Why the schema could not be brought up to date.

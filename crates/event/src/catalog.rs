@@ -90,6 +90,8 @@ event_types! {
     SiemDeliveryFailed = "siem.delivery_failed",
     /// A SIEM destination that had failed delivers again.
     SiemRecovered = "siem.recovered",
+    /// `linesentry-collector siem test NAME`: a message sent to check a destination.
+    SiemTest = "siem.test",
 }
 
 /// Default severities of the types that are not in the agent's [`CATALOG`].
@@ -108,6 +110,7 @@ const OTHER_DEFAULTS: &[(EventType, Severity)] = &[
     (EventType::GatewayOffline, Severity::Warn),
     (EventType::SiemDeliveryFailed, Severity::Error),
     (EventType::SiemRecovered, Severity::Info),
+    (EventType::SiemTest, Severity::Info),
 ];
 
 impl EventType {

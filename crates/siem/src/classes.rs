@@ -140,6 +140,7 @@ pub fn class_of(event_type: EventType) -> Class {
         T::GatewayOffline => c(608, "Gateway offline", Health, Collector),
         T::SiemDeliveryFailed => c(609, "SIEM delivery failed", Health, Collector),
         T::SiemRecovered => c(610, "SIEM delivery recovered", Health, Collector),
+        T::SiemTest => c(611, "SIEM test message", Health, Collector),
     }
 }
 

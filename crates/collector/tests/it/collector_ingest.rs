@@ -647,6 +647,7 @@ async fn retention_drops_whole_months_older_than_the_setting_and_keeps_the_rest(
         collector_id: "c".into(),
         rules: Vec::new(),
         webhooks: Vec::new(),
+        siem: Vec::new(),
     });
     let hk = Housekeeping {
         pool: pool.clone(),

@@ -245,8 +245,8 @@ pub struct Answer {
     pub text: String,
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> Stream for T {}
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug> Stream for T {}
 
 #[derive(Debug)]
 enum Link {
