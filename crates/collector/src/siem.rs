@@ -36,8 +36,12 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
 }
 
-/// How long a lease lasts; renewed on every round.
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a lease lasts, renewed on every round: past the longest a round can take (a
+/// send is bounded by the destination's timeout), so a live sender never loses it, and
+/// short enough that a crashed collector's destinations move on soon.
+fn lease(d: &SiemDestination) -> Duration {
+    (d.transport.timeout * 3 + Duration::from_secs(1)).max(Duration::from_secs(5))
+}
 
 const TAKE_LEASE: &str = "INSERT INTO siem_destinations (name, leased_by, leased_until) \
      VALUES ($1, $2, now() + make_interval(secs => $3)) \
@@ -116,18 +120,12 @@ pub async fn run(
     ingest: Ingest,
     shutdown: CancellationToken,
 ) {
-    let mut tasks = Vec::new();
+    // Dropping the set (this task aborted, as `Collector::abort` does) aborts them all.
+    let mut tasks = tokio::task::JoinSet::new();
     for d in destinations {
-        tasks.push(tokio::spawn(deliver(
-            pool.clone(),
-            d,
-            ingest.clone(),
-            shutdown.clone(),
-        )));
+        tasks.spawn(deliver(pool.clone(), d, ingest.clone(), shutdown.clone()));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// One destination's loop.
@@ -135,12 +133,16 @@ async fn deliver(pool: Pool, d: SiemDestination, ingest: Ingest, shutdown: Cance
     let holder = format!("{}:{}", ingest.collector_id(), Uuid::now_v7());
     let exporter = Exporter::new(ingest.collector_id());
     let mut sender: Option<Sender> = None;
-    let mut reported_failure = false;
     loop {
         let pause = match round(&pool, &d, &holder, &exporter, &mut sender).await {
-            Ok(Round::Sent(n, answer)) => {
-                if reported_failure {
-                    reported_failure = false;
+            Ok(Round::Sent {
+                events: n,
+                answer,
+                failures_before,
+            }) => {
+                // From the database, so a collector that takes over after a crash still
+                // reports the recovery of a failure another one reported.
+                if failures_before >= defaults::SIEM_FAILED_AFTER {
                     tracing::info!(siem = %d.name, "SIEM destination delivers again");
                     let e = local_event(
                         ingest.collector_id(),
@@ -155,11 +157,11 @@ async fn deliver(pool: Pool, d: SiemDestination, ingest: Ingest, shutdown: Cance
                 continue;
             }
             Ok(Round::Idle) => None,
-            Ok(Round::NotLeased) => Some(LEASE / 3),
+            Ok(Round::NotLeased) => Some(lease(&d) / 4),
             Ok(Round::Failed { failures, error }) => {
                 tracing::warn!(siem = %d.name, failures, error = %error, "SIEM delivery failed; will retry");
-                if failures >= defaults::SIEM_FAILED_AFTER && !reported_failure {
-                    reported_failure = true;
+                // Once per outage: when the count of failures in a row reaches the threshold.
+                if failures == defaults::SIEM_FAILED_AFTER {
                     tracing::error!(siem = %d.name, failures, error = %error, "SIEM destination keeps failing; its outbox grows");
                     let e = local_event(
                         ingest.collector_id(),
@@ -192,10 +194,18 @@ async fn deliver(pool: Pool, d: SiemDestination, ingest: Ingest, shutdown: Cance
 }
 
 enum Round {
-    Sent(usize, Answer),
+    Sent {
+        events: usize,
+        answer: Answer,
+        /// Failures in a row before this success.
+        failures_before: u32,
+    },
     Idle,
     NotLeased,
-    Failed { failures: u32, error: String },
+    Failed {
+        failures: u32,
+        error: String,
+    },
 }
 
 /// One batch: lease, read, encode, send, record.
@@ -209,11 +219,12 @@ async fn round(
     let conn = pool.get().await?;
     let leased = conn
         .client
-        .query_opt(TAKE_LEASE, &[&d.name, &holder, &LEASE.as_secs_f64()])
+        .query_opt(TAKE_LEASE, &[&d.name, &holder, &lease(d).as_secs_f64()])
         .await?;
-    if leased.is_none() {
+    let Some(leased) = leased else {
         return Ok(Round::NotLeased);
-    }
+    };
+    let failures_before = u32::try_from(leased.get::<_, i32>(0)).unwrap_or(0);
     let limit = i64::try_from(d.batch).unwrap_or(500);
     let rows = conn.client.query(NEXT, &[&d.name, &limit]).await?;
     if rows.is_empty() {
@@ -263,13 +274,14 @@ async fn round(
         conn.client.execute(DROP_ROWS, &[&dropped]).await?;
     }
     if records.is_empty() {
-        return Ok(Round::Sent(
-            0,
-            Answer {
+        return Ok(Round::Sent {
+            events: 0,
+            answer: Answer {
                 records: 0,
                 text: String::new(),
             },
-        ));
+            failures_before: 0,
+        });
     }
     // The connection goes back to the pool while the receiver is waited for.
     drop(conn);
@@ -285,7 +297,11 @@ async fn round(
         Ok(answer) => {
             let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
             conn.client.execute(DELIVERED, &[&d.name, &ids, &n]).await?;
-            Ok(Round::Sent(ids.len(), answer))
+            Ok(Round::Sent {
+                events: ids.len(),
+                answer,
+                failures_before,
+            })
         }
         Err(e) => {
             let acknowledged = e.acknowledged().min(ids.len());
