@@ -739,6 +739,127 @@ impl Validator<'_> {
         }
     }
 
+    /// A destination's TLS settings: the CA (required where TLS is used), a client
+    /// certificate, the server name.
+    fn siem_tls(
+        &mut self,
+        at: &str,
+        protocol: Protocol,
+        wants_tls: bool,
+        d: &RawSiem,
+    ) -> Option<TlsSettings> {
+        let key = |k: &str| format!("{at}.{k}");
+        let client_cert = match (&d.client_cert, &d.client_key) {
+            (Some(c), Some(k)) => Some((
+                self.existing_file(&key("client_cert"), c),
+                self.existing_file(&key("client_key"), k),
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(key("client_key"), "client_cert needs client_key");
+                None
+            }
+            (None, Some(_)) => {
+                self.error(key("client_cert"), "client_key needs client_cert");
+                None
+            }
+        };
+        if !wants_tls {
+            for (k, given) in [
+                ("ca_file", d.ca_file.is_some()),
+                ("client_cert", d.client_cert.is_some()),
+                ("server_name", d.server_name.is_some()),
+            ] {
+                if given {
+                    self.error(key(k), format!("{protocol} without TLS has no {k}"));
+                }
+            }
+            return None;
+        }
+        let Some(ca) = &d.ca_file else {
+            self.error(
+                key("ca_file"),
+                format!("{protocol} verifies the receiver's certificate: expected the CA file that signed it"),
+            );
+            return None;
+        };
+        Some(TlsSettings {
+            ca_file: self.existing_file(&key("ca_file"), ca),
+            client_cert,
+            server_name: d.server_name.clone(),
+        })
+    }
+
+    /// A destination's RFC 5424 settings.
+    fn siem_syslog(&mut self, at: &str, d: &RawSiem) -> SyslogOptions {
+        let mut syslog = SyslogOptions::default();
+        if let Some(f) = d.facility {
+            syslog.facility = f;
+        }
+        if let Some(a) = d.app_name.clone() {
+            syslog.app_name = a;
+        }
+        if let Some(e) = d.enterprise {
+            syslog.enterprise = e;
+        }
+        if let Some(m) = d.max_message {
+            syslog.max_message = m;
+        }
+        if let Err(linesentry_siem::EncodeError::SyslogSetting { field, reason }) =
+            syslog.validate()
+        {
+            self.error(format!("{at}.{field}"), reason);
+        }
+        syslog
+    }
+
+    /// A destination's transport settings, checked by the transport itself too.
+    fn siem_transport(
+        &mut self,
+        at: &str,
+        protocol: Protocol,
+        framing: Framing,
+        tls: Option<TlsSettings>,
+        d: &RawSiem,
+    ) -> TransportSettings {
+        let key = |k: &str| format!("{at}.{k}");
+        let token = self.secret(&key("token"), d.token.clone());
+        if token.is_some() && protocol != Protocol::Https {
+            self.error(key("token"), "only https sends a token");
+        }
+        let mut transport = TransportSettings::new(protocol, d.address.clone());
+        transport.framing = framing;
+        transport.tls = tls;
+        transport.insecure = d.insecure.unwrap_or(false);
+        transport.timeout = Duration::from_millis(self.range(
+            &key("timeout_ms"),
+            d.timeout_ms,
+            defaults::SIEM_TIMEOUT_MS,
+            100,
+            300_000,
+        ));
+        transport.relp_window = self.range(
+            &key("relp_window"),
+            d.relp_window,
+            defaults::SIEM_RELP_WINDOW,
+            1,
+            10_000,
+        );
+        if let Some(t) = token {
+            transport.headers.push((
+                "authorization".into(),
+                Secret::new(format!("Bearer {}", t.expose())),
+            ));
+        }
+        for (k, problem) in transport.problems() {
+            // A missing CA was reported above with its own words.
+            if k != "ca_file" {
+                self.error(key(k), problem);
+            }
+        }
+        transport
+    }
+
     /// `[[siem]]`: each destination's transport, format, framing and filters.
     fn siem(&mut self, raw: Vec<RawSiem>) -> Vec<SiemDestination> {
         let mut out: Vec<SiemDestination> = Vec::new();
@@ -806,100 +927,9 @@ impl Validator<'_> {
             if d.tls.is_some() && protocol != Protocol::Relp {
                 self.error(key("tls"), "only relp has a `tls` switch (tls and https always use TLS, tcp and udp never)");
             }
-            let client_cert = match (&d.client_cert, &d.client_key) {
-                (Some(c), Some(k)) => Some((
-                    self.existing_file(&key("client_cert"), c),
-                    self.existing_file(&key("client_key"), k),
-                )),
-                (None, None) => None,
-                (Some(_), None) => {
-                    self.error(key("client_key"), "client_cert needs client_key");
-                    None
-                }
-                (None, Some(_)) => {
-                    self.error(key("client_cert"), "client_key needs client_cert");
-                    None
-                }
-            };
-            let tls = if wants_tls {
-                match &d.ca_file {
-                    Some(ca) => Some(TlsSettings {
-                        ca_file: self.existing_file(&key("ca_file"), ca),
-                        client_cert,
-                        server_name: d.server_name.clone(),
-                    }),
-                    None => {
-                        self.error(
-                            key("ca_file"),
-                            format!("{protocol} verifies the receiver's certificate: expected the CA file that signed it"),
-                        );
-                        None
-                    }
-                }
-            } else {
-                for (k, given) in [
-                    ("ca_file", d.ca_file.is_some()),
-                    ("client_cert", d.client_cert.is_some()),
-                    ("server_name", d.server_name.is_some()),
-                ] {
-                    if given {
-                        self.error(key(k), format!("{protocol} without TLS has no {k}"));
-                    }
-                }
-                None
-            };
-            let token = self.secret(&key("token"), d.token);
-            if token.is_some() && protocol != Protocol::Https {
-                self.error(key("token"), "only https sends a token");
-            }
-            let mut transport = TransportSettings::new(protocol, d.address.clone());
-            transport.framing = framing;
-            transport.tls = tls;
-            transport.insecure = d.insecure.unwrap_or(false);
-            transport.timeout = Duration::from_millis(self.range(
-                &key("timeout_ms"),
-                d.timeout_ms,
-                defaults::SIEM_TIMEOUT_MS,
-                100,
-                300_000,
-            ));
-            transport.relp_window = self.range(
-                &key("relp_window"),
-                d.relp_window,
-                defaults::SIEM_RELP_WINDOW,
-                1,
-                10_000,
-            );
-            if let Some(t) = token {
-                transport.headers.push((
-                    "authorization".into(),
-                    Secret::new(format!("Bearer {}", t.expose())),
-                ));
-            }
-            for (k, problem) in transport.problems() {
-                // A missing CA was reported above with its own words.
-                if k != "ca_file" {
-                    self.error(key(k), problem);
-                }
-            }
-            let mut syslog = SyslogOptions::default();
-            if let Some(f) = d.facility {
-                syslog.facility = f;
-            }
-            if let Some(a) = d.app_name {
-                syslog.app_name = a;
-            }
-            if let Some(e) = d.enterprise {
-                syslog.enterprise = e;
-            }
-            if let Some(m) = d.max_message {
-                syslog.max_message = m;
-            }
-            if let Err(linesentry_siem::EncodeError::SyslogSetting { field, reason }) =
-                syslog.validate()
-            {
-                self.error(key(field), reason);
-            }
+            let tls = self.siem_tls(&at, protocol, wants_tls, &d);
+            let transport = self.siem_transport(&at, protocol, framing, tls, &d);
+            let syslog = self.siem_syslog(&at, &d);
             let min_severity = self.severity(
                 &key("min_severity"),
                 d.min_severity.as_deref(),
@@ -1608,5 +1638,60 @@ mod tests {
             };
             assert_eq!(got, expected.trim_end(), "{}:\n{got}", toml.display());
         }
+    }
+
+    #[test]
+    fn siem_destinations_parse_with_their_filters_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[[siem]]\nname = \"soc\"\ntransport = \"relp\"\naddress = \"siem.plant.local:2514\"\nca_file = \"ca.pem\"\nmin_severity = \"warn\"\ntypes = [\"security.\", \"auth.\"]\ngateways = [\"gw-1\"]\n\n[[siem]]\nname = \"local\"\ntransport = \"udp\"\naddress = \"127.0.0.1:514\"\nformat = \"leef\"\n"
+        );
+        let s = parse(&text, Path::new("collector.toml"), dir.path()).unwrap();
+        let soc = &s.siem[0];
+        assert_eq!(soc.transport.protocol, Protocol::Relp);
+        assert_eq!(soc.format, Format::Cef);
+        assert!(soc.transport.tls.is_some());
+        assert!(soc
+            .filter
+            .matches("security.violation", Severity::Error, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("security.violation", Severity::Info, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("setpoint.changed", Severity::Error, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("auth.failed", Severity::Error, Some("gw-2")));
+        assert!(!soc.filter.matches("auth.failed", Severity::Error, None));
+        assert_eq!(s.siem[1].format, Format::Leef);
+        assert!(s.siem[1]
+            .filter
+            .matches("api.access", Severity::Debug, None));
+    }
+
+    #[test]
+    fn siem_mistakes_are_each_named_at_their_key_and_line() {
+        let text = format!(
+            "{MINIMAL}\n[[siem]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"10.1.2.3:514\"\n\n[[siem]]\nname = \"b\"\ntransport = \"tls\"\naddress = \"siem:6514\"\nframing = \"nul\"\n\n[[siem]]\nname = \"c\"\ntransport = \"https\"\naddress = \"https://siem/x\"\nformat = \"cef\"\ntoken = \"plain\"\nca_file = \"/nonexistent/ca.pem\"\n\n[[siem]]\nname = \"d\"\ntransport = \"kafka\"\naddress = \"x:1\"\nmax_message = 100\n"
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        for needle in [
+            "siem[0].address`: tcp sends in the clear: only to a loopback address unless `insecure = true`",
+            "siem[1].ca_file`: tls verifies the receiver's certificate",
+            "siem[1].framing`: unknown framing `nul`",
+            "siem[2].format`: https sends JSON batches",
+            "siem[2].token`: plain-text secrets are refused",
+            "siem[2].ca_file`: file /nonexistent/ca.pem does not exist",
+            "siem[3].transport`: unknown transport `kafka`",
+            "siem[3].max_message`: 100 is below the 480 bytes",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        assert!(
+            e.contains("collector.toml:11: `siem[0].address`"),
+            "line of siem[0].address:\n{e}"
+        );
     }
 }

@@ -241,23 +241,7 @@ async fn round(
             dropped.push(outbox_id);
             continue;
         };
-        let seq: Option<i64> = r.get(12);
-        let event = SecurityEvent {
-            schema_version: SCHEMA_VERSION,
-            id: event_id,
-            seq: seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-            gateway_id: r.get(10),
-            station_id: r.get(11),
-            event_type: r.get(2),
-            severity: r.get::<_, &str>(9).parse().unwrap_or(Severity::Info),
-            timestamp: timestamp_of(r.get(5)),
-            correlation_id: r.get(6),
-            user_id: r.get(7),
-            source_ip: r.get(8),
-            event_data: object(r.get(3)),
-            context: object(r.get(4)),
-            prev_hash: r.get(13),
-        };
+        let event = event_of(r, event_id);
         let chain = chain_of(r.get::<_, &str>(14));
         match encode(d, &event, exporter, chain) {
             Ok(text) => {
@@ -325,6 +309,27 @@ async fn round(
                 error,
             })
         }
+    }
+}
+
+/// The event of a [`NEXT`] row (columns 1 to 13).
+fn event_of(r: &tokio_postgres::Row, id: Uuid) -> SecurityEvent {
+    let seq: Option<i64> = r.get(12);
+    SecurityEvent {
+        schema_version: SCHEMA_VERSION,
+        id,
+        seq: seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        gateway_id: r.get(10),
+        station_id: r.get(11),
+        event_type: r.get(2),
+        severity: r.get::<_, &str>(9).parse().unwrap_or(Severity::Info),
+        timestamp: timestamp_of(r.get(5)),
+        correlation_id: r.get(6),
+        user_id: r.get(7),
+        source_ip: r.get(8),
+        event_data: object(r.get(3)),
+        context: object(r.get(4)),
+        prev_hash: r.get(13),
     }
 }
 

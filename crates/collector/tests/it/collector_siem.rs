@@ -135,23 +135,7 @@ async fn every_committed_event_reaches_rsyslog_once_after_dedup_in_commit_order_
         )
     });
 
-    // Every committed event, exactly once after de-duplication by id, in seq order.
-    let mut first_seen: Vec<u64> = Vec::new();
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &lines {
-        let id = sd(l, "id").unwrap().to_owned();
-        let n = copies.entry(id).or_default();
-        *n += 1;
-        if *n == 1 {
-            first_seen.push(sd(l, "seq").unwrap().parse().unwrap());
-        }
-        assert!(l.contains("CEF:0|linesentry|linesentry|"), "{l}");
-    }
-    let want: BTreeSet<String> = sent.iter().map(|e| e.id.to_string()).collect();
-    let got: BTreeSet<String> = copies.keys().cloned().collect();
-    assert_eq!(got, want);
-    let expected_seqs: Vec<u64> = (1..=sent.len() as u64).collect();
-    assert_eq!(first_seen, expected_seqs, "commit order per gateway");
+    assert_each_once_in_seq_order(&lines, &sent);
 
     // The collector's own events went too: the outage and the recovery.
     let own = linesentry_testkit::wait_until(Duration::from_secs(15), || {
@@ -169,6 +153,27 @@ async fn every_committed_event_reaches_rsyslog_once_after_dedup_in_commit_order_
     let (_, status) = env.get(&viewer_token(&env).await, "/api/v1/status").await;
     assert_eq!(status["siem"]["soc"]["failing"], false, "{status}");
     env.stop().await;
+}
+
+/// Every event of `sent` is in `lines`, exactly once after de-duplication by id, and the
+/// first copies come in seq order.
+fn assert_each_once_in_seq_order(lines: &[String], sent: &[SecurityEvent]) {
+    let mut first_seen: Vec<u64> = Vec::new();
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines {
+        let id = sd(l, "id").unwrap().to_owned();
+        let n = copies.entry(id).or_default();
+        *n += 1;
+        if *n == 1 {
+            first_seen.push(sd(l, "seq").unwrap().parse().unwrap());
+        }
+        assert!(l.contains("CEF:0|linesentry|linesentry|"), "{l}");
+    }
+    let want: BTreeSet<String> = sent.iter().map(|e| e.id.to_string()).collect();
+    let got: BTreeSet<String> = copies.keys().cloned().collect();
+    assert_eq!(got, want);
+    let expected_seqs: Vec<u64> = (1..=sent.len() as u64).collect();
+    assert_eq!(first_seen, expected_seqs, "commit order per gateway");
 }
 
 async fn viewer_token(env: &Env) -> String {
