@@ -616,7 +616,7 @@ async fn migrations_apply_once_and_a_schema_changed_behind_their_back_is_refused
         tls: linesentry_collector::db::DbTls::disabled(),
     })
     .unwrap();
-    assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2, 3]);
+    assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2, 3, 4]);
     assert!(migrate::migrate(&pool).await.unwrap().is_empty());
     let db = env::sql(&url).await;
     db.execute(
