@@ -631,34 +631,7 @@ pub async fn commit(
     let alert_count = raised.len();
 
     // The SIEM outbox: every new event (and alert) each destination's filters take.
-    if !alert_ctx.siem.is_empty() {
-        let mut outbox = SiemOutbox::default();
-        for i in 0..rows.id.len() {
-            if inserted.contains(&rows.id[i]) {
-                let (id, ts, event_type, severity, gateway) = rows.export_key(i);
-                let severity = severity.parse().unwrap_or(Severity::Info);
-                outbox.add(alert_ctx, id, ts, event_type, severity, gateway);
-            }
-        }
-        for s in &raised {
-            let e = &s.event;
-            outbox.add(
-                alert_ctx,
-                e.id,
-                e.timestamp.to_datetime(),
-                &e.event_type,
-                e.severity,
-                subject_gateway(s),
-            );
-        }
-        if !outbox.ids.is_empty() {
-            tx.execute(
-                INSERT_SIEM_OUTBOX,
-                &[&outbox.destinations, &outbox.ids, &outbox.ts],
-            )
-            .await?;
-        }
-    }
+    write_siem_outbox(&tx, alert_ctx, &rows, &inserted, &raised).await?;
     new_events.extend(raised);
 
     if !tally.is_empty() {
@@ -676,6 +649,47 @@ pub async fn commit(
         new_events,
         alerts: alert_count,
     })
+}
+
+/// Writes the SIEM outbox rows of the events `rows` really inserted (`inserted`) and of
+/// the alerts raised with them, in that order, inside the transaction that stores them.
+async fn write_siem_outbox(
+    tx: &tokio_postgres::Transaction<'_>,
+    alert_ctx: &AlertContext,
+    rows: &Rows,
+    inserted: &HashSet<Uuid>,
+    raised: &[Arc<Stored>],
+) -> Result<(), DbError> {
+    if alert_ctx.siem.is_empty() {
+        return Ok(());
+    }
+    let mut outbox = SiemOutbox::default();
+    for i in 0..rows.id.len() {
+        if inserted.contains(&rows.id[i]) {
+            let (id, ts, event_type, severity, gateway) = rows.export_key(i);
+            let severity = severity.parse().unwrap_or(Severity::Info);
+            outbox.add(alert_ctx, id, ts, event_type, severity, gateway);
+        }
+    }
+    for s in raised {
+        let e = &s.event;
+        outbox.add(
+            alert_ctx,
+            e.id,
+            e.timestamp.to_datetime(),
+            &e.event_type,
+            e.severity,
+            subject_gateway(s),
+        );
+    }
+    if !outbox.ids.is_empty() {
+        tx.execute(
+            INSERT_SIEM_OUTBOX,
+            &[&outbox.destinations, &outbox.ids, &outbox.ts],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Outbox rows in the order given (ids increase with it).
@@ -816,6 +830,7 @@ pub async fn declare_gap(
                 .cloned(),
         );
         let raised = alerts::run(&tx, alert_ctx, &new_events).await?;
+        write_siem_outbox(&tx, alert_ctx, &rows, &inserted, &raised).await?;
         new_events.extend(raised);
     }
     tx.commit().await?;
