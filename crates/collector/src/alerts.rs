@@ -26,7 +26,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::chain::Verification;
-use super::config::{AlertRule, GroupBy, Webhook};
+use super::config::{AlertRule, GroupBy, SiemFilter, Webhook};
 use super::db::DbError;
 use super::rows::{
     self, about, local_event, stored_json, subject_gateway, subject_station, Stored,
@@ -39,6 +39,9 @@ pub struct AlertContext {
     pub collector_id: String,
     pub rules: Vec<AlertRule>,
     pub webhooks: Vec<Webhook>,
+    /// `[[siem]]` destinations by name and what each exports: the ingest transaction
+    /// writes their outbox rows.
+    pub siem: Vec<(String, SiemFilter)>,
 }
 
 impl AlertContext {

@@ -22,6 +22,9 @@ use super::decode::Limits;
 use linesentry_common::config::Report;
 use linesentry_common::Secret;
 use linesentry_event::Severity;
+use linesentry_siem::syslog::SyslogOptions;
+use linesentry_siem::transport::{Framing, Protocol, TlsSettings, TransportSettings};
+use linesentry_siem::Format;
 
 /// Every default in one place.
 pub mod defaults {
@@ -47,6 +50,11 @@ pub mod defaults {
     pub const STREAM_MAX_CLIENTS: usize = 200;
     pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
     pub const WEBHOOK_MAX_ATTEMPTS: u32 = 10;
+    pub const SIEM_TIMEOUT_MS: u64 = 10_000;
+    pub const SIEM_BATCH: usize = 500;
+    pub const SIEM_RELP_WINDOW: usize = 128;
+    /// Failed attempts in a row before `siem.delivery_failed` is recorded.
+    pub const SIEM_FAILED_AFTER: u32 = 3;
 }
 
 pub use linesentry_common::config::{ConfigError, ConfigErrors};
@@ -63,6 +71,8 @@ pub struct Settings {
     pub mqtt: Option<MqttSettings>,
     pub stream: StreamSettings,
     pub alerts: AlertSettings,
+    /// `[[siem]]`: where events are exported to, in configuration order.
+    pub siem: Vec<SiemDestination>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +221,44 @@ pub struct Webhook {
     pub ca_file: Option<PathBuf>,
 }
 
+/// One `[[siem]]` destination.
+#[derive(Debug, Clone)]
+pub struct SiemDestination {
+    pub name: String,
+    pub transport: TransportSettings,
+    pub format: Format,
+    /// RFC 5424 framing around the body (every transport but `https`).
+    pub syslog: SyslogOptions,
+    pub filter: SiemFilter,
+    /// Events per send.
+    pub batch: usize,
+}
+
+/// Which committed events a destination exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiemFilter {
+    pub min_severity: Severity,
+    /// Event type prefixes (`security.`, `auth.failed`); empty: every type.
+    pub type_prefixes: Vec<String>,
+    /// Gateways the event is about (the sender, or `event_data.source_gateway` of the
+    /// collector's own events); empty: every gateway and the collector's own events.
+    pub gateways: Vec<String>,
+}
+
+impl SiemFilter {
+    /// Whether an event of `event_type` and `severity` about `gateway` is exported.
+    pub fn matches(&self, event_type: &str, severity: Severity, gateway: Option<&str>) -> bool {
+        severity >= self.min_severity
+            && (self.type_prefixes.is_empty()
+                || self
+                    .type_prefixes
+                    .iter()
+                    .any(|p| event_type.starts_with(p.as_str())))
+            && (self.gateways.is_empty()
+                || gateway.is_some_and(|g| self.gateways.iter().any(|x| x == g)))
+    }
+}
+
 // ---- raw TOML ----
 
 /// The top-level tables, each deserialised on its own.
@@ -224,6 +272,7 @@ struct Raw {
     mqtt: Option<RawMqtt>,
     stream: RawStream,
     alerts: RawAlerts,
+    siem: Vec<RawSiem>,
 }
 
 /// Top-level tables of a collector configuration.
@@ -236,6 +285,7 @@ const SECTIONS: &[&str] = &[
     "mqtt",
     "stream",
     "alerts",
+    "siem",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,6 +404,37 @@ struct RawWebhook {
     ca_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSiem {
+    name: String,
+    transport: String,
+    address: String,
+    format: Option<String>,
+    framing: Option<String>,
+    min_severity: Option<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default)]
+    gateways: Vec<String>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    server_name: Option<String>,
+    /// RELP only: `false` sends in the clear (loopback or `insecure`).
+    tls: Option<bool>,
+    insecure: Option<bool>,
+    timeout_ms: Option<u64>,
+    batch: Option<usize>,
+    relp_window: Option<usize>,
+    max_message: Option<usize>,
+    facility: Option<u8>,
+    app_name: Option<String>,
+    enterprise: Option<u32>,
+    /// HTTPS: sent as `Authorization: Bearer <token>`.
+    token: Option<toml::Value>,
+}
+
 /// Loads and validates `path`.
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -413,6 +494,7 @@ fn raw(report: &mut Report<'_>, mut table: toml::Table) -> Option<Raw> {
     let mqtt = section("mqtt", false);
     let stream = section("stream", false);
     let alerts = section("alerts", false);
+    let siem = section("siem", false);
     let collector = or_default(report, "collector", collector);
     let database = database.and_then(|v| report.deserialize("database", v));
     let retention = or_default(report, "retention", retention);
@@ -421,6 +503,7 @@ fn raw(report: &mut Report<'_>, mut table: toml::Table) -> Option<Raw> {
     let mqtt = mqtt.map(|v| report.deserialize("mqtt", v));
     let stream = or_default(report, "stream", stream);
     let alerts = or_default(report, "alerts", alerts);
+    let siem: Option<Vec<RawSiem>> = or_default(report, "siem", siem);
     Some(Raw {
         collector: collector?,
         database: database?,
@@ -433,6 +516,7 @@ fn raw(report: &mut Report<'_>, mut table: toml::Table) -> Option<Raw> {
         },
         stream: stream?,
         alerts: alerts?,
+        siem: siem?,
     })
 }
 
@@ -641,6 +725,7 @@ impl Validator<'_> {
             ),
         };
         let alerts = self.alerts(raw.alerts);
+        let siem = self.siem(raw.siem);
         Settings {
             collector_id,
             database,
@@ -650,7 +735,232 @@ impl Validator<'_> {
             mqtt,
             stream,
             alerts,
+            siem,
         }
+    }
+
+    /// A destination's TLS settings: the CA (required where TLS is used), a client
+    /// certificate, the server name.
+    fn siem_tls(
+        &mut self,
+        at: &str,
+        protocol: Protocol,
+        wants_tls: bool,
+        d: &RawSiem,
+    ) -> Option<TlsSettings> {
+        let key = |k: &str| format!("{at}.{k}");
+        let client_cert = match (&d.client_cert, &d.client_key) {
+            (Some(c), Some(k)) => Some((
+                self.existing_file(&key("client_cert"), c),
+                self.existing_file(&key("client_key"), k),
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(key("client_key"), "client_cert needs client_key");
+                None
+            }
+            (None, Some(_)) => {
+                self.error(key("client_cert"), "client_key needs client_cert");
+                None
+            }
+        };
+        if !wants_tls {
+            for (k, given) in [
+                ("ca_file", d.ca_file.is_some()),
+                ("client_cert", d.client_cert.is_some()),
+                ("server_name", d.server_name.is_some()),
+            ] {
+                if given {
+                    self.error(key(k), format!("{protocol} without TLS has no {k}"));
+                }
+            }
+            return None;
+        }
+        let Some(ca) = &d.ca_file else {
+            self.error(
+                key("ca_file"),
+                format!("{protocol} verifies the receiver's certificate: expected the CA file that signed it"),
+            );
+            return None;
+        };
+        Some(TlsSettings {
+            ca_file: self.existing_file(&key("ca_file"), ca),
+            client_cert,
+            server_name: d.server_name.clone(),
+        })
+    }
+
+    /// A destination's RFC 5424 settings.
+    fn siem_syslog(&mut self, at: &str, d: &RawSiem) -> SyslogOptions {
+        let mut syslog = SyslogOptions::default();
+        if let Some(f) = d.facility {
+            syslog.facility = f;
+        }
+        if let Some(a) = d.app_name.clone() {
+            syslog.app_name = a;
+        }
+        if let Some(e) = d.enterprise {
+            syslog.enterprise = e;
+        }
+        if let Some(m) = d.max_message {
+            syslog.max_message = m;
+        }
+        if let Err(linesentry_siem::EncodeError::SyslogSetting { field, reason }) =
+            syslog.validate()
+        {
+            self.error(format!("{at}.{field}"), reason);
+        }
+        syslog
+    }
+
+    /// A destination's transport settings, checked by the transport itself too.
+    fn siem_transport(
+        &mut self,
+        at: &str,
+        protocol: Protocol,
+        framing: Framing,
+        tls: Option<TlsSettings>,
+        d: &RawSiem,
+    ) -> TransportSettings {
+        let key = |k: &str| format!("{at}.{k}");
+        let token = self.secret(&key("token"), d.token.clone());
+        if token.is_some() && protocol != Protocol::Https {
+            self.error(key("token"), "only https sends a token");
+        }
+        let mut transport = TransportSettings::new(protocol, d.address.clone());
+        transport.framing = framing;
+        transport.tls = tls;
+        transport.insecure = d.insecure.unwrap_or(false);
+        transport.timeout = Duration::from_millis(self.range(
+            &key("timeout_ms"),
+            d.timeout_ms,
+            defaults::SIEM_TIMEOUT_MS,
+            100,
+            300_000,
+        ));
+        transport.relp_window = self.range(
+            &key("relp_window"),
+            d.relp_window,
+            defaults::SIEM_RELP_WINDOW,
+            1,
+            10_000,
+        );
+        if let Some(t) = token {
+            transport.headers.push((
+                "authorization".into(),
+                Secret::new(format!("Bearer {}", t.expose())),
+            ));
+        }
+        for (k, problem) in transport.problems() {
+            // A missing CA was reported above with its own words.
+            if k != "ca_file" {
+                self.error(key(k), problem);
+            }
+        }
+        transport
+    }
+
+    /// `[[siem]]`: each destination's transport, format, framing and filters.
+    fn siem(&mut self, raw: Vec<RawSiem>) -> Vec<SiemDestination> {
+        let mut out: Vec<SiemDestination> = Vec::new();
+        for (i, d) in raw.into_iter().enumerate() {
+            let at = format!("siem[{i}]");
+            let key = |k: &str| format!("{at}.{k}");
+            self.name(&key("name"), &d.name);
+            if out.iter().any(|o| o.name == d.name) {
+                self.error(key("name"), format!("`{}` names two destinations", d.name));
+            }
+            let protocol = Protocol::from_name(&d.transport).unwrap_or_else(|| {
+                self.error(
+                    key("transport"),
+                    format!(
+                        "unknown transport `{}`; expected one of tls, relp, https, tcp, udp",
+                        d.transport.escape_debug()
+                    ),
+                );
+                Protocol::Tls
+            });
+            let default_format = if protocol == Protocol::Https {
+                Format::Ocsf
+            } else {
+                Format::Cef
+            };
+            let format = match d.format.as_deref().map(str::parse::<Format>) {
+                None => default_format,
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    self.error(key("format"), e.to_string());
+                    default_format
+                }
+            };
+            if protocol == Protocol::Https && !matches!(format, Format::Ocsf | Format::Ecs) {
+                self.error(
+                    key("format"),
+                    "https sends JSON batches: expected ocsf or ecs",
+                );
+            }
+            let framing = match d.framing.as_deref() {
+                None | Some("octet-counting") => Framing::OctetCounting,
+                Some("lf") => Framing::Lf,
+                Some(other) => {
+                    self.error(
+                        key("framing"),
+                        format!(
+                            "unknown framing `{}`; expected octet-counting or lf",
+                            other.escape_debug()
+                        ),
+                    );
+                    Framing::OctetCounting
+                }
+            };
+            if d.framing.is_some() && !matches!(protocol, Protocol::Tls | Protocol::Tcp) {
+                self.error(
+                    key("framing"),
+                    "only the tls and tcp transports have a framing",
+                );
+            }
+            let wants_tls = match protocol {
+                Protocol::Tls | Protocol::Https => true,
+                Protocol::Relp => d.tls.unwrap_or(true),
+                Protocol::Tcp | Protocol::Udp => false,
+            };
+            if d.tls.is_some() && protocol != Protocol::Relp {
+                self.error(key("tls"), "only relp has a `tls` switch (tls and https always use TLS, tcp and udp never)");
+            }
+            let tls = self.siem_tls(&at, protocol, wants_tls, &d);
+            let transport = self.siem_transport(&at, protocol, framing, tls, &d);
+            let syslog = self.siem_syslog(&at, &d);
+            let min_severity = self.severity(
+                &key("min_severity"),
+                d.min_severity.as_deref(),
+                Severity::Debug,
+            );
+            for (j, t) in d.types.iter().enumerate() {
+                if t.is_empty() {
+                    self.error(
+                        format!("{at}.types[{j}]"),
+                        "an empty prefix; leave `types` out to export every type",
+                    );
+                }
+            }
+            for (j, g) in d.gateways.iter().enumerate() {
+                self.name(&format!("{at}.gateways[{j}]"), g);
+            }
+            let batch = self.range(&key("batch"), d.batch, defaults::SIEM_BATCH, 1, 10_000);
+            out.push(SiemDestination {
+                name: d.name,
+                transport,
+                format,
+                syslog,
+                filter: SiemFilter {
+                    min_severity,
+                    type_prefixes: d.types,
+                    gateways: d.gateways,
+                },
+                batch,
+            });
+        }
+        out
     }
 
     /// `sslmode` and its files. Plain text (`disable`) and an unauthenticated server
@@ -1328,5 +1638,60 @@ mod tests {
             };
             assert_eq!(got, expected.trim_end(), "{}:\n{got}", toml.display());
         }
+    }
+
+    #[test]
+    fn siem_destinations_parse_with_their_filters_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[[siem]]\nname = \"soc\"\ntransport = \"relp\"\naddress = \"siem.plant.local:2514\"\nca_file = \"ca.pem\"\nmin_severity = \"warn\"\ntypes = [\"security.\", \"auth.\"]\ngateways = [\"gw-1\"]\n\n[[siem]]\nname = \"local\"\ntransport = \"udp\"\naddress = \"127.0.0.1:514\"\nformat = \"leef\"\n"
+        );
+        let s = parse(&text, Path::new("collector.toml"), dir.path()).unwrap();
+        let soc = &s.siem[0];
+        assert_eq!(soc.transport.protocol, Protocol::Relp);
+        assert_eq!(soc.format, Format::Cef);
+        assert!(soc.transport.tls.is_some());
+        assert!(soc
+            .filter
+            .matches("security.violation", Severity::Error, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("security.violation", Severity::Info, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("setpoint.changed", Severity::Error, Some("gw-1")));
+        assert!(!soc
+            .filter
+            .matches("auth.failed", Severity::Error, Some("gw-2")));
+        assert!(!soc.filter.matches("auth.failed", Severity::Error, None));
+        assert_eq!(s.siem[1].format, Format::Leef);
+        assert!(s.siem[1]
+            .filter
+            .matches("api.access", Severity::Debug, None));
+    }
+
+    #[test]
+    fn siem_mistakes_are_each_named_at_their_key_and_line() {
+        let text = format!(
+            "{MINIMAL}\n[[siem]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"10.1.2.3:514\"\n\n[[siem]]\nname = \"b\"\ntransport = \"tls\"\naddress = \"siem:6514\"\nframing = \"nul\"\n\n[[siem]]\nname = \"c\"\ntransport = \"https\"\naddress = \"https://siem/x\"\nformat = \"cef\"\ntoken = \"plain\"\nca_file = \"/nonexistent/ca.pem\"\n\n[[siem]]\nname = \"d\"\ntransport = \"kafka\"\naddress = \"x:1\"\nmax_message = 100\n"
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        for needle in [
+            "siem[0].address`: tcp sends in the clear: only to a loopback address unless `insecure = true`",
+            "siem[1].ca_file`: tls verifies the receiver's certificate",
+            "siem[1].framing`: unknown framing `nul`",
+            "siem[2].format`: https sends JSON batches",
+            "siem[2].token`: plain-text secrets are refused",
+            "siem[2].ca_file`: file /nonexistent/ca.pem does not exist",
+            "siem[3].transport`: unknown transport `kafka`",
+            "siem[3].max_message`: 100 is below the 480 bytes",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        assert!(
+            e.contains("collector.toml:11: `siem[0].address`"),
+            "line of siem[0].address:\n{e}"
+        );
     }
 }

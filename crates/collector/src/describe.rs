@@ -494,6 +494,20 @@ fn body(event_type: &str, d: &Data<'_>) -> String {
             d.s("attempts"),
             d.s("error")
         ),
+        "siem.delivery_failed" => format!(
+            "SIEM destination {} ({} to {}) failing, {} attempts: {}",
+            d.s("destination"),
+            d.s("transport"),
+            d.s("address"),
+            d.s("failures"),
+            d.s("error")
+        ),
+        "siem.recovered" => format!(
+            "SIEM destination {} ({}) delivers again",
+            d.s("destination"),
+            d.s("transport")
+        ),
+        "siem.test" => format!("SIEM test message to {}", d.s("destination")),
         "gateway.online" => "gateway online".to_owned(),
         "gateway.offline" => "gateway offline".to_owned(),
         other => generic(other, d),
@@ -578,13 +592,9 @@ mod tests {
 
     /// A plausible event of each type, with the data the agent or the collector gives it.
     fn sample(t: EventType) -> SecurityEvent {
-        let e = SecurityEvent::new("gw-1", t).station("press-a");
-        let d = |pairs: Value| {
-            let mut e = e.clone();
-            if let Value::Object(m) = pairs {
-                e.event_data = m;
-            }
-            e
+        let d = |pairs: Value| SecurityEvent {
+            event_data: pairs.as_object().cloned().unwrap_or_default(),
+            ..SecurityEvent::new("gw-1", t).station("press-a")
         };
         match t {
             EventType::EquipmentStatus => {
@@ -672,6 +682,9 @@ mod tests {
             EventType::AlertAcknowledged => d(json!({"rule": "equipment-fault"})),
             EventType::IngestRejected => d(json!({"kind": "malformed", "reason": "not JSON"})),
             EventType::WebhookFailed => d(json!({"webhook": "soc", "attempts": 8, "error": "503"})),
+            EventType::SiemDeliveryFailed | EventType::SiemRecovered | EventType::SiemTest => d(
+                json!({"destination": "soc", "transport": "relp", "address": "siem:2514", "failures": 3, "error": "refused"}),
+            ),
             EventType::GatewayOnline | EventType::GatewayOffline => {
                 d(json!({"source_gateway": "gw-1"}))
             }

@@ -38,6 +38,7 @@ pub mod mqtt;
 pub mod query;
 pub mod registry;
 pub mod rows;
+pub mod siem;
 pub mod store;
 pub mod stream;
 pub mod tls;
@@ -104,6 +105,11 @@ impl Collector {
             collector_id: settings.collector_id.clone(),
             rules: settings.alerts.rules.clone(),
             webhooks: settings.alerts.webhooks.clone(),
+            siem: settings
+                .siem
+                .iter()
+                .map(|d| (d.name.clone(), d.filter.clone()))
+                .collect(),
         });
         let webhooks = Arc::new(Notify::new());
         let housekeeping = Housekeeping {
@@ -165,6 +171,14 @@ impl Collector {
             Arc::clone(&webhooks),
             shutdown.clone(),
         )));
+        if !settings.siem.is_empty() {
+            tasks.push(tokio::spawn(siem::run(
+                pool.clone(),
+                settings.siem.clone(),
+                ingest.clone(),
+                shutdown.clone(),
+            )));
+        }
         let started = started_event(&settings, http_addr);
         ingest.submit_local(vec![started]).await;
         tracing::info!(http = %http_addr, tls = settings.http.tls.is_some(), mqtt = settings.mqtt.is_some(), "collector started");

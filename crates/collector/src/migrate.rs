@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0003_collector_events.sql"),
     },
     Migration {
+        version: 4,
+        name: "siem",
+        sql: include_str!("../migrations/0004_siem.sql"),
+    },
+    Migration {
         version: 5,
         name: "console",
         sql: include_str!("../migrations/0005_console.sql"),

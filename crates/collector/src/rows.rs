@@ -96,6 +96,29 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// Row `i`'s event id, time, type, severity and the gateway it is about (for a
+    /// collector's own event the one in `event_data.source_gateway`): what the SIEM
+    /// filters look at.
+    pub(crate) fn export_key(
+        &self,
+        i: usize,
+    ) -> (Uuid, DateTime<Utc>, &str, &'static str, Option<&str>) {
+        let gateway = if self.verification[i] == Verification::Local.as_str() {
+            self.event_data[i]
+                .get(SOURCE_GATEWAY)
+                .and_then(Value::as_str)
+        } else {
+            Some(self.gateway_id[i].as_str())
+        };
+        (
+            self.id[i],
+            self.ts[i],
+            &self.event_type[i],
+            self.severity[i],
+            gateway,
+        )
+    }
+
     pub(crate) fn push(&mut self, e: &SecurityEvent, verification: Verification, chained: bool) {
         self.push_kept(e, verification, chained, true);
     }

@@ -28,7 +28,7 @@ use super::alerts::{self, AlertContext};
 use super::assets;
 use super::chain::{self, Finding, NewLink, Outcome, StoredLink, Verification};
 use super::db::{Conn, DbError};
-use super::rows::{about, insert_rows, local_event, Rows, Stored, INSERT_EVENTS};
+use super::rows::{about, insert_rows, local_event, subject_gateway, Rows, Stored, INSERT_EVENTS};
 use linesentry_event::integrity::{hex, EventHash};
 use linesentry_event::{EventType, SecurityEvent, Severity};
 
@@ -638,6 +638,9 @@ pub async fn commit(
     // Handlers: alerts over what was really inserted, in this transaction.
     let raised = alerts::run(&tx, alert_ctx, &new_events).await?;
     let alert_count = raised.len();
+
+    // The SIEM outbox: every new event (and alert) each destination's filters take.
+    write_siem_outbox(&tx, alert_ctx, &rows, &inserted, &raised).await?;
     new_events.extend(raised);
 
     if !tally.is_empty() {
@@ -655,6 +658,80 @@ pub async fn commit(
         new_events,
         alerts: alert_count,
     })
+}
+
+/// Writes the SIEM outbox rows of the events `rows` really inserted (`inserted`) and of
+/// the alerts raised with them, in that order, inside the transaction that stores them.
+async fn write_siem_outbox(
+    tx: &tokio_postgres::Transaction<'_>,
+    alert_ctx: &AlertContext,
+    rows: &Rows,
+    inserted: &HashSet<Uuid>,
+    raised: &[Arc<Stored>],
+) -> Result<(), DbError> {
+    if alert_ctx.siem.is_empty() {
+        return Ok(());
+    }
+    let mut outbox = SiemOutbox::default();
+    for i in 0..rows.id.len() {
+        if inserted.contains(&rows.id[i]) {
+            let (id, ts, event_type, severity, gateway) = rows.export_key(i);
+            let severity = severity.parse().unwrap_or(Severity::Info);
+            outbox.add(alert_ctx, id, ts, event_type, severity, gateway);
+        }
+    }
+    for s in raised {
+        let e = &s.event;
+        outbox.add(
+            alert_ctx,
+            e.id,
+            e.timestamp.to_datetime(),
+            &e.event_type,
+            e.severity,
+            subject_gateway(s),
+        );
+    }
+    if !outbox.ids.is_empty() {
+        tx.execute(
+            INSERT_SIEM_OUTBOX,
+            &[&outbox.destinations, &outbox.ids, &outbox.ts],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Outbox rows in the order given (ids increase with it).
+const INSERT_SIEM_OUTBOX: &str = "INSERT INTO siem_outbox (destination, event_id, event_ts) \
+     SELECT d, e, t FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) WITH ORDINALITY AS x(d, e, t, n) \
+     ORDER BY n";
+
+/// Column arrays of the SIEM outbox rows of one transaction.
+#[derive(Default)]
+struct SiemOutbox<'a> {
+    destinations: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    ts: Vec<DateTime<Utc>>,
+}
+
+impl<'a> SiemOutbox<'a> {
+    fn add(
+        &mut self,
+        ctx: &'a AlertContext,
+        id: Uuid,
+        ts: DateTime<Utc>,
+        event_type: &str,
+        severity: Severity,
+        gateway: Option<&str>,
+    ) {
+        for (name, filter) in &ctx.siem {
+            if filter.matches(event_type, severity, gateway) {
+                self.destinations.push(name);
+                self.ids.push(id);
+                self.ts.push(ts);
+            }
+        }
+    }
 }
 
 const GAP_EXPLANATIONS: &str = "SELECT first_seq, last_seq, reason FROM chain_explanations \
@@ -762,6 +839,7 @@ pub async fn declare_gap(
                 .cloned(),
         );
         let raised = alerts::run(&tx, alert_ctx, &new_events).await?;
+        write_siem_outbox(&tx, alert_ctx, &rows, &inserted, &raised).await?;
         new_events.extend(raised);
     }
     tx.commit().await?;

@@ -86,6 +86,12 @@ event_types! {
     WebhookFailed = "webhook.failed",
     GatewayOnline = "gateway.online",
     GatewayOffline = "gateway.offline",
+    /// A SIEM destination keeps failing: its outbox grows (`docs/SIEM.md`).
+    SiemDeliveryFailed = "siem.delivery_failed",
+    /// A SIEM destination that had failed delivers again.
+    SiemRecovered = "siem.recovered",
+    /// `linesentry-collector siem test NAME`: a message sent to check a destination.
+    SiemTest = "siem.test",
 }
 
 /// Default severities of the types that are not in the agent's [`CATALOG`].
@@ -102,6 +108,9 @@ const OTHER_DEFAULTS: &[(EventType, Severity)] = &[
     (EventType::WebhookFailed, Severity::Error),
     (EventType::GatewayOnline, Severity::Info),
     (EventType::GatewayOffline, Severity::Warn),
+    (EventType::SiemDeliveryFailed, Severity::Error),
+    (EventType::SiemRecovered, Severity::Info),
+    (EventType::SiemTest, Severity::Info),
 ];
 
 impl EventType {

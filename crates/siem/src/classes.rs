@@ -138,6 +138,9 @@ pub fn class_of(event_type: EventType) -> Class {
         T::WebhookFailed => c(606, "Webhook delivery failed", Health, Collector),
         T::GatewayOnline => c(607, "Gateway online", Health, Collector),
         T::GatewayOffline => c(608, "Gateway offline", Health, Collector),
+        T::SiemDeliveryFailed => c(609, "SIEM delivery failed", Health, Collector),
+        T::SiemRecovered => c(610, "SIEM delivery recovered", Health, Collector),
+        T::SiemTest => c(611, "SIEM test message", Health, Collector),
     }
 }
 

@@ -7,7 +7,9 @@
 //! - [`ocsf`]: OCSF 1.8.0 JSON (Detection Finding, Device Config State Change,
 //!   Authentication, Event Log Activity, API Activity);
 //! - [`ecs`]: Elastic Common Schema JSON;
-//! - [`Format`]: the body formats by name (`cef`, `leef`, `ocsf`, `ecs`), one entry point.
+//! - [`Format`]: the body formats by name (`cef`, `leef`, `ocsf`, `ecs`), one entry point;
+//! - `transport` (feature `transport`, the only I/O here): syslog over TLS (RFC 5425), RELP,
+//!   JSON batches over HTTPS, plain TCP/UDP to loopback, with timeouts and TLS verification.
 //!
 //! Pure code: no I/O, no clock, no runtime, so the agent and the collector share it and it
 //! is tested without sockets. Every encoder takes the event, the [`Exporter`] (who is
@@ -27,6 +29,8 @@ mod model;
 pub mod ocsf;
 pub mod severity;
 pub mod syslog;
+#[cfg(feature = "transport")]
+pub mod transport;
 
 pub use classes::{class_of, Class, Family, Origin, UNKNOWN_CLASS_ID};
 pub use format::{Format, UnknownFormat};

@@ -8,6 +8,8 @@
 //! - [`pki`]: the test PKI (a CA, server and client certificates) of every TLS test;
 //! - [`mosquitto`]: a real Mosquitto broker with its own PKI, and `mosquitto_sub` subscribers,
 //!   over the one launcher of private servers, `linesentry_common::local`;
+//! - [`syslog`]: real syslog receivers (rsyslog with TLS, TCP, UDP and RELP listeners;
+//!   syslog-ng with an RFC 5425 listener) writing what they receive to files;
 //! - [`intruder`]: another Modbus client scanning or flooding a device the agent watches;
 //! - [`PythonPeer`]: the one launcher of the Python peers (ready line, stdin commands, stdout
 //!   drained to the end);
@@ -26,6 +28,7 @@ pub mod intruder;
 pub mod mosquitto;
 pub mod pki;
 pub mod python;
+pub mod syslog;
 
 pub use python::PythonPeer;
 

@@ -68,6 +68,13 @@ enum Command {
     /// Measure ingest against raw PostgreSQL, query and stats latency on a large table,
     /// and live stream latency, on private servers (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// SIEM destinations (`[[siem]]`).
+    Siem {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SiemCommand,
+    },
     /// Create, list and revoke API tokens.
     Token {
         #[arg(long, short, global = true)]
@@ -104,6 +111,57 @@ enum GatewayCommand {
         id: String,
         key_id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SiemCommand {
+    /// Send one `siem.test` message to the destination NAME, as it sends events, and print
+    /// what the receiver answered (RELP `200 OK`, the HTTP status; syslog over TLS has no
+    /// answer: written and flushed). Exit 1 if it could not be delivered.
+    Test { name: String },
+    /// The configured destinations, one per line.
+    List,
+}
+
+async fn siem(config: &Path, command: SiemCommand) -> anyhow::Result<()> {
+    let settings = load(config)?;
+    match command {
+        SiemCommand::List => {
+            for d in &settings.siem {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    d.name, d.transport.protocol, d.transport.address, d.format
+                );
+            }
+            Ok(())
+        }
+        SiemCommand::Test { name } => {
+            let Some(d) = settings.siem.iter().find(|d| d.name == name) else {
+                let known: Vec<&str> = settings.siem.iter().map(|d| d.name.as_str()).collect();
+                bail!(
+                    "no [[siem]] destination named `{name}` in {}; configured: {}",
+                    config.display(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            println!(
+                "sending a siem.test message to `{}` ({} {}, {})",
+                d.name, d.transport.protocol, d.transport.address, d.format
+            );
+            match linesentry_collector::siem::send_test(d, &settings.collector_id).await {
+                Ok((message, answer)) => {
+                    println!("sent: {message}");
+                    println!("receiver answered: {}", answer.text);
+                    Ok(())
+                }
+                Err(e) => bail!("not delivered: {e}"),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +348,7 @@ fn main() -> ExitCode {
             }
             Command::Gateway { config, command } => gateway(&config_path(config)?, command).await,
             Command::Token { config, command } => token(&config_path(config)?, command).await,
+            Command::Siem { config, command } => siem(&config_path(config)?, command).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }

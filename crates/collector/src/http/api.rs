@@ -450,11 +450,15 @@ pub(super) async fn status(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Role::Viewer)?;
     let hub = st.hub.stats();
+    let siem = crate::siem::status(&st.pool, &st.settings.siem)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(json!({
         "collector_id": st.settings.collector_id,
         "version": env!("CARGO_PKG_VERSION"),
         "ingest": st.ingest.counters.snapshot(),
         "stream": { "clients": hub.clients, "sent": hub.published, "dropped": hub.dropped },
+        "siem": siem,
     })))
 }
 

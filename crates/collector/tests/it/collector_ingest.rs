@@ -616,9 +616,7 @@ async fn migrations_apply_once_and_a_schema_changed_behind_their_back_is_refused
         tls: linesentry_collector::db::DbTls::disabled(),
     })
     .unwrap();
-    // Every migration of this build, in order (numbers may skip while branches land).
-    let all: Vec<i32> = migrate::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(migrate::migrate(&pool).await.unwrap(), all);
+    assert_eq!(migrate::migrate(&pool).await.unwrap(), [1, 2, 3, 4, 5]);
     assert!(migrate::migrate(&pool).await.unwrap().is_empty());
     let db = env::sql(&url).await;
     db.execute(
@@ -649,6 +647,7 @@ async fn retention_drops_whole_months_older_than_the_setting_and_keeps_the_rest(
         collector_id: "c".into(),
         rules: Vec::new(),
         webhooks: Vec::new(),
+        siem: Vec::new(),
     });
     let hk = Housekeeping {
         pool: pool.clone(),

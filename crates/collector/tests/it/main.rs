@@ -8,5 +8,6 @@ mod collector_ingest;
 mod collector_mqtt;
 mod collector_page;
 mod collector_query;
+mod collector_siem;
 mod collector_stream;
 mod forward_https_collector;

@@ -19,3 +19,5 @@ mod independent;
 mod ocsf_schema;
 mod parse;
 mod samples;
+#[cfg(feature = "transport")]
+mod transport;
