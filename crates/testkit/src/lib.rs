@@ -30,10 +30,10 @@ pub mod pki;
 pub mod python;
 pub mod syslog;
 
-pub use python::PythonPeer;
+pub use python::{peer_script, PythonPeer};
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A loopback TCP port that was free a moment ago.
@@ -47,13 +47,6 @@ pub fn free_port() -> u16 {
 /// The repository's top directory (where `config/`, `devices/` and `packaging/` are).
 pub fn repo_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-/// The path of one of the independent Python peers in `crates/testkit/peers/`.
-pub fn peer_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("peers")
-        .join(name)
 }
 
 /// Runs `python3 SCRIPT ARGS... FILE`, FILE holding `lines` one per line (the independent

@@ -6,10 +6,17 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+/// The path of one of the independent Python peers in `crates/testkit/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name)
+}
 
 /// A running Python peer, killed when dropped.
 pub struct PythonPeer {
@@ -31,7 +38,7 @@ impl PythonPeer {
         ready: &str,
         within: Duration,
     ) -> Self {
-        let script = crate::peer_script(script);
+        let script = peer_script(script);
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let mut child = Command::new(python)
             .arg(&script)
@@ -62,17 +69,15 @@ impl PythonPeer {
             lines,
             ready: String::new(),
         };
-        match peer.wait_for_line(within, |l| l.trim().starts_with(ready)) {
-            Some(line) => peer.ready = line.trim().to_owned(),
-            None => {
-                let status = peer.child.try_wait().ok().flatten();
-                panic!(
-                    "{} did not print {ready:?} within {within:?} (exit status: {status:?}; \
-                     its packages: pip install -r tests/requirements.txt)",
-                    peer.script.display()
-                );
-            }
-        }
+        let Some(line) = peer.wait_for_line(within, |l| l.trim().starts_with(ready)) else {
+            let status = peer.child.try_wait().ok().flatten();
+            panic!(
+                "{} did not print {ready:?} within {within:?} (exit status: {status:?}; \
+                 its packages: pip install -r tests/requirements.txt)",
+                peer.script.display()
+            );
+        };
+        line.trim().clone_into(&mut peer.ready);
         peer
     }
 
