@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linesentry_agent::config;
-use linesentry_testkit::PythonPeer;
 use linesentry_agent::source::modbus::TcpStation;
 use linesentry_agent::source::opcua::{Acquisition, OpcUaSettings, OpcUaSource};
 use linesentry_agent::source::{
     OpcUaIdentity, OpcUaSecurityMode, OpcUaSecurityPolicy, PollResult, Profile, SourceConfig,
     SourceTuning, StationConfig, TagRole, Value,
 };
+use linesentry_testkit::PythonPeer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_linesentry");
 
@@ -465,11 +465,18 @@ fn start_plant(pki: &Path, bulk: usize) -> (PythonPeer, String, String) {
     let port = linesentry_testkit::free_port();
     let peer = PythonPeer::start(
         "asyncua_plant_server.py",
-        [port.to_string().as_str(), utf8(pki), bulk.to_string().as_str()],
+        [
+            port.to_string().as_str(),
+            utf8(pki),
+            bulk.to_string().as_str(),
+        ],
         "READY",
         Duration::from_secs(120),
     );
-    let ns = format!("ns={}", peer.ready_line().trim_start_matches("READY").trim());
+    let ns = format!(
+        "ns={}",
+        peer.ready_line().trim_start_matches("READY").trim()
+    );
     (peer, format!("opc.tcp://127.0.0.1:{port}/plant/"), ns)
 }
 
